@@ -1,0 +1,136 @@
+"""Cross-process wake-ups ("doorbells") for a spool.
+
+A writer that makes something ready (a send into a channel, a message put into
+the outbox) *rings* a bell after its commit: a one-byte ``pwrite`` to a small
+file under ``<spool>/bells/``. A waiter watches that file with inotify, so the
+kernel wakes every waiting process at once, within microseconds, and no one
+polls the database. Rules:
+
+* A bell is rung only after the commit it announces is visible.
+* A waiter arms its watch *before* it looks at the database, so a ring between
+  its look and its sleep is not lost.
+* Bells carry no data; a wake-up means "look again". Spurious wake-ups are fine.
+
+Where inotify is unavailable (not Linux), waiters fall back to polling every
+``POLL_FALLBACK`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+from pathlib import Path
+from typing import Final
+
+try:  # Linux only
+    from inotify_simple import INotify
+    from inotify_simple import flags as _flags
+
+    _HAVE_INOTIFY = True
+except Exception:  # pragma: no cover - non-Linux
+    _HAVE_INOTIFY = False
+
+POLL_FALLBACK: Final = 0.005
+OUTBOX: Final = "outbox"
+
+
+def channel_bell(channel: str) -> str:
+    """Bell name for a channel (prefixed, so '.' and '..' stay plain file names)."""
+    return "c." + channel
+
+
+class Bells:
+    """Rings bells; one per spool object, thread-safe."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _fd(self, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(name)
+                if fd is None:
+                    fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    self._fds[name] = fd
+        return fd
+
+    def ring(self, name: str) -> None:
+        """Wake everyone waiting on ``name``. Never raises: a lost ring only delays a waiter."""
+        if self._closed:
+            return
+        try:
+            os.pwrite(self._fd(name), b"\x01", 0)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class Watch:
+    """Waits for rings of one or more bells. Create it before checking the database."""
+
+    def __init__(self, directory: Path, names: list[str]) -> None:
+        self._inotify = None
+        if _HAVE_INOTIFY:
+            ino = INotify()
+            try:
+                for name in names:
+                    path = directory / name
+                    if not path.exists():
+                        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+                    ino.add_watch(path, _flags.MODIFY)
+            except BaseException:
+                ino.close()
+                raise
+            self._inotify = ino
+
+    def fileno(self) -> int:
+        """The file descriptor to poll (for event loops). -1 when polling is the fallback."""
+        return self._inotify.fileno() if self._inotify is not None else -1
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until a ring or ``timeout`` seconds. Returns ``True`` on a ring."""
+        if timeout <= 0:
+            return False
+        if self._inotify is None:  # pragma: no cover - non-Linux
+            time.sleep(min(timeout, POLL_FALLBACK))
+            return True
+        fd = self._inotify.fileno()
+        r, _, _ = select.select([fd], [], [], timeout)
+        if r:
+            self.drain()
+            return True
+        return False
+
+    def drain(self) -> None:
+        """Consume pending events without blocking."""
+        if self._inotify is not None:
+            try:
+                self._inotify.read(timeout=0)
+            except (OSError, ValueError):
+                pass
+
+    def close(self) -> None:
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
