@@ -430,7 +430,6 @@ class Spool:
     def _open_dir(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            (self.path / "bells").mkdir(exist_ok=True)
         except FileExistsError:
             raise SpoolUnavailable(
                 f"cannot use {self.path} as a spool: it exists and is not a directory",
@@ -448,6 +447,13 @@ class Spool:
                 f"the spool directory {self.path} is not writable by this user",
                 hint="fix its permissions or owner, or choose another directory",
             )
+        try:
+            (self.path / "bells").mkdir(exist_ok=True)
+        except OSError as e:
+            raise SpoolUnavailable(
+                f"the spool directory {self.path} is not writable: {e.strerror or e}",
+                hint="fix its permissions or owner, or choose another directory",
+            ) from e
         # root ignores permission bits: prove we can really create a file here
         probe = self.path / f".probe-{os.getpid()}-{threading.get_ident()}"
         try:
@@ -895,7 +901,15 @@ class Spool:
         if deliver_at is None and d > 0:
             deliver_at = now + int(d * 1000)
         if to is not None:
-            peers = [to] if isinstance(to, str) else list(to)
+            if isinstance(to, str):
+                peers = [to]
+            elif isinstance(to, (list, tuple)):
+                peers = list(to)
+            else:
+                raise InvalidType(
+                    f"to= must be a peer name or URL (or a list of them), not {type(to).__name__}",
+                    hint="e.g. to='dc2' or to='http://10.0.0.2:7070'",
+                )
             if not peers:
                 raise InvalidArgument("to= is an empty list", hint="pass None for local delivery, or peer names")
             pids = [self._peer_id(p) for p in peers]

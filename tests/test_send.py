@@ -1,0 +1,301 @@
+"""Producing: send, send_many, asend, idempotent ids, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+import spoolq
+from spoolq import Spool
+from spoolq.testing import FakeClock
+
+
+def test_send_returns_id_and_message_is_ready(spool: Spool) -> None:
+    mid = spool.send(b"hello", "jobs")
+    assert spoolq.id_time(mid) > 0
+    st = spool.stats().channels["jobs"]
+    assert (st.ready, st.leased, st.delayed, st.dead) == (1, 0, 0, 0)
+    lease = spool.lease("jobs")
+    assert lease is not None
+    assert lease.id == mid and lease.body == b"hello" and lease.priority == 1024 and lease.attempts == 1
+
+
+def test_send_accepts_bytearray_and_memoryview(spool: Spool) -> None:
+    spool.send(bytearray(b"ab"), "c")
+    spool.send(memoryview(b"cd"), "c")
+    bodies = [x.body for x in spool.lease_many("c", 10)]
+    assert bodies == [b"ab", b"cd"]
+    assert all(type(b) is bytes for b in bodies)
+
+
+def test_headers_ttl_and_priority_round_trip(spool: Spool, clock: FakeClock) -> None:
+    spool.send(b"x", "c", headers={"content-type": "text/plain", "trace": "abc"}, ttl=60, priority=7)
+    lease = spool.lease("c")
+    assert lease is not None
+    assert lease.headers == {"content-type": "text/plain", "trace": "abc"}
+    assert lease.priority == 7
+    assert lease.expires_at == pytest.approx(clock() + 60, abs=0.01)
+    m = lease.message
+    assert m.state == "leased" and m.headers["trace"] == "abc" and m.origin == spool.node_id
+
+
+def test_send_many_returns_ids_in_order_and_stores_all(spool: Spool) -> None:
+    bodies = [f"m{i}".encode() for i in range(1000)]
+    ids = spool.send_many(bodies, "bulk")
+    assert len(ids) == 1000 and ids == sorted(ids) and len(set(ids)) == 1000
+    got = []
+    while True:
+        leases = spool.lease_many("bulk", 300)
+        if not leases:
+            break
+        got += leases
+        spool.ack_many(leases)
+    assert [x.body for x in got] == bodies
+    assert [x.id for x in got] == ids
+
+
+def test_send_many_empty_is_a_no_op(spool: Spool) -> None:
+    assert spool.send_many([], "c") == []
+    assert "c" in spool.stats().channels  # the channel exists, but holds nothing
+    assert spool.stats().channels["c"].ready == 0
+
+
+def test_send_many_with_options_goes_to_delayed(spool: Spool, clock: FakeClock) -> None:
+    spool.send_many([b"a", b"b"], "c", delay=10, headers={"k": "v"})
+    assert spool.stats().channels["c"].delayed == 2
+    assert spool.lease("c") is None
+    clock.advance(10)
+    leases = spool.lease_many("c", 5)
+    assert [x.body for x in leases] == [b"a", b"b"]
+    assert all(x.headers == {"k": "v"} for x in leases)
+
+
+def test_send_many_all_or_nothing_on_bad_body(spool: Spool) -> None:
+    with pytest.raises(spoolq.InvalidType):
+        spool.send_many([b"ok", "not bytes", b"ok"], "c")
+    assert spool.stats().channels["c"].ready == 0
+
+
+def test_send_many_rejects_a_single_body(spool: Spool) -> None:
+    with pytest.raises(spoolq.InvalidType, match="list of bodies"):
+        spool.send_many(b"abc", "c")  # type: ignore[arg-type]
+
+
+def test_idempotent_send_with_caller_id(spool: Spool) -> None:
+    mid = spoolq.new_id()
+    assert spool.send(b"once", "c", id=mid) == mid
+    assert spool.send(b"once", "c", id=mid) == mid  # a retry: no-op
+    assert spool.stats().channels["c"].ready == 1
+    lease = spool.lease("c")
+    assert lease is not None and lease.id == mid
+    lease.ack()
+    # still remembered after it was consumed: a late retry does not deliver twice
+    assert spool.send(b"once", "c", id=mid) == mid
+    assert spool.lease("c") is None
+
+
+def test_resend_with_an_id_the_spool_generated_is_a_no_op(spool: Spool) -> None:
+    mid = spool.send(b"x", "c")
+    assert spool.send(b"x", "c", id=mid) == mid
+    assert spool.stats().channels["c"].ready == 1
+
+
+def test_idempotent_send_many_skips_seen_ids_only(spool: Spool) -> None:
+    a, b, c = spoolq.new_id(), spoolq.new_id(), spoolq.new_id()
+    spool.send(b"a", "c", id=a)
+    assert spool.send_many([b"a", b"b", b"c"], "c", ids=[a, b, c]) == [a, b, c]
+    assert sorted(x.body for x in spool.lease_many("c", 10)) == [b"a", b"b", b"c"]
+
+
+def test_dedup_window_is_per_spool_and_expires(spool_dir: Path, clock: FakeClock) -> None:
+    s = Spool(spool_dir, clock=clock, seen_retention=100)
+    mid = spoolq.new_id()
+    s.send(b"x", "c", id=mid)
+    lease = s.lease("c")
+    assert lease is not None
+    lease.ack()
+    clock.advance(50)
+    s.send(b"x", "c", id=mid)
+    assert s.lease("c") is None  # still within the window
+    clock.advance(51)
+    s.send(b"x", "c", id=mid)
+    assert s.lease("c") is not None  # forgotten after the window
+    s.close()
+
+
+def test_concurrent_idempotent_sends_store_once(spool: Spool) -> None:
+    mid = spoolq.new_id()
+    errors: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            for _ in range(20):
+                spool.send(b"x", "c", id=mid)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert spool.stats().channels["c"].ready == 1
+
+
+def test_send_to_peer_goes_to_outbox(spool: Spool) -> None:
+    spool.send(b"x", "c", to="dc2")
+    spool.send(b"y", "c", to="http://10.0.0.2:7070")
+    spool.send(b"z", "c", to=["dc2", "dc3"])  # one copy each
+    st = spool.stats()
+    assert st.peers["dc2"].outbox == 2
+    assert st.peers["http://10.0.0.2:7070"].outbox == 1
+    assert st.peers["dc3"].outbox == 1
+    assert spool.stats().channels["c"].ready == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,fragment",
+    [
+        ({"body": "text"}, spoolq.InvalidType, "bytes"),
+        ({"body": 42}, spoolq.InvalidType, "bytes"),
+        ({"body": None}, spoolq.InvalidType, "bytes"),
+        ({"body": b"x" * (1024 * 1024 + 1)}, spoolq.MessageTooLarge, "max_message_size"),
+        ({"channel": "bad name"}, spoolq.InvalidChannel, "channel"),
+        ({"channel": ""}, spoolq.InvalidChannel, "channel"),
+        ({"channel": "x" * 201}, spoolq.InvalidChannel, "channel"),
+        ({"channel": 7}, spoolq.InvalidType, "channel"),
+        ({"delay": -1}, spoolq.InvalidArgument, "delay"),
+        ({"delay": "soon"}, spoolq.InvalidType, "delay"),
+        ({"priority": -1}, spoolq.InvalidArgument, "priority"),
+        ({"priority": 2**32}, spoolq.InvalidArgument, "priority"),
+        ({"priority": "high"}, spoolq.InvalidType, "priority"),
+        ({"ttl": 0}, spoolq.InvalidArgument, "ttl"),
+        ({"ttl": -5}, spoolq.InvalidArgument, "ttl"),
+        ({"headers": {"a": 1}}, spoolq.InvalidType, "headers"),
+        ({"headers": "a=b"}, spoolq.InvalidType, "headers"),
+        ({"id": "not-a-uuid"}, spoolq.InvalidArgument, "id"),
+        ({"to": "bad peer!"}, spoolq.InvalidArgument, "peer"),
+        ({"to": 5}, spoolq.InvalidType, "peer"),
+        ({"to": []}, spoolq.InvalidArgument, "to="),
+    ],
+)
+def test_bad_input_raises_clear_error_and_stores_nothing(
+    spool: Spool, kwargs: dict[str, object], exc: type, fragment: str
+) -> None:
+    args: dict[str, object] = {"body": b"ok", "channel": "c"}
+    args.update(kwargs)
+    body = args.pop("body")
+    channel = args.pop("channel")
+    with pytest.raises(exc) as ei:
+        spool.send(body, channel, **args)  # type: ignore[arg-type]
+    assert fragment in str(ei.value)
+    assert isinstance(ei.value, spoolq.SpoolqError)
+    st = spool.stats()
+    assert all(c.ready + c.delayed + c.leased == 0 for c in st.channels.values())
+    assert not st.peers
+
+
+def test_headers_count_against_max_message_size(spool_dir: Path) -> None:
+    s = Spool(spool_dir, max_message_size=100)
+    s.send(b"x" * 100, "c")
+    with pytest.raises(spoolq.MessageTooLarge):
+        s.send(b"x" * 90, "c", headers={"name": "v" * 20})
+    assert s.stats().channels["c"].ready == 1
+    s.close()
+
+
+def test_max_message_size_is_configurable(spool_dir: Path) -> None:
+    s = Spool(spool_dir, max_message_size=10)
+    s.send(b"x" * 10, "c")
+    with pytest.raises(spoolq.MessageTooLarge):
+        s.send(b"x" * 11, "c")
+    s.close()
+
+
+def test_group_commit_many_threads_all_durable(real_spool: Spool) -> None:
+    n_threads, per = 8, 300
+    results: list[list[str]] = [[] for _ in range(n_threads)]
+
+    def go(i: int) -> None:
+        for k in range(per):
+            results[i].append(real_spool.send(f"{i}:{k}".encode(), "gc"))
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [i for r in results for i in r]
+    assert len(set(ids)) == n_threads * per
+    batches, messages = real_spool._gc_stats
+    assert messages >= n_threads * per - 1  # (one-off fast-path sends are not counted)
+    got = set()
+    while leases := real_spool.lease_many("gc", 500):
+        got.update(x.id for x in leases)
+        real_spool.ack_many(leases)
+    assert got == set(ids)
+
+
+def test_group_commit_with_mixed_requests(real_spool: Spool) -> None:
+    """Plain, delayed, outbox and dedup sends from many threads land in the same commits correctly."""
+    mid = spoolq.new_id()
+
+    def go(i: int) -> None:
+        for k in range(50):
+            kind = (i + k) % 4
+            if kind == 0:
+                real_spool.send(b"plain", "mix")
+            elif kind == 1:
+                real_spool.send(b"later", "mix", delay=3600)
+            elif kind == 2:
+                real_spool.send(b"away", "mix", to="peer1")
+            else:
+                real_spool.send(b"once", "mix", id=mid)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    st = real_spool.stats()
+    assert st.channels["mix"].ready == 100 + 1
+    assert st.channels["mix"].delayed == 100
+    assert st.peers["peer1"].outbox == 100
+
+
+def test_asend_many_tasks_share_commits(real_spool: Spool) -> None:
+    async def main() -> list[str]:
+        async def prod(i: int) -> list[str]:
+            return [await real_spool.asend(f"{i}:{k}".encode(), "async") for k in range(50)]
+
+        chunks = await asyncio.gather(*[prod(i) for i in range(20)])
+        more = await real_spool.asend_many([b"a", b"b"], "async", priority=1)
+        return [i for c in chunks for i in c] + more
+
+    ids = asyncio.run(main())
+    assert len(set(ids)) == 1002
+    assert real_spool.stats().channels["async"].ready == 1002
+    batches, messages = real_spool._gc_stats
+    assert batches < messages  # at least some commits carried several sends
+
+
+def test_asend_error_is_raised_in_the_task(real_spool: Spool) -> None:
+    async def main() -> None:
+        await real_spool.asend("text", "c")  # type: ignore[arg-type]
+
+    with pytest.raises(spoolq.InvalidType):
+        asyncio.run(main())
+
+
+def test_asend_idempotent(real_spool: Spool) -> None:
+    mid = spoolq.new_id()
+
+    async def main() -> tuple[str, str]:
+        return await real_spool.asend(b"x", "c", id=mid), await real_spool.asend(b"x", "c", id=mid)
+
+    assert asyncio.run(main()) == (mid, mid)
+    assert real_spool.stats().channels["c"].ready == 1
