@@ -1746,20 +1746,20 @@ class Spool:
         cutoff = ((now - self.seen_retention_ms) << 80).to_bytes(16, "big") if now > self.seen_retention_ms else b""
 
         def work(c: sqlite3.Connection) -> dict[str, int]:
+            expired = 0
+            for ch, due, idb in exp_delayed:  # first, so nothing expired is promoted
+                if c.execute(_SQL_DELAYED_TO_DEAD, ("expired", "ttl passed while delayed", now, ch, due, idb)).rowcount:
+                    c.execute("DELETE FROM delayed WHERE channel=? AND due=? AND id=?", (ch, due, idb))
+                    expired += 1
             promoted = 0
             for (ch,) in due_chans:
                 promoted += c.execute(_SQL_PROMOTE, (ch, now)).rowcount
                 c.execute(_SQL_PROMOTE_DELETE, (ch, now))
-            expired = 0
             for ch, pri, idb in exp_inbox:
                 # re-check inside the write transaction: it may have been leased or acked since the scan
                 if c.execute("SELECT 1 FROM inbox WHERE channel=? AND priority=? AND id=? AND expires<=? "
                              "AND lease_until<=?", (ch, pri, idb, now, now)).fetchone():
                     self._inbox_to_dead(c, ch, pri, idb, "expired", "ttl passed before delivery", now)
-                    expired += 1
-            for ch, due, idb in exp_delayed:
-                if c.execute(_SQL_DELAYED_TO_DEAD, ("expired", "ttl passed while delayed", now, ch, due, idb)).rowcount:
-                    c.execute("DELETE FROM delayed WHERE channel=? AND due=? AND id=?", (ch, due, idb))
                     expired += 1
             for p, pri, idb in exp_outbox:
                 if c.execute("SELECT 1 FROM outbox WHERE peer=? AND priority=? AND id=? AND claim_until<=?",
