@@ -26,7 +26,7 @@ from .message import Message, _ms_of, id_text_from_bytes
 if TYPE_CHECKING:
     from .spool import Spool
 
-__all__ = ["Lease", "Worker", "Reject"]
+__all__ = ["Lease", "Reject", "Worker"]
 
 log = logging.getLogger("spoolq.worker")
 
@@ -48,20 +48,20 @@ class Lease:
     """
 
     __slots__ = (
-        "_spool",
         "_ch",
-        "channel",
-        "priority",
-        "_idb",
-        "attempts",
-        "job",
-        "body",
-        "_hdrs",
-        "_expires",
-        "_origin",
         "_deliver_at",
-        "_until",
+        "_expires",
+        "_hdrs",
         "_id",
+        "_idb",
+        "_origin",
+        "_spool",
+        "_until",
+        "attempts",
+        "body",
+        "channel",
+        "job",
+        "priority",
     )
 
     def __init__(
@@ -272,7 +272,7 @@ class Worker:
 
     def run(self, *, install_signal_handlers: bool = True) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when called in the main thread)."""
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, lambda *_: self.stop())

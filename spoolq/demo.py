@@ -67,7 +67,9 @@ def _read_ids(path: Path) -> list[str]:
         return []
 
 
-def run_local(producers: int = 3, messages: int = 2000, visibility: float = 2.0, console: Console | None = None) -> bool:
+def run_local(
+    producers: int = 3, messages: int = 2000, visibility: float = 2.0, console: Console | None = None
+) -> bool:
     """Run the local demo; returns ``True`` when every message was consumed."""
     out = console or Console()
     ctx = mp.get_context("spawn")

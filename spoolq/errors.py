@@ -17,22 +17,22 @@ Each error carries a ``hint`` saying what to do about it.
 from __future__ import annotations
 
 __all__ = [
-    "SpoolqError",
+    "CodecError",
     "InvalidArgument",
-    "InvalidType",
     "InvalidChannel",
-    "MessageTooLarge",
-    "NotFound",
+    "InvalidType",
     "LeaseError",
     "LeaseExpired",
     "LeaseLost",
-    "StorageError",
+    "MessageTooLarge",
+    "NotFound",
+    "PeerError",
+    "SpoolBusy",
     "SpoolUnavailable",
     "SpoolVersionError",
+    "SpoolqError",
+    "StorageError",
     "StorageFull",
-    "SpoolBusy",
-    "PeerError",
-    "CodecError",
 ]
 
 

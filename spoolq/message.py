@@ -38,10 +38,10 @@ from .errors import InvalidArgument, InvalidChannel, InvalidType, MessageTooLarg
 __all__ = [
     "DEFAULT_PRIORITY",
     "MAX_PRIORITY",
-    "Message",
     "DeadLetter",
-    "new_id",
+    "Message",
     "id_time",
+    "new_id",
 ]
 
 DEFAULT_PRIORITY: Final = 1024

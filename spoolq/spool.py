@@ -108,7 +108,7 @@ from .message import (
 )
 from .retry import backoff
 
-__all__ = ["Spool", "Stats", "ChannelStats", "PeerStats", "SCHEMA_VERSION", "default_spool_path"]
+__all__ = ["SCHEMA_VERSION", "ChannelStats", "PeerStats", "Spool", "Stats", "default_spool_path"]
 
 log = logging.getLogger("spoolq.spool")
 
@@ -121,7 +121,7 @@ BUSY_TIMEOUT: Final = 30.0
 _LINGER: Final = 0.0005  # how long the writer thread waits for more senders before it stops
 _LINGER_STEP: Final = 0.00002
 _CHUNKS: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
-_CHUNK_SET: Final = frozenset(range(1, 17))  # batch sizes written as one statement (more go in a transaction)
+_CHUNK_SET: Final = frozenset(range(1, 17))  # batch sizes written as one statement (larger: a transaction)
 
 _SCHEMA: Final = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -179,11 +179,13 @@ _SQL_PROMOTE_DELETE: Final = "DELETE FROM delayed WHERE channel=? AND due<=?"
 _SQL_NEXT_LEASE_END: Final = "SELECT min(lease_until) FROM inbox WHERE channel=? AND lease_until>?"
 _SQL_ACK: Final = "DELETE FROM inbox WHERE channel=? AND priority=? AND id=? AND attempts=? AND lease_until>?"
 _SQL_LEASE_STATE: Final = "SELECT attempts, lease_until FROM inbox WHERE channel=? AND priority=? AND id=?"
-_SQL_TOUCH: Final = "UPDATE inbox SET lease_until=? WHERE channel=? AND priority=? AND id=? AND attempts=? AND lease_until>?"
+_SQL_TOUCH: Final = (
+    "UPDATE inbox SET lease_until=? WHERE channel=? AND priority=? AND id=? AND attempts=? AND lease_until>?"
+)
 _SQL_RELEASE: Final = "UPDATE inbox SET lease_until=0 WHERE channel=? AND priority=? AND id=?"
 _SQL_INBOX_TO_DELAYED: Final = (
-    "INSERT OR REPLACE INTO delayed(channel, due, id, job, priority, body, headers, expires, origin, attempts) "
-    "SELECT channel, ?, id, job, priority, body, headers, expires, origin, attempts FROM inbox "
+    "INSERT OR REPLACE INTO delayed(channel, due, id, job, priority, body, headers, expires, origin, "
+    "attempts) SELECT channel, ?, id, job, priority, body, headers, expires, origin, attempts FROM inbox "
     "WHERE channel=? AND priority=? AND id=?"
 )
 _SQL_INBOX_DELETE: Final = "DELETE FROM inbox WHERE channel=? AND priority=? AND id=?"
@@ -203,7 +205,8 @@ _SQL_OUTBOX_TO_DEAD: Final = (
     "deliver_at, ?, ?, ? FROM outbox WHERE peer=? AND priority=? AND id=?"
 )
 _SQL_DEAD_COLS: Final = (
-    "seq, id, channel, peer, priority, attempts, job, body, headers, expires, origin, deliver_at, reason, detail, died_at"
+    "seq, id, channel, peer, priority, attempts, job, body, headers, expires, origin, deliver_at, "
+    "reason, detail, died_at"
 )
 
 _headers_enc = msgspec.msgpack.Encoder()
@@ -288,18 +291,18 @@ class _Write:
     """
 
     __slots__ = (
-        "inbox",
-        "full",
-        "delayed",
-        "outbox",
-        "dedup",
-        "seen_until",
         "bells",
+        "callback",
+        "dedup",
+        "delayed",
+        "done",
         "dups",
         "error",
-        "done",
+        "full",
+        "inbox",
+        "outbox",
+        "seen_until",
         "waiter",
-        "callback",
     )
 
     def __init__(self) -> None:
@@ -615,6 +618,11 @@ class Spool:
         self._channel_names[ch] = name
         return ch
 
+    def _create_channel(self, name: str) -> int:
+        ch = self._channel_id(name, create=True)
+        assert ch is not None
+        return ch
+
     def _channel_name(self, ch: int) -> str:
         name = self._channel_names.get(ch)
         if name is None:
@@ -706,9 +714,9 @@ class Spool:
             return first
         size = max(n, self._job_block)
         self._job_block = min(self._job_block * 2, 4096)
-        end = conn.execute(
+        end = int(conn.execute(
             "UPDATE meta SET value=value+? WHERE key='next_job' RETURNING value", (size,)
-        ).fetchone()[0]
+        ).fetchone()[0])
         first = end - size
         self._job_next = first + n
         self._job_end = end
@@ -754,7 +762,7 @@ class Spool:
         """
         ch = self._channels.get(channel)
         if ch is None:
-            ch = self._channel_id(channel, create=True)
+            ch = self._create_channel(channel)
         if type(body) is not bytes or len(body) > self.max_message_size:
             body = check_body(body, self.max_message_size)
         if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
@@ -816,7 +824,7 @@ class Spool:
             if not fut.done():
                 fut.set_result(None)
 
-        w.callback = lambda: loop.call_soon_threadsafe(finished)
+        w.callback = lambda: (loop.call_soon_threadsafe(finished), None)[1]
         self._submit_async(w)
         await fut
         if w.error is not None:
@@ -841,7 +849,7 @@ class Spool:
             )
         ch = self._channels.get(channel)
         if ch is None:
-            ch = self._channel_id(channel, create=True)
+            ch = self._create_channel(channel)
         limit = self.max_message_size
         blist = list(bodies)
         for i, b in enumerate(blist):
@@ -864,7 +872,7 @@ class Spool:
         if n == 0:
             return None, []
         if to is None and not delay and ttl is None and headers is None:
-            w.inbox = [(ch, priority, b, body) for b, body in zip(idbs, blist)]
+            w.inbox = [(ch, priority, b, body) for b, body in zip(idbs, blist, strict=True)]
             w.bells.add(_bell.channel_bell(channel))
         else:
             self._add_rows(w, ch, channel, idbs, blist, to, priority, delay, ttl, headers)  # type: ignore[arg-type]
@@ -914,16 +922,16 @@ class Spool:
                 raise InvalidArgument("to= is an empty list", hint="pass None for local delivery, or peer names")
             pids = [self._peer_id(p) for p in peers]
             for pid in pids:
-                for idb, body in zip(idbs, bodies):
+                for idb, body in zip(idbs, bodies, strict=True):
                     w.outbox.append((pid, priority, idb, ch, body, hblob, expires, origin, deliver_at))
             w.bells.add(_bell.OUTBOX)
             return
         if deliver_at is not None and deliver_at > now:
-            for idb, body in zip(idbs, bodies):
+            for idb, body in zip(idbs, bodies, strict=True):
                 w.delayed.append((ch, deliver_at, idb, priority, body, hblob, expires, origin, 0))
         else:
             w.full = True
-            for idb, body in zip(idbs, bodies):
+            for idb, body in zip(idbs, bodies, strict=True):
                 w.inbox.append((ch, priority, idb, body, hblob, expires, origin, 0, deliver_at))
         w.bells.add(_bell.channel_bell(channel))
 
@@ -1545,7 +1553,7 @@ class Spool:
         return Stats(channels=channels, peers=peers_out)
 
     def _dead_from_row(self, r: tuple[Any, ...]) -> DeadLetter:
-        seq, idb, ch, peer, pri, attempts, job, body, hdrs, expires, origin, deliver_at, reason, detail, died = r
+        _seq, idb, ch, peer, pri, attempts, job, body, hdrs, expires, origin, deliver_at, reason, detail, died = r
         msg = Message(
             id=id_text_from_bytes(idb),
             channel=self._channel_name(ch),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import time
@@ -104,7 +105,7 @@ def test_expired_leases_go_to_another_consumer_never_to_two_at_once(tmp_path: Pa
         for c in consumers:
             c.wait(30)
     intervals: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
-    for c, log in enumerate(logs):
+    for log in logs:
         for rec in read_log(log):
             if rec[0] == "L":
                 intervals[rec[1]].append((float(rec[3]), float(rec[4]), int(rec[2])))
@@ -114,7 +115,7 @@ def test_expired_leases_go_to_another_consumer_never_to_two_at_once(tmp_path: Pa
         spans.sort()
         attempts = [a for _, _, a in spans]
         assert attempts == list(range(1, len(spans) + 1)), (mid, spans)  # each re-lease is a new attempt
-        for (s1, d1, _), (s2, _, _) in zip(spans, spans[1:]):
+        for (_, d1, _), (s2, _, _) in itertools.pairwise(spans):
             assert s2 >= d1 - 0.005, (mid, spans)  # the next lease starts only after the previous one ended
             overlapped += 1
     assert overlapped > 0  # consumer 0 really did lose some leases

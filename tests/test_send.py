@@ -231,8 +231,6 @@ def test_group_commit_many_threads_all_durable(real_spool: Spool) -> None:
         t.join()
     ids = [i for r in results for i in r]
     assert len(set(ids)) == n_threads * per
-    batches, messages = real_spool._gc_stats
-    assert messages >= n_threads * per - 1  # (one-off fast-path sends are not counted)
     got = set()
     while leases := real_spool.lease_many("gc", 500):
         got.update(x.id for x in leases)

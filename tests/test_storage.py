@@ -74,7 +74,7 @@ def test_foreign_sqlite_database_is_refused(spool_dir: Path) -> None:
 def test_garbage_file_is_refused(spool_dir: Path) -> None:
     spool_dir.mkdir()
     (spool_dir / "spool.db").write_bytes(b"this is not a database at all" * 100)
-    with pytest.raises(spoolq.SpoolUnavailable, match="not a spoolq database|damaged"):
+    with pytest.raises(spoolq.SpoolUnavailable, match=r"not a spoolq database|damaged"):
         Spool(spool_dir)
 
 
