@@ -567,6 +567,8 @@ class Spool:
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                # a job block reserved in this transaction was rolled back with it
+                self._job_next = self._job_end = 0
                 raise
 
         with self._wlock:
@@ -824,7 +826,13 @@ class Spool:
             if not fut.done():
                 fut.set_result(None)
 
-        w.callback = lambda: (loop.call_soon_threadsafe(finished), None)[1]
+        def wake() -> None:  # runs in the writer thread
+            try:
+                loop.call_soon_threadsafe(finished)
+            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
+                pass
+
+        w.callback = wake
         self._submit_async(w)
         await fut
         if w.error is not None:
@@ -1132,12 +1140,7 @@ class Spool:
                     params += (idb, until)
                 _insert_many(conn, "seen", "(id, until)", 2, params, verb="INSERT OR REPLACE")
 
-        try:
-            self._txn(self._cw, write)
-        except BaseException:
-            # our in-process job reservation may have been rolled back with the transaction
-            self._job_next = self._job_end = 0
-            raise
+        self._txn(self._cw, write)
 
     def _write_plain(self, batch: list[_Write]) -> bool:
         """Write a batch of plain messages as ONE autocommitted statement, if it is one.
@@ -1686,11 +1689,7 @@ class Spool:
                 conn.execute("DELETE FROM dead WHERE seq=?", (seq,))
             return rows
 
-        try:
-            rows = self._txn(self._mw, retry)
-        except BaseException:
-            self._job_next = self._job_end = 0
-            raise
+        rows = self._txn(self._mw, retry)
         out = [self._dead_from_row(r) for r in rows]
         if not dry_run:
             for d in out:
@@ -1791,10 +1790,10 @@ class Spool:
         """Close the database connections. Pending sends finish first."""
         if self._closed:
             return
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)  # pending asend()s finish first (it needs _wlock)
         with self._wlock, self._rlock:
             self._closed = True
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
             for c in self._conns:
                 try:
                     c.close()
