@@ -369,6 +369,31 @@ def worker(handler: str, channel: str, concurrency: int, visibility: float, grac
 
 
 @main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="SPOOLQ_CONFIG",
+              help="Node config file (TOML) [env: SPOOLQ_CONFIG].")
+@click.option("--spool", "spool_dir", envvar="SPOOLQ_SPOOL", type=click.Path(file_okay=False),
+              help="Spool directory (overrides the config) [env: SPOOLQ_SPOOL].")
+@click.option("--listen", default=None, help="HOST:PORT to serve on (default 127.0.0.1:7070; port 0: any free).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None, help="Serve HTTPS with this certificate.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None, help="... and this private key.")
+@click.option("--durability", type=click.Choice(["full", "normal"]), default=None, help="Overrides the config.")
+@click.option("--log-json", is_flag=True, default=None, help="Log one JSON object per line.")
+def node(config_path: str | None, spool_dir: str | None, listen: str | None, tls_cert: str | None,
+         tls_key: str | None, durability: str | None, log_json: bool | None) -> None:
+    """Run the node daemon: forward the outbox to peers, receive their batches, serve the HTTP API.
+
+    SIGTERM/SIGINT stop it gracefully; SIGHUP reloads peers, routes and tokens from --config.
+    """
+    from .config import load_config
+    from .daemon import run_node
+
+    cfg = load_config(config_path).with_overrides(
+        spool=spool_dir, listen=listen, tls_cert=tls_cert, tls_key=tls_key, durability=durability,
+        log_json=log_json or None).validate()
+    sys.exit(run_node(cfg))
+
+
+@main.command()
 @click.option("--local", "local", is_flag=True, default=True, help="One spool, many processes (default).")
 @click.option("--producers", type=int, default=3, show_default=True)
 @click.option("--messages", type=int, default=2000, show_default=True, help="Per producer.")

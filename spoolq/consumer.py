@@ -103,6 +103,11 @@ class Lease:
         return self._id
 
     @property
+    def handle(self) -> str:
+        """An opaque string that identifies this lease (see ``Spool.lease_by_handle``)."""
+        return f"{self._ch}.{self.priority}.{self._idb.hex()}.{self.attempts}"
+
+    @property
     def headers(self) -> dict[str, str]:
         from .spool import decode_headers
 

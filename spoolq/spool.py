@@ -61,6 +61,7 @@ for anyone.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import os
 import random
@@ -71,11 +72,12 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 import msgspec
 
 from . import _bell
+from .codec import ACCEPTED, DUPLICATE, WireMessage
 from .consumer import Lease, Worker
 from .errors import (
     InvalidArgument,
@@ -108,7 +110,9 @@ from .message import (
 )
 from .retry import backoff
 
-__all__ = ["SCHEMA_VERSION", "ChannelStats", "PeerStats", "Spool", "Stats", "default_spool_path"]
+__all__ = [
+    "SCHEMA_VERSION", "ChannelStats", "PeerStats", "Spool", "Stats", "Route", "OutboxMessage", "default_spool_path",
+]
 
 log = logging.getLogger("spoolq.spool")
 
@@ -118,6 +122,9 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
 DEFAULT_MAX_ATTEMPTS: Final = 20
 DEFAULT_SEEN_RETENTION: Final = 7 * 86400.0
 BUSY_TIMEOUT: Final = 30.0
+ROUTES_FILE: Final = "routes.json"
+FAILOVER_SEP: Final = "|"  # a failover group is stored as one outbox peer named "a|b|c"
+_MISS: Final = object()
 _LINGER: Final = 0.0005  # how long the writer thread waits for more senders before it stops
 _LINGER_STEP: Final = 0.00002
 _CHUNKS: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
@@ -237,6 +244,26 @@ def decode_headers(raw: bytes | None) -> dict[str, str]:
         return {"x-spoolq-corrupt-headers": raw.hex()}
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Messages of channels matching ``channels`` (a glob, e.g. ``orders.*``) go to ``to``.
+
+    ``mode`` ``fanout``: each peer gets its own copy. ``failover``: the first
+    peer that is up gets it (in order).
+    """
+
+    channels: str
+    to: tuple[str, ...]
+    mode: str = "fanout"
+
+
+class OutboxMessage(NamedTuple):
+    """A message waiting in the outbox: its key there, and the message as it goes on the wire."""
+
+    key: tuple[int, bytes]
+    message: WireMessage
+
+
 # -- stats -----------------------------------------------------------------------
 
 
@@ -301,6 +328,7 @@ class _Write:
         "full",
         "inbox",
         "outbox",
+        "probe",
         "seen_until",
         "waiter",
     )
@@ -311,6 +339,7 @@ class _Write:
         self.delayed: list[tuple[Any, ...]] = []
         self.outbox: list[tuple[Any, ...]] = []
         self.dedup = False
+        self.probe = True
         self.seen_until = 0
         self.bells: set[str] = set()
         self.dups: set[bytes] = set()
@@ -406,6 +435,10 @@ class Spool:
         self._peer_names: dict[int, str] = {}
         self._nodes: dict[int, str] = {}
         self._node_ids: dict[str, int] = {}
+        self._routes: list[Route] = []
+        self._routes_stamp: tuple[int, ...] = ()
+        self._routes_checked = 0.0
+        self._route_cache: dict[str, Any] = {}
         self._job_next = 0
         self._job_end = 0
         self._job_block = 16
@@ -769,6 +802,8 @@ class Spool:
             body = check_body(body, self.max_message_size)
         if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
             check_priority(priority)
+        if to is None:
+            to = self._route(channel)
         if to is None and not delay and ttl is None and headers is None and id is None:
             first = _take_ids(1)
             self._send_one(ch, priority, first.to_bytes(16, "big"), body, channel)
@@ -819,25 +854,39 @@ class Spool:
         w, idlist = self._prepare_many(bodies, channel, **options)
         if w is None:
             return idlist
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def finished() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        def wake() -> None:  # runs in the writer thread
-            try:
-                loop.call_soon_threadsafe(finished)
-            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
-                pass
-
-        w.callback = wake
-        self._submit_async(w)
-        await fut
-        if w.error is not None:
-            raise w.error
+        await self._await_write(w)
         return idlist
+
+    async def _asend_items(self, channel: str, items: Sequence[tuple[bytes, dict[str, Any]]]) -> list[str]:
+        """Send messages of one channel with their own options, all in one transaction (HTTP API).
+
+        Every item is validated before anything is written: one bad item fails the whole call.
+        """
+        ch = self._channels.get(channel)
+        if ch is None:
+            ch = self._create_channel(channel)
+        w = _Write()
+        ids: list[str] = []
+        limit = self.max_message_size
+        for body, opts in items:
+            if type(body) is not bytes or len(body) > limit:
+                body = check_body(body, limit)
+            priority = opts.get("priority", DEFAULT_PRIORITY)
+            check_priority(priority)
+            to = opts.get("to")
+            if to is None:
+                to = self._route(channel)
+            mid = opts.get("id")
+            if mid is None:
+                idb = _take_ids(1).to_bytes(16, "big")
+            else:
+                idb = id_bytes(mid)
+                w.dedup = True
+            self._add_rows(w, ch, channel, [idb], [body], to, priority, opts.get("delay", 0), opts.get("ttl"),
+                           opts.get("headers"))
+            ids.append(id_text_from_bytes(idb))
+        await self._await_write(w)
+        return ids
 
     def _prepare_many(
         self,
@@ -866,6 +915,8 @@ class Spool:
         if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
             check_priority(priority)
         n = len(blist)
+        if to is None:
+            to = self._route(channel)
         w = _Write()
         if ids is not None:
             if len(ids) != n:
@@ -1193,6 +1244,8 @@ class Spool:
         # Ids this spool made itself are not in `seen` (that would double the cost of every
         # send); while such a message is still stored, find it by its key instead.
         for w in dedup:
+            if not w.probe:  # received messages: `seen` is authoritative
+                continue
             for r in w.inbox:
                 if r[2] not in existing and conn.execute(
                     "SELECT 1 FROM inbox WHERE channel=? AND priority=? AND id=?", (r[0], r[1], r[2])
@@ -1508,6 +1561,221 @@ class Spool:
         """
         check_channel(channel)
         return Worker(self, channel, handler, concurrency=concurrency, visibility=visibility, grace=grace)
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def set_routes(self, routes: Sequence[Route]) -> None:
+        """Store the routing table for every process using this spool (the daemon does this).
+
+        ``send(channel)`` without ``to=`` then forwards a message whose channel
+        matches a route (first match wins) instead of delivering it locally.
+        Written to ``routes.json`` in the spool: temp file, fsync, rename.
+        """
+        data = msgspec.json.encode([{"channels": r.channels, "to": list(r.to), "mode": r.mode} for r in routes])
+        path = self.path / ROUTES_FILE
+        tmp = path.with_name(f".{ROUTES_FILE}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self._sync_dir()
+        self._routes_checked = 0.0
+
+    def routes(self) -> list[Route]:
+        """The routing table in effect (see :meth:`set_routes`)."""
+        self._load_routes(force=True)
+        return list(self._routes)
+
+    def _load_routes(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._routes_checked < 1.0:
+            return
+        self._routes_checked = now
+        try:
+            st = os.stat(self.path / ROUTES_FILE)
+            stamp: tuple[int, ...] = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except FileNotFoundError:
+            stamp = ()
+        if stamp == self._routes_stamp:
+            return
+        routes: list[Route] = []
+        if stamp:
+            try:
+                raw = msgspec.json.decode((self.path / ROUTES_FILE).read_bytes())
+                routes = [Route(str(r["channels"]), tuple(str(p) for p in r["to"]), str(r.get("mode", "fanout")))
+                          for r in raw]
+            except (OSError, msgspec.DecodeError, KeyError, TypeError) as e:
+                log.error("ignoring unreadable %s: %s", self.path / ROUTES_FILE, e)
+                routes = []
+        self._routes = routes
+        self._routes_stamp = stamp
+        self._route_cache = {}
+
+    def _route(self, channel: str) -> list[str] | None:
+        """Peers a message of ``channel`` goes to by the routing table (None: local delivery)."""
+        self._load_routes()
+        if not self._routes:
+            return None
+        hit = self._route_cache.get(channel, _MISS)
+        if hit is _MISS:
+            hit = None
+            for r in self._routes:
+                if fnmatch.fnmatchcase(channel, r.channels):
+                    hit = [FAILOVER_SEP.join(r.to)] if r.mode == "failover" and len(r.to) > 1 else list(r.to)
+                    break
+            self._route_cache[channel] = hit
+        return hit  # type: ignore[return-value,no-any-return]
+
+    # -- receiving and forwarding (used by the daemon) ---------------------------------------
+
+    def receive(self, messages: Sequence[WireMessage], sender: str) -> list[int]:
+        """Store messages received from a peer, dropping ids already seen, in one durable commit.
+
+        The messages must have passed :func:`spoolq.codec.check_message`.
+        Returns one status per message: ``codec.ACCEPTED`` or ``codec.DUPLICATE``.
+        """
+        w = self._receive_write(messages, sender)
+        if w is None:
+            return []
+        self._submit(w)
+        return [DUPLICATE if m.id in w.dups else ACCEPTED for m in messages]
+
+    async def areceive(self, messages: Sequence[WireMessage], sender: str) -> list[int]:
+        """:meth:`receive` for asyncio (concurrent batches share one commit)."""
+        w = self._receive_write(messages, sender)
+        if w is None:
+            return []
+        await self._await_write(w)
+        return [DUPLICATE if m.id in w.dups else ACCEPTED for m in messages]
+
+    def _receive_write(self, messages: Sequence[WireMessage], sender: str) -> _Write | None:
+        if not messages:
+            return None
+        w = _Write()
+        w.dedup = True
+        w.probe = False
+        w.full = True
+        now = self._now_ms()
+        for m in messages:
+            ch = self._channels.get(m.channel)
+            if ch is None:
+                ch = self._create_channel(m.channel)
+            origin = self._node_ref(m.origin or sender)
+            hblob = encode_headers(m.headers)
+            if m.deliver_at is not None and m.deliver_at > now:
+                w.delayed.append((ch, m.deliver_at, m.id, m.priority, m.body, hblob, m.expires, origin, 0))
+            else:
+                w.inbox.append((ch, m.priority, m.id, m.body, hblob, m.expires, origin, 0, m.deliver_at))
+            w.bells.add(_bell.channel_bell(m.channel))
+        return w
+
+    async def _await_write(self, w: _Write) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def finished() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        def wake() -> None:  # runs in the writer thread
+            try:
+                loop.call_soon_threadsafe(finished)
+            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
+                pass
+
+        w.callback = wake
+        self._submit_async(w)
+        await fut
+        if w.error is not None:
+            raise w.error
+
+    def outbox_peers(self) -> list[str]:
+        """Peers (names, URLs or failover groups) that have messages waiting in the outbox."""
+        rows = self._read(lambda c: c.execute(
+            "SELECT name FROM peers WHERE id IN (SELECT DISTINCT peer FROM outbox)").fetchall())
+        return [r[0] for r in rows]
+
+    def outbox_batch(
+        self, peer: str, *, after: tuple[int, bytes] | None = None, max_messages: int = 1000,
+        max_bytes: int = 4 << 20,
+    ) -> list[OutboxMessage]:
+        """The next messages waiting for ``peer``, in priority then id order, after the key ``after``.
+
+        A read: nothing is claimed. The daemon is the only forwarder of a spool
+        (it holds a lock), and it keeps the key of the last message it took.
+        """
+        p = self._peers.get(peer)
+        if p is None:
+            row = self._read(lambda c: c.execute("SELECT id FROM peers WHERE name=?", (peer,)).fetchone())
+            if row is None:
+                return []
+            p = int(row[0])
+            self._peers[peer] = p
+            self._peer_names[p] = peer
+        cols = "priority, id, channel, body, headers, expires, origin, deliver_at"
+        if after is None:
+            sql = f"SELECT {cols} FROM outbox WHERE peer=? ORDER BY priority, id LIMIT ?"
+            args: tuple[Any, ...] = (p, max_messages)
+        else:
+            sql = (f"SELECT {cols} FROM outbox WHERE peer=? AND (priority, id) > (?, ?) "
+                   "ORDER BY priority, id LIMIT ?")
+            args = (p, after[0], after[1], max_messages)
+        rows = self._read(lambda c: c.execute(sql, args).fetchall())
+        out: list[OutboxMessage] = []
+        size = 0
+        for pri, idb, ch, body, hdrs, expires, origin, deliver_at in rows:
+            size += len(body) + (len(hdrs) if hdrs else 0) + 64
+            if out and size > max_bytes:
+                break
+            out.append(OutboxMessage((pri, idb), WireMessage(
+                idb, self._channel_name(ch), body, pri, decode_headers(hdrs) if hdrs else None,
+                deliver_at, expires, self._origin_name(origin))))
+        return out
+
+    def outbox_settle(
+        self,
+        peer: str,
+        done: Sequence[tuple[int, bytes]] = (),
+        dead: Sequence[tuple[tuple[int, bytes], str, str]] = (),
+        retry: Sequence[tuple[int, bytes]] = (),
+    ) -> None:
+        """Apply a peer's answer in one transaction: remove ``done`` keys (accepted or duplicate),
+        move ``dead`` ones (key, reason, detail) to dead letters, count a try on ``retry`` ones."""
+        p = self._peers[peer]
+        now = self._now_ms()
+
+        def settle(c: sqlite3.Connection) -> None:
+            if done:
+                c.executemany("DELETE FROM outbox WHERE peer=? AND priority=? AND id=?",
+                              [(p, pri, idb) for pri, idb in done])
+            for (pri, idb), reason, detail in dead:
+                c.execute(_SQL_OUTBOX_TO_DEAD, (reason, detail, now, p, pri, idb))
+                c.execute("DELETE FROM outbox WHERE peer=? AND priority=? AND id=?", (p, pri, idb))
+            if retry:
+                c.executemany("UPDATE outbox SET tries=tries+1 WHERE peer=? AND priority=? AND id=?",
+                              [(p, pri, idb) for pri, idb in retry])
+
+        self._txn(self._mw, settle)
+
+    def lease_by_handle(self, handle: str) -> Lease:
+        """Rebuild a lease from :attr:`Lease.handle` (for the HTTP API) to ack, nack or touch it.
+
+        Only the identity is restored: ``body`` and ``headers`` are empty.
+
+        Raises:
+            InvalidArgument: the handle is malformed.
+        """
+        try:
+            ch_s, pri_s, id_hex, att_s = handle.split(".")
+            ch, pri, att = int(ch_s), int(pri_s), int(att_s)
+            idb = bytes.fromhex(id_hex)
+            if len(idb) != 16 or ch < 1 or att < 1 or not 0 <= pri <= MAX_PRIORITY:
+                raise ValueError
+        except ValueError:
+            raise InvalidArgument(f"malformed lease handle {handle[:80]!r}",
+                                  hint="pass the 'lease' value the lease call returned") from None
+        return Lease(self, ch, self._channel_name(ch), pri, idb, att, 0, b"", None, None, None, None, 0)
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -1835,6 +2103,10 @@ def check_peer(name: object) -> str:
     """A peer is a configured name (like a channel name) or an http(s) URL."""
     if type(name) is not str:
         raise InvalidType(f"to= must be a peer name or URL, not {type(name).__name__}")
+    if FAILOVER_SEP in name:  # a failover group, as routes store it
+        for part in name.split(FAILOVER_SEP):
+            check_peer(part)
+        return name
     if name.startswith(("http://", "https://")):
         if len(name) > 2000 or any(ch.isspace() for ch in name):
             raise InvalidArgument(f"bad peer URL {name[:80]!r}", hint="use http://host:port or https://host:port")

@@ -1,0 +1,212 @@
+"""Peer batches on the wire: MessagePack (msgspec), versioned. No I/O here.
+
+Framing rules
+=============
+
+A node forwards messages to a peer as one HTTP ``POST /v1/batches`` whose body
+is a single MessagePack value, a **batch**; the peer answers with a **reply**.
+Both are MessagePack *arrays* (positional, so they are small and fast), and
+both start with the protocol version. A decoder
+
+* refuses a body over ``max_bytes`` before looking at it (``too_large``),
+* refuses anything that is not exactly the shape below (``malformed``; a
+  truncated body is malformed),
+* refuses another version (``unsupported_version``),
+* refuses more than ``max_messages`` messages (``too_many_messages``),
+
+and raises :class:`~spoolq.errors.CodecError` with that code, and nothing else.
+Those are faults of the whole batch. A single message that breaks a rule
+(channel name, priority range, size, headers) is not a decoding error: the
+batch is accepted and that message is *rejected* in the reply, for good.
+
+Batch, version 1::
+
+    fixarray(3)
+    ├─ v         uint         1
+    ├─ sender    str          node id of the sending node
+    └─ messages  array(n)     n <= max_messages, each:
+       fixarray(8)
+       ├─ id          bin 16      the message id (UUIDv7 bytes); dedup key
+       ├─ channel     str         [A-Za-z0-9._-]{1,200}
+       ├─ body        bin
+       ├─ priority    uint        0 .. 2**32-1
+       ├─ headers     map|nil     str -> str
+       ├─ deliver_at  int|nil     Unix ms; not ready before (delay)
+       ├─ expires     int|nil     Unix ms; dead letter after (TTL)
+       └─ origin      str|nil     node id that created the message
+
+Reply, version 1 (one result per message, in batch order)::
+
+    fixarray(2)
+    ├─ v         uint         1
+    └─ results   array(n)
+       fixarray(3)
+       ├─ status     uint      0 accepted, 1 duplicate (already seen), 2 rejected
+       ├─ reason     str|nil   why it was rejected
+       └─ permanent  bool      rejected for good (true) or try again later (false)
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from .errors import CodecError
+from .message import CHANNEL_RE, MAX_HEADER_NAME, MAX_HEADERS, MAX_PRIORITY
+
+__all__ = [
+    "VERSION",
+    "ACCEPTED",
+    "DUPLICATE",
+    "REJECTED",
+    "WireMessage",
+    "Batch",
+    "Result",
+    "Reply",
+    "encode_batch",
+    "decode_batch",
+    "encode_reply",
+    "decode_reply",
+    "check_message",
+]
+
+VERSION: Final = 1
+ACCEPTED: Final = 0
+DUPLICATE: Final = 1
+REJECTED: Final = 2
+DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+DEFAULT_MAX_MESSAGES: Final = 10_000
+
+
+class WireMessage(msgspec.Struct, array_like=True, frozen=True):
+    id: bytes
+    channel: str
+    body: bytes
+    priority: int = 1024
+    headers: dict[str, str] | None = None
+    deliver_at: int | None = None
+    expires: int | None = None
+    origin: str | None = None
+
+
+class Batch(msgspec.Struct, array_like=True, frozen=True):
+    v: int
+    sender: str
+    messages: list[WireMessage]
+
+
+class Result(msgspec.Struct, array_like=True, frozen=True):
+    status: int
+    reason: str | None = None
+    permanent: bool = False
+
+
+class Reply(msgspec.Struct, array_like=True, frozen=True):
+    v: int
+    results: list[Result]
+
+
+class _Version(msgspec.Struct, array_like=True):
+    v: int
+
+
+_enc = msgspec.msgpack.Encoder()
+_batch_dec = msgspec.msgpack.Decoder(Batch)
+_reply_dec = msgspec.msgpack.Decoder(Reply)
+_version_dec = msgspec.msgpack.Decoder(_Version)
+
+
+def encode_batch(sender: str, messages: list[WireMessage]) -> bytes:
+    return _enc.encode(Batch(VERSION, sender, messages))
+
+
+def encode_reply(results: list[Result]) -> bytes:
+    return _enc.encode(Reply(VERSION, results))
+
+
+def _check_version(raw: bytes, what: str) -> None:
+    try:
+        v = _version_dec.decode(raw).v
+    except msgspec.DecodeError:
+        return  # not even the version is readable: the full decode reports it as malformed
+    if v != VERSION:
+        raise CodecError(
+            f"{what} has protocol version {v}; this node speaks version {VERSION}",
+            code="unsupported_version",
+            hint="run the same spoolq protocol version on both nodes",
+        )
+
+
+def decode_batch(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_messages: int = DEFAULT_MAX_MESSAGES) -> Batch:
+    """Decode a peer batch, enforcing the whole-batch rules above.
+
+    Raises:
+        CodecError: with ``code`` ``too_large``, ``malformed``,
+            ``unsupported_version`` or ``too_many_messages``.
+    """
+    if len(raw) > max_bytes:
+        raise CodecError(
+            f"batch of {len(raw)} bytes is over the limit of {max_bytes}",
+            code="too_large",
+            hint="send smaller batches",
+        )
+    _check_version(raw, "batch")
+    try:
+        batch = _batch_dec.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise CodecError(f"malformed batch: {e}", code="malformed") from None
+    if len(batch.messages) > max_messages:
+        raise CodecError(
+            f"batch of {len(batch.messages)} messages is over the limit of {max_messages}",
+            code="too_many_messages",
+            hint="send smaller batches",
+        )
+    return batch
+
+
+def decode_reply(raw: bytes, *, expected: int) -> Reply:
+    """Decode a peer's reply to a batch of ``expected`` messages.
+
+    Raises:
+        CodecError: malformed, another version, or not one result per message.
+    """
+    _check_version(raw, "reply")
+    try:
+        reply = _reply_dec.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise CodecError(f"malformed reply: {e}", code="malformed") from None
+    if len(reply.results) != expected:
+        raise CodecError(
+            f"reply has {len(reply.results)} results for {expected} messages", code="malformed"
+        )
+    for r in reply.results:
+        if r.status not in (ACCEPTED, DUPLICATE, REJECTED):
+            raise CodecError(f"reply has unknown status {r.status}", code="malformed")
+    return reply
+
+
+def check_message(m: WireMessage, max_message_size: int) -> str | None:
+    """The per-message rules. Returns why ``m`` must be rejected (for good), or ``None``."""
+    if len(m.id) != 16:
+        return f"id must be 16 bytes, not {len(m.id)}"
+    if CHANNEL_RE.fullmatch(m.channel) is None:
+        return f"bad channel name {m.channel[:210]!r}"
+    if not 0 <= m.priority <= MAX_PRIORITY:
+        return f"priority {m.priority} out of range"
+    size = len(m.body)
+    if m.headers:
+        if len(m.headers) > MAX_HEADERS:
+            return f"{len(m.headers)} headers is over the limit of {MAX_HEADERS}"
+        for k, v in m.headers.items():
+            if not k or len(k) > MAX_HEADER_NAME:
+                return f"header name {k[:40]!r} must be 1 to {MAX_HEADER_NAME} characters"
+            size += len(k) + len(v)
+    if size > max_message_size:
+        return f"message of {size} bytes is over max_message_size ({max_message_size})"
+    for t in (m.deliver_at, m.expires):
+        if t is not None and not 0 <= t < 1 << 53:
+            return "timestamps must be Unix milliseconds"
+    if m.origin is not None and not 0 < len(m.origin) <= 200:
+        return "origin must be a node id"
+    return None

@@ -1,0 +1,284 @@
+"""Node configuration: a TOML file, frozen dataclasses, one ``validate()``.
+
+Example ``spoolq.toml``::
+
+    [node]
+    spool = "/var/spool/spoolq"        # default: $SPOOLQ_SPOOL or ~/.local/share/spoolq
+    listen = "127.0.0.1:7070"
+    durability = "full"                # or "normal"
+    # tls_cert = "/etc/spoolq/cert.pem"
+    # tls_key = "/etc/spoolq/key.pem"
+    # ca_file = "/etc/spoolq/ca.pem"   # trust for https:// peers (default: the system store)
+
+    [peers.dc2]                        # a peer this node forwards to
+    url = "https://dc2.example.com:7070"
+    token = "s3cret-we-send-to-dc2"    # or token_file = "/etc/spoolq/dc2.token"
+
+    [[routes]]                         # send(channel) without to= forwards matching channels
+    channels = "orders.*"              # a glob
+    to = ["dc2", "dc3"]
+    mode = "failover"                  # or "fanout" (each peer gets a copy; the default)
+
+    [tokens.from-dc2]                  # tokens this node accepts, with scopes
+    token = "s3cret-dc2-sends-us"
+    scopes = ["peer"]                  # peer, send, consume, admin
+
+Command-line flags override the file; the file overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import InvalidArgument
+from .message import CHANNEL_RE
+from .spool import Route
+
+__all__ = ["NodeConfig", "PeerConfig", "TokenConfig", "ConfigError", "load_config", "SCOPES", "parse_listen"]
+
+SCOPES = frozenset({"peer", "send", "consume", "admin"})
+
+
+class ConfigError(InvalidArgument):
+    """The configuration is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """A node this one forwards to."""
+
+    name: str
+    url: str
+    token: str | None = None
+    ca_file: str | None = None
+    max_in_flight: int = 4
+    batch_messages: int = 1000
+    batch_bytes: int = 4 << 20
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """A bearer token this node accepts, and what it may do."""
+
+    name: str
+    token: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    spool: str | None = None
+    listen: str = "127.0.0.1:7070"
+    durability: str = "full"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    ca_file: str | None = None
+    max_message_size: int = 1 << 20
+    max_batch_bytes: int = 64 << 20
+    max_batch_messages: int = 10_000
+    sweep_interval: float = 5.0
+    scan_interval: float = 5.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 60.0
+    log_json: bool = False
+    peers: tuple[PeerConfig, ...] = ()
+    routes: tuple[Route, ...] = ()
+    tokens: tuple[TokenConfig, ...] = ()
+    source: str | None = field(default=None, compare=False)
+
+    def peer(self, name: str) -> PeerConfig | None:
+        for p in self.peers:
+            if p.name == name:
+                return p
+        return None
+
+    def with_overrides(self, **changes: Any) -> NodeConfig:
+        """A copy with the given fields replaced (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def validate(self) -> NodeConfig:
+        """Check every field; raises :class:`ConfigError` naming the bad key. Returns ``self``."""
+        host, port = parse_listen(self.listen, key="node.listen")
+        if self.durability not in ("full", "normal"):
+            raise ConfigError(f"node.durability: must be 'full' or 'normal', not {self.durability!r}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("node.tls_cert and node.tls_key: give both or neither")
+        for key, path in (("node.tls_cert", self.tls_cert), ("node.tls_key", self.tls_key),
+                          ("node.ca_file", self.ca_file)):
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{key}: no such file {path!r}")
+        for key, value in (("node.max_message_size", self.max_message_size),
+                           ("node.max_batch_bytes", self.max_batch_bytes),
+                           ("node.max_batch_messages", self.max_batch_messages)):
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"{key}: must be a positive integer, not {value!r}")
+        for key, num in (("node.sweep_interval", self.sweep_interval), ("node.scan_interval", self.scan_interval),
+                         ("node.backoff_base", self.backoff_base), ("node.backoff_cap", self.backoff_cap)):
+            if not isinstance(num, (int, float)) or num <= 0:
+                raise ConfigError(f"{key}: must be a positive number of seconds, not {num!r}")
+        names = set()
+        for p in self.peers:
+            key = f"peers.{p.name}"
+            if CHANNEL_RE.fullmatch(p.name) is None:
+                raise ConfigError(f"{key}: peer names use A-Z a-z 0-9 . _ - (1 to 200 characters)")
+            u = urlsplit(p.url)
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise ConfigError(f"{key}.url: must be http://host:port or https://host:port, not {p.url!r}")
+            if p.ca_file and not os.path.isfile(p.ca_file):
+                raise ConfigError(f"{key}.ca_file: no such file {p.ca_file!r}")
+            for k in ("max_in_flight", "batch_messages", "batch_bytes"):
+                v = getattr(p, k)
+                if type(v) is not int or v < 1:
+                    raise ConfigError(f"{key}.{k}: must be a positive integer, not {v!r}")
+            names.add(p.name)
+        for i, route in enumerate(self.routes):
+            key = f"routes[{i}]"
+            if not route.channels:
+                raise ConfigError(f"{key}.channels: give a channel name or glob such as 'orders.*'")
+            if not route.to:
+                raise ConfigError(f"{key}.to: give at least one peer")
+            for target in route.to:
+                if target not in names and not target.startswith(("http://", "https://")):
+                    raise ConfigError(f"{key}.to: unknown peer {target!r}; define it under [peers.{target}]")
+            if route.mode not in ("fanout", "failover"):
+                raise ConfigError(f"{key}.mode: must be 'fanout' or 'failover', not {route.mode!r}")
+        seen_tokens = set()
+        for t in self.tokens:
+            key = f"tokens.{t.name}"
+            if len(t.token) < 16:
+                raise ConfigError(f"{key}.token: use at least 16 characters (e.g. `openssl rand -hex 32`)")
+            bad = set(t.scopes) - SCOPES
+            if bad or not t.scopes:
+                raise ConfigError(f"{key}.scopes: must be a non-empty list of {sorted(SCOPES)}, got {sorted(t.scopes)}")
+            if t.token in seen_tokens:
+                raise ConfigError(f"{key}.token: the same token is configured twice")
+            seen_tokens.add(t.token)
+        if not self.tokens and not is_loopback(host):
+            raise ConfigError(
+                f"node.listen: refusing to listen on {host}:{port} without any [tokens]: "
+                "anyone on the network could read and write messages",
+                hint="add [tokens.NAME] entries with scopes, or listen on 127.0.0.1",
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_listen(value: str, *, key: str = "listen") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port). Port 0 picks a free port."""
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{key}: must be HOST:PORT, not {value!r}")
+    host = host.strip("[]")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(f"{key}: port must be a number, not {port_s!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{key}: port {port} out of range")
+    return host, port
+
+
+_NODE_KEYS = {f for f in NodeConfig.__dataclass_fields__} - {"peers", "routes", "tokens", "source"}
+_PEER_KEYS = {"url", "token", "token_file", "ca_file", "max_in_flight", "batch_messages", "batch_bytes"}
+
+
+def _secret(table: dict[str, Any], key: str, base: Path) -> str | None:
+    tok = table.get("token")
+    tfile = table.get("token_file")
+    if tok is not None and tfile is not None:
+        raise ConfigError(f"{key}: give token or token_file, not both")
+    if tfile is not None:
+        path = (base / str(tfile)).resolve()
+        try:
+            return path.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{key}.token_file: cannot read {path}: {e.strerror}") from e
+    if tok is not None and not isinstance(tok, str):
+        raise ConfigError(f"{key}.token: must be a string")
+    return tok
+
+
+def load_config(path: str | os.PathLike[str] | None) -> NodeConfig:
+    """Read and validate a node config file (``None``: all defaults).
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, unknown or bad keys (named).
+    """
+    if path is None:
+        return NodeConfig().validate()
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    base = p.parent
+    unknown = set(data) - {"node", "peers", "routes", "tokens"}
+    if unknown:
+        raise ConfigError(f"{p}: unknown section(s) {sorted(unknown)}", hint="use [node], [peers.NAME], "
+                          "[[routes]] and [tokens.NAME]")
+    node = data.get("node", {})
+    if not isinstance(node, dict):
+        raise ConfigError("node: must be a table")
+    bad = set(node) - _NODE_KEYS
+    if bad:
+        raise ConfigError(f"node: unknown key(s) {sorted(bad)}", hint=f"known keys: {sorted(_NODE_KEYS)}")
+    peers = []
+    for name, t in (data.get("peers") or {}).items():
+        if not isinstance(t, dict):
+            raise ConfigError(f"peers.{name}: must be a table with url = ...")
+        bad = set(t) - _PEER_KEYS
+        if bad:
+            raise ConfigError(f"peers.{name}: unknown key(s) {sorted(bad)}", hint=f"known keys: {sorted(_PEER_KEYS)}")
+        if "url" not in t:
+            raise ConfigError(f"peers.{name}.url: missing")
+        peers.append(PeerConfig(
+            name=name, url=str(t["url"]).rstrip("/"), token=_secret(t, f"peers.{name}", base),
+            ca_file=t.get("ca_file"), max_in_flight=t.get("max_in_flight", 4),
+            batch_messages=t.get("batch_messages", 1000), batch_bytes=t.get("batch_bytes", 4 << 20)))
+    routes = []
+    raw_routes = data.get("routes") or []
+    if not isinstance(raw_routes, list):
+        raise ConfigError("routes: use [[routes]] entries")
+    for i, r in enumerate(raw_routes):
+        bad = set(r) - {"channels", "to", "mode"}
+        if bad:
+            raise ConfigError(f"routes[{i}]: unknown key(s) {sorted(bad)}")
+        to = r.get("to", [])
+        if isinstance(to, str):
+            to = [to]
+        routes.append(Route(str(r.get("channels", "")), tuple(str(x) for x in to), str(r.get("mode", "fanout"))))
+    tokens = []
+    for name, t in (data.get("tokens") or {}).items():
+        if not isinstance(t, dict):
+            raise ConfigError(f"tokens.{name}: must be a table with token and scopes")
+        bad = set(t) - {"token", "token_file", "scopes"}
+        if bad:
+            raise ConfigError(f"tokens.{name}: unknown key(s) {sorted(bad)}")
+        secret = _secret(t, f"tokens.{name}", base)
+        if not secret:
+            raise ConfigError(f"tokens.{name}.token: missing")
+        scopes = t.get("scopes", [])
+        if not isinstance(scopes, list):
+            raise ConfigError(f"tokens.{name}.scopes: must be a list such as ['peer']")
+        tokens.append(TokenConfig(name, secret, frozenset(str(s) for s in scopes)))
+    try:
+        cfg = NodeConfig(**node, peers=tuple(peers), routes=tuple(routes), tokens=tuple(tokens), source=str(p))
+    except TypeError as e:
+        raise ConfigError(f"{p}: {e}") from e
+    return cfg.validate()

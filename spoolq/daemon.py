@@ -1,0 +1,449 @@
+"""``spoolq node``: the daemon beside a spool. The only place that wires the pieces.
+
+A node holds the spool's lock (one daemon per spool), serves HTTP
+(``server.py``), runs one forwarding loop per outbox peer (``forwarder.py``),
+sweeps time-driven chores, and writes ``node.json`` (pid, URL, node id) into
+the spool so tools and tests can find it. Signals: SIGTERM/SIGINT stop it
+gracefully (exit 0); SIGHUP reloads peers, routes and tokens from the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from . import __version__
+from ._bell import OUTBOX, channel_bell
+from .config import NodeConfig, PeerConfig, load_config, parse_listen
+from .consumer import Lease
+from .errors import SpoolqError, SpoolUnavailable
+from .forwarder import PeerLink, Target
+from .metrics import Metrics
+from .server import build_app
+from .spool import FAILOVER_SEP, Spool
+
+__all__ = ["Node", "run_node", "setup_logging"]
+
+log = logging.getLogger("spoolq.node")
+
+LOCK_FILE = "node.lock"
+INFO_FILE = "node.json"
+
+
+# -- logging --------------------------------------------------------------------------------
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(json_lines: bool = False, level: int = logging.INFO) -> None:
+    """One line per event on stderr: readable, or JSON with ``json_lines``."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)-5s %(name)s: %(message)s",
+                                               "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+# -- bells in the event loop ----------------------------------------------------------------
+
+
+class BellHub:
+    """Turns bell rings (inotify on ``<spool>/bells``) into asyncio events."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._subs: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._ino: Any = None
+        self._poll_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            from inotify_simple import INotify
+            from inotify_simple import flags as fl
+
+            ino = INotify(nonblocking=True)
+            ino.add_watch(self.directory, fl.MODIFY)
+            self._ino = ino
+            loop.add_reader(ino.fileno(), self._readable)
+        except Exception as e:  # pragma: no cover - non-Linux: poll instead
+            log.warning("no inotify (%s): waking waiters every 20 ms instead", e)
+            self._poll_task = asyncio.create_task(self._poll())
+
+    def _readable(self) -> None:
+        try:
+            events = self._ino.read(timeout=0)
+        except (BlockingIOError, OSError):
+            return
+        for name in {e.name for e in events}:
+            self._fire(name)
+
+    def _fire(self, name: str) -> None:
+        for ev in list(self._subs.get(name, ())):
+            ev.set()
+        for ev in list(self._subs.get("*", ())):
+            ev.set()
+
+    async def _poll(self) -> None:  # pragma: no cover - non-Linux
+        while True:
+            await asyncio.sleep(0.02)
+            for name in list(self._subs):
+                self._fire(name)
+
+    def subscribe(self, name: str, event: asyncio.Event | None = None) -> asyncio.Event:
+        ev = event or asyncio.Event()
+        self._subs[name].add(ev)
+        return ev
+
+    def unsubscribe(self, name: str, event: asyncio.Event) -> None:
+        subs = self._subs.get(name)
+        if subs is not None:
+            subs.discard(event)
+            if not subs:
+                del self._subs[name]
+
+    def close(self) -> None:
+        if self._ino is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._ino.fileno())
+            self._ino.close()
+            self._ino = None
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+
+
+# -- the node -----------------------------------------------------------------------------------
+
+
+class Node:
+    """A running node: spool, HTTP server, forwarders and chores.
+
+    Args:
+        config: validated configuration.
+        spool: an open spool to use (default: open ``config.spool``).
+    """
+
+    def __init__(self, config: NodeConfig, *, spool: Spool | None = None) -> None:
+        self.config = config
+        self._own_spool = spool is None
+        self.spool = spool or Spool(config.spool, durability=config.durability,  # type: ignore[arg-type]
+                                    max_message_size=config.max_message_size)
+        self.metrics = Metrics()
+        self.bells = BellHub(self.spool.path / "bells")
+        self.links: dict[str, PeerLink] = {}
+        self.url = ""
+        self.started_at = time.time()
+        self._lock_fd: int | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._link_tasks: dict[str, asyncio.Task[None]] = {}
+        self._outbox_event: asyncio.Event | None = None
+        self._unknown_warned: set[str] = set()
+        self._stopping = False
+
+    # -- start and stop -------------------------------------------------------------------
+
+    def _lock(self) -> None:
+        path = self.spool.path / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            other = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise SpoolUnavailable(
+                    f"another spoolq node (pid {other or '?'}) is already running on the spool {self.spool.path}",
+                    hint="stop it first, or give this node its own spool with --spool",
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _server_ssl(self) -> ssl.SSLContext | None:
+        if not self.config.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return ctx
+
+    async def start(self) -> str:
+        """Take the spool's lock, start serving and forwarding. Returns the URL it listens on."""
+        self._lock()
+        try:
+            host, port = parse_listen(self.config.listen)
+            self.spool.set_routes(self.config.routes)
+            self.metrics.watch(self.spool, lambda: list(self.links.values()))
+            self.bells.start()
+            self._outbox_event = self.bells.subscribe(OUTBOX)
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=60, connect=10),
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=16),
+                headers={"User-Agent": f"spoolq/{__version__}"},
+            )
+            self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+            await self._runner.setup()
+            tls = self._server_ssl()
+            site = web.TCPSite(self._runner, host, port, ssl_context=tls, reuse_address=True)
+            await site.start()
+            server = site._server
+            sock = server.sockets[0] if server is not None and server.sockets else None  # type: ignore[attr-defined]
+            bound = sock.getsockname() if sock is not None else (host, port)
+            shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+            self.url = f"{'https' if tls else 'http'}://{shown}:{bound[1]}"
+            self._write_info()
+            self._tasks = [
+                asyncio.create_task(self._scan_loop(), name="scan"),
+                asyncio.create_task(self._sweep_loop(), name="sweep"),
+                asyncio.create_task(self._outbox_bell_loop(), name="outbox-bell"),
+            ]
+            await self._sync_links()
+        except BaseException:
+            await self.stop()
+            raise
+        auth = f"{len(self.config.tokens)} tokens" if self.config.tokens else \
+            "no tokens: anyone who can reach this loopback address may use it"
+        log.info("node %s listening on %s (spool %s, durability %s, %s, %d peers, %d routes)",
+                 self.spool.node_id, self.url, self.spool.path, self.spool.durability, auth,
+                 len(self.config.peers), len(self.config.routes))
+        return self.url
+
+    def _write_info(self) -> None:
+        info = {"pid": os.getpid(), "url": self.url, "node_id": self.spool.node_id, "version": __version__}
+        path = self.spool.path / INFO_FILE
+        tmp = path.with_name(f".{INFO_FILE}.tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, path)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop serving, let in-flight batches finish for ``grace`` seconds, close everything."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                for site in list(self._runner.sites):
+                    await site.stop()  # stop taking new work
+        await asyncio.gather(*(link.stop(grace) for link in self.links.values()), return_exceptions=True)
+        for t in [*self._tasks, *self._link_tasks.values()]:
+            t.cancel()
+        await asyncio.gather(*self._tasks, *self._link_tasks.values(), return_exceptions=True)
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+        self.bells.close()
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                (self.spool.path / INFO_FILE).unlink()
+        if self._own_spool:
+            await asyncio.to_thread(self.spool.close)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+        log.info("node stopped")
+
+    async def reload(self, config: NodeConfig) -> None:
+        """Apply new peers, routes and tokens (the listen address and spool stay)."""
+        self.config = config
+        self.spool.set_routes(config.routes)
+        for name in list(self.links):
+            targets = self._targets(name)
+            link = self.links[name]
+            old = {t.name: t for t in link.targets}
+            for t in targets:  # keep the health of targets that did not change
+                if t.name in old and old[t.name].url == t.url:
+                    t.failures, t.retry_at = old[t.name].failures, old[t.name].retry_at
+            link.targets = targets
+            link.wake.set()
+        self._unknown_warned.clear()
+        await self._sync_links()
+        log.info("configuration reloaded: %d peers, %d routes, %d tokens",
+                 len(config.peers), len(config.routes), len(config.tokens))
+
+    # -- forwarding -------------------------------------------------------------------------
+
+    def _ssl_for(self, peer: PeerConfig | None, url: str) -> ssl.SSLContext | None:
+        if not url.startswith("https://"):
+            return None
+        cafile = (peer.ca_file if peer else None) or self.config.ca_file
+        return ssl.create_default_context(cafile=cafile)
+
+    def _target(self, name: str) -> Target | None:
+        if name.startswith(("http://", "https://")):
+            url = name.rstrip("/")
+            peer = next((p for p in self.config.peers if p.url == url), None)
+            return Target(name, url, peer.token if peer else None, self._ssl_for(peer, url))
+        peer = self.config.peer(name)
+        if peer is None:
+            return None
+        return Target(name, peer.url, peer.token, self._ssl_for(peer, peer.url))
+
+    def _targets(self, outbox_peer: str) -> list[Target]:
+        out = []
+        for part in outbox_peer.split(FAILOVER_SEP):
+            t = self._target(part)
+            if t is None:
+                if part not in self._unknown_warned:
+                    log.warning("messages for unknown peer %r wait in the outbox: add [peers.%s] to the config",
+                                part, part)
+                    self._unknown_warned.add(part)
+                continue
+            out.append(t)
+        return out
+
+    async def _sync_links(self) -> None:
+        names = await asyncio.to_thread(self.spool.outbox_peers)
+        for name in names:
+            if name in self.links or self._stopping:
+                continue
+            first = name.split(FAILOVER_SEP)[0]
+            peer = self.config.peer(first)
+            assert self._session is not None
+            link = PeerLink(
+                name, self._targets(name), self.spool, self._session, node_id=self.spool.node_id,
+                max_in_flight=peer.max_in_flight if peer else 4,
+                batch_messages=peer.batch_messages if peer else 1000,
+                batch_bytes=peer.batch_bytes if peer else 4 << 20,
+                backoff_base=self.config.backoff_base, backoff_cap=self.config.backoff_cap,
+                scan_interval=self.config.scan_interval, metrics=self.metrics)
+            self.links[name] = link
+            self._link_tasks[name] = asyncio.create_task(link.run(), name=f"link-{name}")
+
+    async def _outbox_bell_loop(self) -> None:
+        assert self._outbox_event is not None
+        while True:
+            await self._outbox_event.wait()
+            self._outbox_event.clear()
+            await self._sync_links()
+            for link in self.links.values():
+                link.wake.set()
+
+    async def _scan_loop(self) -> None:
+        """Covers what no bell announced: messages sent while the daemon was down, new peers."""
+        while True:
+            await asyncio.sleep(self.config.scan_interval)
+            try:
+                await self._sync_links()
+            except SpoolqError as e:
+                log.error("cannot scan the outbox: %s", e)
+            for link in self.links.values():
+                link.wake.set()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                done = await asyncio.to_thread(self.spool.sweep)
+                if done["expired"]:
+                    log.info("dead-lettered %d messages whose ttl passed", done["expired"])
+            except SpoolqError as e:
+                log.error("sweep failed: %s", e)
+            await asyncio.sleep(self.config.sweep_interval)
+
+    # -- consuming over HTTP ---------------------------------------------------------------
+
+    async def lease_async(self, channel: str, n: int, visibility: float, wait: float) -> list[Lease]:
+        """Lease without holding a thread while waiting: sleeps on the channel's bell."""
+        bell = channel_bell(channel)
+        ev = self.bells.subscribe(bell)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        try:
+            while True:
+                ev.clear()
+                leases = await asyncio.to_thread(self.spool.lease_many, channel, n, visibility=visibility)
+                remaining = deadline - loop.time()
+                if leases or remaining <= 0 or self._stopping:
+                    return leases
+                # delayed messages and expiring leases ring no bell: look again at least twice a second
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ev.wait(), min(remaining, 0.5))
+        finally:
+            self.bells.unsubscribe(bell, ev)
+
+    def health(self) -> dict[str, Any]:
+        now = time.monotonic()
+        peers = {}
+        for link in self.links.values():
+            for t in link.targets:
+                peers[t.name] = {
+                    "url": t.url, "up": t.failures == 0, "failures": t.failures,
+                    "backoff_seconds": round(max(0.0, t.retry_at - now), 3),
+                    "last_error": t.last_error, "forwarded": link.forwarded,
+                }
+        return {"status": "ok", "node_id": self.spool.node_id, "version": __version__, "url": self.url,
+                "uptime_seconds": round(time.time() - self.started_at, 3), "peers": peers}
+
+
+# -- running it -------------------------------------------------------------------------------
+
+
+async def _serve(config: NodeConfig) -> int:
+    node = Node(config)
+    await node.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    pending: set[asyncio.Task[None]] = set()
+
+    def on_stop(sig: signal.Signals) -> None:
+        log.info("received %s: stopping", sig.name)
+        stop.set()
+
+    def on_hup() -> None:
+        if not config.source:
+            log.warning("SIGHUP: no config file to reload")
+            return
+        try:
+            new = load_config(config.source).with_overrides(
+                spool=config.spool, listen=config.listen, tls_cert=config.tls_cert, tls_key=config.tls_key)
+        except SpoolqError as e:
+            log.error("SIGHUP: keeping the old configuration: %s", e)
+            return
+        pending.add(loop.create_task(node.reload(new)))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await stop.wait()
+    await node.stop()
+    return 0
+
+
+def run_node(config: NodeConfig) -> int:
+    """Run a node until SIGTERM/SIGINT; returns the exit status."""
+    setup_logging(config.log_json)
+    return asyncio.run(_serve(config))

@@ -1,0 +1,302 @@
+"""Forwarding the outbox: one loop per outbox peer.
+
+Theory of operation
+===================
+
+The outbox is keyed ``(peer, priority, id)``. For each outbox peer (a peer
+name, a URL, or a failover group ``a|b``) a :class:`PeerLink` reads batches in
+key order with a *cursor* (the key of the last message it took), POSTs each
+batch to the peer, and settles the reply in one transaction: accepted and
+duplicate ids are removed, permanently rejected ones become dead letters,
+the rest stay. Nothing is written to claim a batch: the daemon holds the
+spool's lock, so it is the only forwarder, and the cursor keeps concurrent
+batches (``max_in_flight``) disjoint. When the cursor reaches the end and no
+batch is in flight, it starts again from the front, which picks up messages
+that failed, arrived with a more urgent priority, or were retried from dead
+letters.
+
+A transport failure, a 4xx/5xx answer or an unreadable reply is *transient*:
+the batch's messages stay in the outbox and the target backs off
+exponentially with jitter (``retry.backoff``), reset by the next success.
+Repeated errors are logged once, then summarised every 30 seconds. In a
+failover group the first target that is not backing off gets the batch.
+
+``step()`` does one round and returns; ``run()`` repeats it until stopped,
+waking on the outbox bell, on a finished batch, or after ``scan_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from .codec import ACCEPTED, DUPLICATE, REJECTED, decode_reply, encode_batch
+from .errors import CodecError, PeerError, SpoolqError
+from .retry import backoff
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+    from .spool import OutboxMessage, Spool
+
+__all__ = ["PeerLink", "Target"]
+
+log = logging.getLogger("spoolq.forwarder")
+
+ERROR_LOG_INTERVAL = 30.0
+
+
+@dataclass
+class Target:
+    """One peer endpoint and its health."""
+
+    name: str
+    url: str
+    token: str | None = None
+    ssl: ssl.SSLContext | None = None
+    failures: int = 0
+    retry_at: float = 0.0  # monotonic
+    last_error: str | None = None
+    last_error_at: float | None = None  # Unix time
+    last_ok_at: float | None = None
+    _logged_at: float = field(default=0.0, repr=False)
+    _suppressed: int = field(default=0, repr=False)
+
+    def backing_off(self, now: float) -> bool:
+        return self.retry_at > now
+
+
+class PeerLink:
+    """Forwards the outbox of one outbox peer to its target(s)."""
+
+    def __init__(
+        self,
+        outbox_peer: str,
+        targets: list[Target],
+        spool: Spool,
+        session: aiohttp.ClientSession,
+        *,
+        node_id: str,
+        max_in_flight: int = 4,
+        batch_messages: int = 1000,
+        batch_bytes: int = 4 << 20,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        scan_interval: float = 5.0,
+        metrics: Metrics | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = outbox_peer
+        self.targets = targets
+        self.spool = spool
+        self.session = session
+        self.node_id = node_id
+        self.max_in_flight = max_in_flight
+        self.batch_messages = batch_messages
+        self.batch_bytes = batch_bytes
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.scan_interval = scan_interval
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self.cursor: tuple[int, bytes] | None = None
+        self.in_flight = 0
+        self.forwarded = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    # -- one round ----------------------------------------------------------------
+
+    def pick(self, now: float) -> Target | None:
+        """The target to send to now: the first one not backing off (failover order)."""
+        for t in self.targets:
+            if not t.backing_off(now):
+                return t
+        return None
+
+    def next_retry(self) -> float | None:
+        if not self.targets:
+            return None
+        return min(t.retry_at for t in self.targets)
+
+    async def step(self) -> int:
+        """Read and launch as many batches as the in-flight limit and backoff allow. Returns how many."""
+        launched = 0
+        while not self._stopping and self.in_flight < self.max_in_flight:
+            target = self.pick(self.clock())
+            if target is None:
+                break
+            batch = await asyncio.to_thread(
+                self.spool.outbox_batch, self.name, after=self.cursor,
+                max_messages=self.batch_messages, max_bytes=self.batch_bytes)
+            if not batch:
+                if self.cursor is not None and self.in_flight == 0:
+                    self.cursor = None  # wrap around: revisit what failed or came in ahead of the cursor
+                    continue
+                break
+            self.cursor = batch[-1].key
+            self.in_flight += 1
+            task = asyncio.create_task(self._forward(target, batch), name=f"forward-{self.name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            launched += 1
+        return launched
+
+    async def _forward(self, target: Target, batch: list[OutboxMessage]) -> None:
+        ok = False
+        started = time.perf_counter()
+        try:
+            now_ms = int(time.time() * 1000)
+            expired = [b for b in batch if b.message.expires is not None and b.message.expires <= now_ms]
+            live = [b for b in batch if b.message.expires is None or b.message.expires > now_ms]
+            done: list[tuple[int, bytes]] = []
+            dead: list[tuple[tuple[int, bytes], str, str]] = [
+                (b.key, "expired", "ttl passed before it could be forwarded") for b in expired]
+            retry: list[tuple[int, bytes]] = []
+            counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "retry": 0}
+            if live:
+                reply = await self._post(target, encode_batch(self.node_id, [b.message for b in live]), len(live))
+                for b, r in zip(live, reply.results, strict=True):
+                    if r.status == ACCEPTED:
+                        done.append(b.key)
+                        counts["accepted"] += 1
+                    elif r.status == DUPLICATE:
+                        done.append(b.key)
+                        counts["duplicate"] += 1
+                    elif r.status == REJECTED and r.permanent:
+                        dead.append((b.key, "rejected", f"peer {target.name}: {r.reason or 'rejected'}"))
+                        counts["rejected"] += 1
+                    else:
+                        retry.append(b.key)
+                        counts["retry"] += 1
+            await asyncio.to_thread(self.spool.outbox_settle, self.name, done, dead, retry)
+            ok = not retry
+            self.forwarded += len(done)
+            target.last_ok_at = time.time()
+            if retry:
+                self._failed(target, PeerError(f"{target.name} asked to retry {len(retry)} messages later"))
+            else:
+                self._recovered(target)
+            if self.metrics is not None:
+                self.metrics.forwarded(self.name, counts, len(expired), time.perf_counter() - started)
+        except PeerError as e:
+            self._failed(target, e)
+        except SpoolqError as e:  # our own spool failed while settling: the messages stay, retried later
+            self._failed(target, e)
+        except Exception as e:  # never let one batch kill the loop
+            log.exception("forwarding to %s failed unexpectedly", target.name)
+            self._failed(target, e)
+        finally:
+            self.in_flight -= 1
+            if not ok and self.in_flight == 0:
+                self.cursor = None
+            if self.metrics is not None:
+                self.metrics.batch(self.name, ok)
+            self.wake.set()
+
+    async def _post(self, target: Target, payload: bytes, n: int) -> Any:
+        headers = {"Content-Type": "application/x-msgpack"}
+        if target.token:
+            headers["Authorization"] = f"Bearer {target.token}"
+        try:
+            async with self.session.post(target.url + "/v1/batches", data=payload, headers=headers,
+                                         ssl=target.ssl if target.ssl is not None else True) as resp:
+                body = await resp.read()
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise PeerError(f"cannot reach {target.name} at {target.url}: {type(e).__name__}: {e}",
+                            hint="is the peer's daemon running and reachable?") from e
+        if status == 200:
+            try:
+                return decode_reply(body, expected=n)
+            except CodecError as e:
+                raise PeerError(f"{target.name} sent an unreadable reply: {e}", status=status) from e
+        code, message = "", body[:200].decode("utf-8", "replace")
+        try:
+            data = json.loads(body)
+            if isinstance(data, dict):
+                code, message = str(data.get("error", "")), str(data.get("message", message))
+        except ValueError:
+            pass
+        hint = None
+        if status == 401:
+            hint = f"check the token configured for peer {target.name} against the peer's [tokens] with scope 'peer'"
+        elif status == 403:
+            hint = f"the token for peer {target.name} needs the 'peer' scope on that node"
+        raise PeerError(f"{target.name} answered {status} {code}: {message}", status=status,
+                        retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None, hint=hint)
+
+    def _failed(self, target: Target, e: Exception) -> None:
+        target.failures += 1
+        delay = backoff(target.failures, base=self.backoff_base, cap=self.backoff_cap, rng=self.rng)
+        retry_after = getattr(e, "retry_after", None)
+        if retry_after:
+            delay = max(delay, float(retry_after))
+        target.retry_at = self.clock() + delay
+        target.last_error = str(e)
+        target.last_error_at = time.time()
+        now = self.clock()
+        if target.failures == 1 or now - target._logged_at >= ERROR_LOG_INTERVAL:
+            extra = f" ({target._suppressed} more errors since the last report)" if target._suppressed else ""
+            log.warning("peer %s: %s; retrying in %.1fs%s", target.name, e, delay, extra)
+            target._logged_at = now
+            target._suppressed = 0
+        else:
+            target._suppressed += 1
+
+    def _recovered(self, target: Target) -> None:
+        if target.failures:
+            log.info("peer %s: forwarding again after %d failures", target.name, target.failures)
+        target.failures = 0
+        target.retry_at = 0.0
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Forward until :meth:`stop`; wakes on the outbox bell (``wake``), finished batches, or a timer."""
+        while not self._stopping:
+            self.wake.clear()
+            try:
+                launched = await self.step()
+            except SpoolqError as e:
+                log.error("peer %s: cannot read the outbox: %s", self.name, e)
+                launched = 0
+            if launched:
+                continue
+            timeout = self.scan_interval
+            nxt = self.next_retry()
+            now = self.clock()
+            if nxt is not None and nxt > now:
+                timeout = min(timeout, nxt - now)
+            try:
+                await asyncio.wait_for(self.wake.wait(), max(0.001, timeout))
+            except TimeoutError:
+                pass
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop taking batches; let in-flight ones finish for ``grace`` seconds, then abandon them.
+
+        An abandoned batch stays in the outbox and is sent again later; the
+        peer drops what it already has (dedup by id).
+        """
+        self._stopping = True
+        self.wake.set()
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)

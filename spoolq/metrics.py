@@ -1,0 +1,135 @@
+"""Prometheus metrics of a node (prometheus-client, one registry per daemon).
+
+Gauges that describe the spool (depth per channel and state, outbox per
+peer, oldest ages) and the peers' health (up, backoff, last error) are read
+at scrape time by a collector, so they are never stale. Counters and
+histograms record what happened: messages forwarded and received, batches,
+HTTP requests and their latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .forwarder import PeerLink
+    from .spool import Spool
+
+__all__ = ["Metrics", "CONTENT_TYPE"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _SpoolCollector(Collector):
+    def __init__(self, spool: Spool, links: Callable[[], list[PeerLink]]) -> None:
+        self.spool = spool
+        self.links = links
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        st = self.spool.stats()
+        depth = GaugeMetricFamily("spoolq_channel_messages", "Messages per channel and state",
+                                  labels=["channel", "state"])
+        oldest = GaugeMetricFamily("spoolq_channel_oldest_age_seconds",
+                                   "Age of the oldest ready or leased message per channel", labels=["channel"])
+        for name, c in st.channels.items():
+            for state in ("ready", "delayed", "leased", "dead"):
+                depth.add_metric([name, state], getattr(c, state))
+            if c.oldest_age is not None:
+                oldest.add_metric([name], c.oldest_age)
+        yield depth
+        yield oldest
+        outbox = GaugeMetricFamily("spoolq_peer_outbox_messages", "Messages waiting in the outbox per peer",
+                                   labels=["peer"])
+        out_age = GaugeMetricFamily("spoolq_peer_outbox_oldest_age_seconds",
+                                    "Age of the oldest message waiting for each peer", labels=["peer"])
+        for name, p in st.peers.items():
+            outbox.add_metric([name], p.outbox)
+            if p.oldest_age is not None:
+                out_age.add_metric([name], p.oldest_age)
+        yield outbox
+        yield out_age
+        up = GaugeMetricFamily("spoolq_peer_up", "1 if the last exchange with the peer succeeded", labels=["peer"])
+        fails = GaugeMetricFamily("spoolq_peer_consecutive_failures", "Failures since the last success",
+                                  labels=["peer"])
+        back = GaugeMetricFamily("spoolq_peer_backoff_seconds", "Seconds until the next attempt (0: not backing off)",
+                                 labels=["peer"])
+        err = GaugeMetricFamily("spoolq_peer_last_error_timestamp_seconds", "When the last error happened",
+                                labels=["peer", "error"])
+        inflight = GaugeMetricFamily("spoolq_peer_batches_in_flight", "Batches posted and not yet answered",
+                                     labels=["peer"])
+        now = time.monotonic()
+        for link in self.links():
+            inflight.add_metric([link.name], link.in_flight)
+            for t in link.targets:
+                up.add_metric([t.name], 0 if t.failures else 1)
+                fails.add_metric([t.name], t.failures)
+                back.add_metric([t.name], max(0.0, t.retry_at - now))
+                if t.last_error and t.last_error_at:
+                    err.add_metric([t.name, t.last_error[:200]], t.last_error_at)
+        yield up
+        yield fails
+        yield back
+        yield err
+        yield inflight
+
+
+class Metrics:
+    """The metrics of one node."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.forwarded_total = Counter("spoolq_forwarded_messages", "Messages forwarded to peers, by result",
+                                       ["peer", "result"], registry=r)
+        self.forward_batches = Counter("spoolq_forward_batches", "Batches posted to peers, by outcome",
+                                       ["peer", "outcome"], registry=r)
+        self.forward_seconds = Histogram("spoolq_forward_batch_seconds", "Time to post a batch and settle the reply",
+                                         ["peer"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.received_total = Counter("spoolq_received_messages", "Messages received from peers, by result",
+                                      ["result"], registry=r)
+        self.receive_batches = Counter("spoolq_receive_batches", "Batches received, by outcome", ["outcome"],
+                                       registry=r)
+        self.requests = Counter("spoolq_http_requests", "HTTP requests, by route and status",
+                                ["route", "method", "status"], registry=r)
+        self.request_seconds = Histogram("spoolq_http_request_seconds", "HTTP request latency by route",
+                                         ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self._collector: _SpoolCollector | None = None
+
+    def watch(self, spool: Spool, links: Callable[[], list[PeerLink]]) -> None:
+        """Report the spool's depths and the peers' health at every scrape."""
+        self._collector = _SpoolCollector(spool, links)
+        self.registry.register(self._collector)
+
+    def forwarded(self, peer: str, counts: dict[str, int], expired: int, seconds: float) -> None:
+        for result, n in counts.items():
+            if n:
+                self.forwarded_total.labels(peer, result).inc(n)
+        if expired:
+            self.forwarded_total.labels(peer, "expired").inc(expired)
+        self.forward_seconds.labels(peer).observe(seconds)
+
+    def batch(self, peer: str, ok: bool) -> None:
+        self.forward_batches.labels(peer, "ok" if ok else "error").inc()
+
+    def received(self, accepted: int, duplicate: int, rejected: int) -> None:
+        if accepted:
+            self.received_total.labels("accepted").inc(accepted)
+        if duplicate:
+            self.received_total.labels("duplicate").inc(duplicate)
+        if rejected:
+            self.received_total.labels("rejected").inc(rejected)
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.request_seconds.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition (reads the spool: call it in a thread)."""
+        return generate_latest(self.registry)

@@ -1,0 +1,498 @@
+"""HTTP routes of a node (aiohttp): peer batches, the JSON API, /healthz, /metrics.
+
+Routes (scope needed when the node has tokens):
+
+======  ==========================================  =======  ============================================
+POST    /v1/batches                                  peer     a MessagePack batch from a peer (codec.py)
+POST    /v1/channels/{channel}/messages              send     send one (raw body) or many (JSON)
+POST    /v1/channels/{channel}/leases                consume  lease up to ``max``, long-poll ``wait``
+POST    /v1/leases/{lease}/ack|nack|touch            consume  finish or extend a lease
+POST    /v1/acks                                     consume  ack many leases, all or nothing
+GET     /v1/stats                                    any      depths per channel and peer
+GET     /v1/dead, /v1/dead/{id}                      admin    list / show dead letters
+POST    /v1/dead/retry, /v1/dead/purge               admin    retry / purge dead letters (``dry_run``)
+GET     /healthz                                     none     liveness and peer health
+GET     /metrics                                     admin    Prometheus text format
+======  ==========================================  =======  ============================================
+
+Errors are JSON ``{"error": CODE, "message": ..., "hint": ...}`` with a 4xx or
+5xx status; a request that fails changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .codec import DUPLICATE, REJECTED, Result, check_message, decode_batch, encode_reply
+from .errors import (
+    CodecError,
+    InvalidArgument,
+    LeaseError,
+    LeaseExpired,
+    MessageTooLarge,
+    NotFound,
+    SpoolBusy,
+    SpoolqError,
+    StorageFull,
+)
+from .message import check_seconds
+
+if TYPE_CHECKING:
+    from .consumer import Lease
+    from .daemon import Node
+
+__all__ = ["build_app", "SCOPE"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SCOPE: dict[str, str | None] = {}  # route name -> scope
+HEADER_PREFIX = "spoolq-header-"
+MAX_WAIT = 60.0
+
+
+def _error(status: int, code: str, message: str, hint: str | None = None,
+           headers: dict[str, str] | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if hint:
+        body["hint"] = hint
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _spoolq_error(e: SpoolqError) -> web.Response:
+    if isinstance(e, CodecError):
+        return _error(413 if e.code == "too_large" else 400, e.code, e.message, e.hint)
+    if isinstance(e, MessageTooLarge):
+        return _error(413, "too_large", e.message, e.hint)
+    if isinstance(e, InvalidArgument):
+        return _error(400, "invalid_argument", e.message, e.hint)
+    if isinstance(e, NotFound):
+        return _error(404, "not_found", e.message, e.hint)
+    if isinstance(e, LeaseError):
+        return _error(409, "lease_expired" if isinstance(e, LeaseExpired) else "lease_lost", e.message, e.hint)
+    if isinstance(e, StorageFull):
+        return _error(507, "storage_full", e.message, "the node is out of disk space; retry later",
+                      headers={"Retry-After": "30"})
+    if isinstance(e, SpoolBusy):
+        return _error(503, "busy", e.message, e.hint, headers={"Retry-After": "1"})
+    return _error(503, "storage_error", e.message, e.hint, headers={"Retry-After": "5"})
+
+
+def build_app(node: Node) -> web.Application:
+    """The aiohttp application serving ``node``."""
+    app = web.Application(client_max_size=node.config.max_batch_bytes + 1024,
+                          middlewares=[_observe(node), _errors, _auth(node)])
+    app["node"] = node
+    r = app.router
+
+    def add(method: str, path: str, handler: Handler, name: str, scope: str | None) -> None:
+        r.add_route(method, path, handler, name=name)
+        SCOPE[name] = scope
+
+    add("POST", "/v1/batches", post_batch, "batches", "peer")
+    add("POST", "/v1/channels/{channel}/messages", post_messages, "send", "send")
+    add("POST", "/v1/channels/{channel}/leases", post_leases, "lease", "consume")
+    add("POST", "/v1/leases/{lease}/ack", post_ack, "ack", "consume")
+    add("POST", "/v1/leases/{lease}/nack", post_nack, "nack", "consume")
+    add("POST", "/v1/leases/{lease}/touch", post_touch, "touch", "consume")
+    add("POST", "/v1/acks", post_acks, "acks", "consume")
+    add("GET", "/v1/stats", get_stats, "stats", "any")
+    add("GET", "/v1/dead", get_dead, "dead", "admin")
+    add("GET", "/v1/dead/{id}", get_dead_one, "dead_one", "admin")
+    add("POST", "/v1/dead/retry", post_dead_retry, "dead_retry", "admin")
+    add("POST", "/v1/dead/purge", post_dead_purge, "dead_purge", "admin")
+    add("GET", "/healthz", get_healthz, "healthz", None)
+    add("GET", "/metrics", get_metrics, "metrics", "admin")
+    return app
+
+
+# -- middlewares ----------------------------------------------------------------------------
+
+
+def _observe(node: Node) -> Any:
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        status = 500
+        try:
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        finally:
+            route = request.match_info.route.resource
+            name = route.canonical if route is not None else "unmatched"
+            node.metrics.request(name, request.method, status, time.perf_counter() - start)
+
+    return observe
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except SpoolqError as e:
+        return _spoolq_error(e)
+    except web.HTTPRequestEntityTooLarge as e:
+        return _error(413, "too_large", f"request body over the limit: {e.text}", "send smaller batches")
+    except web.HTTPNotFound:
+        return _error(404, "not_found", f"no route {request.method} {request.path}")
+    except web.HTTPMethodNotAllowed:
+        return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}")
+
+
+def _auth(node: Node) -> Any:
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        name = request.match_info.route.name
+        scope = SCOPE.get(name or "", None)
+        tokens = node.config.tokens
+        if scope is None or not tokens:
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        kind, _, presented = header.partition(" ")
+        if kind.lower() != "bearer" or not presented:
+            return _error(401, "unauthorized", "missing bearer token",
+                          "send 'Authorization: Bearer <token>' with a token from the node's [tokens]",
+                          headers={"WWW-Authenticate": "Bearer"})
+        given = presented.strip().encode()
+        match = None
+        for t in tokens:  # compare with every token, in constant time each
+            if hmac.compare_digest(given, t.token.encode()):
+                match = t
+        if match is None:
+            return _error(401, "unauthorized", "unknown token", "check the token against the node's [tokens]",
+                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if scope != "any" and scope not in match.scopes:
+            return _error(403, "forbidden", f"token {match.name!r} lacks the {scope!r} scope",
+                          f"add {scope!r} to tokens.{match.name}.scopes")
+        request["token"] = match.name
+        return await handler(request)
+
+    return auth
+
+
+# -- peers ----------------------------------------------------------------------------------
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    cfg = node.config
+    if request.content_length is not None and request.content_length > cfg.max_batch_bytes:
+        node.metrics.receive_batches.labels("too_large").inc()
+        return _error(413, "too_large", f"batch of {request.content_length} bytes is over the limit of "
+                      f"{cfg.max_batch_bytes}", "send smaller batches")
+    raw = await request.read()
+    try:
+        batch = decode_batch(raw, max_bytes=cfg.max_batch_bytes, max_messages=cfg.max_batch_messages)
+    except CodecError as e:
+        node.metrics.receive_batches.labels(e.code).inc()
+        raise
+    results: list[Result | None] = [None] * len(batch.messages)
+    valid = []
+    where = []
+    ids: set[bytes] = set()
+    for i, m in enumerate(batch.messages):
+        reason = check_message(m, cfg.max_message_size)
+        if reason is not None:
+            results[i] = Result(REJECTED, reason, True)
+        elif m.id in ids:
+            results[i] = Result(DUPLICATE)
+        else:
+            ids.add(m.id)
+            valid.append(m)
+            where.append(i)
+    try:
+        statuses = await node.spool.areceive(valid, batch.sender)
+    except SpoolqError:
+        node.metrics.receive_batches.labels("storage_error").inc()
+        raise
+    for i, s in zip(where, statuses, strict=True):
+        results[i] = Result(s)
+    final = [r if r is not None else Result(REJECTED, "internal", False) for r in results]
+    accepted = sum(1 for s in statuses if s == 0)
+    rejected = sum(1 for r in final if r.status == REJECTED)
+    node.metrics.received(accepted, len(final) - accepted - rejected, rejected)
+    node.metrics.receive_batches.labels("ok").inc()
+    return web.Response(body=encode_reply(final), content_type="application/x-msgpack")
+
+
+# -- the JSON API ------------------------------------------------------------------------------
+
+
+async def _json(request: web.Request) -> Any:
+    if not request.can_read_body:
+        return {}
+    try:
+        return await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidArgument(f"request body is not valid JSON: {e}",
+                              hint="send Content-Type: application/json with a JSON object") from None
+
+
+def _body_of(item: dict[str, Any], where: str) -> bytes:
+    if "body" in item and "body_base64" in item:
+        raise InvalidArgument(f"{where}: give body or body_base64, not both")
+    if "body_base64" in item:
+        v = item["body_base64"]
+        if not isinstance(v, str):
+            raise InvalidArgument(f"{where}.body_base64: must be a base64 string")
+        try:
+            return base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidArgument(f"{where}.body_base64: not valid base64") from None
+    v = item.get("body")
+    if not isinstance(v, str):
+        raise InvalidArgument(f"{where}: needs body (text) or body_base64 (bytes)",
+                              hint='e.g. {"body": "hello"} or {"body_base64": "aGVsbG8="}')
+    return v.encode("utf-8")
+
+
+_SEND_KEYS = {"body", "body_base64", "priority", "delay", "ttl", "headers", "id", "to"}
+
+
+def _send_options(item: dict[str, Any], where: str) -> dict[str, Any]:
+    bad = set(item) - _SEND_KEYS
+    if bad:
+        raise InvalidArgument(f"{where}: unknown field(s) {sorted(bad)}", hint=f"known fields: {sorted(_SEND_KEYS)}")
+    opts: dict[str, Any] = {}
+    for k in ("priority", "delay", "ttl", "headers", "id", "to"):
+        if k in item and item[k] is not None:
+            opts[k] = item[k]
+    return opts
+
+
+async def post_messages(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    channel = request.match_info["channel"]
+    if request.content_type == "application/json":
+        data = await _json(request)
+        if isinstance(data, dict) and "messages" in data:
+            items = data["messages"]
+            if not isinstance(items, list) or not items:
+                raise InvalidArgument("messages: must be a non-empty list")
+            many = True
+        elif isinstance(data, dict):
+            items, many = [data], False
+        else:
+            raise InvalidArgument("the JSON body must be an object", hint='{"body": "..."} or {"messages": [...]}')
+        prepared = []
+        for i, item in enumerate(items):
+            where = f"messages[{i}]" if many else "message"
+            if not isinstance(item, dict):
+                raise InvalidArgument(f"{where}: must be an object")
+            prepared.append((_body_of(item, where), _send_options(item, where)))
+        ids = await node.spool._asend_items(channel, prepared)
+        return web.json_response({"ids": ids} if many else {"id": ids[0]}, status=201)
+    body = await request.read()
+    q = request.query
+    opts: dict[str, Any] = {}
+    for k in ("priority",):
+        if k in q:
+            try:
+                opts[k] = int(q[k])
+            except ValueError:
+                raise InvalidArgument(f"{k}: must be an integer, not {q[k]!r}") from None
+    for k in ("delay", "ttl"):
+        if k in q:
+            try:
+                opts[k] = float(q[k])
+            except ValueError:
+                raise InvalidArgument(f"{k}: must be a number of seconds, not {q[k]!r}") from None
+    if "id" in q:
+        opts["id"] = q["id"]
+    to = q.getall("to", [])
+    if to:
+        opts["to"] = to if len(to) > 1 else to[0]
+    headers = {k[len(HEADER_PREFIX):]: v for k, v in request.headers.items() if k.lower().startswith(HEADER_PREFIX)}
+    if headers:
+        opts["headers"] = {k.lower(): v for k, v in headers.items()}
+    ids = await node.spool._asend_items(channel, [(body, opts)])
+    return web.json_response({"id": ids[0]}, status=201)
+
+
+def _param(request: web.Request, data: dict[str, Any], key: str, default: Any) -> Any:
+    if key in data:
+        return data[key]
+    if key in request.query:
+        return request.query[key]
+    return default
+
+
+def _num(value: Any, key: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise InvalidArgument(f"{key}: must be a number, not {value!r}") from None
+    v = check_seconds(key, value)
+    assert v is not None
+    return v
+
+
+def _lease_json(x: Lease, encoding: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "lease": x.handle, "id": x.id, "channel": x.channel, "priority": x.priority, "attempts": x.attempts,
+        "job": x.job, "headers": x.headers, "deadline": x.deadline, "created_at": x.created_at,
+    }
+    if encoding == "base64":
+        out["body_base64"] = base64.b64encode(x.body).decode()
+    else:
+        try:
+            out["body"] = x.body.decode("utf-8")
+        except UnicodeDecodeError:
+            out["body_base64"] = base64.b64encode(x.body).decode()
+    return out
+
+
+async def post_leases(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    channel = request.match_info["channel"]
+    data = await _json(request) if request.content_type == "application/json" else {}
+    if not isinstance(data, dict):
+        raise InvalidArgument("the JSON body must be an object")
+    try:
+        n = int(_param(request, data, "max", 1))
+    except (TypeError, ValueError):
+        raise InvalidArgument("max: must be a positive integer") from None
+    if not 1 <= n <= 1000:
+        raise InvalidArgument("max: must be 1 to 1000")
+    visibility = _num(_param(request, data, "visibility", 30.0), "visibility")
+    wait = min(_num(_param(request, data, "wait", 0.0), "wait"), MAX_WAIT)
+    encoding = str(_param(request, data, "encoding", "auto"))
+    if encoding not in ("auto", "base64"):
+        raise InvalidArgument("encoding: must be 'auto' (text when it is UTF-8) or 'base64'")
+    leases = await node.lease_async(channel, n, visibility, wait)
+    return web.json_response({"leases": [_lease_json(x, encoding) for x in leases]})
+
+
+async def post_ack(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    lease = node.spool.lease_by_handle(request.match_info["lease"])
+    await asyncio.to_thread(lease.ack)
+    return web.Response(status=204)
+
+
+async def post_nack(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    lease = node.spool.lease_by_handle(request.match_info["lease"])
+    data = await _json(request) if request.can_read_body else {}
+    delay = data.get("delay") if isinstance(data, dict) else None
+    if delay is None and "delay" in request.query:
+        delay = request.query["delay"]
+    d = _num(delay, "delay") if delay is not None else None
+    await asyncio.to_thread(lease.nack, d)
+    return web.Response(status=204)
+
+
+async def post_touch(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    lease = node.spool.lease_by_handle(request.match_info["lease"])
+    data = await _json(request) if request.can_read_body else {}
+    visibility = _num(_param(request, data if isinstance(data, dict) else {}, "visibility", 30.0), "visibility")
+    await asyncio.to_thread(lease.touch, visibility)
+    return web.json_response({"deadline": lease.deadline})
+
+
+async def post_acks(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    data = await _json(request)
+    handles = data.get("leases") if isinstance(data, dict) else None
+    if not isinstance(handles, list) or not all(isinstance(h, str) for h in handles):
+        raise InvalidArgument("leases: must be a list of lease handles")
+    leases = [node.spool.lease_by_handle(h) for h in handles]
+    await asyncio.to_thread(node.spool.ack_many, leases)
+    return web.Response(status=204)
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    st = await asyncio.to_thread(node.spool.stats)
+    return web.json_response({"node_id": node.spool.node_id, **st.as_dict()})
+
+
+def _dead_filters(data: Any, request: web.Request) -> dict[str, Any]:
+    src = data if isinstance(data, dict) else {}
+    out: dict[str, Any] = {}
+    for k in ("channel", "reason"):
+        v = src.get(k, request.query.get(k))
+        if v is not None:
+            out[k] = str(v)
+    for k in ("older_than", "newer_than"):
+        v = src.get(k, request.query.get(k))
+        if v is not None:
+            out[k] = _num(v, k)
+    return out
+
+
+async def get_dead(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    filters = _dead_filters({}, request)
+    limit = request.query.get("limit")
+    if limit is not None:
+        try:
+            filters["limit"] = int(limit)
+        except ValueError:
+            raise InvalidArgument("limit: must be an integer") from None
+    rows = await asyncio.to_thread(lambda: node.spool.dead_letters(**filters))
+    return web.json_response({"dead": [d.as_dict() for d in rows]})
+
+
+async def get_dead_one(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    d = await asyncio.to_thread(node.spool.dead_letter, request.match_info["id"])
+    out = d.as_dict()
+    out["headers"] = d.message.headers
+    out["body_base64"] = base64.b64encode(d.message.body).decode()
+    return web.json_response(out)
+
+
+def _selection(data: Any, request: web.Request) -> dict[str, Any]:
+    sel = _dead_filters(data, request)
+    ids = data.get("ids") if isinstance(data, dict) else None
+    if ids is not None:
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise InvalidArgument("ids: must be a list of message ids")
+        sel["ids"] = ids
+    all_ = isinstance(data, dict) and data.get("all") is True
+    if not sel and not all_:
+        raise InvalidArgument("no dead letters selected", hint='give ids, filters, or "all": true')
+    return sel
+
+
+async def post_dead_retry(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    data = await _json(request)
+    sel = _selection(data, request)
+    dry = bool(isinstance(data, dict) and data.get("dry_run"))
+    done = await asyncio.to_thread(lambda: node.spool.retry_dead(dry_run=dry, **sel))
+    return web.json_response({"retried": [d.id for d in done], "dry_run": dry})
+
+
+async def post_dead_purge(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    data = await _json(request)
+    sel = _selection(data, request)
+    dry = bool(isinstance(data, dict) and data.get("dry_run"))
+    n = await asyncio.to_thread(lambda: node.spool.purge_dead(dry_run=dry, **sel))
+    return web.json_response({"purged": n, "dry_run": dry})
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    return web.json_response(node.health())
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    body = await asyncio.to_thread(node.metrics.render)
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
