@@ -81,32 +81,49 @@ class Bells:
 
 
 class Watch:
-    """Waits for rings of one or more bells. Create it before checking the database."""
+    """Waits for rings of bells. Arm it (``add``) before checking the database.
 
-    def __init__(self, directory: Path, names: list[str]) -> None:
+    One inotify instance holds watches for any number of bells; a spool keeps
+    one per thread and reuses it, because creating and closing an inotify
+    instance costs milliseconds on some kernels.
+    """
+
+    def __init__(self, directory: Path, names: list[str] | None = None) -> None:
+        self.directory = directory
         self._inotify = None
+        self._watched: set[str] = set()
         if _HAVE_INOTIFY:
-            ino = INotify()
             try:
-                for name in names:
-                    path = directory / name
-                    if not path.exists():
-                        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-                    ino.add_watch(path, _flags.MODIFY)
-            except BaseException:
-                ino.close()
-                raise
-            self._inotify = ino
+                self._inotify = INotify()
+            except OSError:  # pragma: no cover - out of inotify instances: poll instead
+                self._inotify = None
+        for name in names or ():
+            self.add(name)
+
+    def add(self, name: str) -> None:
+        """Watch the bell ``name`` too (idempotent)."""
+        if self._inotify is None or name in self._watched:
+            return
+        path = self.directory / name
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        try:
+            self._inotify.add_watch(path, _flags.MODIFY)
+        except OSError:  # pragma: no cover - out of watches: this waiter polls
+            self._inotify.close()
+            self._inotify = None
+            return
+        self._watched.add(name)
 
     def fileno(self) -> int:
         """The file descriptor to poll (for event loops). -1 when polling is the fallback."""
         return self._inotify.fileno() if self._inotify is not None else -1
 
     def wait(self, timeout: float) -> bool:
-        """Sleep until a ring or ``timeout`` seconds. Returns ``True`` on a ring."""
+        """Sleep until a ring or ``timeout`` seconds. Returns ``True`` on a ring (or a poll tick)."""
         if timeout <= 0:
             return False
-        if self._inotify is None:  # pragma: no cover - non-Linux
+        if self._inotify is None:
             time.sleep(min(timeout, POLL_FALLBACK))
             return True
         fd = self._inotify.fileno()
@@ -117,7 +134,7 @@ class Watch:
         return False
 
     def drain(self) -> None:
-        """Consume pending events without blocking."""
+        """Consume pending events without blocking (rings from before the caller's next look)."""
         if self._inotify is not None:
             try:
                 self._inotify.read(timeout=0)

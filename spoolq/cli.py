@@ -394,14 +394,22 @@ def node(config_path: str | None, spool_dir: str | None, listen: str | None, tls
 
 
 @main.command()
-@click.option("--local", "local", is_flag=True, default=True, help="One spool, many processes (default).")
-@click.option("--producers", type=int, default=3, show_default=True)
-@click.option("--messages", type=int, default=2000, show_default=True, help="Per producer.")
-def demo(local: bool, producers: int, messages: int) -> None:
-    """Run the demo: producers, consumers, a SIGKILL, and nothing lost."""
-    from .demo import run_local
+@click.option("--local", "local", is_flag=True, help="One spool, many processes, a SIGKILL (no daemons).")
+@click.option("--producers", type=int, default=None, help="Producer processes (default 4; --local: 3).")
+@click.option("--messages", type=int, default=None, help="Per producer (default 5000; --local: 2000).")
+def demo(local: bool, producers: int | None, messages: int | None) -> None:
+    """Run the demo for real on this machine.
 
-    ok = run_local(producers=producers, messages=messages, console=out)
+    Default: two nodes; B is down while A's producers send, then B starts and
+    receives every message exactly once. --local: producers and consumers on
+    one spool, one consumer killed with SIGKILL, nothing lost.
+    """
+    from .demo import run_local, run_network
+
+    if local:
+        ok = run_local(producers=producers or 3, messages=messages or 2000, console=out)
+    else:
+        ok = run_network(producers=producers or 4, messages=messages or 5000, console=out)
     sys.exit(0 if ok else 1)
 
 

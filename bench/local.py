@@ -1,0 +1,1192 @@
+"""Local benchmark: spoolq against raw SQLite, persist-queue and beanstalkd, on this machine, in one run.
+
+Run it by hand from the repository root, in an environment where spoolq is installed::
+
+    python bench/local.py                  # full run: 3 interleaved rounds and the 1M rows (~5 min here)
+    python bench/local.py --quick          # 1 round, smaller counts, no 1M rows (under a minute)
+    python bench/local.py --only 1,6,8     # selected rows only (numbers below)
+    python bench/local.py --skip-peers     # no persist-queue and no beanstalkd (raw SQLite still runs)
+    python bench/local.py --deep 200000    # a smaller "1M" backlog for rows 9 and 10 (to try them out)
+
+Progress goes to stderr. The result goes to stdout: a Markdown table with the columns
+``workload | spoolq | peer figures | ratio | target | met?``, then every round's figure, the machine
+(nproc, Python, SQLite) and the total run time. Ratios are spoolq / peer, measured in the same run.
+
+Peers, installed when missing: persist-queue and greenstalk with ``python -m pip`` (into this interpreter),
+beanstalkd with ``apt-get install -y beanstalkd`` (as root). A peer that cannot be installed is reported
+as unavailable and left out. Each beanstalkd is started for one measurement on 127.0.0.1 and a free port,
+with ``-b <tmpdir> -f 0`` (fsync after every write) or in memory (no ``-b``), and stopped by its PID.
+Raw SQLite (stdlib sqlite3, WAL, ``isolation_level=None``, table ``t(id INTEGER PRIMARY KEY, body BLOB)``,
+``BEGIN IMMEDIATE``/``INSERT``/``COMMIT``) is "the limit" of what SQLite from Python can do here.
+
+Rows (100-byte random bodies; every spoolq measurement uses a fresh spool directory under /tmp, removed
+afterwards):
+
+ 1. ``send``, 1 thread, 1 message per call, durability full; peers: raw SQLite FULL 1 row/txn (target
+    >= 0.9x of it), beanstalkd -f0 put, persist-queue ``SQLiteAckQueue.put``.
+ 2. ``send``, 8 threads, durability full (group commit); target >= 20,000 msg/s. Also shows the average
+    group size (messages per commit) from ``Spool._gc_stats``.
+ 3. ``send``, 1 thread, durability normal; target >= 50,000 msg/s; peers: in-memory beanstalkd put, raw
+    SQLite NORMAL 1 row/txn.
+ 4. ``send_many`` in batches of 1,000, durability full; target >= 250,000 msg/s; peer: raw SQLite FULL
+    10,000 rows/txn.
+ 5. ``lease_many(100)`` + ``ack_many``, 1 consumer, durability full; target >= 100,000 msg/s. The queue
+    is prefilled with ``send_many`` outside the timer (as in rows 6, 7 and the consume peers).
+ 6. ``lease`` + ``ack`` one at a time, durability full; target >= beanstalkd -f0 reserve+delete; peers:
+    beanstalkd -f0 reserve+delete, persist-queue get+ack.
+ 7. ``lease`` + ``ack`` one at a time, durability normal; target >= 20,000 msg/s; peer: in-memory
+    beanstalkd reserve+delete.
+ 8. Latency at 1,000 msg/s for 5 s: ``send()`` paced in this process (the body starts with
+    ``time.time()`` as text), ``lease(wait=...)`` + ``ack`` in another process (multiprocessing, spawn);
+    latency = time the lease returned - time in the body. p50 and p99 in ms; target p50 < 1 ms and
+    p99 < 5 ms. The same with beanstalkd -f0 (greenstalk put / reserve + delete) for comparison.
+ 9. Rows 1, 3, 4, 5, 6 and 7 again with 1,000,000 messages already queued; target: within 20% of the
+    empty spool (>= 0.8x). Every round measures the empty and the deep variant back to back. The backlog
+    is built once (durability normal, ``send_many``) into a template directory and copied for each
+    measurement. The send rows send to another channel than the backlog's; the consume rows prefill
+    their messages at priority 0 into the backlog's channel, so every lease takes the front of a
+    1M-deep queue (the empty variant uses the same channel and priority on an empty spool).
+10. RSS of a consumer process with 1,000,000 queued: a spawned process opens a copy of the template,
+    leases + acks 10,000 messages one at a time and reports its peak RSS; target < 60 MB. The figure is
+    VmHWM from /proc/self/status; ``ru_maxrss`` is shown too, but on Linux it keeps the parent's peak across
+    fork + exec, so in a child of this (large) benchmark process it overstates the consumer.
+
+Method: the machine is shared and noisy. Rows 1-9 are measured in 3 rounds (row 10 once); a round runs every
+variant of the row (spoolq and its peers) once, in an order rotated every round, and the table shows the
+median of the rounds. A throughput measurement runs its message count or stops after ``CAP`` seconds,
+whichever comes first, and reports messages / elapsed seconds. ``--quick``: 1 round, a fifth of the
+counts, 2 s of latency, and rows 9 and 10 skipped unless named with ``--only``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import importlib
+import importlib.metadata
+import importlib.util
+import math
+import multiprocessing as mp
+import os
+import platform
+import resource
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from spoolq import Spool
+
+Durability = Literal["full", "normal"]
+
+BODY_SIZE = 100
+POOL_SIZE = 4096  # distinct random bodies, used round robin
+MASK = POOL_SIZE - 1
+_POOL: list[bytes] = [os.urandom(BODY_SIZE) for _ in range(POOL_SIZE)]
+_BATCH = 1_000
+_BATCHES: list[list[bytes]] = [[_POOL[(b * _BATCH + k) & MASK] for k in range(_BATCH)] for b in range(4)]
+
+CAP = 6.0  # seconds: a throughput measurement stops after this long, done or not
+HARD_CAP = 60.0  # seconds: no loop of one measurement (prefills included) runs longer
+CHANNEL = "bench"  # where the send rows send
+DEEP_CHANNEL = "deep"  # the backlog's channel; the consume rows read it
+TMP = "/tmp"
+ROUNDS = 3
+THREADS = 8
+LATENCY_RATE = 1_000
+RSS_ACKS = 10_000
+ALL_ROWS = tuple(range(1, 11))
+DEEP_ROWS = (9, 10)
+
+_T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+# -- counts -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Messages per measurement (sized for roughly 2-4 s each on a 2-core VM)."""
+
+    send_full: int = 20_000
+    send_threads: int = 60_000
+    send_normal: int = 120_000
+    send_many: int = 800_000
+    lease_many: int = 400_000
+    lease_full: int = 60_000
+    lease_normal: int = 60_000
+    raw_full: int = 20_000
+    raw_normal: int = 150_000
+    raw_batch: int = 1_000_000
+    pq_put: int = 15_000
+    pq_get: int = 8_000
+    bs_f0_put: int = 15_000
+    bs_f0_get: int = 10_000
+    bs_mem: int = 60_000
+    latency_seconds: float = 5.0
+
+    def quick(self) -> Counts:
+        small = {
+            f.name: max(_BATCH, getattr(self, f.name) // 5 // _BATCH * _BATCH)
+            for f in dataclasses.fields(self)
+            if f.name != "latency_seconds"
+        }
+        return dataclasses.replace(self, latency_seconds=2.0, **small)
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+def _timed(n: int, op: Callable[[int], int], cap: float = CAP) -> float:
+    """Call ``op(done)`` until ``n`` items are done or ``cap`` seconds have passed; return items per second.
+
+    ``op`` returns how many items it handled (0: nothing left, stop).
+    """
+    start = time.perf_counter()
+    end = start + min(cap, HARD_CAP)
+    done = 0
+    now = start
+    while done < n:
+        k = op(done)
+        if k <= 0:
+            break
+        done += k
+        now = time.perf_counter()
+        if now >= end:
+            break
+    if done == 0:
+        raise RuntimeError("nothing was processed")
+    return done / (now - start)
+
+
+def _until(n: int, step: int = 1, seconds: float = HARD_CAP) -> Iterator[int]:
+    """``range(0, n, step)``, cut short after ``seconds`` (bounds prefill and producer loops)."""
+    end = time.monotonic() + seconds
+    for i in range(0, n, step):
+        if time.monotonic() > end:
+            log(f"    warning: loop stopped by its {seconds:.0f} s cap at {i:,} of {n:,}")
+            return
+        yield i
+
+
+@contextlib.contextmanager
+def _fresh_dir(template: Path | None = None) -> Iterator[Path]:
+    """A path ``<tmp>/spool`` that does not exist yet (or is a copy of ``template``); removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="spoolq-bench-", dir=TMP))
+    try:
+        path = base / "spool"
+        if template is not None:
+            shutil.copytree(template, path)
+        yield path
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _open_spool(durability: Durability, template: Path | None = None) -> Iterator[Spool]:
+    with _fresh_dir(template) as path:
+        s = Spool(path, durability=durability)
+        try:
+            yield s
+        finally:
+            s.close()
+
+
+def _prefill(s: Spool, n: int, channel: str, priority: int) -> None:
+    for i in _until(n, _BATCH):
+        s.send_many(_BATCHES[(i // _BATCH) & 3][: min(_BATCH, n - i)], channel, priority=priority)
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.0f}/s"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "NO")
+
+
+# -- spoolq measurements ------------------------------------------------------------------------------------
+
+
+def spool_send(durability: Durability, n: int, template: Path | None = None) -> float:
+    """``send`` one message per call, one thread."""
+    with _open_spool(durability, template) as s:
+        send = s.send
+        for i in range(10):  # warm-up: creates the channel, reserves job numbers
+            send(_POOL[i], CHANNEL)
+
+        def op(i: int) -> int:
+            send(_POOL[i & MASK], CHANNEL)
+            return 1
+
+        return _timed(n, op)
+
+
+def spool_send_threads(n: int, threads: int, groups: list[tuple[float, float]]) -> float:
+    """``send`` from ``threads`` threads at once, durability full; appends (avg group, share grouped)."""
+    with _open_spool("full") as s:
+        for i in range(10):
+            s.send(_POOL[i], CHANNEL)
+        commits0, msgs0 = s._gc_stats
+        per = n // threads
+        sent = [0] * threads
+        barrier = threading.Barrier(threads + 1)
+
+        def worker(k: int) -> None:
+            barrier.wait(timeout=30)
+            end = time.perf_counter() + CAP
+            count = 0
+            for i in range(per):
+                s.send(_POOL[(k * per + i) & MASK], CHANNEL)
+                count += 1
+                if time.perf_counter() >= end:
+                    break
+            sent[k] = count
+
+        pool = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(threads)]
+        for t in pool:
+            t.start()
+        barrier.wait(timeout=30)
+        start = time.perf_counter()
+        for t in pool:
+            t.join(HARD_CAP)
+        elapsed = time.perf_counter() - start
+        commits1, msgs1 = s._gc_stats
+        total = sum(sent)
+        grouped = msgs1 - msgs0
+        groups.append((grouped / max(1, commits1 - commits0), grouped / max(1, total)))
+        return total / elapsed
+
+
+def spool_send_many(durability: Durability, n: int, template: Path | None = None) -> float:
+    """``send_many`` in batches of 1,000."""
+    with _open_spool(durability, template) as s:
+        s.send_many(_BATCHES[3][:10], CHANNEL)
+
+        def op(i: int) -> int:
+            s.send_many(_BATCHES[(i // _BATCH) & 3], CHANNEL)
+            return _BATCH
+
+        return _timed(n, op)
+
+
+def spool_consume(durability: Durability, n: int, batch: int, template: Path | None = None) -> float:
+    """``lease`` + ``ack`` (batch 1) or ``lease_many(batch)`` + ``ack_many``, of ``n`` messages prefilled at
+    priority 0 into DEEP_CHANNEL (in front of the backlog, if ``template`` holds one)."""
+    with _open_spool(durability, template) as s:
+        _prefill(s, n, DEEP_CHANNEL, priority=0)
+        if batch == 1:
+            lease = s.lease
+
+            def op(i: int) -> int:
+                x = lease(DEEP_CHANNEL)
+                if x is None:
+                    return 0
+                x.ack()
+                return 1
+
+        else:
+
+            def op(i: int) -> int:
+                xs = s.lease_many(DEEP_CHANNEL, batch)
+                if xs:
+                    s.ack_many(xs)
+                return len(xs)
+
+        return _timed(n, op)
+
+
+def build_template(n: int) -> tuple[Path, Path]:
+    """A spool with ``n`` messages queued in DEEP_CHANNEL; returns (base dir to remove, spool dir)."""
+    base = Path(tempfile.mkdtemp(prefix="spoolq-bench-template-", dir=TMP))
+    path = base / "spool"
+    log(f"building the backlog template: {n:,} messages into {path} (durability normal, send_many)")
+    started = time.monotonic()
+    batch = [_POOL[k & MASK] for k in range(10_000)]
+    s = Spool(path, durability="normal")
+    try:
+        for i in _until(n, len(batch), seconds=5 * HARD_CAP):
+            s.send_many(batch[: min(len(batch), n - i)], DEEP_CHANNEL)
+    finally:
+        s.close()
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    log(f"  template built in {time.monotonic() - started:.1f} s, {size / 1e6:,.0f} MB on disk")
+    return base, path
+
+
+# -- raw SQLite ---------------------------------------------------------------------------------------------
+
+
+def raw_sqlite(synchronous: str, rows_per_txn: int, n: int) -> float:
+    """The limit: stdlib sqlite3, WAL, BEGIN IMMEDIATE / INSERT x rows_per_txn / COMMIT."""
+    with _fresh_dir() as d:
+        d.mkdir()
+        conn = sqlite3.connect(d / "raw.db", isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
+            ex = conn.execute
+            sql = "INSERT INTO t(body) VALUES (?)"
+            if rows_per_txn == 1:
+
+                def op(i: int) -> int:
+                    ex("BEGIN IMMEDIATE")
+                    ex(sql, (_POOL[i & MASK],))
+                    ex("COMMIT")
+                    return 1
+
+            else:
+                rows = [(_POOL[k & MASK],) for k in range(rows_per_txn)]
+
+                def op(i: int) -> int:
+                    ex("BEGIN IMMEDIATE")
+                    conn.executemany(sql, rows)
+                    ex("COMMIT")
+                    return rows_per_txn
+
+            op(0)  # warm-up
+            return _timed(n, op)
+        finally:
+            conn.close()
+
+
+# -- persist-queue ------------------------------------------------------------------------------------------
+
+
+def pq_put(n: int) -> float:
+    """persist-queue ``SQLiteAckQueue.put`` (its defaults: WAL, default synchronous, pickled items)."""
+    import persistqueue
+
+    with _fresh_dir() as d:
+        q = persistqueue.SQLiteAckQueue(str(d), auto_commit=True)
+        try:
+            q.put(_POOL[0])
+
+            def op(i: int) -> int:
+                q.put(_POOL[i & MASK])
+                return 1
+
+            return _timed(n, op)
+        finally:
+            q.close()
+
+
+def pq_get_ack(n: int) -> float:
+    """persist-queue ``get`` + ``ack`` one at a time (prefilled with synchronous=OFF, then back to default)."""
+    import persistqueue
+    from persistqueue.exceptions import Empty
+
+    with _fresh_dir() as d:
+        q = persistqueue.SQLiteAckQueue(str(d), auto_commit=True)
+        try:
+            conn = q._putter  # one connection (multithreading=False): prefill it without syncs
+            assert conn is not None
+            default_sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+            conn.execute("PRAGMA synchronous=OFF")
+            for i in _until(n):
+                q.put(_POOL[i & MASK])
+            conn.execute(f"PRAGMA synchronous={int(default_sync)}")
+
+            def op(i: int) -> int:
+                try:
+                    item = q.get(block=False, raw=True)
+                except Empty:
+                    return 0
+                q.ack(id=item["pqid"])
+                return 1
+
+            return _timed(n, op)
+        finally:
+            q.close()
+
+
+# -- beanstalkd ---------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def beanstalkd(exe: str, fsync: bool) -> Iterator[int]:
+    """Run one beanstalkd on 127.0.0.1 (binlog with fsync after every write, or in memory); yields its port."""
+    with contextlib.ExitStack() as stack:
+        port = _free_port()
+        cmd = [exe, "-l", "127.0.0.1", "-p", str(port)]
+        if fsync:
+            binlog = stack.enter_context(_fresh_dir())
+            binlog.mkdir()
+            cmd += ["-b", str(binlog), "-f", "0"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(500):  # up to ~10 s
+                if proc.poll() is not None:
+                    raise RuntimeError(f"beanstalkd exited with {proc.returncode}: {' '.join(cmd)}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.02)
+            else:
+                raise RuntimeError(f"beanstalkd did not accept connections: {' '.join(cmd)}")
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def bs_put(exe: str, fsync: bool, n: int) -> float:
+    import greenstalk
+
+    with beanstalkd(exe, fsync) as port, greenstalk.Client(("127.0.0.1", port), encoding=None, use=CHANNEL) as c:
+        c.put(_POOL[0])
+
+        def op(i: int) -> int:
+            c.put(_POOL[i & MASK])
+            return 1
+
+        return _timed(n, op)
+
+
+def bs_consume(exe: str, fsync: bool, n: int) -> float:
+    """reserve + delete one at a time, of ``n`` jobs put beforehand."""
+    import greenstalk
+
+    with (
+        beanstalkd(exe, fsync) as port,
+        greenstalk.Client(("127.0.0.1", port), encoding=None, use=CHANNEL, watch=CHANNEL) as c,
+    ):
+        for i in _until(n):
+            c.put(_POOL[i & MASK])
+
+        def op(i: int) -> int:
+            try:
+                job = c.reserve(timeout=1)
+            except greenstalk.TimedOutError:
+                return 0
+            c.delete(job)
+            return 1
+
+        return _timed(n, op)
+
+
+# -- latency (the consumer runs in a spawned process) ---------------------------------------------------------
+
+
+def _stamped(i: int) -> bytes:
+    stamp = f"{time.time():.6f} ".encode()
+    return stamp + _POOL[i & MASK][: BODY_SIZE - len(stamp)]
+
+
+def _latency_child_spool(path: str, timeout: float, ready: Any, out: Any) -> None:
+    lats: list[float] = []
+    s = Spool(path, durability="full")
+    try:
+        ready.set()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and len(lats) < 1_000_000:
+            x = s.lease(CHANNEL, wait=0.5)
+            if x is None:
+                continue
+            got = time.time()
+            x.ack()
+            if x.body == b"stop":
+                break
+            lats.append(got - float(x.body.split(b" ", 1)[0]))
+    finally:
+        s.close()
+        out.put(lats)
+
+
+def _latency_child_bs(port: int, timeout: float, ready: Any, out: Any) -> None:
+    import greenstalk
+
+    lats: list[float] = []
+    with greenstalk.Client(("127.0.0.1", port), encoding=None, watch=CHANNEL) as c:
+        try:
+            ready.set()
+            end = time.monotonic() + timeout
+            while time.monotonic() < end and len(lats) < 1_000_000:
+                try:
+                    job = c.reserve(timeout=1)
+                except greenstalk.TimedOutError:
+                    continue
+                got = time.time()
+                c.delete(job)
+                if job.body == b"stop":
+                    break
+                lats.append(got - float(job.body.split(b" ", 1)[0]))
+        finally:
+            out.put(lats)
+
+
+def latency(kind: Literal["spoolq", "beanstalkd"], seconds: float, exe: str | None = None) -> tuple[float, float]:
+    """Send at LATENCY_RATE msg/s for ``seconds`` here; another process receives. Returns (p50, p99) in ms."""
+    import greenstalk
+
+    total = int(LATENCY_RATE * seconds)
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    out = ctx.Queue()
+    timeout = seconds + HARD_CAP
+    with contextlib.ExitStack() as stack:
+        send: Callable[[bytes], object]
+        if kind == "spoolq":
+            path = stack.enter_context(_fresh_dir())
+            with Spool(path, durability="full") as s0:  # create the spool and the channel, then close it
+                s0.send(b"warm-up", CHANNEL)
+                first = s0.lease(CHANNEL)
+                assert first is not None
+                first.ack()
+            proc = ctx.Process(target=_latency_child_spool, args=(str(path), timeout, ready, out), daemon=True)
+        else:
+            assert exe is not None
+            port = stack.enter_context(beanstalkd(exe, fsync=True))
+            proc = ctx.Process(target=_latency_child_bs, args=(port, timeout, ready, out), daemon=True)
+        proc.start()
+        try:
+            if not ready.wait(60):
+                raise RuntimeError("the consumer process did not start")
+            if kind == "spoolq":
+                s = stack.enter_context(Spool(path, durability="full"))
+                send = functools.partial(s.send, channel=CHANNEL)
+            else:
+                client = stack.enter_context(greenstalk.Client(("127.0.0.1", port), encoding=None, use=CHANNEL))
+                send = client.put
+            time.sleep(0.3)  # let the consumer block in lease / reserve
+            start = time.perf_counter() + 0.01
+            for i in _until(total, seconds=seconds + HARD_CAP):
+                delay = start + i / LATENCY_RATE - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                send(_stamped(i))
+            send(b"stop")
+            lats: list[float] = out.get(timeout=timeout + 30)
+        finally:
+            proc.join(15)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+    if len(lats) < total:
+        log(f"    warning: the consumer received {len(lats):,} of {total:,} messages")
+    if not lats:
+        raise RuntimeError("no message was received")
+    lats.sort()
+    return _percentile(lats, 0.50) * 1000, _percentile(lats, 0.99) * 1000
+
+
+# -- RSS of a consumer with the backlog queued ---------------------------------------------------------------
+
+
+def _peak_rss_kib() -> tuple[int, int]:
+    """(VmHWM of this process in KiB, or -1 where /proc is missing; ru_maxrss in KiB).
+
+    On Linux, ru_maxrss survives fork + exec: a spawned child starts with its parent's peak, so VmHWM (the
+    peak of this process image only) is the figure that describes the consumer itself.
+    """
+    hwm = -1
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+    return hwm, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _rss_child(path: str, n: int, out: Any) -> None:
+    at_start = _peak_rss_kib()
+    s = Spool(path, durability="full")
+    try:
+        after_open = _peak_rss_kib()
+        done = 0
+        start = time.monotonic()
+        for _ in range(n):
+            x = s.lease(DEEP_CHANNEL)
+            if x is None or time.monotonic() - start > HARD_CAP:
+                break
+            x.ack()
+            done += 1
+        out.put((at_start, after_open, _peak_rss_kib(), done, time.monotonic() - start))
+    finally:
+        s.close()
+
+
+RssResult = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int, float]
+
+
+def consumer_rss(template: Path, n: int) -> RssResult:
+    """Peak RSS (VmHWM, ru_maxrss) in KiB at start, after opening and at the end; acks done; seconds."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    with _fresh_dir(template) as path:
+        proc = ctx.Process(target=_rss_child, args=(str(path), n, out), daemon=True)
+        proc.start()
+        try:
+            result: RssResult = out.get(timeout=HARD_CAP + 60)
+        finally:
+            proc.join(15)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+    return result
+
+
+# -- installing the peers -------------------------------------------------------------------------------------
+
+
+def _run_logged(cmd: list[str], env: dict[str, str] | None = None) -> bool:
+    log(f"  $ {' '.join(cmd)}")
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log(f"    failed: {e}")
+        return False
+    if r.returncode != 0:
+        tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
+        log(f"    exit {r.returncode}:\n{tail}")
+    return r.returncode == 0
+
+
+def ensure_python_peers() -> dict[str, bool]:
+    """pip-install persist-queue and greenstalk into this interpreter when missing."""
+    wanted = {"persistqueue": "persist-queue", "greenstalk": "greenstalk"}
+    missing = [pkg for mod, pkg in wanted.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        log(f"installing {', '.join(missing)} with pip")
+        _run_logged([sys.executable, "-m", "pip", "install", *missing])
+        importlib.invalidate_caches()
+    have = {mod: importlib.util.find_spec(mod) is not None for mod in wanted}
+    for mod, ok in have.items():
+        if not ok:
+            log(f"peer unavailable: {wanted[mod]} could not be installed; its figures are left out")
+    return have
+
+
+def ensure_beanstalkd() -> str | None:
+    """The beanstalkd binary, apt-installed when missing (as root)."""
+    exe = shutil.which("beanstalkd") or next(
+        (p for p in ("/usr/bin/beanstalkd", "/usr/sbin/beanstalkd") if os.access(p, os.X_OK)), None
+    )
+    if exe:
+        return exe
+    if os.geteuid() != 0:
+        log("peer unavailable: beanstalkd is not installed and this is not root (apt-get install beanstalkd)")
+        return None
+    log("installing beanstalkd with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "beanstalkd"]
+    if not _run_logged(cmd, env) and _run_logged(["apt-get", "update"], env):
+        _run_logged(cmd, env)
+    exe = shutil.which("beanstalkd")
+    if not exe:
+        log("peer unavailable: beanstalkd could not be installed; its figures are left out")
+    return exe
+
+
+# -- the rows ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TableRow:
+    workload: str
+    spoolq: str
+    peers: str
+    ratio: str
+    target: str
+    met: str
+
+
+@dataclass
+class Variant:
+    label: str
+    run: Callable[[], Any]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quick: bool = args.quick
+        self.rounds = 1 if args.quick else ROUNDS
+        self.counts = Counts().quick() if args.quick else Counts()
+        self.deep: int = args.deep
+        self.skip_peers: bool = args.skip_peers
+        self.rows: list[int] = args.only
+        self.pq = False
+        self.gs = False
+        self.bs_exe: str | None = None
+        self.template: Path | None = None
+        self._template_base: Path | None = None
+        self.details: list[tuple[str, str, list[Any]]] = []  # (row, variant, per-round values)
+        self.load_at_start = os.getloadavg()
+
+    # running ------------------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        if self.skip_peers:
+            log("--skip-peers: persist-queue and beanstalkd are left out")
+            return
+        have = ensure_python_peers()
+        self.pq, self.gs = have["persistqueue"], have["greenstalk"]
+        self.bs_exe = ensure_beanstalkd()
+        if self.bs_exe and not self.gs:
+            log("peer unavailable: beanstalkd (no greenstalk client)")
+            self.bs_exe = None
+
+    def teardown(self) -> None:
+        if self._template_base is not None:
+            shutil.rmtree(self._template_base, ignore_errors=True)
+            self._template_base = self.template = None
+
+    def need_template(self) -> Path:
+        if self.template is None:
+            self._template_base, self.template = build_template(self.deep)
+        return self.template
+
+    def interleave(self, row: str, variants: list[Variant]) -> dict[str, list[Any]]:
+        """Run every variant once per round (order rotated each round); returns the values per label."""
+        values: dict[str, list[Any]] = {v.label: [] for v in variants}
+        for r in range(self.rounds):
+            shift = r % len(variants)
+            for v in variants[shift:] + variants[:shift]:
+                started = time.monotonic()
+                try:
+                    value = v.run()
+                except Exception as e:
+                    log(f"[row {row}] round {r + 1}/{self.rounds} {v.label}: FAILED: {type(e).__name__}: {e}")
+                    continue
+                values[v.label].append(value)
+                shown = _rate(value) if isinstance(value, float) else _show(value)
+                log(f"[row {row}] round {r + 1}/{self.rounds} {v.label}: {shown} ({time.monotonic() - started:.1f} s)")
+        for v in variants:
+            self.details.append((row, v.label, values[v.label]))
+        return values
+
+    def run(self) -> list[TableRow]:
+        table: list[TableRow] = []
+        rows: dict[int, Callable[[], list[TableRow]]] = {
+            1: self.row1,
+            2: self.row2,
+            3: self.row3,
+            4: self.row4,
+            5: self.row5,
+            6: self.row6,
+            7: self.row7,
+            8: self.row8,
+            9: self.row9,
+            10: self.row10,
+        }
+        for num in self.rows:
+            log(f"== row {num}")
+            try:
+                table.extend(rows[num]())
+            except Exception as e:
+                log(f"row {num} failed: {type(e).__name__}: {e}")
+                table.append(TableRow(f"{num}. (failed)", f"error: {type(e).__name__}: {e}", "", "", "", "n/a"))
+        return table
+
+    # rows ---------------------------------------------------------------------------------------------------
+
+    def row1(self) -> list[TableRow]:
+        c = self.counts
+        vs = [
+            Variant("spoolq send full", lambda: spool_send("full", c.send_full)),
+            Variant("raw SQLite FULL 1 row/txn", lambda: raw_sqlite("FULL", 1, c.raw_full)),
+        ]
+        if self.bs_exe:
+            exe = self.bs_exe
+            vs.append(Variant("beanstalkd -f0 put", lambda: bs_put(exe, True, c.bs_f0_put)))
+        if self.pq:
+            vs.append(Variant("persist-queue put", lambda: pq_put(c.pq_put)))
+        med = {k: _median(v) for k, v in self.interleave("1", vs).items()}
+        mine = med.pop("spoolq send full")
+        raw = med["raw SQLite FULL 1 row/txn"]
+        ok = None if mine is None or raw is None else mine >= 0.9 * raw
+        return [
+            TableRow(
+                "1. send, 1 thread, full",
+                _rate(mine),
+                _peers(med, self._unavailable(bs=True, pq=True)),
+                _ratios(mine, med),
+                ">= 0.9x raw SQLite FULL 1 row/txn",
+                _met(ok),
+            )
+        ]
+
+    def row2(self) -> list[TableRow]:
+        c = self.counts
+        groups: list[tuple[float, float]] = []
+        vs = [
+            Variant(f"spoolq send full {THREADS} threads", lambda: spool_send_threads(c.send_threads, THREADS, groups))
+        ]
+        mine = _median(self.interleave("2", vs)[vs[0].label])
+        avg = _median([g for g, _ in groups])
+        share = _median([s for _, s in groups])
+        info = (
+            "n/a"
+            if avg is None or share is None
+            else (f"avg group {avg:.1f} msgs/commit ({share:.0%} of sends group-committed)")
+        )
+        self.details.append(("2", "group size (msgs/commit, share)", [f"{g:.1f}, {s:.0%}" for g, s in groups]))
+        ok = None if mine is None else mine >= 20_000
+        return [
+            TableRow(
+                f"2. send, {THREADS} threads, full (group commit)", _rate(mine), info, "-", ">= 20,000/s", _met(ok)
+            )
+        ]
+
+    def row3(self) -> list[TableRow]:
+        c = self.counts
+        vs = [
+            Variant("spoolq send normal", lambda: spool_send("normal", c.send_normal)),
+            Variant("raw SQLite NORMAL 1 row/txn", lambda: raw_sqlite("NORMAL", 1, c.raw_normal)),
+        ]
+        if self.bs_exe:
+            exe = self.bs_exe
+            vs.append(Variant("beanstalkd in-memory put", lambda: bs_put(exe, False, c.bs_mem)))
+        med = {k: _median(v) for k, v in self.interleave("3", vs).items()}
+        mine = med.pop("spoolq send normal")
+        ok = None if mine is None else mine >= 50_000
+        return [
+            TableRow(
+                "3. send, 1 thread, normal",
+                _rate(mine),
+                _peers(med, self._unavailable(bs=True)),
+                _ratios(mine, med),
+                ">= 50,000/s",
+                _met(ok),
+            )
+        ]
+
+    def row4(self) -> list[TableRow]:
+        c = self.counts
+        vs = [
+            Variant("spoolq send_many(1000) full", lambda: spool_send_many("full", c.send_many)),
+            Variant("raw SQLite FULL 10,000 rows/txn", lambda: raw_sqlite("FULL", 10_000, c.raw_batch)),
+        ]
+        med = {k: _median(v) for k, v in self.interleave("4", vs).items()}
+        mine = med.pop("spoolq send_many(1000) full")
+        ok = None if mine is None else mine >= 250_000
+        return [
+            TableRow(
+                "4. send_many, batches of 1,000, full",
+                _rate(mine),
+                _peers(med, []),
+                _ratios(mine, med),
+                ">= 250,000/s",
+                _met(ok),
+            )
+        ]
+
+    def row5(self) -> list[TableRow]:
+        c = self.counts
+        vs = [Variant("spoolq lease_many(100)+ack_many full", lambda: spool_consume("full", c.lease_many, 100))]
+        mine = _median(self.interleave("5", vs)[vs[0].label])
+        ok = None if mine is None else mine >= 100_000
+        return [
+            TableRow("5. lease_many(100) + ack_many, 1 consumer, full", _rate(mine), "-", "-", ">= 100,000/s", _met(ok))
+        ]
+
+    def row6(self) -> list[TableRow]:
+        c = self.counts
+        vs = [Variant("spoolq lease+ack full", lambda: spool_consume("full", c.lease_full, 1))]
+        if self.bs_exe:
+            exe = self.bs_exe
+            vs.append(Variant("beanstalkd -f0 reserve+delete", lambda: bs_consume(exe, True, c.bs_f0_get)))
+        if self.pq:
+            vs.append(Variant("persist-queue get+ack", lambda: pq_get_ack(c.pq_get)))
+        med = {k: _median(v) for k, v in self.interleave("6", vs).items()}
+        mine = med.pop("spoolq lease+ack full")
+        peer = med.get("beanstalkd -f0 reserve+delete")
+        ok = None if mine is None or peer is None else mine >= peer
+        return [
+            TableRow(
+                "6. lease + ack, one at a time, full",
+                _rate(mine),
+                _peers(med, self._unavailable(bs=True, pq=True)),
+                _ratios(mine, med),
+                ">= beanstalkd -f0 reserve+delete",
+                _met(ok),
+            )
+        ]
+
+    def row7(self) -> list[TableRow]:
+        c = self.counts
+        vs = [Variant("spoolq lease+ack normal", lambda: spool_consume("normal", c.lease_normal, 1))]
+        if self.bs_exe:
+            exe = self.bs_exe
+            vs.append(Variant("beanstalkd in-memory reserve+delete", lambda: bs_consume(exe, False, c.bs_mem)))
+        med = {k: _median(v) for k, v in self.interleave("7", vs).items()}
+        mine = med.pop("spoolq lease+ack normal")
+        ok = None if mine is None else mine >= 20_000
+        return [
+            TableRow(
+                "7. lease + ack, one at a time, normal",
+                _rate(mine),
+                _peers(med, self._unavailable(bs=True)),
+                _ratios(mine, med),
+                ">= 20,000/s",
+                _met(ok),
+            )
+        ]
+
+    def row8(self) -> list[TableRow]:
+        secs = self.counts.latency_seconds
+        vs = [Variant("spoolq send -> lease (full)", lambda: latency("spoolq", secs))]
+        if self.bs_exe:
+            exe = self.bs_exe
+            vs.append(Variant("beanstalkd -f0 put -> reserve", lambda: latency("beanstalkd", secs, exe)))
+        got = self.interleave("8", vs)
+        mine = got.pop("spoolq send -> lease (full)")
+        p50 = _median([a for a, _ in mine])
+        p99 = _median([b for _, b in mine])
+        peers: list[str] = []
+        ratios: list[str] = []
+        for label, vals in got.items():
+            b50, b99 = _median([a for a, _ in vals]), _median([b for _, b in vals])
+            peers.append(f"{label}: p50 {_ms(b50)}, p99 {_ms(b99)}")
+            ratios.append(f"p50 {_ratio(p50, b50)}, p99 {_ratio(p99, b99)} vs beanstalkd")
+        peers += self._unavailable(bs=True)
+        ok = None if p50 is None or p99 is None else p50 < 1.0 and p99 < 5.0
+        return [
+            TableRow(
+                f"8. latency send -> lease at {LATENCY_RATE:,} msg/s for {secs:g} s, full, 2 processes",
+                f"p50 {_ms(p50)}, p99 {_ms(p99)}",
+                "; ".join(peers) or "-",
+                "; ".join(ratios) or "-",
+                "p50 < 1 ms, p99 < 5 ms",
+                _met(ok),
+            )
+        ]
+
+    def row9(self) -> list[TableRow]:
+        template = self.need_template()
+        c = self.counts
+        deep = f"{self.deep:,}" if self.deep != 1_000_000 else "1M"
+        cases: list[tuple[str, Callable[[Path | None], float]]] = [
+            ("send, 1 thread, full", lambda t: spool_send("full", c.send_full, t)),
+            ("send, 1 thread, normal", lambda t: spool_send("normal", c.send_normal, t)),
+            ("send_many(1000), full", lambda t: spool_send_many("full", c.send_many, t)),
+            ("lease_many(100) + ack_many, full", lambda t: spool_consume("full", c.lease_many, 100, t)),
+            ("lease + ack, full", lambda t: spool_consume("full", c.lease_full, 1, t)),
+            ("lease + ack, normal", lambda t: spool_consume("normal", c.lease_normal, 1, t)),
+        ]
+        out: list[TableRow] = []
+        for k, (name, fn) in enumerate(cases, start=1):
+            vs = [
+                Variant(f"{name}, empty spool", functools.partial(fn, None)),
+                Variant(f"{name}, {deep} queued", functools.partial(fn, template)),
+            ]
+            got = self.interleave(f"9.{k}", vs)
+            empty, full = _median(got[vs[0].label]), _median(got[vs[1].label])
+            ok = None if empty is None or full is None else full >= 0.8 * empty
+            out.append(
+                TableRow(
+                    f"9.{k} {name}, {deep} queued",
+                    _rate(full),
+                    f"empty spool: {_rate(empty)}",
+                    f"{_ratio(full, empty)} of empty",
+                    ">= 0.8x empty",
+                    _met(ok),
+                )
+            )
+        return out
+
+    def row10(self) -> list[TableRow]:
+        template = self.need_template()
+        deep = f"{self.deep:,}" if self.deep != 1_000_000 else "1M"
+        log(f"[row 10] spawned consumer: lease + ack {RSS_ACKS:,} with {deep} queued")
+        at_start, after_open, peak, done, secs = consumer_rss(template, RSS_ACKS)
+        points = {"start": at_start, "after open": after_open, "peak": peak}
+        shown = "; ".join(f"{k}: VmHWM {h:,}, ru_maxrss {m:,}" for k, (h, m) in points.items())
+        log(f"[row 10] KiB {shown}; {done:,} acks in {secs:.1f} s")
+        self.details.append(("10", "KiB (VmHWM, ru_maxrss)", [shown]))
+        hwm, maxrss = peak
+        mb = (hwm if hwm > 0 else maxrss) / 1024
+        what = "VmHWM" if hwm > 0 else "ru_maxrss"
+        return [
+            TableRow(
+                f"10. consumer RSS, {deep} queued, {done:,} lease+ack",
+                f"{mb:.1f} MB ({what})",
+                f"same process: {at_start[0] / 1024:.1f} MB at start, {after_open[0] / 1024:.1f} MB after opening"
+                f" (VmHWM); ru_maxrss {maxrss / 1024:.1f} MB (includes the parent's peak, kept across fork+exec)",
+                "-",
+                "< 60 MB",
+                _met(mb < 60 and done == RSS_ACKS),
+            )
+        ]
+
+    def _unavailable(self, *, bs: bool = False, pq: bool = False) -> list[str]:
+        gone: list[str] = []
+        reason = "skipped" if self.skip_peers else "unavailable"
+        if bs and not self.bs_exe:
+            gone.append(f"beanstalkd ({reason})")
+        if pq and not self.pq:
+            gone.append(f"persist-queue ({reason})")
+        return gone
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f} ms"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple) and len(value) == 2:
+        return f"p50 {value[0]:.3f} ms, p99 {value[1]:.3f} ms"
+    return str(value)
+
+
+def _peers(med: dict[str, float | None], unavailable: list[str]) -> str:
+    parts = [f"{label}: {_rate(x)}" for label, x in med.items()] + unavailable
+    return "; ".join(parts) or "-"
+
+
+def _ratios(mine: float | None, med: dict[str, float | None]) -> str:
+    return "; ".join(f"{_ratio(mine, x)} {label}" for label, x in med.items()) or "-"
+
+
+# -- output -----------------------------------------------------------------------------------------------------
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _spoolq_source() -> str:
+    """Where spoolq was imported from, and its git commit (with "+ uncommitted changes" when dirty)."""
+    import spoolq
+
+    where = Path(spoolq.__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return str(where)
+    if head.returncode != 0:
+        return str(where)
+    return f"{where} at {head.stdout.strip()}" + (" + uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def machine(bench: Bench) -> list[str]:
+    bs = "unavailable"
+    if bench.bs_exe:
+        try:
+            bs = subprocess.run([bench.bs_exe, "-v"], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            bs = bench.bs_exe
+    return [
+        f"- nproc: {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))}); load average at start: "
+        + ", ".join(f"{x:.2f}" for x in bench.load_at_start)
+        + "; at the end: "
+        + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        f"- platform: {platform.platform()}",
+        f"- Python {platform.python_version()} ({sys.executable}); SQLite {sqlite3.sqlite_version}",
+        f"- spoolq {_version('spoolq')}; persist-queue {_version('persist-queue')}; "
+        f"greenstalk {_version('greenstalk')}; beanstalkd: {bs}",
+        f"- spoolq imported from {_spoolq_source()}",
+        f"- temporary directories under {TMP}; bodies of {BODY_SIZE} random bytes",
+    ]
+
+
+def render(bench: Bench, table: list[TableRow], elapsed: float, argv: list[str]) -> str:
+    lines = [
+        "## spoolq local benchmark",
+        "",
+        f"Command: `{' '.join(['python', 'bench/local.py', *argv])}`",
+        "",
+        f"Rounds: {bench.rounds} (median shown); a throughput measurement stops after its count or {CAP:g} s.",
+        "",
+        "| workload | spoolq | peer figures | ratio | target | met? |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {r.workload} | {r.spoolq} | {r.peers} | {r.ratio} | {r.target} | {r.met} |" for r in table]
+    lines += ["", "### Every round", ""]
+    for row, label, values in bench.details:
+        shown = ", ".join(_rate(v) if isinstance(v, float) else _show(v) for v in values) or "no result"
+        lines.append(f"- row {row}, {label}: {shown}")
+    lines += ["", "### Machine", "", *machine(bench), "", f"Total run time: {elapsed:.0f} s ({elapsed / 60:.1f} min)"]
+    return "\n".join(lines)
+
+
+# -- main -------------------------------------------------------------------------------------------------------
+
+
+def _rows_arg(text: str) -> list[int]:
+    try:
+        rows = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--only takes row numbers like 1,3,9, not {text!r}") from None
+    bad = [r for r in rows if r not in ALL_ROWS]
+    if bad or not rows:
+        raise argparse.ArgumentTypeError(f"rows are numbered 1-10, not {text!r}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="1 round, smaller counts, skip the 1M rows (9, 10)")
+    parser.add_argument("--skip-peers", action="store_true", help="leave out persist-queue and beanstalkd")
+    parser.add_argument("--only", type=_rows_arg, default=None, metavar="ROW,ROW", help="run these rows (1-10)")
+    parser.add_argument("--deep", type=int, default=1_000_000, metavar="N", help="backlog size of rows 9 and 10")
+    args = parser.parse_args(argv)
+    if args.only is None:
+        args.only = [r for r in ALL_ROWS if not (args.quick and r in DEEP_ROWS)]
+        if args.quick:
+            log("--quick: rows 9 and 10 (1M queued) are skipped; name them with --only to run them")
+    if args.deep < 1:
+        parser.error("--deep must be positive")
+    started = time.monotonic()
+    bench = Bench(args)
+    try:
+        bench.setup()
+        table = bench.run()
+    finally:
+        bench.teardown()
+    print(render(bench, table, time.monotonic() - started, argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
