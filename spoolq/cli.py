@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import InvalidArgument, SpoolqError
@@ -68,9 +69,9 @@ def open_spool(spool_dir: str | None, durability: str = "full") -> Spool:
 
 
 def fail(e: SpoolqError) -> None:
-    err.print(f"[bold red]error:[/bold red] {e.message}", highlight=False)
+    err.print(f"[bold red]error:[/bold red] {escape(e.message)}", highlight=False)
     if e.hint:
-        err.print(f"[yellow]hint:[/yellow] {e.hint}", highlight=False)
+        err.print(f"[yellow]hint:[/yellow] {escape(e.hint)}", highlight=False)
     sys.exit(2 if isinstance(e, InvalidArgument) else 1)
 
 
@@ -387,9 +388,8 @@ def node(config_path: str | None, spool_dir: str | None, listen: str | None, tls
     from .config import load_config
     from .daemon import run_node
 
-    cfg = load_config(config_path).with_overrides(
-        spool=spool_dir, listen=listen, tls_cert=tls_cert, tls_key=tls_key, durability=durability,
-        log_json=log_json or None).validate()
+    cfg = load_config(config_path, spool=spool_dir, listen=listen, tls_cert=tls_cert, tls_key=tls_key,
+                      durability=durability, log_json=log_json or None)
     sys.exit(run_node(cfg))
 
 

@@ -111,9 +111,18 @@ class _Version(msgspec.Struct, array_like=True):
     v: int
 
 
+# The decoders read fixed-length tuples, not the structs above: a struct with
+# defaults would accept a message or result array with fields missing (and
+# ignore extra ones), and the rule is "exactly the shape above".
+_MessageTuple = tuple[bytes, str, bytes, int, dict[str, str] | None, int | None, int | None, str | None]
+_ResultTuple = tuple[int, str | None, bool]
+# What msgspec raises on bad input: DecodeError (ValidationError is a subclass),
+# UnicodeDecodeError for a str that is not UTF-8, RecursionError for deep nesting.
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
 _enc = msgspec.msgpack.Encoder()
-_batch_dec = msgspec.msgpack.Decoder(Batch)
-_reply_dec = msgspec.msgpack.Decoder(Reply)
+_batch_dec = msgspec.msgpack.Decoder(tuple[int, str, list[_MessageTuple]])
+_reply_dec = msgspec.msgpack.Decoder(tuple[int, list[_ResultTuple]])
 _version_dec = msgspec.msgpack.Decoder(_Version)
 
 
@@ -128,7 +137,7 @@ def encode_reply(results: list[Result]) -> bytes:
 def _check_version(raw: bytes, what: str) -> None:
     try:
         v = _version_dec.decode(raw).v
-    except msgspec.DecodeError:
+    except _DECODE_ERRORS:
         return  # not even the version is readable: the full decode reports it as malformed
     if v != VERSION:
         raise CodecError(
@@ -153,16 +162,16 @@ def decode_batch(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_messages
         )
     _check_version(raw, "batch")
     try:
-        batch = _batch_dec.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        v, sender, messages = _batch_dec.decode(raw)
+    except _DECODE_ERRORS as e:
         raise CodecError(f"malformed batch: {e}", code="malformed") from None
-    if len(batch.messages) > max_messages:
+    if len(messages) > max_messages:
         raise CodecError(
-            f"batch of {len(batch.messages)} messages is over the limit of {max_messages}",
+            f"batch of {len(messages)} messages is over the limit of {max_messages}",
             code="too_many_messages",
             hint="send smaller batches",
         )
-    return batch
+    return Batch(v, sender, [WireMessage(*m) for m in messages])
 
 
 def decode_reply(raw: bytes, *, expected: int) -> Reply:
@@ -173,9 +182,10 @@ def decode_reply(raw: bytes, *, expected: int) -> Reply:
     """
     _check_version(raw, "reply")
     try:
-        reply = _reply_dec.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        v, results = _reply_dec.decode(raw)
+    except _DECODE_ERRORS as e:
         raise CodecError(f"malformed reply: {e}", code="malformed") from None
+    reply = Reply(v, [Result(*r) for r in results])
     if len(reply.results) != expected:
         raise CodecError(
             f"reply has {len(reply.results)} results for {expected} messages", code="malformed"
@@ -198,10 +208,10 @@ def check_message(m: WireMessage, max_message_size: int) -> str | None:
     if m.headers:
         if len(m.headers) > MAX_HEADERS:
             return f"{len(m.headers)} headers is over the limit of {MAX_HEADERS}"
-        for k, v in m.headers.items():
+        for k in m.headers:
             if not k or len(k) > MAX_HEADER_NAME:
                 return f"header name {k[:40]!r} must be 1 to {MAX_HEADER_NAME} characters"
-            size += len(k) + len(v)
+        size += len(_enc.encode(m.headers))  # in bytes, as the spool counts them when it sends
     if size > max_message_size:
         return f"message of {size} bytes is over max_message_size ({max_message_size})"
     for t in (m.deliver_at, m.expires):

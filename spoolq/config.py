@@ -14,6 +14,9 @@ Example ``spoolq.toml``::
     url = "https://dc2.example.com:7070"
     token = "s3cret-we-send-to-dc2"    # or token_file = "/etc/spoolq/dc2.token"
 
+    [peers.dc3]
+    url = "https://dc3.example.com:7070"
+
     [[routes]]                         # send(channel) without to= forwards matching channels
     channels = "orders.*"              # a glob
     to = ["dc2", "dc3"]
@@ -105,6 +108,12 @@ class NodeConfig:
     def validate(self) -> NodeConfig:
         """Check every field; raises :class:`ConfigError` naming the bad key. Returns ``self``."""
         host, port = parse_listen(self.listen, key="node.listen")
+        for key, text in (("node.spool", self.spool), ("node.tls_cert", self.tls_cert),
+                          ("node.tls_key", self.tls_key), ("node.ca_file", self.ca_file)):
+            if text is not None and not isinstance(text, str):
+                raise ConfigError(f"{key}: must be a string, not {text!r}")
+        if not isinstance(self.log_json, bool):
+            raise ConfigError(f"node.log_json: must be true or false, not {self.log_json!r}")
         if self.durability not in ("full", "normal"):
             raise ConfigError(f"node.durability: must be 'full' or 'normal', not {self.durability!r}")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -120,16 +129,22 @@ class NodeConfig:
                 raise ConfigError(f"{key}: must be a positive integer, not {value!r}")
         for key, num in (("node.sweep_interval", self.sweep_interval), ("node.scan_interval", self.scan_interval),
                          ("node.backoff_base", self.backoff_base), ("node.backoff_cap", self.backoff_cap)):
-            if not isinstance(num, (int, float)) or num <= 0:
+            if isinstance(num, bool) or not isinstance(num, (int, float)) or num <= 0:
                 raise ConfigError(f"{key}: must be a positive number of seconds, not {num!r}")
         names = set()
         for p in self.peers:
             key = f"peers.{p.name}"
             if CHANNEL_RE.fullmatch(p.name) is None:
                 raise ConfigError(f"{key}: peer names use A-Z a-z 0-9 . _ - (1 to 200 characters)")
-            u = urlsplit(p.url)
-            if u.scheme not in ("http", "https") or not u.hostname:
+            try:
+                u = urlsplit(p.url)
+                ok = u.scheme in ("http", "https") and bool(u.hostname) and u.port != 0
+            except ValueError:  # a bad IPv6 address, or a port that is not a number from 0 to 65535
+                ok = False
+            if not ok:
                 raise ConfigError(f"{key}.url: must be http://host:port or https://host:port, not {p.url!r}")
+            if p.ca_file is not None and not isinstance(p.ca_file, str):
+                raise ConfigError(f"{key}.ca_file: must be a string, not {p.ca_file!r}")
             if p.ca_file and not os.path.isfile(p.ca_file):
                 raise ConfigError(f"{key}.ca_file: no such file {p.ca_file!r}")
             for k in ("max_in_flight", "batch_messages", "batch_bytes"):
@@ -179,14 +194,15 @@ def is_loopback(host: str) -> bool:
 
 def parse_listen(value: str, *, key: str = "listen") -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port). Port 0 picks a free port."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: must be a string HOST:PORT, not {value!r}")
     host, sep, port_s = value.rpartition(":")
     if not sep or not host:
         raise ConfigError(f"{key}: must be HOST:PORT, not {value!r}")
     host = host.strip("[]")
-    try:
-        port = int(port_s)
-    except ValueError:
-        raise ConfigError(f"{key}: port must be a number, not {port_s!r}") from None
+    if not (port_s.isascii() and port_s.isdigit()):  # int() would also take " 80", "+80" and "8_0"
+        raise ConfigError(f"{key}: port must be a number, not {port_s!r}")
+    port = int(port_s)
     if not 0 <= port <= 65535:
         raise ConfigError(f"{key}: port {port} out of range")
     return host, port
@@ -204,27 +220,38 @@ def _secret(table: dict[str, Any], key: str, base: Path) -> str | None:
     if tfile is not None:
         path = (base / str(tfile)).resolve()
         try:
-            return path.read_text().strip()
+            secret = path.read_text().strip()
         except OSError as e:
             raise ConfigError(f"{key}.token_file: cannot read {path}: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{key}.token_file: {path} is not UTF-8 text") from e
+        if not secret:
+            raise ConfigError(f"{key}.token_file: {path} is empty")
+        return secret
     if tok is not None and not isinstance(tok, str):
         raise ConfigError(f"{key}.token: must be a string")
     return tok
 
 
-def load_config(path: str | os.PathLike[str] | None) -> NodeConfig:
-    """Read and validate a node config file (``None``: all defaults).
+def load_config(path: str | os.PathLike[str] | None, **overrides: Any) -> NodeConfig:
+    """Read a node config file (``None``: all defaults), apply ``overrides``
+    (command-line flags; ``None`` values are ignored), then validate.
+
+    Relative paths in the file (``spool``, ``tls_cert``, ``tls_key``,
+    ``ca_file``, ``token_file``) are relative to the file's directory.
 
     Raises:
         ConfigError: unreadable file, bad TOML, unknown or bad keys (named).
     """
     if path is None:
-        return NodeConfig().validate()
+        return NodeConfig().with_overrides(**overrides).validate()
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text())
     except OSError as e:
         raise ConfigError(f"cannot read config {p}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text: {e}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     base = p.parent
@@ -238,8 +265,11 @@ def load_config(path: str | os.PathLike[str] | None) -> NodeConfig:
     bad = set(node) - _NODE_KEYS
     if bad:
         raise ConfigError(f"node: unknown key(s) {sorted(bad)}", hint=f"known keys: {sorted(_NODE_KEYS)}")
+    for section in ("peers", "tokens"):
+        if not isinstance(data.get(section, {}), dict):
+            raise ConfigError(f"{section}: use [{section}.NAME] tables")
     peers = []
-    for name, t in (data.get("peers") or {}).items():
+    for name, t in data.get("peers", {}).items():
         if not isinstance(t, dict):
             raise ConfigError(f"peers.{name}: must be a table with url = ...")
         bad = set(t) - _PEER_KEYS
@@ -249,22 +279,28 @@ def load_config(path: str | os.PathLike[str] | None) -> NodeConfig:
             raise ConfigError(f"peers.{name}.url: missing")
         peers.append(PeerConfig(
             name=name, url=str(t["url"]).rstrip("/"), token=_secret(t, f"peers.{name}", base),
-            ca_file=t.get("ca_file"), max_in_flight=t.get("max_in_flight", 4),
+            ca_file=_relative(t.get("ca_file"), base), max_in_flight=t.get("max_in_flight", 4),
             batch_messages=t.get("batch_messages", 1000), batch_bytes=t.get("batch_bytes", 4 << 20)))
     routes = []
     raw_routes = data.get("routes") or []
     if not isinstance(raw_routes, list):
         raise ConfigError("routes: use [[routes]] entries")
     for i, r in enumerate(raw_routes):
+        if not isinstance(r, dict):
+            raise ConfigError("routes: use [[routes]] entries")
         bad = set(r) - {"channels", "to", "mode"}
         if bad:
             raise ConfigError(f"routes[{i}]: unknown key(s) {sorted(bad)}")
+        if not isinstance(r.get("channels", ""), str):
+            raise ConfigError(f"routes[{i}].channels: must be one channel name or glob such as 'orders.*'")
         to = r.get("to", [])
         if isinstance(to, str):
             to = [to]
+        if not isinstance(to, list):
+            raise ConfigError(f"routes[{i}].to: must be a peer name or a list of them")
         routes.append(Route(str(r.get("channels", "")), tuple(str(x) for x in to), str(r.get("mode", "fanout"))))
     tokens = []
-    for name, t in (data.get("tokens") or {}).items():
+    for name, t in data.get("tokens", {}).items():
         if not isinstance(t, dict):
             raise ConfigError(f"tokens.{name}: must be a table with token and scopes")
         bad = set(t) - {"token", "token_file", "scopes"}
@@ -277,8 +313,18 @@ def load_config(path: str | os.PathLike[str] | None) -> NodeConfig:
         if not isinstance(scopes, list):
             raise ConfigError(f"tokens.{name}.scopes: must be a list such as ['peer']")
         tokens.append(TokenConfig(name, secret, frozenset(str(s) for s in scopes)))
+    for key in ("spool", "tls_cert", "tls_key", "ca_file"):
+        if key in node:
+            node[key] = _relative(node[key], base)
     try:
         cfg = NodeConfig(**node, peers=tuple(peers), routes=tuple(routes), tokens=tuple(tokens), source=str(p))
     except TypeError as e:
         raise ConfigError(f"{p}: {e}") from e
-    return cfg.validate()
+    return cfg.with_overrides(**overrides).validate()
+
+
+def _relative(value: Any, base: Path) -> Any:
+    """A path from the config file, relative to the file's directory (other values unchanged)."""
+    if isinstance(value, str) and value and not os.path.isabs(value):
+        return str(base / value)
+    return value

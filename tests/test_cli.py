@@ -108,7 +108,14 @@ def test_errors_are_clear_and_change_nothing(spool_dir: Path, tmp_path: Path) ->
     assert "Traceback" not in r.stderr
 
 
-def test_demo_runs_and_loses_nothing() -> None:
-    r = cli("demo", "--producers", "2", "--messages", "300")
+def test_local_demo_runs_and_loses_nothing() -> None:
+    r = cli("demo", "--local", "--producers", "2", "--messages", "300")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "none lost" in r.stdout and "SIGKILL" in r.stdout
+
+
+def test_two_node_demo_delivers_everything_exactly_once() -> None:
+    r = cli("demo", "--producers", "2", "--messages", "500")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = " ".join(r.stdout.split())  # rich wraps lines
+    assert "Node B is down" in out and "all 1000 messages arrived exactly once" in out
