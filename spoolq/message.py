@@ -48,6 +48,7 @@ DEFAULT_PRIORITY: Final = 1024
 MAX_PRIORITY: Final = 0xFFFF_FFFF
 MAX_HEADERS: Final = 64
 MAX_HEADER_NAME: Final = 256
+MAX_SECONDS: Final = 1e9  # durations (delay, ttl, visibility, wait): about 30 years
 CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 _MASK62: Final = (1 << 62) - 1
@@ -203,6 +204,11 @@ def check_seconds(name: str, value: object, *, allow_zero: bool = True, allow_no
     v = float(value)
     if v != v or v in (float("inf"), float("-inf")):
         raise InvalidArgument(f"{name} must be a finite number of seconds, not {value!r}")
+    if v > MAX_SECONDS:
+        raise InvalidArgument(
+            f"{name} of {value!r} seconds is too long",
+            hint=f"use at most {MAX_SECONDS:.0f} seconds (about 30 years)",
+        )
     if v < 0 or (v == 0 and not allow_zero):
         raise InvalidArgument(
             f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, not {value!r}",

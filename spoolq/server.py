@@ -26,6 +26,7 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SCOPE: dict[str, str | None] = {}  # route name -> scope
 HEADER_PREFIX = "spoolq-header-"
 MAX_WAIT = 60.0
+MAX_SECONDS = 1e12  # ~31,700 years: every timestamp stays a Unix ms below 2**53, as peers require
+
+log = logging.getLogger("spoolq.server")
 
 
 def _error(status: int, code: str, message: str, hint: str | None = None,
@@ -148,6 +152,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(404, "not_found", f"no route {request.method} {request.path}")
     except web.HTTPMethodNotAllowed:
         return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}")
+    except web.HTTPException:
+        raise
+    except Exception:  # a bug: still answer in the documented error format
+        log.exception("%s %s failed unexpectedly", request.method, request.path)
+        return _error(500, "internal", "the node failed unexpectedly", "see the node's log")
 
 
 def _auth(node: Node) -> Any:
@@ -191,7 +200,11 @@ async def post_batch(request: web.Request) -> web.Response:
         node.metrics.receive_batches.labels("too_large").inc()
         return _error(413, "too_large", f"batch of {request.content_length} bytes is over the limit of "
                       f"{cfg.max_batch_bytes}", "send smaller batches")
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # no Content-Length, and more than client_max_size came
+        node.metrics.receive_batches.labels("too_large").inc()
+        raise
     try:
         batch = decode_batch(raw, max_bytes=cfg.max_batch_bytes, max_messages=cfg.max_batch_messages)
     except CodecError as e:
@@ -234,7 +247,7 @@ async def _json(request: web.Request) -> Any:
         return {}
     try:
         return await request.json(loads=json.loads)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, LookupError) as e:  # LookupError: an unknown charset
         raise InvalidArgument(f"request body is not valid JSON: {e}",
                               hint="send Content-Type: application/json with a JSON object") from None
 
@@ -268,6 +281,9 @@ def _send_options(item: dict[str, Any], where: str) -> dict[str, Any]:
     for k in ("priority", "delay", "ttl", "headers", "id", "to"):
         if k in item and item[k] is not None:
             opts[k] = item[k]
+    for k in ("delay", "ttl"):
+        if k in opts:
+            _in_range(opts[k], f"{where}.{k}")
     return opts
 
 
@@ -277,6 +293,9 @@ async def post_messages(request: web.Request) -> web.Response:
     if request.content_type == "application/json":
         data = await _json(request)
         if isinstance(data, dict) and "messages" in data:
+            if len(data) > 1:
+                raise InvalidArgument(f"unknown field(s) {sorted(set(data) - {'messages'})} beside messages",
+                                      hint="give options per message, inside each item of messages")
             items = data["messages"]
             if not isinstance(items, list) or not items:
                 raise InvalidArgument("messages: must be a non-empty list")
@@ -308,6 +327,7 @@ async def post_messages(request: web.Request) -> web.Response:
                 opts[k] = float(q[k])
             except ValueError:
                 raise InvalidArgument(f"{k}: must be a number of seconds, not {q[k]!r}") from None
+            _in_range(opts[k], k)
     if "id" in q:
         opts["id"] = q["id"]
     to = q.getall("to", [])
@@ -336,7 +356,14 @@ def _num(value: Any, key: str) -> float:
             raise InvalidArgument(f"{key}: must be a number, not {value!r}") from None
     v = check_seconds(key, value)
     assert v is not None
+    _in_range(v, key)
     return v
+
+
+def _in_range(value: Any, key: str) -> None:
+    """Refuse a duration too long to become a timestamp (it would overflow SQLite and the peer protocol)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_SECONDS:
+        raise InvalidArgument(f"{key}: {value!r} seconds is too long", hint=f"use at most {MAX_SECONDS:.0e} seconds")
 
 
 def _lease_json(x: Lease, encoding: str) -> dict[str, Any]:
@@ -362,7 +389,7 @@ async def post_leases(request: web.Request) -> web.Response:
         raise InvalidArgument("the JSON body must be an object")
     try:
         n = int(_param(request, data, "max", 1))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise InvalidArgument("max: must be a positive integer") from None
     if not 1 <= n <= 1000:
         raise InvalidArgument("max: must be 1 to 1000")
@@ -443,6 +470,8 @@ async def get_dead(request: web.Request) -> web.Response:
             filters["limit"] = int(limit)
         except ValueError:
             raise InvalidArgument("limit: must be an integer") from None
+        if not 0 <= filters["limit"] < 1 << 62:  # SQLite refuses larger ones; negative would mean no limit
+            raise InvalidArgument("limit: must be a non-negative integer")
     rows = await asyncio.to_thread(lambda: node.spool.dead_letters(**filters))
     return web.json_response({"dead": [d.as_dict() for d in rows]})
 

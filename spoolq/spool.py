@@ -97,6 +97,7 @@ from .errors import (
 from .message import (
     DEFAULT_PRIORITY,
     MAX_PRIORITY,
+    MAX_SECONDS,
     DeadLetter,
     Message,
     _ms_of,
@@ -872,7 +873,7 @@ class Spool:
         """
         ch = self._channels.get(channel)
         if ch is None:
-            ch = self._create_channel(channel)
+            check_channel(channel)
         if type(body) is not bytes or len(body) > self.max_message_size:
             body = check_body(body, self.max_message_size)
         if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
@@ -880,6 +881,8 @@ class Spool:
         if to is None:
             to = self._route(channel)
         if to is None and not delay and ttl is None and headers is None and id is None:
+            if ch is None:
+                ch = self._create_channel(channel)
             first = _take_ids(1)
             self._send_one(ch, priority, first.to_bytes(16, "big"), body, channel)
             return id_text(first)
@@ -939,11 +942,10 @@ class Spool:
         """
         ch = self._channels.get(channel)
         if ch is None:
-            ch = self._create_channel(channel)
-        w = _Write()
-        ids: list[str] = []
+            check_channel(channel)
         limit = self.max_message_size
-        for body, opts in items:
+        checked = []
+        for body, opts in items:  # validate everything before anything is created
             if type(body) is not bytes or len(body) > limit:
                 body = check_body(body, limit)
             priority = opts.get("priority", DEFAULT_PRIORITY)
@@ -951,12 +953,18 @@ class Spool:
             to = opts.get("to")
             if to is None:
                 to = self._route(channel)
+            self._check_options([body], to, opts.get("delay", 0), opts.get("ttl"), opts.get("headers"))
             mid = opts.get("id")
-            if mid is None:
+            checked.append((body, priority, to, None if mid is None else id_bytes(mid), opts))
+        w = _Write()
+        ids: list[str] = []
+        for body, priority, to, idb, opts in checked:
+            if idb is None:
                 idb = _take_ids(1).to_bytes(16, "big")
             else:
-                idb = id_bytes(mid)
                 w.dedup = True
+            if ch is None:
+                ch = self._create_channel(channel)
             self._add_rows(w, ch, channel, [idb], [body], to, priority, opts.get("delay", 0), opts.get("ttl"),
                            opts.get("headers"))
             ids.append(id_text_from_bytes(idb))
@@ -981,7 +989,7 @@ class Spool:
             )
         ch = self._channels.get(channel)
         if ch is None:
-            ch = self._create_channel(channel)
+            check_channel(channel)
         limit = self.max_message_size
         blist = list(bodies)
         for i, b in enumerate(blist):
@@ -1006,16 +1014,48 @@ class Spool:
         if n == 0:
             return None, []
         if to is None and not delay and ttl is None and headers is None:
+            if ch is None:
+                ch = self._create_channel(channel)
             w.inbox = [(ch, priority, b, body) for b, body in zip(idbs, blist, strict=True)]
             w.bells.add(_bell.channel_bell(channel))
         else:
             self._add_rows(w, ch, channel, idbs, blist, to, priority, delay, ttl, headers)  # type: ignore[arg-type]
         return w, idlist
 
+    def _check_options(
+        self, bodies: list[bytes], to: str | Sequence[str] | None, delay: float, ttl: float | None,
+        headers: dict[str, str] | None,
+    ) -> tuple[float, float | None, bytes | None, list[str] | None]:
+        """Validate the less common send options; returns (delay, ttl, headers blob, peers)."""
+        d = check_seconds("delay", delay) or 0.0
+        t = check_seconds("ttl", ttl, allow_zero=False, allow_none=True)
+        hblob = encode_headers(check_headers(headers))
+        if hblob is not None:
+            limit = self.max_message_size
+            for b in bodies:
+                if len(b) + len(hblob) > limit:
+                    raise _too_large(len(b) + len(hblob), limit)
+        if to is None:
+            return d, t, hblob, None
+        if isinstance(to, str):
+            peers = [to]
+        elif isinstance(to, (list, tuple)):
+            peers = list(to)
+        else:
+            raise InvalidType(
+                f"to= must be a peer name or URL (or a list of them), not {type(to).__name__}",
+                hint="e.g. to='dc2' or to='http://10.0.0.2:7070'",
+            )
+        if not peers:
+            raise InvalidArgument("to= is an empty list", hint="pass None for local delivery, or peer names")
+        for peer in peers:
+            check_peer(peer)
+        return d, t, hblob, peers
+
     def _add_rows(
         self,
         w: _Write,
-        ch: int,
+        ch: int | None,
         channel: str,
         idbs: list[bytes],
         bodies: list[bytes],
@@ -1028,32 +1068,19 @@ class Spool:
         origin: int | None = None,
         deliver_at: int | None = None,
     ) -> None:
-        """Validate the less common options and add the rows of one request."""
-        d = check_seconds("delay", delay) or 0.0
-        t = check_seconds("ttl", ttl, allow_zero=False, allow_none=True)
-        hdrs = check_headers(headers)
-        hblob = encode_headers(hdrs)
-        if hblob is not None:
-            limit = self.max_message_size
-            for b in bodies:
-                if len(b) + len(hblob) > limit:
-                    raise _too_large(len(b) + len(hblob), limit)
+        """Validate the less common options, then add the rows of one request.
+
+        The channel (and peers) are created only after everything validated,
+        so a refused call leaves no trace.
+        """
+        d, t, hblob, peers = self._check_options(bodies, to, delay, ttl, headers)
+        if ch is None:
+            ch = self._create_channel(channel)
         now = self._now_ms()
         expires = now + int(t * 1000) if t is not None else None
         if deliver_at is None and d > 0:
             deliver_at = now + int(d * 1000)
-        if to is not None:
-            if isinstance(to, str):
-                peers = [to]
-            elif isinstance(to, (list, tuple)):
-                peers = list(to)
-            else:
-                raise InvalidType(
-                    f"to= must be a peer name or URL (or a list of them), not {type(to).__name__}",
-                    hint="e.g. to='dc2' or to='http://10.0.0.2:7070'",
-                )
-            if not peers:
-                raise InvalidArgument("to= is an empty list", hint="pass None for local delivery, or peer names")
+        if peers is not None:
             pids = [self._peer_id(p) for p in peers]
             for pid in pids:
                 for idb, body in zip(idbs, bodies, strict=True):
@@ -1373,7 +1400,7 @@ class Spool:
         """
         if type(max) is not int or max < 1:
             raise InvalidArgument(f"max must be a positive int, not {max!r}")
-        if type(visibility) is not float or visibility <= 0:
+        if type(visibility) is not float or not 0 < visibility <= MAX_SECONDS:
             visibility = check_seconds("visibility", visibility, allow_zero=False)  # type: ignore[assignment]
         if wait:
             wait = check_seconds("wait", wait)  # type: ignore[assignment]
@@ -1853,7 +1880,7 @@ class Spool:
             ch_s, pri_s, id_hex, att_s = handle.split(".")
             ch, pri, att = int(ch_s), int(pri_s), int(att_s)
             idb = bytes.fromhex(id_hex)
-            if len(idb) != 16 or ch < 1 or att < 1 or not 0 <= pri <= MAX_PRIORITY:
+            if len(idb) != 16 or not 1 <= ch < 1 << 63 or not 1 <= att < 1 << 63 or not 0 <= pri <= MAX_PRIORITY:
                 raise ValueError
         except ValueError:
             raise InvalidArgument(f"malformed lease handle {handle[:80]!r}",
@@ -1897,7 +1924,7 @@ class Spool:
             acc.setdefault(ch, {})["dead"] = total
         channels = {names.get(ch, f"#{ch}"): ChannelStats(**v) for ch, v in sorted(acc.items(),
                     key=lambda kv: names.get(kv[0], ""))}
-        pacc: dict[int, dict[str, Any]] = {}
+        pacc: dict[int, dict[str, Any]] = {i: {} for i in pnames}
         for p, total, inflight, oldest in outbox:
             pacc.setdefault(p, {}).update(outbox=total, in_flight=inflight,
                                           oldest_age=max_(0.0, (now - _ms_of(oldest)) / 1000.0))

@@ -59,8 +59,7 @@ def test_send_many_returns_ids_in_order_and_stores_all(spool: Spool) -> None:
 
 def test_send_many_empty_is_a_no_op(spool: Spool) -> None:
     assert spool.send_many([], "c") == []
-    assert "c" in spool.stats().channels  # the channel exists, but holds nothing
-    assert spool.stats().channels["c"].ready == 0
+    assert "c" not in spool.stats().channels  # nothing was created
 
 
 def test_send_many_with_options_goes_to_delayed(spool: Spool, clock: FakeClock) -> None:
@@ -74,9 +73,21 @@ def test_send_many_with_options_goes_to_delayed(spool: Spool, clock: FakeClock) 
 
 
 def test_send_many_all_or_nothing_on_bad_body(spool: Spool) -> None:
+    spool.send(b"first", "c")
     with pytest.raises(spoolq.InvalidType):
         spool.send_many([b"ok", "not bytes", b"ok"], "c")
-    assert spool.stats().channels["c"].ready == 0
+    assert spool.stats().channels["c"].ready == 1
+
+
+@pytest.mark.parametrize("value", [1e9 + 1, 1e300])
+def test_durations_have_an_upper_bound(spool: Spool, value: float) -> None:
+    with pytest.raises(spoolq.InvalidArgument, match="too long"):
+        spool.send(b"x", "c", delay=value)
+    with pytest.raises(spoolq.InvalidArgument, match="too long"):
+        spool.send(b"x", "c", ttl=value)
+    with pytest.raises(spoolq.InvalidArgument, match="too long"):
+        spool.lease("c", visibility=value)
+    assert spool.stats().channels == {}
 
 
 def test_send_many_rejects_a_single_body(spool: Spool) -> None:
@@ -195,8 +206,7 @@ def test_bad_input_raises_clear_error_and_stores_nothing(
     assert fragment in str(ei.value)
     assert isinstance(ei.value, spoolq.SpoolqError)
     st = spool.stats()
-    assert all(c.ready + c.delayed + c.leased == 0 for c in st.channels.values())
-    assert not st.peers
+    assert st.channels == {} and st.peers == {}  # not even the channel or peer was created
 
 
 def test_headers_count_against_max_message_size(spool_dir: Path) -> None:
