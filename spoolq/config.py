@@ -131,6 +131,12 @@ class NodeConfig:
                          ("node.backoff_base", self.backoff_base), ("node.backoff_cap", self.backoff_cap)):
             if isinstance(num, bool) or not isinstance(num, (int, float)) or num <= 0:
                 raise ConfigError(f"{key}: must be a positive number of seconds, not {num!r}")
+        if self.max_message_size + 1024 > self.max_batch_bytes:
+            raise ConfigError(
+                "node.max_batch_bytes: must leave room for a message of node.max_message_size "
+                f"({self.max_message_size} bytes) plus 1 KiB of framing",
+                hint="raise max_batch_bytes or lower max_message_size",
+            )
         names = set()
         for p in self.peers:
             key = f"peers.{p.name}"

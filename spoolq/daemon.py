@@ -289,6 +289,12 @@ class Node:
                 if t.name in old and old[t.name].url == t.url:
                     t.failures, t.retry_at = old[t.name].failures, old[t.name].retry_at
             link.targets = targets
+            peer = self.config.peer(name.split(FAILOVER_SEP)[0])
+            if peer is not None:
+                link.max_in_flight = peer.max_in_flight
+                link.batch_messages = peer.batch_messages
+                link.batch_bytes = peer.batch_bytes
+            link.backoff_base, link.backoff_cap = config.backoff_base, config.backoff_cap
             link.wake.set()
         self._unknown_warned.clear()
         await self._sync_links()
@@ -414,30 +420,43 @@ class Node:
 
 async def _serve(config: NodeConfig) -> int:
     node = Node(config)
-    await node.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     pending: set[asyncio.Task[None]] = set()
+    started = False
+    early_hup = False
 
     def on_stop(sig: signal.Signals) -> None:
         log.info("received %s: stopping", sig.name)
         stop.set()
 
     def on_hup() -> None:
+        nonlocal early_hup
+        if not started:  # reload once the node is up
+            early_hup = True
+            return
         if not config.source:
             log.warning("SIGHUP: no config file to reload")
             return
-        try:
-            new = load_config(config.source).with_overrides(
-                spool=config.spool, listen=config.listen, tls_cert=config.tls_cert, tls_key=config.tls_key)
+        try:  # the listen address, spool and TLS files stay as started (flags included)
+            new = load_config(config.source, spool=config.spool, listen=config.listen,
+                              tls_cert=config.tls_cert, tls_key=config.tls_key)
         except SpoolqError as e:
             log.error("SIGHUP: keeping the old configuration: %s", e)
             return
-        pending.add(loop.create_task(node.reload(new)))
+        task = loop.create_task(node.reload(new))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
 
+    # handlers before start(): node.json, written there, tells tools the node is ready, and a
+    # signal sent from then on must not find the default action (which kills without cleaning up)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_stop, sig)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await node.start()
+    started = True
+    if early_hup:
+        on_hup()
     await stop.wait()
     await node.stop()
     return 0

@@ -16,8 +16,13 @@ that failed, arrived with a more urgent priority, or were retried from dead
 letters.
 
 A transport failure, a 4xx/5xx answer or an unreadable reply is *transient*:
+(except a 413 for a batch of one message, which the peer will never take: that
+message becomes a dead letter; a 413 for a larger batch halves the batch size)
 the batch's messages stay in the outbox and the target backs off
 exponentially with jitter (``retry.backoff``), reset by the next success.
+A ``Retry-After`` in the answer lengthens the wait up to ``backoff_cap``, no
+further: a peer (or a proxy) cannot stall forwarding beyond what the
+operator configured.
 Repeated errors are logged once, then summarised every 30 seconds. In a
 failover group the first target that is not backing off gets the batch.
 
@@ -183,7 +188,6 @@ class PeerLink:
             await asyncio.to_thread(self.spool.outbox_settle, self.name, done, dead, retry)
             ok = not retry
             self.forwarded += len(done)
-            target.last_ok_at = time.time()
             if retry:
                 self._failed(target, PeerError(f"{target.name} asked to retry {len(retry)} messages later"))
             else:
@@ -191,6 +195,12 @@ class PeerLink:
             if self.metrics is not None:
                 self.metrics.forwarded(self.name, counts, len(expired), time.perf_counter() - started)
         except PeerError as e:
+            if e.status == 413 and len(batch) > 1:  # the peer takes smaller batches: send less at once
+                self.batch_messages = max(1, len(batch) // 2)
+                self.batch_bytes = max(1, self.batch_bytes // 2)
+            if e.status == 413 and len(batch) == 1:
+                # one message the peer will never take (over its batch size limit): give up on it
+                await self._give_up(batch[0].key, target, e)
             self._failed(target, e)
         except SpoolqError as e:  # our own spool failed while settling: the messages stay, retried later
             self._failed(target, e)
@@ -242,8 +252,8 @@ class PeerLink:
         target.failures += 1
         delay = backoff(target.failures, base=self.backoff_base, cap=self.backoff_cap, rng=self.rng)
         retry_after = getattr(e, "retry_after", None)
-        if retry_after:
-            delay = max(delay, float(retry_after))
+        if retry_after:  # the peer's wish lengthens the wait, but never past the configured cap
+            delay = max(delay, min(float(retry_after), self.backoff_cap))
         target.retry_at = self.clock() + delay
         target.last_error = str(e)
         target.last_error_at = time.time()
@@ -256,7 +266,15 @@ class PeerLink:
         else:
             target._suppressed += 1
 
+    async def _give_up(self, key: tuple[int, bytes], target: Target, e: PeerError) -> None:
+        try:
+            dead = [(key, "rejected", f"peer {target.name}: {e}")]
+            await asyncio.to_thread(self.spool.outbox_settle, self.name, (), dead)
+        except SpoolqError as err:
+            log.error("peer %s: cannot dead-letter a message it refused: %s", target.name, err)
+
     def _recovered(self, target: Target) -> None:
+        target.last_ok_at = time.time()
         if target.failures:
             log.info("peer %s: forwarding again after %d failures", target.name, target.failures)
         target.failures = 0

@@ -56,6 +56,7 @@ __all__ = ["build_app", "SCOPE"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SCOPE: dict[str, str | None] = {}  # route name -> scope
 HEADER_PREFIX = "spoolq-header-"
+NODE: web.AppKey[Any] = web.AppKey("node")
 MAX_WAIT = 60.0
 MAX_SECONDS = 1e12  # ~31,700 years: every timestamp stays a Unix ms below 2**53, as peers require
 
@@ -93,7 +94,7 @@ def build_app(node: Node) -> web.Application:
     """The aiohttp application serving ``node``."""
     app = web.Application(client_max_size=node.config.max_batch_bytes + 1024,
                           middlewares=[_observe(node), _errors, _auth(node)])
-    app["node"] = node
+    app[NODE] = node
     r = app.router
 
     def add(method: str, path: str, handler: Handler, name: str, scope: str | None) -> None:
@@ -194,7 +195,7 @@ def _auth(node: Node) -> Any:
 
 
 async def post_batch(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     cfg = node.config
     if request.content_length is not None and request.content_length > cfg.max_batch_bytes:
         node.metrics.receive_batches.labels("too_large").inc()
@@ -288,7 +289,7 @@ def _send_options(item: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 async def post_messages(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     channel = request.match_info["channel"]
     if request.content_type == "application/json":
         data = await _json(request)
@@ -382,7 +383,7 @@ def _lease_json(x: Lease, encoding: str) -> dict[str, Any]:
 
 
 async def post_leases(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     channel = request.match_info["channel"]
     data = await _json(request) if request.content_type == "application/json" else {}
     if not isinstance(data, dict):
@@ -403,14 +404,14 @@ async def post_leases(request: web.Request) -> web.Response:
 
 
 async def post_ack(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     lease = node.spool.lease_by_handle(request.match_info["lease"])
     await asyncio.to_thread(lease.ack)
     return web.Response(status=204)
 
 
 async def post_nack(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     lease = node.spool.lease_by_handle(request.match_info["lease"])
     data = await _json(request) if request.can_read_body else {}
     delay = data.get("delay") if isinstance(data, dict) else None
@@ -422,7 +423,7 @@ async def post_nack(request: web.Request) -> web.Response:
 
 
 async def post_touch(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     lease = node.spool.lease_by_handle(request.match_info["lease"])
     data = await _json(request) if request.can_read_body else {}
     visibility = _num(_param(request, data if isinstance(data, dict) else {}, "visibility", 30.0), "visibility")
@@ -431,7 +432,7 @@ async def post_touch(request: web.Request) -> web.Response:
 
 
 async def post_acks(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     data = await _json(request)
     handles = data.get("leases") if isinstance(data, dict) else None
     if not isinstance(handles, list) or not all(isinstance(h, str) for h in handles):
@@ -442,7 +443,7 @@ async def post_acks(request: web.Request) -> web.Response:
 
 
 async def get_stats(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     st = await asyncio.to_thread(node.spool.stats)
     return web.json_response({"node_id": node.spool.node_id, **st.as_dict()})
 
@@ -462,7 +463,7 @@ def _dead_filters(data: Any, request: web.Request) -> dict[str, Any]:
 
 
 async def get_dead(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     filters = _dead_filters({}, request)
     limit = request.query.get("limit")
     if limit is not None:
@@ -477,7 +478,7 @@ async def get_dead(request: web.Request) -> web.Response:
 
 
 async def get_dead_one(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     d = await asyncio.to_thread(node.spool.dead_letter, request.match_info["id"])
     out = d.as_dict()
     out["headers"] = d.message.headers
@@ -499,7 +500,7 @@ def _selection(data: Any, request: web.Request) -> dict[str, Any]:
 
 
 async def post_dead_retry(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     data = await _json(request)
     sel = _selection(data, request)
     dry = bool(isinstance(data, dict) and data.get("dry_run"))
@@ -508,7 +509,7 @@ async def post_dead_retry(request: web.Request) -> web.Response:
 
 
 async def post_dead_purge(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     data = await _json(request)
     sel = _selection(data, request)
     dry = bool(isinstance(data, dict) and data.get("dry_run"))
@@ -517,11 +518,11 @@ async def post_dead_purge(request: web.Request) -> web.Response:
 
 
 async def get_healthz(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     return web.json_response(node.health())
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     body = await asyncio.to_thread(node.metrics.render)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

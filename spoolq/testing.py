@@ -117,6 +117,11 @@ class StubPeer:
         with self._lock:
             self._failures += [status] * times
 
+    def recover(self) -> None:
+        """Forget pending :meth:`fail` answers."""
+        with self._lock:
+            self._failures.clear()
+
     def reject(self, channel: str) -> None:
         """Reject messages of ``channel`` permanently."""
         with self._lock:

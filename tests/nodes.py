@@ -34,9 +34,6 @@ class NodeProc:
             self.config_path.write_text(config)
             args += ["--config", str(self.config_path)]
         args += extra or []
-        info = self.spool_dir / "node.json"
-        if info.exists():
-            info.unlink()
         full_env = python_env()
         full_env.update(env or {})
         self._log = open(self.log_path, "ab")
@@ -46,6 +43,7 @@ class NodeProc:
             self.wait_ready()
 
     def wait_ready(self, timeout: float = 30.0) -> str:
+        """Wait until node.json names this process (a stale one, or a running node's, is not ours)."""
         info = self.spool_dir / "node.json"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -60,6 +58,7 @@ class NodeProc:
                     self.url = data["url"]
                     return self.url
             time.sleep(0.02)
+        self.kill()  # a node that does not come up is not left running (the constructor raises)
         raise AssertionError(f"node did not start within {timeout}s:\n{self.log()}")
 
     @property

@@ -1,0 +1,136 @@
+"""The forwarder against a stub peer that fails, stalls and rejects (spoolq.testing.StubPeer)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spoolq import Spool
+from spoolq.config import NodeConfig
+from spoolq.daemon import Node
+from spoolq.testing import StubPeer
+
+from .nodes import NodeProc
+
+
+@pytest.fixture
+def stub() -> Iterator[StubPeer]:
+    with StubPeer() as peer:
+        yield peer
+
+
+def run_node(spool_dir: Path, body: object, timeout: float = 30.0) -> None:
+    """Start an in-process node on ``spool_dir``, run ``body(node)`` (a coroutine function), stop it."""
+
+    async def main() -> None:
+        cfg = NodeConfig(spool=str(spool_dir), listen="127.0.0.1:0", backoff_base=0.05, backoff_cap=0.3,
+                         scan_interval=0.5).validate()
+        node = Node(cfg)
+        await node.start()
+        try:
+            await asyncio.wait_for(body(node), timeout)  # type: ignore[operator]
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
+
+
+async def until(cond: object, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def test_peer_answering_500_keeps_messages_until_it_recovers(tmp_path: Path, stub: StubPeer) -> None:
+    stub.fail(4, status=500)
+
+    async def body(node: Node) -> None:
+        node.spool.send_many([b"m%d" % i for i in range(50)], "c", to=stub.url)
+        await until(lambda: stub.batches >= 4)
+        assert node.spool.stats().peers[stub.url].outbox > 0 or len(stub.messages) == 50
+        await until(lambda: len(stub.messages) == 50)
+        await until(lambda: node.spool.stats().peers[stub.url].outbox == 0)
+        link = node.links[stub.url]
+        assert link.targets[0].failures == 0 and link.targets[0].last_error is not None
+
+    run_node(tmp_path / "a", body)
+    assert sorted(m.body for m in stub.messages) == sorted(b"m%d" % i for i in range(50))
+
+
+def test_slow_peer_still_gets_everything_once(tmp_path: Path, stub: StubPeer) -> None:
+    stub.delay = 0.3
+
+    async def body(node: Node) -> None:
+        node.spool.send_many([b"m%d" % i for i in range(30)], "c", to=stub.url)
+        await until(lambda: len(stub.messages) == 30 and node.spool.stats().peers[stub.url].outbox == 0)
+
+    run_node(tmp_path / "a", body)
+    assert len({m.id for m in stub.messages}) == 30
+
+
+def test_permanent_rejection_becomes_a_dead_letter(tmp_path: Path, stub: StubPeer) -> None:
+    stub.reject("refused")
+
+    async def body(node: Node) -> None:
+        node.spool.send(b"no", "refused", to=stub.url)
+        node.spool.send(b"yes", "fine", to=stub.url)
+        await until(lambda: len(node.spool.dead_letters()) == 1 and len(stub.messages) == 1)
+        d = node.spool.dead_letters()[0]
+        assert d.reason == "rejected" and d.peer == stub.url and "rejected by the stub" in d.detail
+
+    run_node(tmp_path / "a", body)
+
+
+def test_expired_messages_are_not_forwarded(tmp_path: Path, stub: StubPeer) -> None:
+    stub.fail(1000, status=503)
+
+    async def body(node: Node) -> None:
+        node.spool.send(b"late", "c", to=stub.url, ttl=0.3)
+        await asyncio.sleep(0.5)
+        stub.recover()
+        await until(lambda: len(node.spool.dead_letters()) == 1)
+        assert node.spool.dead_letters()[0].reason == "expired"
+
+    run_node(tmp_path / "a", body)
+    assert stub.messages == []
+
+
+def test_peer_token_is_sent(tmp_path: Path) -> None:
+    with StubPeer(token="t0k3n-t0k3n-t0k3n") as peer:
+        cfg_toml = f'[peers.p]\nurl = "{peer.url}"\ntoken = "t0k3n-t0k3n-t0k3n"\n'
+        with Spool(tmp_path / "a") as s:
+            s.send(b"x", "c", to="p")
+        node = NodeProc(tmp_path / "a", config=cfg_toml)
+        try:
+            deadline = time.monotonic() + 20
+            while not peer.messages and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            node.stop()
+        assert [m.body for m in peer.messages] == [b"x"]
+
+
+def test_message_too_big_for_the_peer_is_dead_lettered(tmp_path: Path) -> None:
+    b = NodeProc(tmp_path / "b", config="[node]\nmax_message_size = 1000\nmax_batch_bytes = 4096\n")
+    a = NodeProc(tmp_path / "a", config=f'[node]\nbackoff_cap = 0.3\n\n[peers.b]\nurl = "{b.url}"\n')
+    try:
+        with Spool(tmp_path / "a") as s:
+            s.send(b"x" * 10000, "big", to="b")  # over B's batch limit: B answers 413, always
+            s.send(b"small", "big", to="b")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (s.dead_letters() and s.stats().peers["b"].outbox == 0):
+                time.sleep(0.05)
+            dead = s.dead_letters()
+            assert len(dead) == 1 and dead[0].reason == "rejected" and "413" in dead[0].detail
+            assert s.stats().peers["b"].outbox == 0
+        with Spool(tmp_path / "b") as sb:
+            assert [x.body for x in sb.lease_many("big", 10)] == [b"small"]
+    finally:
+        a.stop()
+        b.stop()
