@@ -156,22 +156,26 @@ class Lease:
         """
         self._spool._ack(self)
 
-    def nack(self, delay: float | None = None, *, priority: int | None = None) -> None:
+    def nack(self, delay: float | None = None, *, priority: int | None = None) -> bool:
         """Processing failed: make the message ready again after ``delay`` seconds.
 
         Without ``delay``, the wait is exponential backoff with jitter from the
         attempt count. When the channel's ``max_attempts`` is used up, the
         message goes to dead letters instead.
+
+        Returns:
+            ``True`` if the message will be delivered again, ``False`` if it
+            became a dead letter.
         """
-        self._spool._nack(self, delay, priority)
+        return self._spool._nack(self, delay, priority)
 
     def touch(self, visibility: float = 30.0) -> None:
         """Extend the lease to ``visibility`` seconds from now."""
         self._spool._touch(self, visibility)
 
-    def dead(self, detail: str = "", *, reason: str = "rejected") -> None:
-        """Give up on the message: move it to dead letters with ``detail``."""
-        self._spool._dead(self, reason, str(detail))
+    def dead(self, detail: str = "", *, reason: str = "rejected", priority: int | None = None) -> None:
+        """Give up on the message: move it to dead letters with ``detail`` (and a new priority)."""
+        self._spool._dead(self, reason, str(detail), priority)
 
     def __repr__(self) -> str:
         return f"<Lease {self.id} channel={self.channel!r} attempts={self.attempts} size={len(self.body)}>"

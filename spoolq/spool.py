@@ -114,7 +114,8 @@ from .message import (
 from .retry import backoff
 
 __all__ = [
-    "SCHEMA_VERSION", "ChannelStats", "PeerStats", "Spool", "Stats", "Route", "OutboxMessage", "default_spool_path",
+    "SCHEMA_VERSION", "ChannelStats", "PeerStats", "Spool", "Stats", "Route", "OutboxMessage", "Job",
+    "default_spool_path",
 ]
 
 log = logging.getLogger("spoolq.spool")
@@ -267,6 +268,27 @@ class OutboxMessage(NamedTuple):
     message: WireMessage
 
 
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A message found by its job number (see ``Spool.find_job``).
+
+    ``state`` is ``ready``, ``reserved`` (leased), ``delayed`` or ``buried``
+    (a dead letter of its channel). ``due``: when a delayed message becomes
+    ready, or when a lease ends (Unix seconds).
+    """
+
+    job: int
+    id: str
+    channel: str
+    state: str
+    priority: int
+    body: bytes
+    headers: dict[str, str]
+    created_at: float
+    due: float | None
+    attempts: int
+
+
 # -- stats -----------------------------------------------------------------------
 
 
@@ -279,6 +301,7 @@ class ChannelStats:
     leased: int = 0
     dead: int = 0
     oldest_age: float | None = None
+    urgent: int = 0  # ready with priority < 1024 (beanstalkd's "urgent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +353,7 @@ class _Write:
         "error",
         "full",
         "inbox",
+        "jobs",
         "outbox",
         "probe",
         "seen_until",
@@ -343,6 +367,7 @@ class _Write:
         self.outbox: list[tuple[Any, ...]] = []
         self.dedup = False
         self.probe = True
+        self.jobs: list[int] | None = None  # filled with the rows' job numbers when not None
         self.seen_until = 0
         self.bells: set[str] = set()
         self.dups: set[bytes] = set()
@@ -1242,52 +1267,59 @@ class Spool:
         if self._write_plain(batch):
             return
         def write(conn: sqlite3.Connection) -> None:
-            inbox: list[tuple[Any, ...]] = []
-            full: list[tuple[Any, ...]] = []
-            delayed: list[tuple[Any, ...]] = []
-            outbox: list[tuple[Any, ...]] = []
+            simple: list[Any] = []
+            full: list[Any] = []
+            delayed: list[Any] = []
+            outbox: list[Any] = []
             seen: list[bytes] = []
             dedup = [w for w in batch if w.dedup]
             if dedup:
                 self._dedup(conn, dedup, seen)
+            kept = []
+            njobs = 0
             for w in batch:
-                if w.dedup and w.dups:
-                    rows = [r for r in w.inbox if r[2] not in w.dups]
-                    (full if w.full else inbox).extend(rows)
-                    delayed.extend(r for r in w.delayed if r[2] not in w.dups)
-                    outbox.extend(r for r in w.outbox if r[2] not in w.dups)
-                else:
-                    (full if w.full else inbox).extend(w.inbox)
-                    delayed.extend(w.delayed)
-                    outbox.extend(w.outbox)
-            njobs = len(inbox) + len(full) + len(delayed)
+                dups = w.dups if w.dedup else None
+                ib = [r for r in w.inbox if r[2] not in dups] if dups else w.inbox
+                dl = [r for r in w.delayed if r[2] not in dups] if dups else w.delayed
+                ob = [r for r in w.outbox if r[2] not in dups] if dups else w.outbox
+                kept.append((w, ib, dl, ob))
+                njobs += len(ib) + len(dl) + (len(ob) if w.jobs is not None else 0)
             job = self._alloc_jobs(conn, njobs) if njobs else 0
-            if inbox:
-                params: list[Any] = []
-                for ch, pri, idb, body in inbox:
-                    params += (ch, pri, idb, job, body)
+            for w, ib, dl, ob in kept:
+                jobs = w.jobs
+                if w.full:
+                    for r in ib:
+                        full += (r[0], r[1], r[2], job, r[3], r[4], r[5], r[6], r[7], r[8])
+                        if jobs is not None:
+                            jobs.append(job)
+                        job += 1
+                else:
+                    for ch, pri, idb, body in ib:
+                        simple += (ch, pri, idb, job, body)
+                        if jobs is not None:
+                            jobs.append(job)
+                        job += 1
+                for r in dl:
+                    delayed += (r[0], r[1], r[2], job, r[3], r[4], r[5], r[6], r[7], r[8])
+                    if jobs is not None:
+                        jobs.append(job)
                     job += 1
-                _insert_many(conn, "inbox", _INBOX_SIMPLE_COLS, 5, params)
+                for r in ob:
+                    outbox += r
+                    if jobs is not None:  # a number to show the caller; the outbox does not keep it
+                        jobs.append(job)
+                        job += 1
+            if simple:
+                _insert_many(conn, "inbox", _INBOX_SIMPLE_COLS, 5, simple)
             if full:
-                params = []
-                for r in full:
-                    params += (r[0], r[1], r[2], job, r[3], r[4], r[5], r[6], r[7], r[8])
-                    job += 1
-                _insert_many(conn, "inbox", _INBOX_FULL_COLS, 10, params)
+                _insert_many(conn, "inbox", _INBOX_FULL_COLS, 10, full)
             if delayed:
-                params = []
-                for r in delayed:
-                    params += (r[0], r[1], r[2], job, r[3], r[4], r[5], r[6], r[7], r[8])
-                    job += 1
-                _insert_many(conn, "delayed", _DELAYED_COLS, 10, params)
+                _insert_many(conn, "delayed", _DELAYED_COLS, 10, delayed)
             if outbox:
-                params = []
-                for r in outbox:
-                    params += r
-                _insert_many(conn, "outbox", _OUTBOX_COLS, 9, params)
+                _insert_many(conn, "outbox", _OUTBOX_COLS, 9, outbox)
             if seen:
                 until = self._now_ms() + self.seen_retention_ms
-                params = []
+                params: list[Any] = []
                 for idb in seen:
                     params += (idb, until)
                 _insert_many(conn, "seen", "(id, until)", 2, params, verb="INSERT OR REPLACE")
@@ -1315,9 +1347,13 @@ class Spool:
                 return False
             self._job_next = job + n
             params: list[Any] = []
-            for ch, pri, idb, body in rows:
-                params += (ch, pri, idb, job, body)
-                job += 1
+            for w in batch:
+                jobs = w.jobs
+                for ch, pri, idb, body in w.inbox:
+                    params += (ch, pri, idb, job, body)
+                    if jobs is not None:
+                        jobs.append(job)
+                    job += 1
             sql = _insert_sql("inbox", _INBOX_SIMPLE_COLS, 5, n, "INSERT OR IGNORE")
             try:
                 self._cw.execute(sql, params)
@@ -1576,7 +1612,7 @@ class Spool:
             raise self._read(lambda c: self._lease_error(c, lease, now))
         lease._until = until
 
-    def _nack(self, lease: Lease, delay: float | None, priority: int | None = None) -> None:
+    def _nack(self, lease: Lease, delay: float | None, priority: int | None = None) -> bool:
         self._check_lease_owner(lease)
         if delay is None:
             d_ms = int(backoff(lease.attempts) * 1000)
@@ -1617,22 +1653,26 @@ class Spool:
             conn.execute(_SQL_INBOX_DELETE, (ch, pri, idb))
             return True
 
-        self._txn(self._mw, nack)
+        requeued = self._txn(self._mw, nack)
         self.bells.ring(_bell.channel_bell(lease.channel))
+        return requeued
 
-    def _dead(self, lease: Lease, reason: str, detail: str) -> int | None:
+    def _dead(self, lease: Lease, reason: str, detail: str, priority: int | None = None) -> None:
         self._check_lease_owner(lease)
+        if priority is not None:
+            check_priority(priority)
         now = self._now_ms()
         ch, pri, idb = lease._ch, lease.priority, lease._idb
 
-        def kill(conn: sqlite3.Connection) -> int | None:
+        def kill(conn: sqlite3.Connection) -> None:
             row = conn.execute(_SQL_LEASE_STATE, (ch, pri, idb)).fetchone()
             if row is None or row[0] != lease.attempts or row[1] <= now:
                 raise self._lease_error(conn, lease, now)
             self._inbox_to_dead(conn, ch, pri, idb, reason, detail, now)
-            return conn.execute("SELECT last_insert_rowid()").fetchone()[0]  # type: ignore[no-any-return]
+            if priority is not None and priority != pri:
+                conn.execute("UPDATE dead SET priority=? WHERE seq=last_insert_rowid()", (priority,))
 
-        return self._txn(self._mw, kill)
+        self._txn(self._mw, kill)
 
     def _check_lease_owner(self, lease: Lease) -> None:
         if lease._spool is not self:
@@ -1887,6 +1927,273 @@ class Spool:
                                   hint="pass the 'lease' value the lease call returned") from None
         return Lease(self, ch, self._channel_name(ch), pri, idb, att, 0, b"", None, None, None, None, 0)
 
+    # -- jobs: addressing messages by their job number (the beanstalkd front-end) ---------------
+
+    def send_jobs(
+        self, items: Sequence[tuple[bytes, str, int, float, dict[str, str] | None]]
+    ) -> list[tuple[str, int] | SpoolqError]:
+        """Send several messages in ONE transaction, now, in the calling thread.
+
+        Each item is ``(body, channel, priority, delay, headers)``; routes
+        apply. Returns, per item, ``(id, job)`` or the validation error that
+        refused it (the others are still sent). Storage errors raise. The
+        beanstalkd server calls this once per event-loop turn with every put
+        that arrived in that turn, so concurrent clients share one sync.
+        """
+        out: list[tuple[str, int] | SpoolqError] = []
+        writes: list[_Write] = []
+        for body, channel, priority, delay, headers in items:
+            try:
+                w, ids = self._prepare_many([body], channel, None, priority, delay, None, headers, None)
+            except SpoolqError as e:
+                out.append(e)
+                continue
+            assert w is not None
+            w.jobs = []
+            writes.append(w)
+            out.append((ids[0], -1))
+        if writes:
+            self._write_batch(writes)  # raises (nothing written) on a storage error
+            bells: set[str] = set()
+            for w in writes:
+                bells |= w.bells
+            for b in bells:
+                self.bells.ring(b)
+        it = iter(writes)
+        return [(r[0], next(it).jobs[0]) if isinstance(r, tuple) else r for r in out]  # type: ignore[index]
+
+    def lease_any(self, channels: Sequence[str], *, visibility: float) -> tuple[Lease | None, float | None]:
+        """Lease the most urgent ready message of any of ``channels`` (priority, then id).
+
+        Returns ``(lease, None)``, or ``(None, when)`` where ``when`` is the Unix
+        time something may become ready (a delayed message or an expiring
+        lease), or ``None`` if nothing is pending.
+        """
+        v = check_seconds("visibility", visibility, allow_zero=False)
+        assert v is not None
+        vis_ms = max_(1, int(v * 1000))
+        chs = []
+        for name in channels:
+            ch = self._channels.get(name)
+            if ch is None:
+                ch = self._channel_id(name, create=False)
+            if ch is not None:
+                chs.append((ch, name, self._channel_max_attempts(ch)))
+        if not chs:
+            return None, None
+
+        def lease(conn: sqlite3.Connection) -> tuple[Lease | None, float | None]:
+            now = self._now_ms()
+            best: tuple[Any, ...] | None = None
+            for ch, name, max_attempts in chs:
+                row = conn.execute(_SQL_NEXT_DELAYED, (ch,)).fetchone()
+                if row is not None and row[0] <= now:
+                    conn.execute(_SQL_PROMOTE, (ch, now))
+                    conn.execute(_SQL_PROMOTE_DELETE, (ch, now))
+                while True:
+                    r = conn.execute(_SQL_LEASE_SELECT, (ch, now, 1)).fetchone()
+                    if r is None:
+                        break
+                    pri, idb, attempts, _job, _body, _h, expires, _o, _d = r
+                    if expires is not None and expires <= now:
+                        self._inbox_to_dead(conn, ch, pri, idb, "expired", "ttl passed before delivery", now)
+                    elif attempts >= max_attempts:
+                        self._inbox_to_dead(conn, ch, pri, idb, "max_attempts",
+                                            f"leased {attempts} times without an ack", now)
+                    else:
+                        if best is None or (pri, idb) < (best[1][0], best[1][1]):
+                            best = (ch, r, name)
+                        break
+            if best is not None:
+                ch, r, name = best
+                pri, idb, attempts, job, body, hdrs, expires, origin, deliver_at = r
+                until = now + vis_ms
+                conn.execute(_SQL_LEASE_UPDATE, (until, ch, pri, idb))
+                return Lease(self, ch, name, pri, idb, attempts + 1, job, body, hdrs, expires, origin,
+                             deliver_at, until), None
+            nxt: int | None = None
+            for ch, _name, _m in chs:
+                for sql in (_SQL_NEXT_DELAYED, _SQL_NEXT_LEASE_END):
+                    row = conn.execute(sql, (ch,) if sql is _SQL_NEXT_DELAYED else (ch, now)).fetchone()
+                    if row is not None and row[0] is not None:
+                        nxt = row[0] if nxt is None else min(nxt, row[0])
+            return None, (nxt / 1000.0 if nxt is not None else None)
+
+        return self._txn(self._mw, lease)
+
+    def find_job(self, job: int) -> Job | None:
+        """The message with job number ``job`` wherever it is (ready, reserved, delayed, buried).
+
+        Scans the inbox (there is no index on job numbers: it would cost every
+        send a second b-tree write), so its cost grows with the queue.
+        """
+        now = self._now_ms()
+
+        def find(c: sqlite3.Connection) -> tuple[str, tuple[Any, ...]] | None:
+            r = c.execute("SELECT channel, priority, id, lease_until, attempts, body, headers "
+                          "FROM inbox WHERE job=?", (job,)).fetchone()
+            if r is not None:
+                return ("reserved" if r[3] > now else "ready"), r
+            r = c.execute("SELECT channel, priority, id, due, attempts, body, headers FROM delayed WHERE job=?",
+                          (job,)).fetchone()
+            if r is not None:
+                return "delayed", r
+            r = c.execute("SELECT channel, priority, id, NULL, attempts, body, headers FROM dead "
+                          "WHERE job=? AND peer IS NULL ORDER BY seq DESC LIMIT 1", (job,)).fetchone()
+            return ("buried", r) if r is not None else None
+
+        found = self._read(find)  # names are looked up outside the read (it holds the reader)
+        if found is None:
+            return None
+        state, (ch, pri, idb, due, att, body, hdrs) = found
+        return Job(job, id_text_from_bytes(idb), self._channel_name(ch), state, pri, body, decode_headers(hdrs),
+                   _ms_of(idb) / 1000.0, due / 1000.0 if state in ("reserved", "delayed") else None, att)
+
+
+    def lease_job(self, job: int, *, visibility: float) -> Lease | None:
+        """Lease the message with job number ``job`` if it is ready, delayed or buried (not leased)."""
+        v = check_seconds("visibility", visibility, allow_zero=False)
+        assert v is not None
+        vis_ms = max_(1, int(v * 1000))
+        now = self._now_ms()
+
+        def lease(c: sqlite3.Connection) -> Lease | None:
+            r = c.execute("SELECT channel, due, id FROM delayed WHERE job=?", (job,)).fetchone()
+            if r is not None:  # bring it in
+                c.execute(_SQL_PROMOTE.replace("due<=?", "due=? AND id=?"), (r[0], r[1], r[2]))
+                c.execute("DELETE FROM delayed WHERE channel=? AND due=? AND id=?", r)
+            else:
+                d = c.execute("SELECT seq FROM dead WHERE job=? AND peer IS NULL ORDER BY seq DESC LIMIT 1",
+                              (job,)).fetchone()
+                if d is not None:
+                    self._undead(c, d[0])
+            r = c.execute("SELECT channel, priority, id, lease_until, attempts, body, headers, expires, origin, "
+                          "deliver_at FROM inbox WHERE job=?", (job,)).fetchone()
+            if r is None or r[3] > now:
+                return None
+            ch, pri, idb, _u, att, body, hdrs, expires, origin, deliver_at = r
+            until = now + vis_ms
+            c.execute(_SQL_LEASE_UPDATE, (until, ch, pri, idb))
+            return Lease(self, ch, self._channel_name(ch), pri, idb, att + 1, job, body, hdrs, expires, origin,
+                         deliver_at, until)
+
+        return self._txn(self._mw, lease)
+
+    def delete_job(self, job: int) -> bool:
+        """Delete the message with job number ``job`` if it is ready, delayed or buried (not leased)."""
+        now = self._now_ms()
+
+        def delete(c: sqlite3.Connection) -> bool:
+            if c.execute("DELETE FROM inbox WHERE job=? AND lease_until<=?", (job, now)).rowcount:
+                return True
+            if c.execute("DELETE FROM delayed WHERE job=?", (job,)).rowcount:
+                return True
+            return bool(c.execute("DELETE FROM dead WHERE job=? AND peer IS NULL", (job,)).rowcount)
+
+        return self._txn(self._mw, delete)
+
+    def _undead(self, c: sqlite3.Connection, seq: int) -> str:
+        """Move dead letter ``seq`` (of a channel) back to ready, keeping its job and priority."""
+        r = c.execute("SELECT id, channel, priority, job, body, headers, origin, deliver_at FROM dead WHERE seq=?",
+                      (seq,)).fetchone()
+        idb, ch, pri, jb, body, hdrs, origin, deliver_at = r
+        if jb is None:
+            jb = self._alloc_jobs(c, 1)
+        c.execute("INSERT OR IGNORE INTO inbox(channel, priority, id, job, body, headers, origin, deliver_at) "
+                  "VALUES (?,?,?,?,?,?,?,?)", (ch, pri, idb, jb, body, hdrs, origin, deliver_at))
+        c.execute("DELETE FROM dead WHERE seq=?", (seq,))
+        return self._channel_name(ch)
+
+    def kick(self, channel: str, bound: int) -> int:
+        """beanstalkd's kick: make up to ``bound`` dead letters of ``channel`` ready (oldest first);
+        if it has none, make up to ``bound`` delayed messages ready now. Returns how many."""
+        ch = self._channel_id(channel, create=False)
+        if ch is None or bound <= 0:
+            return 0
+        now = self._now_ms()
+
+        def kick(c: sqlite3.Connection) -> int:
+            seqs = [r[0] for r in c.execute(
+                "SELECT seq FROM dead WHERE channel=? AND peer IS NULL ORDER BY seq LIMIT ?", (ch, bound))]
+            for seq in seqs:
+                self._undead(c, seq)
+            if seqs:
+                return len(seqs)
+            rows = c.execute("SELECT due, id FROM delayed WHERE channel=? ORDER BY due, id LIMIT ?",
+                             (ch, bound)).fetchall()
+            for due, idb in rows:
+                c.execute(_SQL_PROMOTE.replace("due<=?", "due=? AND id=?"), (ch, due, idb))
+                c.execute("DELETE FROM delayed WHERE channel=? AND due=? AND id=?", (ch, due, idb))
+            if rows:
+                c.execute("UPDATE inbox SET deliver_at=? WHERE channel=? AND id IN (" +
+                          ",".join("?" * len(rows)) + ")", (now, ch, *[r[1] for r in rows]))
+            return len(rows)
+
+        n = self._txn(self._mw, kick)
+        if n:
+            self.bells.ring(_bell.channel_bell(channel))
+        return n
+
+    def kick_job(self, job: int) -> bool:
+        """Make the buried (dead) or delayed message with job number ``job`` ready now."""
+
+        def kick(c: sqlite3.Connection) -> str | None:
+            d = c.execute("SELECT seq FROM dead WHERE job=? AND peer IS NULL ORDER BY seq DESC LIMIT 1",
+                          (job,)).fetchone()
+            if d is not None:
+                return self._undead(c, d[0])
+            r = c.execute("SELECT channel, due, id FROM delayed WHERE job=?", (job,)).fetchone()
+            if r is None:
+                return None
+            c.execute(_SQL_PROMOTE.replace("due<=?", "due=? AND id=?"), r)
+            c.execute("DELETE FROM delayed WHERE channel=? AND due=? AND id=?", r)
+            return self._channel_name(r[0])
+
+        name = self._txn(self._mw, kick)
+        if name is not None:
+            self.bells.ring(_bell.channel_bell(name))
+        return name is not None
+
+    def peek_delayed(self, channel: str) -> Job | None:
+        """The delayed message of ``channel`` that becomes ready first."""
+        ch = self._channel_id(channel, create=False)
+        if ch is None:
+            return None
+        r = self._read(lambda c: c.execute(
+            "SELECT job, priority, id, due, attempts, body, headers FROM delayed WHERE channel=? "
+            "ORDER BY due, id LIMIT 1", (ch,)).fetchone())
+        if r is None:
+            return None
+        job, pri, idb, due, att, body, hdrs = r
+        return Job(job, id_text_from_bytes(idb), channel, "delayed", pri, body, decode_headers(hdrs),
+                   _ms_of(idb) / 1000.0, due / 1000.0, att)
+
+    def peek_buried(self, channel: str) -> Job | None:
+        """The oldest dead letter of ``channel`` (beanstalkd: the next buried job)."""
+        ch = self._channel_id(channel, create=False)
+        if ch is None:
+            return None
+        r = self._read(lambda c: c.execute(
+            "SELECT job, priority, id, attempts, body, headers FROM dead WHERE channel=? AND peer IS NULL "
+            "ORDER BY seq LIMIT 1", (ch,)).fetchone())
+        if r is None:
+            return None
+        job, pri, idb, att, body, hdrs = r
+        return Job(job, id_text_from_bytes(idb), channel, "buried", pri, body, decode_headers(hdrs),
+                   _ms_of(idb) / 1000.0, None, att)
+
+    def sync(self) -> None:
+        """fsync the database and its WAL now (for ``durability="normal"`` with a periodic sync)."""
+        for path in (str(self.db_path) + "-wal", str(self.db_path)):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     # -- inspection ------------------------------------------------------------------------
 
     def stats(self) -> Stats:
@@ -1899,7 +2206,8 @@ class Spool:
         def collect(c: sqlite3.Connection) -> tuple[list[Any], ...]:
             return (
                 c.execute(
-                    "SELECT channel, count(*), sum(lease_until>?), min(id) FROM inbox GROUP BY channel", (now,)
+                    "SELECT channel, count(*), sum(lease_until>?), min(id), sum(lease_until<=? AND priority<1024) "
+                    "FROM inbox GROUP BY channel", (now, now)
                 ).fetchall(),
                 c.execute("SELECT channel, count(*) FROM delayed GROUP BY channel").fetchall(),
                 c.execute("SELECT channel, count(*) FROM dead WHERE peer IS NULL GROUP BY channel").fetchall(),
@@ -1915,8 +2223,8 @@ class Spool:
         names = dict(chans)
         pnames = dict(peers)
         acc: dict[int, dict[str, Any]] = {i: {} for i in names}
-        for ch, total, leased, oldest in inbox:
-            acc.setdefault(ch, {}).update(ready=total - leased, leased=leased,
+        for ch, total, leased, oldest, urgent in inbox:
+            acc.setdefault(ch, {}).update(ready=total - leased, leased=leased, urgent=urgent,
                                           oldest_age=max_(0.0, (now - _ms_of(oldest)) / 1000.0))
         for ch, total in delayed:
             acc.setdefault(ch, {})["delayed"] = total
