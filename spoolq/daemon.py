@@ -20,15 +20,13 @@ import signal
 import ssl
 import sys
 import time
-from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from . import __version__
-from ._bell import OUTBOX, channel_bell
+from ._bell import OUTBOX, BellHub, channel_bell
 from .config import NodeConfig, PeerConfig, load_config, parse_listen
 from .consumer import Lease
 from .errors import SpoolqError, SpoolUnavailable
@@ -73,74 +71,6 @@ def setup_logging(json_lines: bool = False, level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-# -- bells in the event loop ----------------------------------------------------------------
-
-
-class BellHub:
-    """Turns bell rings (inotify on ``<spool>/bells``) into asyncio events."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._subs: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self._ino: Any = None
-        self._poll_task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            from inotify_simple import INotify
-            from inotify_simple import flags as fl
-
-            ino = INotify(nonblocking=True)
-            ino.add_watch(self.directory, fl.MODIFY)
-            self._ino = ino
-            loop.add_reader(ino.fileno(), self._readable)
-        except Exception as e:  # pragma: no cover - non-Linux: poll instead
-            log.warning("no inotify (%s): waking waiters every 20 ms instead", e)
-            self._poll_task = asyncio.create_task(self._poll())
-
-    def _readable(self) -> None:
-        try:
-            events = self._ino.read(timeout=0)
-        except (BlockingIOError, OSError):
-            return
-        for name in {e.name for e in events}:
-            self._fire(name)
-
-    def _fire(self, name: str) -> None:
-        for ev in list(self._subs.get(name, ())):
-            ev.set()
-        for ev in list(self._subs.get("*", ())):
-            ev.set()
-
-    async def _poll(self) -> None:  # pragma: no cover - non-Linux
-        while True:
-            await asyncio.sleep(0.02)
-            for name in list(self._subs):
-                self._fire(name)
-
-    def subscribe(self, name: str, event: asyncio.Event | None = None) -> asyncio.Event:
-        ev = event or asyncio.Event()
-        self._subs[name].add(ev)
-        return ev
-
-    def unsubscribe(self, name: str, event: asyncio.Event) -> None:
-        subs = self._subs.get(name)
-        if subs is not None:
-            subs.discard(event)
-            if not subs:
-                del self._subs[name]
-
-    def close(self) -> None:
-        if self._ino is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._ino.fileno())
-            self._ino.close()
-            self._ino = None
-        if self._poll_task is not None:
-            self._poll_task.cancel()
 
 
 # -- the node -----------------------------------------------------------------------------------

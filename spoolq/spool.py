@@ -1962,8 +1962,14 @@ class Spool:
         it = iter(writes)
         return [(r[0], next(it).jobs[0]) if isinstance(r, tuple) else r for r in out]  # type: ignore[index]
 
-    def lease_any(self, channels: Sequence[str], *, visibility: float) -> tuple[Lease | None, float | None]:
+    def lease_any(
+        self, channels: Sequence[str], *, visibility: float,
+        visibility_for: Callable[[bytes | None], float | None] | None = None,
+    ) -> tuple[Lease | None, float | None]:
         """Lease the most urgent ready message of any of ``channels`` (priority, then id).
+
+        ``visibility_for(headers_blob)`` may give a message its own lease
+        length (beanstalkd's per-job TTR); ``None`` means ``visibility``.
 
         Returns ``(lease, None)``, or ``(None, when)`` where ``when`` is the Unix
         time something may become ready (a delayed message or an expiring
@@ -2007,7 +2013,8 @@ class Spool:
             if best is not None:
                 ch, r, name = best
                 pri, idb, attempts, job, body, hdrs, expires, origin, deliver_at = r
-                until = now + vis_ms
+                own = visibility_for(hdrs) if visibility_for is not None else None
+                until = now + (max_(1, int(own * 1000)) if own is not None else vis_ms)
                 conn.execute(_SQL_LEASE_UPDATE, (until, ch, pri, idb))
                 return Lease(self, ch, name, pri, idb, attempts + 1, job, body, hdrs, expires, origin,
                              deliver_at, until), None
@@ -2050,7 +2057,9 @@ class Spool:
                    _ms_of(idb) / 1000.0, due / 1000.0 if state in ("reserved", "delayed") else None, att)
 
 
-    def lease_job(self, job: int, *, visibility: float) -> Lease | None:
+    def lease_job(
+        self, job: int, *, visibility: float, visibility_for: Callable[[bytes | None], float | None] | None = None
+    ) -> Lease | None:
         """Lease the message with job number ``job`` if it is ready, delayed or buried (not leased)."""
         v = check_seconds("visibility", visibility, allow_zero=False)
         assert v is not None
@@ -2072,7 +2081,8 @@ class Spool:
             if r is None or r[3] > now:
                 return None
             ch, pri, idb, _u, att, body, hdrs, expires, origin, deliver_at = r
-            until = now + vis_ms
+            own = visibility_for(hdrs) if visibility_for is not None else None
+            until = now + (max_(1, int(own * 1000)) if own is not None else vis_ms)
             c.execute(_SQL_LEASE_UPDATE, (until, ch, pri, idb))
             return Lease(self, ch, self._channel_name(ch), pri, idb, att + 1, job, body, hdrs, expires, origin,
                          deliver_at, until)

@@ -1,0 +1,123 @@
+"""``spoolq-beanstalkd``: the entry point, kept lean.
+
+Tools that start ``beanstalkd`` (client test suites set ``BEANSTALKD_PATH``)
+connect about 100 ms after starting it. This module binds the listening
+socket using only the standard library, before importing the server, SQLite
+and asyncio; connections made meanwhile wait in the socket's backlog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+from typing import Any
+
+from . import __version__
+
+DEFAULT_MAX_JOB_SIZE = (1 << 16) - 1
+
+USAGE = """\
+Use: spoolq-beanstalkd [OPTIONS]
+
+Options:
+ -b DIR   spool directory (jobs survive restarts); without it, a temporary spool removed at exit
+ -f MS    sync at most every MS milliseconds (-f 0: sync every put: durability full); default 50
+ -F       never sync (durability normal)
+ -l ADDR  listen on address (default 127.0.0.1); unix:PATH for a unix socket
+ -p PORT  listen on port (default 11300)
+ -z BYTES maximum job size in bytes (default 65535)
+ -s, -u, -c, -n   accepted for compatibility and ignored
+ -V       increase verbosity
+ -v       show version information
+ -h       show this help
+"""
+
+
+def _parse_args(argv: list[str]) -> dict[str, Any]:
+    opts: dict[str, Any] = {"addr": "127.0.0.1", "port": 11300, "dir": None, "fsync_ms": 50, "never_sync": False,
+                            "max_job_size": DEFAULT_MAX_JOB_SIZE, "verbose": 0}
+    i = 0
+
+    def value() -> str:
+        nonlocal i
+        arg = argv[i]
+        if len(arg) > 2:
+            return arg[2:]
+        i += 1
+        if i >= len(argv):
+            raise SystemExit(f"spoolq-beanstalkd: option {arg} requires an argument\n{USAGE}")
+        return argv[i]
+
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            print(USAGE, end="")
+            raise SystemExit(0)
+        if arg in ("-v", "--version"):
+            print(f"beanstalkd 1.13 (spoolq {__version__})")
+            raise SystemExit(0)
+        flag = arg[:2]
+        try:
+            if flag == "-b":
+                opts["dir"] = value()
+            elif flag == "-f":
+                opts["fsync_ms"] = int(value())
+            elif flag == "-F":
+                opts["never_sync"] = True
+            elif flag == "-l":
+                opts["addr"] = value()
+            elif flag == "-p":
+                opts["port"] = int(value())
+            elif flag == "-z":
+                opts["max_job_size"] = int(value())
+            elif flag in ("-s", "-u", "-c", "-n"):
+                if flag in ("-s", "-u"):
+                    value()
+            elif arg.startswith("-V"):
+                opts["verbose"] += arg.count("V")
+            else:
+                raise SystemExit(f"spoolq-beanstalkd: unknown option {arg}\n{USAGE}")
+        except ValueError:
+            raise SystemExit(f"spoolq-beanstalkd: bad value for {flag}\n{USAGE}") from None
+        i += 1
+    if not 0 < opts["max_job_size"] <= 1 << 30:
+        raise SystemExit("spoolq-beanstalkd: -z must be 1 to 1073741824")
+    if opts["fsync_ms"] < 0:
+        raise SystemExit("spoolq-beanstalkd: -f must be >= 0")
+    return opts
+
+
+def bind(addr: str, port: int) -> socket.socket:
+    """A bound, listening socket for ``addr`` (``unix:PATH`` or a host) and ``port``."""
+    if addr.startswith("unix:"):
+        path = addr[5:]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+    else:
+        infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, stype, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, stype, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``spoolq-beanstalkd``: a beanstalkd drop-in that keeps its jobs in a spoolq spool."""
+    opts = _parse_args(sys.argv[1:] if argv is None else argv)
+    # Listen first, before the heavy imports: clients that connect meanwhile wait in the backlog.
+    try:
+        sock = bind(opts["addr"], opts["port"])
+    except OSError as e:
+        print(f"spoolq-beanstalkd: cannot listen on {opts['addr']}:{opts['port']}: {e.strerror or e}",
+              file=sys.stderr)
+        return 1
+    from .beanstalk import run_standalone
+
+    return run_standalone(opts, sock)
