@@ -379,8 +379,10 @@ def worker(handler: str, channel: str, concurrency: int, visibility: float, grac
 @click.option("--tls-key", type=click.Path(dir_okay=False), default=None, help="... and this private key.")
 @click.option("--durability", type=click.Choice(["full", "normal"]), default=None, help="Overrides the config.")
 @click.option("--log-json", is_flag=True, default=None, help="Log one JSON object per line.")
+@click.option("--beanstalk", default=None, metavar="HOST:PORT",
+              help="Also speak the beanstalkd protocol there (loopback, or unix:PATH).")
 def node(config_path: str | None, spool_dir: str | None, listen: str | None, tls_cert: str | None,
-         tls_key: str | None, durability: str | None, log_json: bool | None) -> None:
+         tls_key: str | None, durability: str | None, log_json: bool | None, beanstalk: str | None) -> None:
     """Run the node daemon: forward the outbox to peers, receive their batches, serve the HTTP API.
 
     SIGTERM/SIGINT stop it gracefully; SIGHUP reloads peers, routes and tokens from --config.
@@ -389,8 +391,18 @@ def node(config_path: str | None, spool_dir: str | None, listen: str | None, tls
     from .daemon import run_node
 
     cfg = load_config(config_path, spool=spool_dir, listen=listen, tls_cert=tls_cert, tls_key=tls_key,
-                      durability=durability, log_json=log_json or None)
+                      durability=durability, log_json=log_json or None, beanstalk=beanstalk)
     sys.exit(run_node(cfg))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def beanstalkd(args: tuple[str, ...]) -> None:
+    """Run a standalone beanstalkd-compatible server (takes beanstalkd's flags; -h for them)."""
+    from ._bsmain import main as bs_main
+
+    sys.exit(bs_main(list(args)))
 
 
 @main.command()

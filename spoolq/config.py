@@ -9,6 +9,7 @@ Example ``spoolq.toml``::
     # tls_cert = "/etc/spoolq/cert.pem"
     # tls_key = "/etc/spoolq/key.pem"
     # ca_file = "/etc/spoolq/ca.pem"   # trust for https:// peers (default: the system store)
+    # beanstalk = "127.0.0.1:11300"    # also speak the beanstalkd protocol (loopback or unix:PATH)
 
     [peers.dc2]                        # a peer this node forwards to
     url = "https://dc2.example.com:7070"
@@ -90,6 +91,8 @@ class NodeConfig:
     backoff_base: float = 0.5
     backoff_cap: float = 60.0
     log_json: bool = False
+    beanstalk: str | None = None  # HOST:PORT or unix:PATH for the beanstalkd protocol front-end
+    beanstalk_max_job_size: int = (1 << 16) - 1
     peers: tuple[PeerConfig, ...] = ()
     routes: tuple[Route, ...] = ()
     tokens: tuple[TokenConfig, ...] = ()
@@ -114,6 +117,19 @@ class NodeConfig:
                 raise ConfigError(f"{key}: must be a string, not {text!r}")
         if not isinstance(self.log_json, bool):
             raise ConfigError(f"node.log_json: must be true or false, not {self.log_json!r}")
+        if self.beanstalk is not None:
+            if not isinstance(self.beanstalk, str) or not self.beanstalk:
+                raise ConfigError("node.beanstalk: must be HOST:PORT or unix:PATH")
+            if not self.beanstalk.startswith("unix:"):
+                bhost, _ = parse_listen(self.beanstalk, key="node.beanstalk")
+                if not is_loopback(bhost):
+                    log_hint = "the beanstalkd protocol has no authentication"
+                    raise ConfigError(
+                        f"node.beanstalk: refusing to serve the beanstalkd protocol on {bhost}: {log_hint}",
+                        hint="listen on 127.0.0.1 or a unix socket, and put a TLS/auth proxy in front if needed",
+                    )
+        if type(self.beanstalk_max_job_size) is not int or not 0 < self.beanstalk_max_job_size <= 1 << 30:
+            raise ConfigError("node.beanstalk_max_job_size: must be 1 to 1073741824 bytes")
         if self.durability not in ("full", "normal"):
             raise ConfigError(f"node.durability: must be 'full' or 'normal', not {self.durability!r}")
         if bool(self.tls_cert) != bool(self.tls_key):

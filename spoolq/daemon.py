@@ -102,6 +102,8 @@ class Node:
         self._outbox_event: asyncio.Event | None = None
         self._unknown_warned: set[str] = set()
         self._stopping = False
+        self.beanstalk: Any = None
+        self.beanstalk_addr: str | None = None
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -154,6 +156,20 @@ class Node:
             bound = sock.getsockname() if sock is not None else (host, port)
             shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             self.url = f"{'https' if tls else 'http'}://{shown}:{bound[1]}"
+            if self.config.beanstalk:
+                from .beanstalk import Server as BeanstalkServer
+                from ._bsmain import bind
+
+                addr = self.config.beanstalk
+                if addr.startswith("unix:"):
+                    bsock = bind(addr, 0)
+                else:
+                    bhost, bport = parse_listen(addr, key="node.beanstalk")
+                    bsock = bind(bhost, bport)
+                self.beanstalk = BeanstalkServer(self.spool, max_job_size=self.config.beanstalk_max_job_size)
+                await self.beanstalk.listen(bsock)
+                bname = bsock.getsockname()
+                self.beanstalk_addr = addr if addr.startswith("unix:") else f"{bname[0]}:{bname[1]}"
             self._write_info()
             self._tasks = [
                 asyncio.create_task(self._scan_loop(), name="scan"),
@@ -169,10 +185,13 @@ class Node:
         log.info("node %s listening on %s (spool %s, durability %s, %s, %d peers, %d routes)",
                  self.spool.node_id, self.url, self.spool.path, self.spool.durability, auth,
                  len(self.config.peers), len(self.config.routes))
+        if self.beanstalk_addr:
+            log.info("beanstalkd protocol on %s", self.beanstalk_addr)
         return self.url
 
     def _write_info(self) -> None:
-        info = {"pid": os.getpid(), "url": self.url, "node_id": self.spool.node_id, "version": __version__}
+        info = {"pid": os.getpid(), "url": self.url, "node_id": self.spool.node_id, "version": __version__,
+                "beanstalk": self.beanstalk_addr}
         path = self.spool.path / INFO_FILE
         tmp = path.with_name(f".{INFO_FILE}.tmp")
         tmp.write_text(json.dumps(info))
@@ -187,6 +206,9 @@ class Node:
             with contextlib.suppress(Exception):
                 for site in list(self._runner.sites):
                     await site.stop()  # stop taking new work
+        if self.beanstalk is not None:
+            with contextlib.suppress(Exception):
+                await self.beanstalk.close()
         await asyncio.gather(*(link.stop(grace) for link in self.links.values()), return_exceptions=True)
         for t in [*self._tasks, *self._link_tasks.values()]:
             t.cancel()
