@@ -130,7 +130,6 @@ ROUTES_FILE: Final = "routes.json"
 FAILOVER_SEP: Final = "|"  # a failover group is stored as one outbox peer named "a|b|c"
 _MISS: Final = object()
 _LINGER: Final = 0.0005  # how long the writer thread waits for more senders before it stops
-_LINGER_STEP: Final = 0.00002
 _CHUNKS: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 _CHUNK_SET: Final = frozenset(range(1, 17))  # batch sizes written as one statement (larger: a transaction)
 
@@ -354,6 +353,7 @@ class _Write:
         "full",
         "inbox",
         "jobs",
+        "origin_rows",
         "outbox",
         "probe",
         "seen_until",
@@ -363,6 +363,7 @@ class _Write:
     def __init__(self) -> None:
         self.inbox: list[tuple[Any, ...]] = []
         self.full = False
+        self.origin_rows = False  # inbox rows are (channel, priority, id, body, origin)
         self.delayed: list[tuple[Any, ...]] = []
         self.outbox: list[tuple[Any, ...]] = []
         self.dedup = False
@@ -538,6 +539,8 @@ class Spool:
 
         self._rlock = threading.Lock()
         self._gc_mu = threading.Lock()
+        self._gc_cv = threading.Condition(self._gc_mu)
+        self._gc_lingering = False
         self._gc_queue: list[_Write] = []
         self._gc_leader = False
         self._gc_stats = [0, 0]
@@ -1180,6 +1183,8 @@ class Spool:
             lk.acquire()
             w.waiter = lk
             self._gc_queue.append(w)
+            if self._gc_lingering:
+                self._gc_cv.notify()
             mu.release()
             lk.acquire()  # released by the leader: done, or promoted to lead
             if not w.done:
@@ -1196,6 +1201,8 @@ class Spool:
         with self._gc_mu:
             self._gc_queue.append(w)
             if self._gc_leader:
+                if self._gc_lingering:
+                    self._gc_cv.notify()
                 return
             self._gc_leader = True
         self._async_executor().submit(self._lead, None)
@@ -1211,14 +1218,16 @@ class Spool:
         """Commit queued writes until ``own`` is done, then hand the lead on."""
         mu = self._gc_mu
         while True:
-            if own is None and not self._gc_queue:
-                # The writer thread: senders were here a moment ago. Wait briefly for the
-                # next one before giving up the lead, so a steady stream of senders keeps
-                # one thread committing for them (a cold start costs a thread hop).
-                end = time.perf_counter() + _LINGER
-                while not self._gc_queue and time.perf_counter() < end:
-                    time.sleep(_LINGER_STEP)
             with mu:
+                if own is None and not self._gc_queue:
+                    # The writer thread: senders were here a moment ago. Wait briefly for the
+                    # next one before giving up the lead, so a steady stream of senders keeps
+                    # one thread committing for them (a cold start costs a thread hop).
+                    # Senders notify; nobody polls (on 2 cores a polling thread steals the CPU
+                    # the senders need).
+                    self._gc_lingering = True
+                    self._gc_cv.wait(_LINGER)
+                    self._gc_lingering = False
                 batch = self._gc_queue
                 self._gc_queue = []
                 if not batch:
@@ -1268,13 +1277,13 @@ class Spool:
             return
         def write(conn: sqlite3.Connection) -> None:
             simple: list[Any] = []
+            received: list[Any] = []
             full: list[Any] = []
             delayed: list[Any] = []
             outbox: list[Any] = []
-            seen: list[bytes] = []
             dedup = [w for w in batch if w.dedup]
             if dedup:
-                self._dedup(conn, dedup, seen)
+                self._dedup(conn, dedup)
             kept = []
             njobs = 0
             for w in batch:
@@ -1292,6 +1301,10 @@ class Spool:
                         full += (r[0], r[1], r[2], job, r[3], r[4], r[5], r[6], r[7], r[8])
                         if jobs is not None:
                             jobs.append(job)
+                        job += 1
+                elif w.origin_rows:
+                    for ch, pri, idb, body, origin in ib:
+                        received += (ch, pri, idb, job, body, origin)
                         job += 1
                 else:
                     for ch, pri, idb, body in ib:
@@ -1311,18 +1324,14 @@ class Spool:
                         job += 1
             if simple:
                 _insert_many(conn, "inbox", _INBOX_SIMPLE_COLS, 5, simple)
+            if received:
+                _insert_many(conn, "inbox", "(channel, priority, id, job, body, origin)", 6, received)
             if full:
                 _insert_many(conn, "inbox", _INBOX_FULL_COLS, 10, full)
             if delayed:
                 _insert_many(conn, "delayed", _DELAYED_COLS, 10, delayed)
             if outbox:
                 _insert_many(conn, "outbox", _OUTBOX_COLS, 9, outbox)
-            if seen:
-                until = self._now_ms() + self.seen_retention_ms
-                params: list[Any] = []
-                for idb in seen:
-                    params += (idb, until)
-                _insert_many(conn, "seen", "(id, until)", 2, params, verb="INSERT OR REPLACE")
 
         self._txn(self._cw, write)
 
@@ -1335,7 +1344,7 @@ class Spool:
         """
         rows: list[tuple[Any, ...]] = []
         for w in batch:
-            if w.full or w.dedup or w.delayed or w.outbox:
+            if w.full or w.origin_rows or w.dedup or w.delayed or w.outbox:
                 return False
             rows += w.inbox
         n = len(rows)
@@ -1363,52 +1372,47 @@ class Spool:
                 self._retry(lambda: self._cw.execute(sql, params))
         return True
 
-    def _dedup(self, conn: sqlite3.Connection, dedup: list[_Write], seen: list[bytes]) -> None:
-        """Drop rows whose id this spool has already seen (or an earlier request in this batch took)."""
-        wanted: set[bytes] = set()
-        for w in dedup:
-            w.dups = set()
-            for rows in (w.inbox, w.delayed, w.outbox):
-                wanted.update(r[2] for r in rows)
-        existing: set[bytes] = set()
+    def _dedup(self, conn: sqlite3.Connection, dedup: list[_Write]) -> None:
+        """Record the ids of dedup requests in ``seen``; rows whose id was already there are dups.
+
+        One upsert per chunk does the check and the record: ``RETURNING`` names
+        the ids that were new (or whose entry had expired), the rest are
+        duplicates. Requests are handled in order, so a second request with the
+        same id in one batch is a duplicate of the first.
+        """
         now = self._now_ms()
-        ids = list(wanted)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            q = "SELECT id FROM seen WHERE until>? AND id IN (" + ",".join("?" * len(chunk)) + ")"
-            existing.update(r[0] for r in conn.execute(q, [now, *chunk]))
-        # Ids this spool made itself are not in `seen` (that would double the cost of every
-        # send); while such a message is still stored, find it by its key instead.
+        until = now + self.seen_retention_ms
         for w in dedup:
-            if not w.probe:  # received messages: `seen` is authoritative
-                continue
-            for r in w.inbox:
-                if r[2] not in existing and conn.execute(
-                    "SELECT 1 FROM inbox WHERE channel=? AND priority=? AND id=?", (r[0], r[1], r[2])
-                ).fetchone():
-                    existing.add(r[2])
-            for r in w.delayed:
-                if r[2] not in existing and conn.execute(
-                    "SELECT 1 FROM delayed WHERE channel=? AND id=?", (r[0], r[2])
-                ).fetchone():
-                    existing.add(r[2])
-            for r in w.outbox:
-                if r[2] not in existing and conn.execute(
-                    "SELECT 1 FROM outbox WHERE peer=? AND priority=? AND id=?", (r[0], r[1], r[2])
-                ).fetchone():
-                    existing.add(r[2])
-        taken: set[bytes] = set()
-        for w in dedup:
-            mine: set[bytes] = set()
-            for rows in (w.inbox, w.delayed, w.outbox):
-                for r in rows:
-                    idb = r[2]
-                    if idb in existing or idb in taken:
-                        w.dups.add(idb)
-                    else:
-                        mine.add(idb)
-            taken |= mine
-            seen.extend(mine)
+            ids = list(dict.fromkeys(r[2] for rows in (w.inbox, w.delayed, w.outbox) for r in rows))
+            accepted: set[bytes] = set()
+            for i in range(0, len(ids), 256):
+                chunk = ids[i:i + 256]
+                params: list[Any] = []
+                for idb in chunk:
+                    params += (idb, until)
+                params.append(now)
+                accepted.update(r[0] for r in conn.execute(_upsert_seen_sql(len(chunk)), params))
+            if w.probe:
+                # Ids this spool made itself are not in `seen` (that would double the cost of every
+                # send); while such a message is still stored, find it by its key instead.
+                found = set()
+                for r in w.inbox:
+                    if r[2] in accepted and conn.execute(
+                        "SELECT 1 FROM inbox WHERE channel=? AND priority=? AND id=?", (r[0], r[1], r[2])
+                    ).fetchone():
+                        found.add(r[2])
+                for r in w.delayed:
+                    if r[2] in accepted and conn.execute(
+                        "SELECT 1 FROM delayed WHERE channel=? AND id=?", (r[0], r[2])
+                    ).fetchone():
+                        found.add(r[2])
+                for r in w.outbox:
+                    if r[2] in accepted and conn.execute(
+                        "SELECT 1 FROM outbox WHERE peer=? AND priority=? AND id=?", (r[0], r[1], r[2])
+                    ).fetchone():
+                        found.add(r[2])
+                accepted -= found
+            w.dups = set(ids) - accepted
 
     # -- consuming ---------------------------------------------------------------------
 
@@ -1805,19 +1809,37 @@ class Spool:
         w = _Write()
         w.dedup = True
         w.probe = False
-        w.full = True
         now = self._now_ms()
+        chans: dict[str, int] = {}
+        origins: dict[str, int | None] = {}
+        plain = all(m.headers is None and m.expires is None and (m.deliver_at is None or m.deliver_at <= now)
+                    for m in messages)
+        if plain:
+            w.origin_rows = True  # the narrow layout: (channel, priority, id, body, origin)
+        else:
+            w.full = True
+        rows = w.inbox
         for m in messages:
-            ch = self._channels.get(m.channel)
+            ch = chans.get(m.channel)
             if ch is None:
-                ch = self._create_channel(m.channel)
-            origin = self._node_ref(m.origin or sender)
-            hblob = encode_headers(m.headers)
-            if m.deliver_at is not None and m.deliver_at > now:
-                w.delayed.append((ch, m.deliver_at, m.id, m.priority, m.body, hblob, m.expires, origin, 0))
+                ch = self._channels.get(m.channel)
+                if ch is None:
+                    ch = self._create_channel(m.channel)
+                chans[m.channel] = ch
+            who = m.origin or sender
+            if who in origins:
+                origin = origins[who]
             else:
-                w.inbox.append((ch, m.priority, m.id, m.body, hblob, m.expires, origin, 0, m.deliver_at))
-            w.bells.add(_bell.channel_bell(m.channel))
+                origin = origins[who] = self._node_ref(who)
+            if plain:
+                rows.append((ch, m.priority, m.id, m.body, origin))
+            elif m.deliver_at is not None and m.deliver_at > now:
+                w.delayed.append((ch, m.deliver_at, m.id, m.priority, m.body, encode_headers(m.headers), m.expires,
+                                  origin, 0))
+            else:
+                rows.append((ch, m.priority, m.id, m.body, encode_headers(m.headers), m.expires, origin, 0,
+                             m.deliver_at))
+        w.bells.update(_bell.channel_bell(c) for c in chans)
         return w
 
     async def _await_write(self, w: _Write) -> None:
@@ -1874,13 +1896,20 @@ class Spool:
         rows = self._read(lambda c: c.execute(sql, args).fetchall())
         out: list[OutboxMessage] = []
         size = 0
+        names: dict[int, str] = {}
+        origins: dict[int | None, str] = {}
         for pri, idb, ch, body, hdrs, expires, origin, deliver_at in rows:
             size += len(body) + (len(hdrs) if hdrs else 0) + 64
             if out and size > max_bytes:
                 break
+            name = names.get(ch)
+            if name is None:
+                name = names[ch] = self._channel_name(ch)
+            who = origins.get(origin)
+            if who is None:
+                who = origins[origin] = self._origin_name(origin)
             out.append(OutboxMessage((pri, idb), WireMessage(
-                idb, self._channel_name(ch), body, pri, decode_headers(hdrs) if hdrs else None,
-                deliver_at, expires, self._origin_name(origin))))
+                idb, name, body, pri, decode_headers(hdrs) if hdrs else None, deliver_at, expires, who)))
         return out
 
     def outbox_settle(
@@ -1895,10 +1924,16 @@ class Spool:
         p = self._peers[peer]
         now = self._now_ms()
 
+        by_priority: dict[int, list[bytes]] = {}
+        for pri, idb in done:
+            by_priority.setdefault(pri, []).append(idb)
+
         def settle(c: sqlite3.Connection) -> None:
-            if done:
-                c.executemany("DELETE FROM outbox WHERE peer=? AND priority=? AND id=?",
-                              [(p, pri, idb) for pri, idb in done])
+            for pri, ids in by_priority.items():  # IN lists: faster than one statement per key
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i:i + 500]
+                    c.execute("DELETE FROM outbox WHERE peer=? AND priority=? AND id IN (" +
+                              ",".join("?" * len(chunk)) + ")", (p, pri, *chunk))
             for (pri, idb), reason, detail in dead:
                 c.execute(_SQL_OUTBOX_TO_DEAD, (reason, detail, now, p, pri, idb))
                 c.execute("DELETE FROM outbox WHERE peer=? AND priority=? AND id=?", (p, pri, idb))
@@ -2561,6 +2596,16 @@ def _insert_sql(table: str, cols: str, width: int, size: int, verb: str) -> str:
     if sql is None:
         row = "(" + ",".join("?" * width) + ")"
         sql = f"{verb} INTO {table}{cols} VALUES " + ",".join([row] * size)
+        _SQL_CACHE[key] = sql
+    return sql
+
+
+def _upsert_seen_sql(n: int) -> str:
+    key = ("upsert", "seen", n, "")
+    sql = _SQL_CACHE.get(key)
+    if sql is None:
+        sql = ("INSERT INTO seen(id, until) VALUES " + ",".join(["(?,?)"] * n) +
+               " ON CONFLICT(id) DO UPDATE SET until=excluded.until WHERE seen.until<=? RETURNING id")
         _SQL_CACHE[key] = sql
     return sql
 
