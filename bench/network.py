@@ -37,8 +37,8 @@ Rows:
  3. HTTP API: single-message JSON sends (``POST /v1/channels/bench/messages``, ``{"body": "<100 chars>"}``) from
     32 connections (``wrk -t1 -c32 -d5s``, 2 s with ``--quick``; an aiohttp client in a separate process with
     32 tasks when wrk is missing, or with ``--http-client aiohttp``) against a real node B, and against the same
-    server whose ``Spool._asend_items`` stores nothing (this file run with ``--serve-empty-node``: it builds
-    ``spoolq.daemon.Node``, replaces the method on its spool by one that returns made-up ids after
+    server whose ``Node.send`` stores nothing (this file run with ``--serve-empty-node``: it builds
+    ``spoolq.daemon.Node``, replaces that method by one that returns made-up ids after
     ``await asyncio.sleep(0)``, and serves until SIGTERM). Target: real >= 60% of the empty handler's rate.
     Also counts the messages that landed in the real node's spool: they must equal the client's successful
     requests; wrk abandons the requests still in flight when its time is up (up to one per connection), which
@@ -824,7 +824,7 @@ def latency_redis(exe: str, seconds: float) -> Latency:
 
 
 def serve_empty_node(config_path: str) -> int:
-    """A node whose JSON send handler stores nothing: ``Spool._asend_items`` returns made-up ids."""
+    """A node whose JSON send handler stores nothing: ``Node.send`` returns made-up ids."""
     from spoolq.config import load_config
     from spoolq.daemon import Node, setup_logging
 
@@ -838,7 +838,7 @@ def serve_empty_node(config_path: str) -> int:
 
     async def serve() -> int:
         node = Node(config)
-        node.spool._asend_items = store_nothing  # type: ignore[method-assign]
+        node.send = store_nothing  # type: ignore[method-assign]
         await node.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

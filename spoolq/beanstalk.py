@@ -53,14 +53,14 @@ import resource
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
 from ._bell import BellHub
 from .errors import LeaseError, SpoolqError, StorageError, StorageFull
-from .message import CHANNEL_RE
+from .message import CHANNEL_RE, MAX_SECONDS
 
 if TYPE_CHECKING:
     from .consumer import Lease
@@ -78,6 +78,7 @@ TTR_HEADER: Final = "beanstalk-ttr"
 SAFETY_MARGIN: Final = 1.0
 U32: Final = (1 << 32) - 1
 U64: Final = (1 << 64) - 1
+I64: Final = (1 << 63) - 1  # the largest job number SQLite can hold
 INT_MAX: Final = (1 << 31) - 1
 NAME_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-+/;.$_()")
 ESCAPE_PREFIX: Final = "bt_"
@@ -145,6 +146,17 @@ def _num(s: str, limit: int, *, last: bool) -> tuple[int, str]:
     if v > limit or (last and j != len(s)):
         raise ValueError
     return v, s[j:]
+
+
+def _job_id(s: str, *, last: bool) -> tuple[int, str]:
+    """A job id (u64). Ids beyond what the spool can store belong to no job: they read as 0 (never a job)."""
+    job, rest = _num(s, U64, last=last)
+    return (job if job <= I64 else 0), rest
+
+
+def _seconds(n: int) -> float:
+    """A beanstalkd duration (u32 seconds) as the spool takes it (at most MAX_SECONDS, about 30 years)."""
+    return float(min(n, MAX_SECONDS))
 
 
 def _ttr_of(headers: bytes | None) -> float | None:
@@ -289,7 +301,7 @@ class Server:
         items = []
         for _conn, body, tube, pri, delay, ttr in puts:
             headers = {TTR_HEADER: str(ttr)} if ttr != DEFAULT_TTR else None
-            items.append((body, self.channel(tube) or "default", pri, float(delay), headers))
+            items.append((body, self.channel(tube) or "default", pri, _seconds(delay), headers))
         try:
             results: list[Any] = self.spool.send_jobs(items)
         except StorageFull as e:
@@ -316,8 +328,35 @@ class Server:
 
     # -- stats -------------------------------------------------------------------------------
 
+    def expire_all(self) -> None:
+        """Count the reservations that ran out as timeouts now (the tick would, within half a second)."""
+        now = time.time()
+        for conn in self.conns:
+            conn.expire(now)
+
+    def promote_due(self, channels: Iterable[str | None]) -> bool:
+        """Make the delayed jobs of ``channels`` whose time has come ready, if there are any.
+
+        The spool moves them lazily (on a lease from their channel, or the periodic sweep);
+        beanstalkd's stats and peeks show a job ready the moment its delay is over. Returns
+        whether anything was due.
+        """
+        now = time.time()
+        for ch in channels:
+            d = self.spool.peek_delayed(ch) if ch else None
+            if d is not None and d.due is not None and d.due <= now:
+                try:
+                    self.spool.sweep()
+                except SpoolqError as e:
+                    log.error("moving due delayed jobs failed: %s", e)
+                return True
+        return False
+
     def stats_yaml(self) -> bytes:
+        self.expire_all()
         st = self.spool.stats().channels
+        if self.promote_due(ch for ch, x in st.items() if x.delayed):
+            st = self.spool.stats().channels
         ru = resource.getrusage(resource.RUSAGE_SELF)
         uname = platform.uname()
         c = self.cmds
@@ -351,10 +390,13 @@ class Server:
         if tube not in self.tubes():
             return None
         ch = self.channel(tube)
+        self.expire_all()
+        self.promote_due([ch])
         st = self.spool.stats().channels.get(ch or "")
         now = time.monotonic()
         until, secs = self.paused.get(tube, (0.0, 0))
-        left = max(0, round(until - now)) if until > now else 0
+        paused = until > now
+        left = int(until - now) if paused else 0
         lines = [
             ("name", _yaml_str(tube)),
             ("current-jobs-urgent", st.urgent if st else 0), ("current-jobs-ready", st.ready if st else 0),
@@ -364,7 +406,7 @@ class Server:
             ("current-watching", sum(1 for x in self.conns if tube in x.watch)),
             ("current-waiting", sum(1 for x in self.waiting if tube in x.watch)),
             ("cmd-delete", self.tube_deletes[tube]), ("cmd-pause-tube", self.tube_pauses[tube]),
-            ("pause", secs if left else 0), ("pause-time-left", left),
+            ("pause", secs if paused else 0), ("pause-time-left", left),
         ]
         return _yaml(lines)
 
@@ -431,6 +473,7 @@ class Conn(asyncio.Protocol):
         self._discard_line = False
         self._wait_until: float | None = None  # loop time a reserve-with-timeout gives up
         self._timer: asyncio.TimerHandle | None = None
+        self._eof = False  # the client half-closed: answer what it sent, then close
 
     # -- transport ---------------------------------------------------------------------
 
@@ -466,18 +509,28 @@ class Conn(asyncio.Protocol):
             self.process()
 
     def eof_received(self) -> bool | None:
+        """The client sent all it will: answer every command it sent (in order), then close."""
+        self._eof = True
         if self.busy and self in self.server.waiting:  # half-closed while waiting: TIMED_OUT
             self._finish_wait(b"TIMED_OUT\r\n")
-        return None
+        elif not self.busy:
+            self.process()
+        return True  # keep the transport open for the replies; process() closes it when all are sent
 
     def resume(self) -> None:
         self.busy = False
-        if self.buf and not self.closed:
+        if (self.buf or self._eof) and not self.closed:
             self.process()
 
     # -- parsing -----------------------------------------------------------------------
 
     def process(self) -> None:
+        self._process()
+        if self._eof and not self.busy and not self.closed and self.transport is not None:
+            self.closed = True  # nothing more will come: what is left in the buffer is an incomplete command
+            self.transport.close()  # (the replies already written are sent first)
+
+    def _process(self) -> None:
         buf = self.buf
         while not self.busy and not self.closed:
             if self._skip:
@@ -620,7 +673,7 @@ class Conn(asyncio.Protocol):
             self._finish_wait(b"DEADLINE_SOON\r\n")
             return
         loop = asyncio.get_running_loop()
-        if self._wait_until is not None and loop.time() >= self._wait_until:
+        if self._eof or (self._wait_until is not None and loop.time() >= self._wait_until):
             self._finish_wait(b"TIMED_OUT\r\n")
             return
         # sleep until the earliest moment the answer could change
@@ -663,7 +716,7 @@ class Conn(asyncio.Protocol):
         return self.reserved.get(job)
 
     def c_reserve_job(self, rest: str) -> None:
-        job, _ = _num(rest, U64, last=True)
+        job, _ = _job_id(rest, last=True)
         self.server.cmds["reserve-job"] += 1
         if job in self.reserved:
             self.reply(b"NOT_FOUND\r\n")
@@ -677,7 +730,7 @@ class Conn(asyncio.Protocol):
         self.reply(b"RESERVED %d %d\r\n%s\r\n" % (job, len(lease.body), lease.body))
 
     def c_delete(self, rest: str) -> None:
-        job, _ = _num(rest, U64, last=True)
+        job, _ = _job_id(rest, last=True)
         self.server.cmds["delete"] += 1
         lease = self._held(job)
         tube = None
@@ -700,7 +753,7 @@ class Conn(asyncio.Protocol):
         self.reply(b"DELETED\r\n")
 
     def c_release(self, rest: str) -> None:
-        job, rest = _num(rest, U64, last=False)
+        job, rest = _job_id(rest, last=False)
         pri, rest = _num(rest, U32, last=False)
         delay, _ = _num(rest, U32, last=True)
         self.server.cmds["release"] += 1
@@ -710,7 +763,7 @@ class Conn(asyncio.Protocol):
             return
         del self.reserved[job]
         try:
-            requeued = lease.nack(float(delay), priority=pri)
+            requeued = lease.nack(_seconds(delay), priority=pri)
         except LeaseError:
             self.reply(b"NOT_FOUND\r\n")
             return
@@ -725,7 +778,7 @@ class Conn(asyncio.Protocol):
         self.server.wake_waiters()
 
     def c_bury(self, rest: str) -> None:
-        job, rest = _num(rest, U64, last=False)
+        job, rest = _job_id(rest, last=False)
         pri, _ = _num(rest, U32, last=True)
         self.server.cmds["bury"] += 1
         lease = self._held(job)
@@ -742,14 +795,14 @@ class Conn(asyncio.Protocol):
         self.reply(b"BURIED\r\n")
 
     def c_touch(self, rest: str) -> None:
-        job, _ = _num(rest, U64, last=True)
+        job, _ = _job_id(rest, last=True)
         self.server.cmds["touch"] += 1
         lease = self._held(job)
         if lease is None:
             self.reply(b"NOT_FOUND\r\n")
             return
         try:
-            lease.touch(_ttr_of(lease._hdrs) or DEFAULT_TTR)
+            lease.touch(min(_ttr_of(lease._hdrs) or DEFAULT_TTR, MAX_SECONDS))
         except LeaseError:
             del self.reserved[job]
             self.reply(b"NOT_FOUND\r\n")
@@ -782,7 +835,7 @@ class Conn(asyncio.Protocol):
             self.reply(b"FOUND %d %d\r\n%s\r\n" % (job.job, len(job.body), job.body))
 
     def c_peek(self, rest: str) -> None:
-        job, _ = _num(rest, U64, last=True)
+        job, _ = _job_id(rest, last=True)
         self.server.cmds["peek"] += 1
         self._found(self.server.spool.find_job(job))
 
@@ -791,6 +844,7 @@ class Conn(asyncio.Protocol):
             raise ValueError
         self.server.cmds["peek-ready"] += 1
         ch = self.server.channel(self.use)
+        self.server.promote_due([ch])
         msgs = self.server.spool.peek(ch, limit=1) if ch else []
         job = msgs[0].job if msgs else None
         if job is None:
@@ -803,6 +857,7 @@ class Conn(asyncio.Protocol):
             raise ValueError
         self.server.cmds["peek-delayed"] += 1
         ch = self.server.channel(self.use)
+        self.server.promote_due([ch])
         self._found(self.server.spool.peek_delayed(ch) if ch else None)
 
     def c_peek_buried(self, rest: str) -> None:
@@ -816,14 +871,24 @@ class Conn(asyncio.Protocol):
         bound, _ = _num(rest, U32, last=True)
         self.server.cmds["kick"] += 1
         ch = self.server.channel(self.use)
-        n = self.server.spool.kick(ch, bound) if ch else 0
+        if not ch or not bound:
+            self.reply(b"KICKED 0\r\n")
+            return
+        self.server.promote_due([ch])  # a job whose delay is over is ready: not kicked
+        # the buried jobs a kick takes: the oldest dead letters of the channel (for their kick counts;
+        # which delayed jobs it takes is not known here)
+        buried = [d.message.job for d in self.server.spool.dead_letters(channel=ch, limit=bound) if d.peer is None]
+        n = self.server.spool.kick(ch, bound)
+        for job in buried[:n]:
+            if job is not None:
+                self.server.counts(job).kicks += 1
         self.reply(f"KICKED {n}\r\n".encode())
         if n:
             self.server.wake_waiters()
 
     def c_kick_job(self, rest: str) -> None:
-        job, _ = _num(rest, U64, last=True)
-        self.server.cmds["kick"] += 1
+        job, _ = _job_id(rest, last=True)
+        self.server.cmds["kick-job"] += 1
         if self.server.spool.kick_job(job):
             self.server.counts(job).kicks += 1
             self.reply(b"KICKED\r\n")
@@ -832,10 +897,12 @@ class Conn(asyncio.Protocol):
             self.reply(b"NOT_FOUND\r\n")
 
     def c_stats_job(self, rest: str) -> None:
-        job, _ = _num(rest, U64, last=True)
+        job, _ = _job_id(rest, last=True)
         self.server.cmds["stats-job"] += 1
-        self.expire(time.time())
+        self.server.expire_all()
         found = self.server.spool.find_job(job)
+        if found is not None and found.state == "delayed" and self.server.promote_due([found.channel]):
+            found = self.server.spool.find_job(job)
         if found is None:
             self.reply(b"NOT_FOUND\r\n")
             return
@@ -877,8 +944,8 @@ class Conn(asyncio.Protocol):
     def c_pause_tube(self, rest: str) -> None:
         if not rest.startswith(" "):
             raise ValueError
-        name, _, num = rest.strip(" ").partition(" ")
-        if not valid_tube(name):
+        name, _, num = rest.lstrip(" ").partition(" ")
+        if not valid_tube(name) or self.server.channel(name) is None:
             raise ValueError
         delay, _ = _num(num, U32, last=True)
         self.server.cmds["pause-tube"] += 1
@@ -900,7 +967,7 @@ class Conn(asyncio.Protocol):
     # -- helpers ---------------------------------------------------------------------------
 
     def _name(self, rest: str) -> str:
-        name = rest.lstrip(" ")
+        name = rest  # right after the command's one space: "use  x" is BAD_FORMAT, as in beanstalkd
         if not valid_tube(name) or self.server.channel(name) is None:
             raise ValueError
         return name

@@ -104,6 +104,8 @@ class Node:
         self._stopping = False
         self.beanstalk: Any = None
         self.beanstalk_addr: str | None = None
+        self._sends: list[tuple[Any, asyncio.Future[None]]] = []
+        self._send_flush: asyncio.Handle | None = None
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -157,8 +159,8 @@ class Node:
             shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             self.url = f"{'https' if tls else 'http'}://{shown}:{bound[1]}"
             if self.config.beanstalk:
-                from .beanstalk import Server as BeanstalkServer
                 from ._bsmain import bind
+                from .beanstalk import Server as BeanstalkServer
 
                 addr = self.config.beanstalk
                 if addr.startswith("unix:"):
@@ -331,6 +333,41 @@ class Node:
             except SpoolqError as e:
                 log.error("sweep failed: %s", e)
             await asyncio.sleep(self.config.sweep_interval)
+
+    # -- producing over HTTP --------------------------------------------------------------
+
+    async def send(self, channel: str, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]:
+        """Send for the HTTP API: validated now, committed with every other send of this loop turn.
+
+        At the end of the turn, the turn's sends go to the spool's writer thread
+        as one group (one hand-off, one transaction, one sync under ``full``),
+        and the loop goes on serving while the sync runs.
+        """
+        w, ids = self.spool.prepare_items(channel, items)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sends.append((w, fut))
+        if self._send_flush is None:
+            self._send_flush = asyncio.get_running_loop().call_soon(self._flush_sends)
+        await fut
+        if w.error is not None:
+            raise w.error
+        return ids
+
+    def _flush_sends(self) -> None:
+        self._send_flush = None
+        pending, self._sends = self._sends, []
+        loop = asyncio.get_running_loop()
+
+        def resolve() -> None:
+            for _, fut in pending:
+                if not fut.done():
+                    fut.set_result(None)
+
+        def done() -> None:  # in the writer thread
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(resolve)
+
+        self.spool.commit_writes_soon([w for w, _ in pending], done)
 
     # -- consuming over HTTP ---------------------------------------------------------------
 

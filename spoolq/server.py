@@ -311,7 +311,7 @@ async def post_messages(request: web.Request) -> web.Response:
             if not isinstance(item, dict):
                 raise InvalidArgument(f"{where}: must be an object")
             prepared.append((_body_of(item, where), _send_options(item, where)))
-        ids = await node.spool._asend_items(channel, prepared)
+        ids = await node.send(channel, prepared)
         return web.json_response({"ids": ids} if many else {"id": ids[0]}, status=201)
     body = await request.read()
     q = request.query
@@ -337,7 +337,7 @@ async def post_messages(request: web.Request) -> web.Response:
     headers = {k[len(HEADER_PREFIX):]: v for k, v in request.headers.items() if k.lower().startswith(HEADER_PREFIX)}
     if headers:
         opts["headers"] = {k.lower(): v for k, v in headers.items()}
-    ids = await node.spool._asend_items(channel, [(body, opts)])
+    ids = await node.send(channel, [(body, opts)])
     return web.json_response({"id": ids[0]}, status=201)
 
 

@@ -968,10 +968,34 @@ class Spool:
 
         Every item is validated before anything is written: one bad item fails the whole call.
         """
+        w, ids = self.prepare_items(channel, items)
+        await self._await_write(w)
+        return ids
+
+    def prepare_items(self, channel: str, items: Sequence[tuple[bytes, dict[str, Any]]]) -> tuple[Any, list[str]]:
+        """Validate messages of one channel, each with its own options, into one pending write.
+
+        Commit it with :meth:`commit_writes` (or let ``_asend_items`` do both).
+        Nothing is created (not even the channel) when an item is refused.
+        """
         ch = self._channels.get(channel)
         if ch is None:
             check_channel(channel)
         limit = self.max_message_size
+        routed = self._route(channel)
+        if routed is None and all(not opts for _, opts in items):  # the common case: plain bodies
+            bodies = []
+            for body, _ in items:
+                if type(body) is not bytes or len(body) > limit:
+                    body = check_body(body, limit)
+                bodies.append(body)
+            if ch is None:
+                ch = self._create_channel(channel)
+            first = _take_ids(len(bodies))
+            w = _Write()
+            w.inbox = [(ch, DEFAULT_PRIORITY, (first + i).to_bytes(16, "big"), b) for i, b in enumerate(bodies)]
+            w.bells.add(_bell.channel_bell(channel))
+            return w, [id_text(first + i) for i in range(len(bodies))]
         checked = []
         for body, opts in items:  # validate everything before anything is created
             if type(body) is not bytes or len(body) > limit:
@@ -980,7 +1004,7 @@ class Spool:
             check_priority(priority)
             to = opts.get("to")
             if to is None:
-                to = self._route(channel)
+                to = routed
             self._check_options([body], to, opts.get("delay", 0), opts.get("ttl"), opts.get("headers"))
             mid = opts.get("id")
             checked.append((body, priority, to, None if mid is None else id_bytes(mid), opts))
@@ -996,8 +1020,37 @@ class Spool:
             self._add_rows(w, ch, channel, [idb], [body], to, priority, opts.get("delay", 0), opts.get("ttl"),
                            opts.get("headers"))
             ids.append(id_text_from_bytes(idb))
-        await self._await_write(w)
-        return ids
+        return w, ids
+
+    def commit_writes_soon(self, writes: list[Any], on_done: Callable[[], None]) -> None:
+        """Queue pending writes for the group-commit writer thread as one group; call ``on_done``
+        (in the writer thread) when all of them are committed or failed (see ``.error``).
+
+        One hand-off for a whole group: an event loop collects the sends of one
+        turn and passes them here, and goes on serving while the sync runs.
+        """
+        if not writes:
+            on_done()
+            return
+        writes[-1].callback = on_done  # a group is taken from the queue whole, so the last is done last
+        with self._gc_mu:
+            self._gc_queue.extend(writes)
+            if self._gc_leader:
+                if self._gc_lingering:
+                    self._gc_cv.notify()
+                return
+            self._gc_leader = True
+        self._async_executor().submit(self._lead, None)
+
+    def commit_writes(self, writes: list[Any]) -> None:
+        """Commit pending writes (from :meth:`prepare_items`) now, in this thread, in one transaction.
+
+        A write that fails gets its error in ``.error``; the others are unaffected.
+        An event loop can call this once per turn for every send of that turn.
+        """
+        self._commit_batch(writes)
+        for w in writes:
+            w.done = True
 
     def _prepare_many(
         self,
