@@ -164,6 +164,7 @@ class BellHub:
         self.directory = directory
         self._subs: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._ino: Any = None
+        self._listening = False
         self._poll_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -176,9 +177,28 @@ class BellHub:
             ino.add_watch(self.directory, fl.MODIFY)
             self._ino = ino
             loop.add_reader(ino.fileno(), self._readable)
+            self._listening = True
         except Exception as e:  # pragma: no cover - non-Linux: poll instead
             logging.getLogger("spoolq").warning("no inotify (%s): waking waiters every 20 ms instead", e)
             self._poll_task = asyncio.create_task(self._poll())
+
+    def listen(self, on: bool) -> None:
+        """Stop (``False``) or resume (``True``) turning rings into events.
+
+        A server whose waiters are all served can stop listening, so that its
+        own writes (which ring bells) do not wake it up for nothing. Rings
+        missed meanwhile are dropped: resume before looking at the database.
+        """
+        if self._ino is None or on == self._listening:
+            return
+        loop = asyncio.get_running_loop()
+        if on:
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._ino.read(timeout=0)
+            loop.add_reader(self._ino.fileno(), self._readable)
+        else:
+            loop.remove_reader(self._ino.fileno())
+        self._listening = on
 
     def _readable(self) -> None:
         try:
@@ -215,7 +235,8 @@ class BellHub:
     def close(self) -> None:
         if self._ino is not None:
             with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._ino.fileno())
+                if self._listening:
+                    asyncio.get_running_loop().remove_reader(self._ino.fileno())
             self._ino.close()
             self._ino = None
         if self._poll_task is not None:

@@ -39,7 +39,14 @@ like ``beanstalkd -f 0``; concurrent clients share them.
 
 Leases, acks and nacks are quick, synchronous SQLite writes on the event
 loop. Reserved jobs of a connection that closes are released at once; those
-of a server that dies come back when their TTR runs out.
+of a server that dies come back when their TTR runs out. A client that
+half-closes its connection gets the answers to everything it sent (a reserve
+with no job ready answers ``TIMED_OUT`` at once), then the server closes it.
+
+The spool makes a delayed message ready lazily (when its channel is leased
+from, or by the periodic sweep); before stats, ``stats-job``, peeks and
+``kick`` look, due delayed jobs are moved to ready, so that they show as
+beanstalkd shows them.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ draw independent random starts, and a forked child draws a new one.
 from __future__ import annotations
 
 import os
+import random
 import re
 import threading
 import time
@@ -55,6 +56,9 @@ _MASK62: Final = (1 << 62) - 1
 _FIXED: Final = (0x7 << 76) | (0b10 << 62)  # version and variant bits
 
 
+_rng = random.Random()  # seeded from os.urandom
+
+
 class _IdGenerator:
     """Hands out blocks of consecutive, increasing ids (as 128-bit ints)."""
 
@@ -65,13 +69,18 @@ class _IdGenerator:
 
     def reset(self) -> None:
         """Forget the counter (called in a forked child, which must not repeat the parent)."""
+        _rng.seed()  # from os.urandom
         self._lock = threading.Lock()
         self._ms = 0
         self._next = 0
 
     @staticmethod
     def _start(ms: int) -> int:
-        rnd = int.from_bytes(os.urandom(10), "big")  # 80 random bits
+        # 80 random bits from a private Mersenne Twister seeded from os.urandom (and reseeded in
+        # every forked child): all that uniqueness across processes needs, without a getrandom()
+        # system call per millisecond. Private, so that a program calling random.seed() in every
+        # process cannot make two processes draw the same ids.
+        rnd = _rng.getrandbits(80)
         rand_a = rnd >> 68  # 12 bits
         rand_b = rnd & ((1 << 61) - 1)  # 61 bits: leaves 2**61 of room to count up
         return (ms << 80) | _FIXED | (rand_a << 64) | rand_b

@@ -1,0 +1,814 @@
+"""beanstalkd protocol benchmark: ``spoolq-beanstalkd`` against real beanstalkd, on this machine, in one run.
+
+Run it by hand from the repository root, in an environment where spoolq is installed::
+
+    python bench/beanstalk.py              # full run: 3 interleaved rounds (~4 min here)
+    python bench/beanstalk.py --quick      # 1 round, a fifth of the counts (under 30 s)
+    python bench/beanstalk.py --only 2,4   # selected rows only (numbers below)
+
+Progress goes to stderr. The result goes to stdout: a Markdown table with the columns
+``workload | spoolq | peer figures | ratio | target | met?``, then every round's figure (with the CPU share
+the server process used while the clock ran), the machine (nproc, load, Python, SQLite, greenstalk, both
+servers' versions, the spoolq commit) and the total run time. Ratios are spoolq / peer, measured in the same
+run.
+
+Servers. Every measurement starts its own server, on 127.0.0.1 and a free port, with its own temporary
+directory under /tmp (removed afterwards), and stops it with SIGTERM by its PID:
+
+- spoolq ``full``:   ``spoolq-beanstalkd -b DIR -f 0`` (every put synced before ``INSERTED``)
+- spoolq ``normal``: ``spoolq-beanstalkd -b DIR -F`` (durability normal, never an explicit sync)
+- spoolq in-memory:  ``spoolq-beanstalkd`` without ``-b`` (a temporary spool on /dev/shm, durability normal)
+- beanstalkd ``-f0``: ``beanstalkd -b DIR -f 0`` (binlog, fsync after every write)
+- beanstalkd in-memory: ``beanstalkd`` without ``-b``
+
+beanstalkd is Debian's (``apt-get install -y beanstalkd`` when missing, as root); greenstalk is
+pip-installed into this interpreter when missing. A server is ready when it answers ``list-tube-used``.
+
+Clients: greenstalk, ``encoding=None``, over a socket with a 30 s timeout (so no call can hang), tube
+``bench``, 100-byte random bodies, default priority, delay 0 and TTR 60. One-client rows run the client in
+this process; the 8-client rows run 8 spawned processes, each with its own connection, released together by
+a barrier. A consume measurement is prefilled outside the timer with exactly the jobs it will reserve
+(pipelined puts over 16 connections, checked with ``stats-tube``); every consumer uses plain ``reserve``
+with a fixed share of the jobs, so none ever waits for a job that is not there.
+
+Rows:
+
+ 1. put, 1 client: spoolq ``normal`` and spoolq in-memory vs beanstalkd ``-f0`` and in-memory. Target for
+    each spoolq variant: >= 0.5x in-memory beanstalkd.
+ 2. put, 1 client: spoolq ``full`` vs beanstalkd ``-f0``. Target: >= 1.0x beanstalkd -f0.
+ 3. reserve + delete, 1 client: spoolq ``full``, ``normal`` and in-memory vs beanstalkd ``-f0`` and
+    in-memory. Targets: full >= 1.0x beanstalkd -f0; normal and in-memory >= 0.5x in-memory beanstalkd.
+ 4. 8 clients (processes): (a) put, then (b) reserve + delete: spoolq ``full`` vs beanstalkd ``-f0``
+    (in-memory beanstalkd for reference). Target: >= 1.0x beanstalkd -f0.
+
+Durability is not the same on the consume side: spoolq ``full`` syncs every put before ``INSERTED``, but its
+leases and acks (reserve, delete) are committed with SQLite ``synchronous=NORMAL`` (see ``spoolq/spool.py``,
+"Durability"), while beanstalkd ``-f 0`` fsyncs its binlog after every write, deletes included. The output says so.
+
+Method: the machine may be shared and noisy. Every row is measured in 3 rounds; a round runs every variant
+of the row once, in an order rotated every round, and the table shows the median of the rounds. A
+measurement runs its job count or stops after ``CAP`` seconds, whichever comes first, and reports jobs /
+elapsed seconds (for 8 clients: all their jobs / (last client's end - first client's start)). Counts are
+sized for roughly 1-5 s per measurement on a 2-core VM (fsync-bound variants do a few thousand jobs per
+second, the others tens of thousands). ``--quick``: 1 round, a fifth of the counts. Every loop and wait is
+bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.metadata
+import importlib.util
+import multiprocessing as mp
+import os
+import platform
+import queue
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BODY_SIZE = 100
+POOL_SIZE = 4096  # distinct random bodies, used round robin
+MASK = POOL_SIZE - 1
+_POOL: list[bytes] = [os.urandom(BODY_SIZE) for _ in range(POOL_SIZE)]
+
+TUBE = "bench"
+CAP = 5.0  # seconds: a measurement stops after this long, done or not
+HARD_CAP = 60.0  # seconds: no other loop of one measurement (prefill, start, stop, joins) runs longer
+SOCKET_TIMEOUT = 30.0  # seconds: no client call waits longer
+ROUNDS = 3
+CLIENTS = 8
+PREFILL_CONNS = 16
+PREFILL_CHUNK = 64  # pipelined puts per connection before reading the answers
+TMP = "/tmp"
+SHM = "/dev/shm"
+ALL_ROWS = (1, 2, 3, 4)
+
+_T0 = time.monotonic()
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+# -- counts -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Jobs per measurement: ``sync`` for variants that fsync every put or delete, ``fast`` for the others."""
+
+    put_sync: int = 15_000
+    put_fast: int = 60_000
+    get_sync: int = 15_000
+    get_fast: int = 30_000
+    many_put_sync: int = 20_000
+    many_put_fast: int = 100_000
+    many_get_sync: int = 16_000
+    many_get_fast: int = 80_000
+
+    def quick(self) -> Counts:
+        step = CLIENTS * 100
+        small = {f.name: max(step, getattr(self, f.name) // 5 // step * step) for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **small)
+
+
+# -- servers ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One server variant."""
+
+    key: str  # short name used in labels
+    label: str
+    server: str  # "spoolq" or "beanstalkd"
+    disk: bool  # a -b directory
+    sync_every_op: bool  # fsync per put (and per delete for beanstalkd)
+    args: tuple[str, ...]
+
+
+S_FULL = Kind("spoolq full", "spoolq full (-b DIR -f 0)", "spoolq", True, True, ("-f", "0"))
+S_NORMAL = Kind("spoolq normal", "spoolq normal (-b DIR -F)", "spoolq", True, False, ("-F",))
+S_MEM = Kind("spoolq in-memory", "spoolq in-memory (no -b)", "spoolq", False, False, ())
+B_F0 = Kind("beanstalkd -f0", "beanstalkd -b DIR -f 0", "beanstalkd", True, True, ("-f", "0"))
+B_MEM = Kind("beanstalkd in-memory", "beanstalkd in-memory (no -b)", "beanstalkd", False, False, ())
+
+
+@dataclass(frozen=True)
+class Exes:
+    spoolq: list[str]
+    beanstalkd: str | None
+
+
+def find_spoolq_beanstalkd() -> list[str]:
+    """The ``spoolq-beanstalkd`` command of this interpreter's environment."""
+    beside = Path(sys.executable).parent / "spoolq-beanstalkd"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    found = shutil.which("spoolq-beanstalkd")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys; from spoolq._bsmain import main; sys.exit(main())"]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _shm_dir_of(pid: int) -> str | None:
+    """The temporary spool directory under SHM that process ``pid`` has open (spoolq without ``-b``), or None."""
+    prefix = os.path.join(SHM, "spoolq-beanstalkd-")
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith(prefix):
+                    return os.path.dirname(target)
+    except OSError:
+        pass
+    return None
+
+
+@dataclass
+class Running:
+    port: int
+    pid: int
+    cpu_mark: float | None = None
+    cpu_share: float | None = None  # CPU seconds of the server / elapsed seconds, while the clock ran
+
+    def addr(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def clock_started(self) -> None:
+        self.cpu_mark = _cpu_seconds(self.pid)
+
+    def clock_stopped(self, elapsed: float) -> None:
+        now = _cpu_seconds(self.pid)
+        if self.cpu_mark is not None and now is not None and elapsed > 0:
+            self.cpu_share = (now - self.cpu_mark) / elapsed
+
+
+def _ready(port: int, proc: subprocess.Popen[bytes], deadline: float) -> bool:
+    """Wait until the server answers ``list-tube-used`` (spoolq-beanstalkd listens before it can answer)."""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                sock.settimeout(max(0.1, deadline - time.monotonic()))
+                sock.sendall(b"list-tube-used\r\n")
+                got = b""
+                while not got.endswith(b"\r\n") and len(got) < 200:
+                    chunk = sock.recv(200)
+                    if not chunk:
+                        break
+                    got += chunk
+                if got == b"USING default\r\n":
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.02)
+    return False
+
+
+@contextlib.contextmanager
+def server(kind: Kind, exes: Exes) -> Iterator[Running]:
+    """Start one server of ``kind`` on a free port with a fresh directory; stop it (by PID) afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="spoolq-bench-bs-", dir=TMP))
+    own_shm: str | None = None  # the in-memory spoolq's directory (found via /proc/<pid>/fd)
+    try:
+        for attempt in range(3):  # the free port may be taken between probing and binding
+            port = _free_port()
+            if kind.server == "spoolq":
+                cmd = [*exes.spoolq, "-l", "127.0.0.1", "-p", str(port)]
+                if kind.disk:
+                    cmd += ["-b", str(base / "spool")]
+            else:
+                assert exes.beanstalkd is not None
+                cmd = [exes.beanstalkd, "-l", "127.0.0.1", "-p", str(port)]
+                if kind.disk:
+                    (base / "binlog").mkdir(exist_ok=True)
+                    cmd += ["-b", str(base / "binlog")]
+            cmd += list(kind.args)
+            errpath = base / f"stderr-{attempt}.txt"
+            with open(errpath, "wb") as err:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                if _ready(port, proc, time.monotonic() + 20):
+                    if kind.server == "spoolq" and not kind.disk:
+                        own_shm = _shm_dir_of(proc.pid)
+                    yield Running(port, proc.pid)
+                    return
+                tail = errpath.read_text(errors="replace").strip()[-500:]
+                log(f"    {kind.key} did not start (exit {proc.poll()}): {' '.join(cmd)}: {tail}")
+            finally:
+                _stop(proc, kind)
+        raise RuntimeError(f"{kind.key} did not start")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        if own_shm is not None and os.path.exists(own_shm):  # only the directory of the server we started
+            log(f"    warning: {own_shm} was left behind by the stopped server; removing it")
+            shutil.rmtree(own_shm, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen[bytes], kind: Kind) -> None:
+    if proc.poll() is None:
+        proc.terminate()  # SIGTERM to this PID only
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        log(f"    warning: {kind.key} (pid {proc.pid}) ignored SIGTERM for 15 s; killing it")
+        proc.kill()
+        proc.wait(15)
+
+
+# -- clients ------------------------------------------------------------------------------------------------
+
+
+def _client(addr: tuple[str, int], *, use: bool = False, watch: bool = False) -> Any:
+    import greenstalk
+
+    sock = socket.create_connection(addr, timeout=SOCKET_TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return greenstalk.Client(sock, encoding=None, use=TUBE if use else "default", watch=TUBE if watch else "default")
+
+
+def _ready_jobs(addr: tuple[str, int]) -> int:
+    with _client(addr) as c:
+        return int(c.stats_tube(TUBE)["current-jobs-ready"])
+
+
+def prefill(addr: tuple[str, int], n: int) -> None:
+    """Put ``n`` jobs into TUBE: pipelined puts over PREFILL_CONNS connections (a spoolq server commits the
+    puts of one event-loop turn together, one per connection). Checks the tube holds them all."""
+    started = time.monotonic()
+    deadline = started + HARD_CAP
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(min(PREFILL_CONNS, max(1, n // PREFILL_CHUNK))):
+            s = socket.create_connection(addr, timeout=SOCKET_TIMEOUT)
+            s.sendall(b"use " + TUBE.encode() + b"\r\n")
+            socks.append(s)
+        want_use = b"USING " + TUBE.encode() + b"\r\n"
+        for s in socks:
+            if _read_lines(s, 1, deadline)[0] != want_use:
+                raise RuntimeError("prefill: unexpected answer to use")
+        done = 0
+        while done < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prefill stopped by its {HARD_CAP:.0f} s cap at {done:,} of {n:,}")
+            sent: dict[socket.socket, int] = {}
+            for s in socks:
+                k = min(PREFILL_CHUNK, n - done - sum(sent.values()))
+                if k <= 0:
+                    break
+                base = done + sum(sent.values())
+                s.sendall(
+                    b"".join(b"put 65536 0 60 %d\r\n%s\r\n" % (BODY_SIZE, _POOL[(base + i) & MASK]) for i in range(k))
+                )
+                sent[s] = k
+            for s, k in sent.items():
+                for line in _read_lines(s, k, deadline):
+                    if not line.startswith(b"INSERTED "):
+                        raise RuntimeError(f"prefill: unexpected answer {line[:60]!r}")
+                done += k
+    finally:
+        for s in socks:
+            s.close()
+    have = _ready_jobs(addr)
+    if have != n:
+        raise RuntimeError(f"prefill: the tube holds {have:,} ready jobs, not {n:,}")
+    log(f"    prefilled {n:,} jobs in {time.monotonic() - started:.1f} s")
+
+
+def _read_lines(s: socket.socket, k: int, deadline: float) -> list[bytes]:
+    """Read exactly ``k`` CRLF-terminated lines (the answers to ``k`` pipelined commands)."""
+    buf = b""
+    while buf.count(b"\r\n") < k:
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out reading answers")
+        chunk = s.recv(65536)
+        if not chunk:
+            raise RuntimeError("the server closed the connection")
+        buf += chunk
+    lines = buf.split(b"\r\n")
+    if len(lines) != k + 1 or lines[-1]:
+        raise RuntimeError("more answers than commands")
+    return [ln + b"\r\n" for ln in lines[:-1]]
+
+
+# -- measurements -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    rate: float  # jobs per second
+    jobs: int
+    seconds: float
+    server_cpu: float | None  # CPU share of the server process while the clock ran (1.0 = one core)
+    load: float | None = None  # 1-minute load average when the measurement started
+
+    def show(self) -> str:
+        cpu = "n/a" if self.server_cpu is None else f"{self.server_cpu:.0%}"
+        load = "" if self.load is None else f", load {self.load:.2f}"
+        return f"{_rate(self.rate)} ({self.jobs:,} jobs in {self.seconds:.2f} s, server CPU {cpu}{load})"
+
+
+def _timed_loop(n: int, op: Callable[[int], None], run: Running) -> Result:
+    start = time.perf_counter()
+    end = start + CAP
+    run.clock_started()
+    done = 0
+    now = start
+    while done < n:
+        op(done)
+        done += 1
+        now = time.perf_counter()
+        if now >= end:
+            break
+    run.clock_stopped(now - start)
+    return Result(done / (now - start), done, now - start, run.cpu_share)
+
+
+def put_one(kind: Kind, exes: Exes, n: int) -> Result:
+    """put, one client in this process."""
+    with server(kind, exes) as run, _client(run.addr(), use=True) as c:
+        put = c.put
+        for i in range(10):  # warm-up: creates the tube / channel
+            put(_POOL[i])
+
+        def op(i: int) -> None:
+            put(_POOL[i & MASK])
+
+        return _timed_loop(n, op, run)
+
+
+def get_one(kind: Kind, exes: Exes, n: int) -> Result:
+    """reserve + delete one at a time, one client in this process, of ``n`` jobs prefilled."""
+    with server(kind, exes) as run:
+        prefill(run.addr(), n)
+        with _client(run.addr(), watch=True) as c:
+            reserve, delete = c.reserve, c.delete
+
+            def op(i: int) -> None:
+                delete(reserve())
+
+            return _timed_loop(n, op, run)
+
+
+def _worker(addr: tuple[str, int], mode: str, quota: int, offset: int, barrier: Any, out: Any) -> None:
+    """One of the concurrent clients (a spawned process): ``quota`` puts or reserve+deletes, after the barrier."""
+    try:
+        with _client(addr, use=mode == "put", watch=mode == "get") as c:
+            if mode == "put":
+                c.put(_POOL[offset & MASK])  # warm-up (creates the tube)
+            barrier.wait(HARD_CAP)
+            t0 = time.monotonic()
+            end = t0 + CAP
+            done = 0
+            t1 = t0
+            if mode == "put":
+                put = c.put
+                for i in range(quota):
+                    put(_POOL[(offset + i) & MASK])
+                    done += 1
+                    t1 = time.monotonic()
+                    if t1 >= end:
+                        break
+            else:
+                reserve, delete = c.reserve, c.delete
+                for _ in range(quota):
+                    delete(reserve())
+                    done += 1
+                    t1 = time.monotonic()
+                    if t1 >= end:
+                        break
+            out.put(("ok", done, t0, t1))
+    except BaseException as e:  # report it rather than leave the parent waiting
+        with contextlib.suppress(Exception):
+            barrier.abort()
+        out.put(("error", f"{type(e).__name__}: {e}", 0.0, 0.0))
+
+
+def many(kind: Kind, exes: Exes, mode: str, n: int, clients: int = CLIENTS) -> Result:
+    """``clients`` processes at once, each with its own connection: puts, or reserve+deletes of ``n`` prefilled
+    jobs (each client takes n / clients)."""
+    quota = n // clients
+    n = quota * clients
+    ctx = mp.get_context("spawn")
+    with server(kind, exes) as run:
+        if mode == "get":
+            prefill(run.addr(), n)
+        barrier = ctx.Barrier(clients + 1)
+        out = ctx.Queue()
+        procs = [
+            ctx.Process(target=_worker, args=(run.addr(), mode, quota, k * quota, barrier, out), daemon=True)
+            for k in range(clients)
+        ]
+        for p in procs:
+            p.start()
+        try:
+            barrier.wait(HARD_CAP)  # every client connected (and warmed up)
+            run.clock_started()
+            cpu_t0 = time.monotonic()
+            results: list[tuple[str, Any, float, float]] = []
+            deadline = time.monotonic() + CAP + HARD_CAP
+            while len(results) < clients:
+                try:
+                    results.append(out.get(timeout=max(0.1, deadline - time.monotonic())))
+                except queue.Empty:
+                    raise RuntimeError(f"only {len(results)} of {clients} clients reported") from None
+            run.clock_stopped(time.monotonic() - cpu_t0)
+        finally:
+            for p in procs:
+                p.join(15)
+                if p.is_alive():
+                    p.terminate()  # our own child, by its PID
+                    p.join(5)
+        errors = [r[1] for r in results if r[0] != "ok"]
+        if errors:
+            raise RuntimeError(f"client failed: {errors[0]}")
+        done = sum(r[1] for r in results)
+        t0 = min(r[2] for r in results)
+        t1 = max(r[3] for r in results)
+        return Result(done / (t1 - t0), done, t1 - t0, run.cpu_share)
+
+
+# -- helpers for the table ----------------------------------------------------------------------------------
+
+
+def _median(values: list[Result]) -> float | None:
+    return statistics.median(v.rate for v in values) if values else None
+
+
+def _rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.0f}/s"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "NO")
+
+
+# -- installing the peers -----------------------------------------------------------------------------------
+
+
+def _run_logged(cmd: list[str], env: dict[str, str] | None = None) -> bool:
+    log(f"  $ {' '.join(cmd)}")
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log(f"    failed: {e}")
+        return False
+    if r.returncode != 0:
+        tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
+        log(f"    exit {r.returncode}:\n{tail}")
+    return r.returncode == 0
+
+
+def ensure_greenstalk() -> bool:
+    if importlib.util.find_spec("greenstalk") is None:
+        log("installing greenstalk with pip")
+        _run_logged([sys.executable, "-m", "pip", "install", "greenstalk"])
+        importlib.invalidate_caches()
+    return importlib.util.find_spec("greenstalk") is not None
+
+
+def ensure_beanstalkd() -> str | None:
+    """The beanstalkd binary, apt-installed when missing (as root)."""
+    exe = shutil.which("beanstalkd") or next(
+        (p for p in ("/usr/bin/beanstalkd", "/usr/sbin/beanstalkd") if os.access(p, os.X_OK)), None
+    )
+    if exe:
+        return exe
+    if os.geteuid() != 0:
+        log("peer unavailable: beanstalkd is not installed and this is not root (apt-get install beanstalkd)")
+        return None
+    log("installing beanstalkd with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "beanstalkd"]
+    if not _run_logged(cmd, env) and _run_logged(["apt-get", "update"], env):
+        _run_logged(cmd, env)
+    exe = shutil.which("beanstalkd")
+    if not exe:
+        log("peer unavailable: beanstalkd could not be installed; its figures are left out")
+    return exe
+
+
+# -- the rows -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TableRow:
+    workload: str
+    spoolq: str
+    peers: str
+    ratio: str
+    target: str
+    met: str
+
+
+@dataclass
+class Variant:
+    kind: Kind
+    run: Callable[[], Result]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.rounds = 1 if args.quick else ROUNDS
+        self.counts = Counts().quick() if args.quick else Counts()
+        self.rows: list[int] = args.only
+        self.exes = Exes(find_spoolq_beanstalkd(), None)
+        self.details: list[tuple[str, str, list[Result]]] = []
+        self.load_at_start = os.getloadavg()
+        # every spoolq-beanstalkd is started afresh from the installed (editable) source: note it at both ends
+        self.source_at_start = _spoolq_source()
+
+    def setup(self) -> None:
+        if not ensure_greenstalk():
+            raise SystemExit("greenstalk is needed (python -m pip install greenstalk)")
+        self.exes = Exes(self.exes.spoolq, ensure_beanstalkd())
+
+    def count(self, kind: Kind, which: str) -> int:
+        return int(getattr(self.counts, f"{which}_{'sync' if kind.sync_every_op else 'fast'}"))
+
+    def interleave(self, row: str, variants: list[Variant]) -> dict[str, float | None]:
+        """Run every variant once per round (order rotated each round); returns the median rate per kind."""
+        values: dict[str, list[Result]] = {v.kind.key: [] for v in variants}
+        for r in range(self.rounds):
+            shift = r % len(variants)
+            for v in variants[shift:] + variants[:shift]:
+                started = time.monotonic()
+                load = os.getloadavg()[0]
+                try:
+                    res = dataclasses.replace(v.run(), load=load)
+                except Exception as e:
+                    log(f"[row {row}] round {r + 1}/{self.rounds} {v.kind.key}: FAILED: {type(e).__name__}: {e}")
+                    continue
+                values[v.kind.key].append(res)
+                log(
+                    f"[row {row}] round {r + 1}/{self.rounds} {v.kind.key}: {res.show()}"
+                    f" ({time.monotonic() - started:.1f} s with start, prefill and stop)"
+                )
+        for v in variants:
+            self.details.append((row, v.kind.label, values[v.kind.key]))
+        return {k: _median(vals) for k, vals in values.items()}
+
+    def variants(self, kinds: list[Kind], make: Callable[[Kind], Callable[[], Result]]) -> list[Variant]:
+        return [Variant(k, make(k)) for k in kinds if k.server == "spoolq" or self.exes.beanstalkd]
+
+    def _row(
+        self, name: str, mine: Kind, med: dict[str, float | None], peers: list[Kind], target_peer: Kind, factor: float
+    ) -> TableRow:
+        me = med.get(mine.key)
+        shown = [p for p in peers if p.key in med]
+        peer_text = "; ".join(f"{p.label}: {_rate(med[p.key])}" for p in shown) or "beanstalkd unavailable"
+        ratio_text = "; ".join(f"{_ratio(me, med[p.key])} {p.key}" for p in shown) or "-"
+        goal = med.get(target_peer.key)
+        ok = None if me is None or goal is None else me >= factor * goal
+        target = f">= {factor:.1f}x {target_peer.key}"
+        return TableRow(f"{name} — {mine.label}", _rate(me), peer_text, ratio_text, target, _met(ok))
+
+    def row1(self) -> list[TableRow]:
+        kinds = [S_NORMAL, S_MEM, B_F0, B_MEM]
+        med = self.interleave("1", self.variants(kinds, lambda k: lambda: put_one(k, self.exes, self.count(k, "put"))))
+        name = "1. put, 1 client"
+        return [self._row(name, s, med, [B_MEM, B_F0], B_MEM, 0.5) for s in (S_NORMAL, S_MEM)]
+
+    def row2(self) -> list[TableRow]:
+        kinds = [S_FULL, B_F0]
+        med = self.interleave("2", self.variants(kinds, lambda k: lambda: put_one(k, self.exes, self.count(k, "put"))))
+        return [self._row("2. put, 1 client", S_FULL, med, [B_F0], B_F0, 1.0)]
+
+    def row3(self) -> list[TableRow]:
+        kinds = [S_FULL, S_NORMAL, S_MEM, B_F0, B_MEM]
+        med = self.interleave("3", self.variants(kinds, lambda k: lambda: get_one(k, self.exes, self.count(k, "get"))))
+        name = "3. reserve + delete, 1 client"
+        return [
+            self._row(name, S_FULL, med, [B_F0, B_MEM], B_F0, 1.0),
+            self._row(name, S_NORMAL, med, [B_MEM, B_F0], B_MEM, 0.5),
+            self._row(name, S_MEM, med, [B_MEM, B_F0], B_MEM, 0.5),
+        ]
+
+    def row4(self) -> list[TableRow]:
+        kinds = [S_FULL, B_F0, B_MEM]
+        out = []
+        for sub, mode, which, what in (("4a", "put", "many_put", "put"), ("4b", "get", "many_get", "reserve + delete")):
+
+            def make(k: Kind, m: str = mode, w: str = which) -> Callable[[], Result]:
+                return lambda: many(k, self.exes, m, self.count(k, w))
+
+            med = self.interleave(sub, self.variants(kinds, make))
+            name = f"{sub}. {what}, {CLIENTS} clients (processes)"
+            out.append(self._row(name, S_FULL, med, [B_F0, B_MEM], B_F0, 1.0))
+        return out
+
+    def run(self) -> list[TableRow]:
+        table: list[TableRow] = []
+        rows: dict[int, Callable[[], list[TableRow]]] = {1: self.row1, 2: self.row2, 3: self.row3, 4: self.row4}
+        for num in self.rows:
+            log(f"== row {num}")
+            try:
+                table.extend(rows[num]())
+            except Exception as e:
+                log(f"row {num} failed: {type(e).__name__}: {e}")
+                table.append(TableRow(f"{num}. (failed)", f"error: {type(e).__name__}: {e}", "", "", "", "n/a"))
+        return table
+
+
+# -- output -------------------------------------------------------------------------------------------------
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _tool_version(cmd: list[str]) -> str:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (r.stdout + r.stderr).strip().splitlines()[0] if (r.stdout + r.stderr).strip() else "unknown"
+
+
+def _spoolq_source() -> str:
+    """Where spoolq is imported from, and its git commit (with "+ uncommitted changes" when dirty)."""
+    spec = importlib.util.find_spec("spoolq")
+    if spec is None or spec.origin is None:
+        return "spoolq not found"
+    where = Path(spec.origin).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return str(where)
+    if head.returncode != 0:
+        return str(where)
+    return f"{where} at {head.stdout.strip()}" + (" + uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def _source_line(bench: Bench) -> str:
+    now = _spoolq_source()
+    if now == bench.source_at_start:
+        return f"- spoolq (and spoolq-beanstalkd) from {now}"
+    return (
+        f"- spoolq (and spoolq-beanstalkd) from {bench.source_at_start} at the start, {now} at the end: "
+        "the source changed during the run, so its servers may have run different code"
+    )
+
+
+def machine(bench: Bench) -> list[str]:
+    bs = _tool_version([bench.exes.beanstalkd, "-v"]) if bench.exes.beanstalkd else "unavailable"
+    return [
+        f"- nproc: {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))}); load average at start: "
+        + ", ".join(f"{x:.2f}" for x in bench.load_at_start)
+        + "; at the end: "
+        + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        f"- platform: {platform.platform()}",
+        f"- Python {platform.python_version()} ({sys.executable}); SQLite {sqlite3.sqlite_version}",
+        f"- spoolq {_version('spoolq')}; greenstalk {_version('greenstalk')}; msgspec {_version('msgspec')}",
+        f"- beanstalkd: {bs} ({bench.exes.beanstalkd or '-'}); spoolq-beanstalkd: "
+        f"{_tool_version([*bench.exes.spoolq, '-v'])} ({' '.join(bench.exes.spoolq)})",
+        _source_line(bench),
+        f"- temporary directories under {TMP} (spoolq in-memory: {SHM}); bodies of {BODY_SIZE} random bytes",
+    ]
+
+
+def render(bench: Bench, table: list[TableRow], elapsed: float, argv: list[str]) -> str:
+    c = bench.counts
+    lines = [
+        "## spoolq-beanstalkd vs beanstalkd",
+        "",
+        f"Command: `{' '.join(['python', 'bench/beanstalk.py', *argv])}`",
+        "",
+        f"Rounds: {bench.rounds} (median shown); a measurement stops after its count or {CAP:g} s. Counts "
+        f"(fsync-per-op variants / others): put 1 client {c.put_sync:,} / {c.put_fast:,}; reserve+delete 1 client "
+        f"{c.get_sync:,} / {c.get_fast:,}; put {CLIENTS} clients {c.many_put_sync:,} / {c.many_put_fast:,}; "
+        f"reserve+delete {CLIENTS} clients {c.many_get_sync:,} / {c.many_get_fast:,}.",
+        "",
+        "Note: spoolq `full` syncs every put before `INSERTED`; its leases and acks (reserve, delete) are committed "
+        "with SQLite `synchronous=NORMAL`, not synced one by one. beanstalkd `-f 0` fsyncs its binlog after every "
+        "write, deletes included.",
+        "",
+        "| workload | spoolq | peer figures | ratio | target | met? |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {r.workload} | {r.spoolq} | {r.peers} | {r.ratio} | {r.target} | {r.met} |" for r in table]
+    lines += [
+        "",
+        "### Every round (rate, jobs, seconds, CPU share of the server process, 1-minute load at the start)",
+        "",
+    ]
+    for row, label, values in bench.details:
+        shown = "; ".join(v.show() for v in values) or "no result"
+        lines.append(f"- row {row}, {label}: {shown}")
+    lines += ["", "### Machine", "", *machine(bench), "", f"Total run time: {elapsed:.0f} s ({elapsed / 60:.1f} min)"]
+    return "\n".join(lines)
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+
+
+def _rows_arg(text: str) -> list[int]:
+    try:
+        rows = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--only takes row numbers like 1,3, not {text!r}") from None
+    bad = [r for r in rows if r not in ALL_ROWS]
+    if bad or not rows:
+        raise argparse.ArgumentTypeError(f"rows are numbered 1-4, not {text!r}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="1 round, a fifth of the counts")
+    parser.add_argument("--only", type=_rows_arg, default=list(ALL_ROWS), metavar="ROW,ROW", help="rows (1-4)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    bench = Bench(args)
+    bench.setup()
+    table = bench.run()
+    print(render(bench, table, time.monotonic() - started, argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
