@@ -231,6 +231,7 @@ class Server:
         self._servers.append(srv)
         if not self._tasks:
             self.hub.start()
+            self.hub.listen(False)  # until a reserve waits (see add_waiter)
             self._tasks = [asyncio.create_task(self._bell_loop(), name="beanstalk-bells"),
                            asyncio.create_task(self._tick_loop(), name="beanstalk-ticks")]
 
@@ -280,6 +281,17 @@ class Server:
             c = self.jobs[job] = _JobCounts()
         return c
 
+    def add_waiter(self, conn: Conn) -> None:
+        """``conn`` waits in a reserve. Listen to bells while anyone waits: other processes' sends
+        wake it. Nobody waiting, nobody listens (this server's own puts would wake it for nothing)."""
+        self.waiting.add(conn)
+        self.hub.listen(True)
+
+    def remove_waiter(self, conn: Conn) -> None:
+        self.waiting.discard(conn)
+        if not self.waiting:
+            self.hub.listen(False)
+
     def wake_waiters(self) -> None:
         for conn in list(self.waiting):
             conn.try_reserve()
@@ -318,8 +330,8 @@ class Server:
             log.error("put failed: %s", e)
             results = ["INTERNAL_ERROR"] * len(puts)
         for (conn, _b, tube, _p, delay, _t), r in zip(puts, results, strict=True):
-            if isinstance(r, tuple):
-                job = r[1]
+            if isinstance(r, int):
+                job = r
                 self.total_jobs += 1
                 self.tube_jobs[tube] += 1
                 if delay:
@@ -348,16 +360,11 @@ class Server:
         beanstalkd's stats and peeks show a job ready the moment its delay is over. Returns
         whether anything was due.
         """
-        now = time.time()
-        for ch in channels:
-            d = self.spool.peek_delayed(ch) if ch else None
-            if d is not None and d.due is not None and d.due <= now:
-                try:
-                    self.spool.sweep()
-                except SpoolqError as e:
-                    log.error("moving due delayed jobs failed: %s", e)
-                return True
-        return False
+        try:
+            return self.spool.promote_due([ch for ch in channels if ch]) > 0
+        except SpoolqError as e:
+            log.error("moving due delayed jobs failed: %s", e)
+            return False
 
     def stats_yaml(self) -> bytes:
         self.expire_all()
@@ -492,7 +499,7 @@ class Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.conns.discard(self)
-        self.server.waiting.discard(self)
+        self.server.remove_waiter(self)
         if self._timer is not None:
             self._timer.cancel()
         self.release_all()
@@ -649,7 +656,7 @@ class Conn(asyncio.Protocol):
         self.busy = True
         loop = asyncio.get_running_loop()
         self._wait_until = None if timeout is None else loop.time() + timeout
-        self.server.waiting.add(self)
+        self.server.add_waiter(self)  # listening before the first look: no ring is missed
         self.try_reserve()
 
     def _channels(self) -> list[str]:
@@ -703,7 +710,7 @@ class Conn(asyncio.Protocol):
             self._timer = loop.call_at(min(at) + 0.0005, self.try_reserve)
 
     def _finish_wait(self, reply: bytes) -> None:
-        self.server.waiting.discard(self)
+        self.server.remove_waiter(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -882,15 +889,11 @@ class Conn(asyncio.Protocol):
             self.reply(b"KICKED 0\r\n")
             return
         self.server.promote_due([ch])  # a job whose delay is over is ready: not kicked
-        # the buried jobs a kick takes: the oldest dead letters of the channel (for their kick counts;
-        # which delayed jobs it takes is not known here)
-        buried = [d.message.job for d in self.server.spool.dead_letters(channel=ch, limit=bound) if d.peer is None]
-        n = self.server.spool.kick(ch, bound)
-        for job in buried[:n]:
-            if job is not None:
-                self.server.counts(job).kicks += 1
-        self.reply(f"KICKED {n}\r\n".encode())
-        if n:
+        jobs = self.server.spool.kick_jobs(ch, bound)
+        for job in jobs:
+            self.server.counts(job).kicks += 1
+        self.reply(f"KICKED {len(jobs)}\r\n".encode())
+        if jobs:
             self.server.wake_waiters()
 
     def c_kick_job(self, rest: str) -> None:

@@ -1062,6 +1062,8 @@ class Spool:
         ttl: float | None = None,
         headers: dict[str, str] | None = None,
         ids: Sequence[str | bytes] | None = None,
+        *,
+        texts: bool = True,
     ) -> tuple[_Write | None, list[str]]:
         if isinstance(bodies, (bytes, bytearray, str, memoryview)):
             raise InvalidType(
@@ -1091,7 +1093,7 @@ class Spool:
         else:
             first = _take_ids(n) if n else 0
             idbs = [(first + i).to_bytes(16, "big") for i in range(n)]
-            idlist = [id_text(first + i) for i in range(n)]
+            idlist = [id_text(first + i) for i in range(n)] if texts else []
         if n == 0:
             return None, []
         if to is None and not delay and ttl is None and headers is None:
@@ -2019,27 +2021,27 @@ class Spool:
 
     def send_jobs(
         self, items: Sequence[tuple[bytes, str, int, float, dict[str, str] | None]]
-    ) -> list[tuple[str, int] | SpoolqError]:
+    ) -> list[int | SpoolqError]:
         """Send several messages in ONE transaction, now, in the calling thread.
 
         Each item is ``(body, channel, priority, delay, headers)``; routes
-        apply. Returns, per item, ``(id, job)`` or the validation error that
+        apply. Returns, per item, its job number or the validation error that
         refused it (the others are still sent). Storage errors raise. The
         beanstalkd server calls this once per event-loop turn with every put
         that arrived in that turn, so concurrent clients share one sync.
         """
-        out: list[tuple[str, int] | SpoolqError] = []
+        out: list[int | SpoolqError] = []
         writes: list[_Write] = []
         for body, channel, priority, delay, headers in items:
             try:
-                w, ids = self._prepare_many([body], channel, None, priority, delay, None, headers, None)
+                w, _ = self._prepare_many([body], channel, None, priority, delay, None, headers, None, texts=False)
             except SpoolqError as e:
                 out.append(e)
                 continue
             assert w is not None
             w.jobs = []
             writes.append(w)
-            out.append((ids[0], -1))
+            out.append(-1)
         if writes:
             self._write_batch(writes)  # raises (nothing written) on a storage error
             bells: set[str] = set()
@@ -2048,7 +2050,34 @@ class Spool:
             for b in bells:
                 self.bells.ring(b)
         it = iter(writes)
-        return [(r[0], next(it).jobs[0]) if isinstance(r, tuple) else r for r in out]  # type: ignore[index]
+        return [next(it).jobs[0] if r == -1 else r for r in out]  # type: ignore[index]
+
+    def promote_due(self, channels: Sequence[str]) -> int:
+        """Make the delayed messages of ``channels`` whose time has come ready now. Returns how many.
+
+        (A lease does this for its own channel anyway; this is for readers of
+        counts that must not show a due message as delayed.)
+        """
+        chs = [(c, n) for n in channels if (c := self._channels.get(n) or self._channel_id(n, create=False))]
+        if not chs:
+            return 0
+        now = self._now_ms()
+        due = self._read(lambda c: [(ch, n) for ch, n in chs
+                                    if (r := c.execute(_SQL_NEXT_DELAYED, (ch,)).fetchone()) and r[0] <= now])
+        if not due:
+            return 0
+
+        def promote(c: sqlite3.Connection) -> int:
+            n = 0
+            for ch, _name in due:
+                n += c.execute(_SQL_PROMOTE, (ch, now)).rowcount
+                c.execute(_SQL_PROMOTE_DELETE, (ch, now))
+            return n
+
+        n = self._txn(self._mw, promote)
+        for _ch, name in due:
+            self.bells.ring(_bell.channel_bell(name))
+        return n
 
     def lease_any(
         self, channels: Sequence[str], *, visibility: float,
@@ -2190,8 +2219,10 @@ class Spool:
 
         return self._txn(self._mw, delete)
 
-    def _undead(self, c: sqlite3.Connection, seq: int) -> str:
-        """Move dead letter ``seq`` (of a channel) back to ready, keeping its job and priority."""
+    def _undead(self, c: sqlite3.Connection, seq: int) -> tuple[str, int]:
+        """Move dead letter ``seq`` (of a channel) back to ready, keeping its job and priority.
+
+        Returns the channel's name and the job number."""
         r = c.execute("SELECT id, channel, priority, job, body, headers, origin, deliver_at FROM dead WHERE seq=?",
                       (seq,)).fetchone()
         idb, ch, pri, jb, body, hdrs, origin, deliver_at = r
@@ -2200,37 +2231,39 @@ class Spool:
         c.execute("INSERT OR IGNORE INTO inbox(channel, priority, id, job, body, headers, origin, deliver_at) "
                   "VALUES (?,?,?,?,?,?,?,?)", (ch, pri, idb, jb, body, hdrs, origin, deliver_at))
         c.execute("DELETE FROM dead WHERE seq=?", (seq,))
-        return self._channel_name(ch)
+        return self._channel_name(ch), jb
 
     def kick(self, channel: str, bound: int) -> int:
         """beanstalkd's kick: make up to ``bound`` dead letters of ``channel`` ready (oldest first);
         if it has none, make up to ``bound`` delayed messages ready now. Returns how many."""
+        return len(self.kick_jobs(channel, bound))
+
+    def kick_jobs(self, channel: str, bound: int) -> list[int]:
+        """:meth:`kick`, returning the job numbers of the messages it made ready."""
         ch = self._channel_id(channel, create=False)
         if ch is None or bound <= 0:
-            return 0
+            return []
         now = self._now_ms()
 
-        def kick(c: sqlite3.Connection) -> int:
-            seqs = [r[0] for r in c.execute(
-                "SELECT seq FROM dead WHERE channel=? AND peer IS NULL ORDER BY seq LIMIT ?", (ch, bound))]
-            for seq in seqs:
-                self._undead(c, seq)
-            if seqs:
-                return len(seqs)
-            rows = c.execute("SELECT due, id FROM delayed WHERE channel=? ORDER BY due, id LIMIT ?",
+        def kick(c: sqlite3.Connection) -> list[int]:
+            dead = c.execute("SELECT seq, job FROM dead WHERE channel=? AND peer IS NULL ORDER BY seq LIMIT ?",
                              (ch, bound)).fetchall()
-            for due, idb in rows:
+            if dead:
+                return [self._undead(c, seq)[1] for seq, _job in dead]
+            rows = c.execute("SELECT due, id, job FROM delayed WHERE channel=? ORDER BY due, id LIMIT ?",
+                             (ch, bound)).fetchall()
+            for due, idb, _job in rows:
                 c.execute(_SQL_PROMOTE.replace("due<=?", "due=? AND id=?"), (ch, due, idb))
                 c.execute("DELETE FROM delayed WHERE channel=? AND due=? AND id=?", (ch, due, idb))
             if rows:
                 c.execute("UPDATE inbox SET deliver_at=? WHERE channel=? AND id IN (" +
                           ",".join("?" * len(rows)) + ")", (now, ch, *[r[1] for r in rows]))
-            return len(rows)
+            return [job for _d, _i, job in rows]
 
-        n = self._txn(self._mw, kick)
-        if n:
+        jobs = self._txn(self._mw, kick)
+        if jobs:
             self.bells.ring(_bell.channel_bell(channel))
-        return n
+        return jobs
 
     def kick_job(self, job: int) -> bool:
         """Make the buried (dead) or delayed message with job number ``job`` ready now."""
@@ -2239,7 +2272,7 @@ class Spool:
             d = c.execute("SELECT seq FROM dead WHERE job=? AND peer IS NULL ORDER BY seq DESC LIMIT 1",
                           (job,)).fetchone()
             if d is not None:
-                return self._undead(c, d[0])
+                return self._undead(c, d[0])[0]
             r = c.execute("SELECT channel, due, id FROM delayed WHERE job=?", (job,)).fetchone()
             if r is None:
                 return None

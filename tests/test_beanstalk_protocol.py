@@ -459,9 +459,6 @@ def test_release_bury_kick_and_touch(w: Wire) -> None:
     assert (st["cmd-kick"], st["current-jobs-buried"], st["current-jobs-delayed"]) == (5, 0, 0)  # kick-job: not a kick
 
 
-@pytest.mark.xfail(strict=True, reason="Spool.kick returns only a count: which delayed jobs a kick took is not "
-                                        "known, so their stats-job kicks stay 0 (spool.py: kick should return "
-                                        "the job numbers)")
 def test_kick_counts_kicked_delayed_jobs(w: Wire) -> None:
     d = w.put(b"d", delay=100)
     assert w.cmd("kick 1") == b"KICKED 1"
