@@ -164,6 +164,9 @@ CREATE INDEX dead_by_id ON dead(id);
 CREATE INDEX dead_by_channel ON dead(channel, seq);
 CREATE INDEX dead_by_job ON dead(job) WHERE job IS NOT NULL;
 CREATE TABLE seen(id BLOB PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX inbox_expires ON inbox(expires) WHERE expires IS NOT NULL;
+CREATE INDEX delayed_expires ON delayed(expires) WHERE expires IS NOT NULL;
+CREATE INDEX outbox_expires ON outbox(expires) WHERE expires IS NOT NULL;
 """
 
 # -- statements ------------------------------------------------------------------
@@ -2032,15 +2035,26 @@ class Spool:
         """
         out: list[int | SpoolqError] = []
         writes: list[_Write] = []
+        limit = self.max_message_size
         for body, channel, priority, delay, headers in items:
+            ch = self._channels.get(channel)
+            if (ch is not None and not delay and headers is None and type(body) is bytes and len(body) <= limit
+                    and type(priority) is int and 0 <= priority <= MAX_PRIORITY and self._route(channel) is None):
+                w = _Write()  # the common case, without the general path's checks and lists
+                w.inbox.append((ch, priority, _take_ids(1).to_bytes(16, "big"), body))
+                w.bells.add(_bell.channel_bell(channel))
+                w.jobs = []
+                writes.append(w)
+                out.append(-1)
+                continue
             try:
-                w, _ = self._prepare_many([body], channel, None, priority, delay, None, headers, None, texts=False)
+                pw, _ = self._prepare_many([body], channel, None, priority, delay, None, headers, None, texts=False)
             except SpoolqError as e:
                 out.append(e)
                 continue
-            assert w is not None
-            w.jobs = []
-            writes.append(w)
+            assert pw is not None
+            pw.jobs = []
+            writes.append(pw)
             out.append(-1)
         if writes:
             self._write_batch(writes)  # raises (nothing written) on a storage error
@@ -2558,12 +2572,15 @@ class Spool:
 
         def scan(c: sqlite3.Connection) -> tuple[list[Any], ...]:
             return (
-                c.execute("SELECT DISTINCT channel FROM delayed WHERE due<=?", (now,)).fetchall(),
-                c.execute("SELECT channel, priority, id FROM inbox WHERE expires<=? AND lease_until<=?",
-                          (now, now)).fetchall(),
-                c.execute("SELECT channel, due, id FROM delayed WHERE expires<=?", (now,)).fetchall(),
-                c.execute("SELECT peer, priority, id FROM outbox WHERE expires<=? AND claim_until<=?",
-                          (now, now)).fetchall(),
+                [(ch,) for (ch,) in c.execute("SELECT id FROM channels")
+                 if (r := c.execute(_SQL_NEXT_DELAYED, (ch,)).fetchone()) and r[0] <= now],
+                # the partial indexes on expires make these cost what has a TTL, not the queue's size
+                c.execute("SELECT channel, priority, id FROM inbox WHERE expires IS NOT NULL AND expires<=? "
+                          "AND lease_until<=?", (now, now)).fetchall(),
+                c.execute("SELECT channel, due, id FROM delayed WHERE expires IS NOT NULL AND expires<=?",
+                          (now,)).fetchall(),
+                c.execute("SELECT peer, priority, id FROM outbox WHERE expires IS NOT NULL AND expires<=? "
+                          "AND claim_until<=?", (now, now)).fetchall(),
             )
 
         due_chans, exp_inbox, exp_delayed, exp_outbox = self._read(scan)

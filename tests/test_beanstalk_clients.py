@@ -646,7 +646,7 @@ def test_jobs_survive_sigkill(servers: Servers, tmp_path: Path, sync: list[str])
         got = wait_for(back, timeout=5)  # ready again once its TTR has run out
         took = time.monotonic() - reserved_at
         assert isinstance(got, greenstalk.Job) and got.body == b"held"
-        assert 2 <= took <= 2.5, took
+        assert 1.99 <= took <= 2.5, took  # the lease ends 2 s after the server took it (ms precision)
         st = c.stats_job(held_id)
         assert (st["reserves"], st["state"]) == (2, "reserved")
         st = c.stats()
