@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 from .conftest import PYTHON, python_env
 
@@ -20,7 +21,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class NodeProc:
+class ServerProc:
+    """A server subprocess of a test, logging to ``log_path``: stop it gently, kill it, signal it."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes]
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (SIGKILL if it does not exit within ``timeout``); returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._log.close()
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+
+class NodeProc(ServerProc):
     """A `spoolq node` process. ``url`` is its real address (read from <spool>/node.json)."""
 
     def __init__(self, spool_dir: Path, *, config: str | None = None, listen: str = "127.0.0.1:0",
@@ -64,34 +101,6 @@ class NodeProc:
     @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait; returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to clean up."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self._log.close()
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.proc.pid, sig)
 
     def __enter__(self) -> NodeProc:
         return self

@@ -37,7 +37,7 @@ import pytest
 from spoolq import Spool
 
 from .conftest import PYTHON, python_env, wait_for
-from .nodes import free_port
+from .nodes import ServerProc, free_port
 
 CRLF = b"\r\n"
 
@@ -58,7 +58,7 @@ def short_tmpdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="bs-", dir="/tmp"))
 
 
-class Beanstalkd:
+class Beanstalkd(ServerProc):
     """A `spoolq-beanstalkd` process: ``-l 127.0.0.1 -p PORT`` (or ``-l unix:PATH``) plus ``args``."""
 
     def __init__(self, *args: str, unix: str | None = None, port: int | None = None,
@@ -102,33 +102,8 @@ class Beanstalkd:
     def connect(self) -> Wire:
         return Wire(self.raw_socket())
 
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.proc.pid, sig)
-
     def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM (SIGKILL if it does not exit within ``timeout``); returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up at all."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
+        return super().stop(timeout)
 
     def cleanup(self) -> None:
         self.stop()

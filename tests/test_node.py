@@ -28,7 +28,7 @@ import pytest
 
 from spoolq import Lease, Spool
 
-from .conftest import PYTHON, python_env, wait_for
+from .conftest import PYTHON, python_env, small_tmpfs, wait_for
 from .nodes import NodeProc, free_port
 
 FAST = {"backoff_base": 0.05, "backoff_cap": 0.5, "scan_interval": 0.5, "sweep_interval": 0.5}
@@ -496,15 +496,8 @@ def test_sighup_right_at_startup_is_not_fatal(cluster: Cluster) -> None:
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here: " + r.stderr.decode(errors="replace").strip())
-    try:
+    with small_tmpfs(tmp_path / "small", "8m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def fill(directory: Path) -> Path:

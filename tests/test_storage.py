@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 import spoolq
 from spoolq import Spool
 from spoolq.spool import SCHEMA_VERSION, default_spool_path
+
+from .conftest import small_tmpfs
 
 
 def test_creates_directory_and_keeps_node_id(spool_dir: Path) -> None:
@@ -153,16 +156,9 @@ def test_disk_full_surfaces_and_leaves_no_partial_message(real_spool: Spool) -> 
 
 
 @pytest.fixture
-def tiny_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here: " + r.stderr.decode(errors="replace").strip())
-    try:
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    with small_tmpfs(tmp_path / "tiny", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_real_full_filesystem(tiny_fs: Path) -> None:
