@@ -762,6 +762,15 @@ class Conn(asyncio.BufferedProtocol):
         self.expire(time.time())
         return self.reserved.get(job)
 
+    def _take(self, job: int) -> Lease | None:
+        """This connection's reservation of ``job``, taken out of its table (NOT_FOUND if none)."""
+        lease = self._held(job)
+        if lease is None:
+            self.reply(b"NOT_FOUND\r\n")
+            return None
+        del self.reserved[job]
+        return lease
+
     def c_reserve_job(self, rest: str) -> None:
         job, _ = _job_id(rest, last=True)
         self.server.cmds["reserve-job"] += 1
@@ -804,11 +813,9 @@ class Conn(asyncio.BufferedProtocol):
         pri, rest = _num(rest, U32, last=False)
         delay, _ = _num(rest, U32, last=True)
         self.server.cmds["release"] += 1
-        lease = self._held(job)
+        lease = self._take(job)
         if lease is None:
-            self.reply(b"NOT_FOUND\r\n")
             return
-        del self.reserved[job]
         try:
             requeued = lease.nack(_seconds(delay), priority=pri)
         except LeaseError:
@@ -828,11 +835,9 @@ class Conn(asyncio.BufferedProtocol):
         job, rest = _job_id(rest, last=False)
         pri, _ = _num(rest, U32, last=True)
         self.server.cmds["bury"] += 1
-        lease = self._held(job)
+        lease = self._take(job)
         if lease is None:
-            self.reply(b"NOT_FOUND\r\n")
             return
-        del self.reserved[job]
         try:
             lease.dead("buried by a beanstalkd client", reason="buried", priority=pri)
         except LeaseError:

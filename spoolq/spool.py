@@ -2301,31 +2301,24 @@ class Spool:
 
     def peek_delayed(self, channel: str) -> Job | None:
         """The delayed message of ``channel`` that becomes ready first."""
-        ch = self._channel_id(channel, create=False)
-        if ch is None:
-            return None
-        r = self._read(lambda c: c.execute(
-            "SELECT job, priority, id, due, attempts, body, headers FROM delayed WHERE channel=? "
-            "ORDER BY due, id LIMIT 1", (ch,)).fetchone())
-        if r is None:
-            return None
-        job, pri, idb, due, att, body, hdrs = r
-        return Job(job, id_text_from_bytes(idb), channel, "delayed", pri, body, decode_headers(hdrs),
-                   _ms_of(idb) / 1000.0, due / 1000.0, att)
+        return self._peek_job(channel, "delayed", "SELECT job, priority, id, due, attempts, body, headers "
+                              "FROM delayed WHERE channel=? ORDER BY due, id LIMIT 1")
 
     def peek_buried(self, channel: str) -> Job | None:
         """The oldest dead letter of ``channel`` (beanstalkd: the next buried job)."""
+        return self._peek_job(channel, "buried", "SELECT job, priority, id, NULL, attempts, body, headers "
+                              "FROM dead WHERE channel=? AND peer IS NULL ORDER BY seq LIMIT 1")
+
+    def _peek_job(self, channel: str, state: str, sql: str) -> Job | None:
         ch = self._channel_id(channel, create=False)
         if ch is None:
             return None
-        r = self._read(lambda c: c.execute(
-            "SELECT job, priority, id, attempts, body, headers FROM dead WHERE channel=? AND peer IS NULL "
-            "ORDER BY seq LIMIT 1", (ch,)).fetchone())
+        r = self._read(lambda c: c.execute(sql, (ch,)).fetchone())
         if r is None:
             return None
-        job, pri, idb, att, body, hdrs = r
-        return Job(job, id_text_from_bytes(idb), channel, "buried", pri, body, decode_headers(hdrs),
-                   _ms_of(idb) / 1000.0, None, att)
+        job, pri, idb, due, att, body, hdrs = r
+        return Job(job, id_text_from_bytes(idb), channel, state, pri, body, decode_headers(hdrs),
+                   _ms_of(idb) / 1000.0, due / 1000.0 if due is not None else None, att)
 
     def sync(self) -> None:
         """fsync the database and its WAL now (for ``durability="normal"`` with a periodic sync)."""
