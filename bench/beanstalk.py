@@ -59,48 +59,62 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.metadata
-import importlib.util
 import multiprocessing as mp
 import os
-import platform
 import queue
 import shutil
 import socket
-import sqlite3
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BODY_SIZE = 100
-POOL_SIZE = 4096  # distinct random bodies, used round robin
-MASK = POOL_SIZE - 1
-_POOL: list[bytes] = [os.urandom(BODY_SIZE) for _ in range(POOL_SIZE)]
+from _common import (
+    BODY_SIZE,
+    MASK,
+    POOL,
+    ROUNDS,
+    TMP,
+    Details,
+    Installer,
+    Report,
+    SourceWatch,
+    TableRow,
+    Variant,
+    arg_parser,
+    fmt_met,
+    fmt_rate,
+    fmt_ratio,
+    free_port,
+    interleave,
+    log,
+    machine_facts,
+    median,
+    proc_cpu_seconds,
+    reap,
+    rows_option,
+    run_rows,
+    run_suite,
+    spoolq_commit,
+    stop_proc,
+    tmpdir,
+    tool_version,
+    values,
+    version,
+)
 
 TUBE = "bench"
 CAP = 5.0  # seconds: a measurement stops after this long, done or not
 HARD_CAP = 60.0  # seconds: no other loop of one measurement (prefill, start, stop, joins) runs longer
 SOCKET_TIMEOUT = 30.0  # seconds: no client call waits longer
-ROUNDS = 3
 CLIENTS = 8
 PREFILL_CONNS = 16
 PREFILL_CHUNK = 64  # pipelined puts per connection before reading the answers
-TMP = "/tmp"
 SHM = "/dev/shm"
 ALL_ROWS = (1, 2, 3, 4)
-
-_T0 = time.monotonic()
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # -- counts -------------------------------------------------------------------------------------------------
@@ -164,22 +178,6 @@ def find_spoolq_beanstalkd() -> list[str]:
     return [sys.executable, "-c", "import sys; from spoolq._bsmain import main; sys.exit(main())"]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """CPU seconds (user + system) a process has used, from /proc/<pid>/stat."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _shm_dir_of(pid: int) -> str | None:
     """The temporary spool directory under SHM that process ``pid`` has open (spoolq without ``-b``), or None."""
     prefix = os.path.join(SHM, "spoolq-beanstalkd-")
@@ -205,10 +203,10 @@ class Running:
         return ("127.0.0.1", self.port)
 
     def clock_started(self) -> None:
-        self.cpu_mark = _cpu_seconds(self.pid)
+        self.cpu_mark = proc_cpu_seconds(self.pid)
 
     def clock_stopped(self, elapsed: float) -> None:
-        now = _cpu_seconds(self.pid)
+        now = proc_cpu_seconds(self.pid)
         if self.cpu_mark is not None and now is not None and elapsed > 0:
             self.cpu_share = (now - self.cpu_mark) / elapsed
 
@@ -239,52 +237,40 @@ def _ready(port: int, proc: subprocess.Popen[bytes], deadline: float) -> bool:
 @contextlib.contextmanager
 def server(kind: Kind, exes: Exes) -> Iterator[Running]:
     """Start one server of ``kind`` on a free port with a fresh directory; stop it (by PID) afterwards."""
-    base = Path(tempfile.mkdtemp(prefix="spoolq-bench-bs-", dir=TMP))
     own_shm: str | None = None  # the in-memory spoolq's directory (found via /proc/<pid>/fd)
-    try:
-        for attempt in range(3):  # the free port may be taken between probing and binding
-            port = _free_port()
-            if kind.server == "spoolq":
-                cmd = [*exes.spoolq, "-l", "127.0.0.1", "-p", str(port)]
-                if kind.disk:
-                    cmd += ["-b", str(base / "spool")]
-            else:
-                assert exes.beanstalkd is not None
-                cmd = [exes.beanstalkd, "-l", "127.0.0.1", "-p", str(port)]
-                if kind.disk:
-                    (base / "binlog").mkdir(exist_ok=True)
-                    cmd += ["-b", str(base / "binlog")]
-            cmd += list(kind.args)
-            errpath = base / f"stderr-{attempt}.txt"
-            with open(errpath, "wb") as err:
-                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-            try:
-                if _ready(port, proc, time.monotonic() + 20):
-                    if kind.server == "spoolq" and not kind.disk:
-                        own_shm = _shm_dir_of(proc.pid)
-                    yield Running(port, proc.pid)
-                    return
-                tail = errpath.read_text(errors="replace").strip()[-500:]
-                log(f"    {kind.key} did not start (exit {proc.poll()}): {' '.join(cmd)}: {tail}")
-            finally:
-                _stop(proc, kind)
-        raise RuntimeError(f"{kind.key} did not start")
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-        if own_shm is not None and os.path.exists(own_shm):  # only the directory of the server we started
-            log(f"    warning: {own_shm} was left behind by the stopped server; removing it")
-            shutil.rmtree(own_shm, ignore_errors=True)
-
-
-def _stop(proc: subprocess.Popen[bytes], kind: Kind) -> None:
-    if proc.poll() is None:
-        proc.terminate()  # SIGTERM to this PID only
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        log(f"    warning: {kind.key} (pid {proc.pid}) ignored SIGTERM for 15 s; killing it")
-        proc.kill()
-        proc.wait(15)
+    with tmpdir("spoolq-bench-bs-") as base:
+        try:
+            for attempt in range(3):  # the free port may be taken between probing and binding
+                port = free_port()
+                if kind.server == "spoolq":
+                    cmd = [*exes.spoolq, "-l", "127.0.0.1", "-p", str(port)]
+                    if kind.disk:
+                        cmd += ["-b", str(base / "spool")]
+                else:
+                    assert exes.beanstalkd is not None
+                    cmd = [exes.beanstalkd, "-l", "127.0.0.1", "-p", str(port)]
+                    if kind.disk:
+                        (base / "binlog").mkdir(exist_ok=True)
+                        cmd += ["-b", str(base / "binlog")]
+                cmd += list(kind.args)
+                errpath = base / f"stderr-{attempt}.txt"
+                with open(errpath, "wb") as err:
+                    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+                try:
+                    if _ready(port, proc, time.monotonic() + 20):
+                        if kind.server == "spoolq" and not kind.disk:
+                            own_shm = _shm_dir_of(proc.pid)
+                        yield Running(port, proc.pid)
+                        return
+                    tail = errpath.read_text(errors="replace").strip()[-500:]
+                    log(f"    {kind.key} did not start (exit {proc.poll()}): {' '.join(cmd)}: {tail}")
+                finally:
+                    stop_proc(proc, 15.0, kind.key)
+            raise RuntimeError(f"{kind.key} did not start")
+        finally:
+            if own_shm is not None and os.path.exists(own_shm):  # only the directory of the server we started
+                log(f"    warning: {own_shm} was left behind by the stopped server; removing it")
+                shutil.rmtree(own_shm, ignore_errors=True)
 
 
 # -- clients ------------------------------------------------------------------------------------------------
@@ -329,7 +315,7 @@ def prefill(addr: tuple[str, int], n: int) -> None:
                     break
                 base = done + sum(sent.values())
                 s.sendall(
-                    b"".join(b"put 65536 0 60 %d\r\n%s\r\n" % (BODY_SIZE, _POOL[(base + i) & MASK]) for i in range(k))
+                    b"".join(b"put 65536 0 60 %d\r\n%s\r\n" % (BODY_SIZE, POOL[(base + i) & MASK]) for i in range(k))
                 )
                 sent[s] = k
             for s, k in sent.items():
@@ -371,12 +357,12 @@ class Result:
     jobs: int
     seconds: float
     server_cpu: float | None  # CPU share of the server process while the clock ran (1.0 = one core)
-    load: float | None = None  # 1-minute load average when the measurement started
 
-    def show(self) -> str:
+    def show(self, load: float | None = None) -> str:
+        """The figure, with the 1-minute load average when the measurement started (if given)."""
         cpu = "n/a" if self.server_cpu is None else f"{self.server_cpu:.0%}"
-        load = "" if self.load is None else f", load {self.load:.2f}"
-        return f"{_rate(self.rate)} ({self.jobs:,} jobs in {self.seconds:.2f} s, server CPU {cpu}{load})"
+        at = "" if load is None else f", load {load:.2f}"
+        return f"{fmt_rate(self.rate)} ({self.jobs:,} jobs in {self.seconds:.2f} s, server CPU {cpu}{at})"
 
 
 def _timed_loop(n: int, op: Callable[[int], None], run: Running) -> Result:
@@ -400,10 +386,10 @@ def put_one(kind: Kind, exes: Exes, n: int) -> Result:
     with server(kind, exes) as run, _client(run.addr(), use=True) as c:
         put = c.put
         for i in range(10):  # warm-up: creates the tube / channel
-            put(_POOL[i])
+            put(POOL[i])
 
         def op(i: int) -> None:
-            put(_POOL[i & MASK])
+            put(POOL[i & MASK])
 
         return _timed_loop(n, op, run)
 
@@ -426,7 +412,7 @@ def _worker(addr: tuple[str, int], mode: str, quota: int, offset: int, barrier: 
     try:
         with _client(addr, use=mode == "put", watch=mode == "get") as c:
             if mode == "put":
-                c.put(_POOL[offset & MASK])  # warm-up (creates the tube)
+                c.put(POOL[offset & MASK])  # warm-up (creates the tube)
             barrier.wait(HARD_CAP)
             t0 = time.monotonic()
             end = t0 + CAP
@@ -435,7 +421,7 @@ def _worker(addr: tuple[str, int], mode: str, quota: int, offset: int, barrier: 
             if mode == "put":
                 put = c.put
                 for i in range(quota):
-                    put(_POOL[(offset + i) & MASK])
+                    put(POOL[(offset + i) & MASK])
                     done += 1
                     t1 = time.monotonic()
                     if t1 >= end:
@@ -486,10 +472,7 @@ def many(kind: Kind, exes: Exes, mode: str, n: int, clients: int = CLIENTS) -> R
             run.clock_stopped(time.monotonic() - cpu_t0)
         finally:
             for p in procs:
-                p.join(15)
-                if p.is_alive():
-                    p.terminate()  # our own child, by its PID
-                    p.join(5)
+                reap(p)  # our own children, by their PIDs
         errors = [r[1] for r in results if r[0] != "ok"]
         if errors:
             raise RuntimeError(f"client failed: {errors[0]}")
@@ -499,87 +482,7 @@ def many(kind: Kind, exes: Exes, mode: str, n: int, clients: int = CLIENTS) -> R
         return Result(done / (t1 - t0), done, t1 - t0, run.cpu_share)
 
 
-# -- helpers for the table ----------------------------------------------------------------------------------
-
-
-def _median(values: list[Result]) -> float | None:
-    return statistics.median(v.rate for v in values) if values else None
-
-
-def _rate(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:,.0f}/s"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
-
-
-def _met(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("yes" if ok else "NO")
-
-
-# -- installing the peers -----------------------------------------------------------------------------------
-
-
-def _run_logged(cmd: list[str], env: dict[str, str] | None = None) -> bool:
-    log(f"  $ {' '.join(cmd)}")
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        log(f"    failed: {e}")
-        return False
-    if r.returncode != 0:
-        tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
-        log(f"    exit {r.returncode}:\n{tail}")
-    return r.returncode == 0
-
-
-def ensure_greenstalk() -> bool:
-    if importlib.util.find_spec("greenstalk") is None:
-        log("installing greenstalk with pip")
-        _run_logged([sys.executable, "-m", "pip", "install", "greenstalk"])
-        importlib.invalidate_caches()
-    return importlib.util.find_spec("greenstalk") is not None
-
-
-def ensure_beanstalkd() -> str | None:
-    """The beanstalkd binary, apt-installed when missing (as root)."""
-    exe = shutil.which("beanstalkd") or next(
-        (p for p in ("/usr/bin/beanstalkd", "/usr/sbin/beanstalkd") if os.access(p, os.X_OK)), None
-    )
-    if exe:
-        return exe
-    if os.geteuid() != 0:
-        log("peer unavailable: beanstalkd is not installed and this is not root (apt-get install beanstalkd)")
-        return None
-    log("installing beanstalkd with apt-get")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "beanstalkd"]
-    if not _run_logged(cmd, env) and _run_logged(["apt-get", "update"], env):
-        _run_logged(cmd, env)
-    exe = shutil.which("beanstalkd")
-    if not exe:
-        log("peer unavailable: beanstalkd could not be installed; its figures are left out")
-    return exe
-
-
 # -- the rows -----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TableRow:
-    workload: str
-    spoolq: str
-    peers: str
-    ratio: str
-    target: str
-    met: str
-
-
-@dataclass
-class Variant:
-    kind: Kind
-    run: Callable[[], Result]
 
 
 class Bench:
@@ -588,70 +491,61 @@ class Bench:
         self.counts = Counts().quick() if args.quick else Counts()
         self.rows: list[int] = args.only
         self.exes = Exes(find_spoolq_beanstalkd(), None)
-        self.details: list[tuple[str, str, list[Result]]] = []
+        self.details: Details = []
         self.load_at_start = os.getloadavg()
         # every spoolq-beanstalkd is started afresh from the installed (editable) source: note it at both ends
-        self.source_at_start = _spoolq_source()
+        self.source = SourceWatch(spoolq_commit)
 
     def setup(self) -> None:
-        if not ensure_greenstalk():
+        installer = Installer()
+        if not installer.pip("greenstalk", "greenstalk"):
             raise SystemExit("greenstalk is needed (python -m pip install greenstalk)")
-        self.exes = Exes(self.exes.spoolq, ensure_beanstalkd())
+        self.exes = Exes(self.exes.spoolq, installer.apt("beanstalkd", "beanstalkd"))
+
+    def teardown(self) -> None:
+        """Nothing to remove: every server removes its own directory when it stops."""
 
     def count(self, kind: Kind, which: str) -> int:
         return int(getattr(self.counts, f"{which}_{'sync' if kind.sync_every_op else 'fast'}"))
 
-    def interleave(self, row: str, variants: list[Variant]) -> dict[str, float | None]:
-        """Run every variant once per round (order rotated each round); returns the median rate per kind."""
-        values: dict[str, list[Result]] = {v.kind.key: [] for v in variants}
-        for r in range(self.rounds):
-            shift = r % len(variants)
-            for v in variants[shift:] + variants[:shift]:
-                started = time.monotonic()
-                load = os.getloadavg()[0]
-                try:
-                    res = dataclasses.replace(v.run(), load=load)
-                except Exception as e:
-                    log(f"[row {row}] round {r + 1}/{self.rounds} {v.kind.key}: FAILED: {type(e).__name__}: {e}")
-                    continue
-                values[v.kind.key].append(res)
-                log(
-                    f"[row {row}] round {r + 1}/{self.rounds} {v.kind.key}: {res.show()}"
-                    f" ({time.monotonic() - started:.1f} s with start, prefill and stop)"
-                )
-        for v in variants:
-            self.details.append((row, v.kind.label, values[v.kind.key]))
-        return {k: _median(vals) for k, vals in values.items()}
-
-    def variants(self, kinds: list[Kind], make: Callable[[Kind], Callable[[], Result]]) -> list[Variant]:
-        return [Variant(k, make(k)) for k in kinds if k.server == "spoolq" or self.exes.beanstalkd]
+    def interleave(
+        self, row: str, kinds: list[Kind], make: Callable[[Kind], Callable[[], Result]]
+    ) -> dict[str, float | None]:
+        """Run ``make(kind)`` for every kind once per round (order rotated each round; beanstalkd's kinds only when
+        it is there); returns the median rate per kind."""
+        kinds = [k for k in kinds if k.server == "spoolq" or self.exes.beanstalkd]
+        variants = [Variant(k.key, make(k)) for k in kinds]
+        runs = interleave(row, variants, self.rounds, show=Result.show, took=" with start, prefill and stop")
+        for k in kinds:
+            self.details.append((row, k.label, [v.show(r.load) for r in runs[k.key] if (v := r.value) is not None]))
+        return {k.key: median([r.rate for r in values(runs[k.key])]) for k in kinds}
 
     def _row(
         self, name: str, mine: Kind, med: dict[str, float | None], peers: list[Kind], target_peer: Kind, factor: float
     ) -> TableRow:
         me = med.get(mine.key)
         shown = [p for p in peers if p.key in med]
-        peer_text = "; ".join(f"{p.label}: {_rate(med[p.key])}" for p in shown) or "beanstalkd unavailable"
-        ratio_text = "; ".join(f"{_ratio(me, med[p.key])} {p.key}" for p in shown) or "-"
+        peer_text = "; ".join(f"{p.label}: {fmt_rate(med[p.key])}" for p in shown) or "beanstalkd unavailable"
+        ratio_text = "; ".join(f"{fmt_ratio(me, med[p.key])} {p.key}" for p in shown) or "-"
         goal = med.get(target_peer.key)
         ok = None if me is None or goal is None else me >= factor * goal
         target = f">= {factor:.1f}x {target_peer.key}"
-        return TableRow(f"{name} — {mine.label}", _rate(me), peer_text, ratio_text, target, _met(ok))
+        return TableRow(f"{name} — {mine.label}", fmt_rate(me), peer_text, ratio_text, target, fmt_met(ok))
 
     def row1(self) -> list[TableRow]:
         kinds = [S_NORMAL, S_MEM, B_F0, B_MEM]
-        med = self.interleave("1", self.variants(kinds, lambda k: lambda: put_one(k, self.exes, self.count(k, "put"))))
+        med = self.interleave("1", kinds, lambda k: lambda: put_one(k, self.exes, self.count(k, "put")))
         name = "1. put, 1 client"
         return [self._row(name, s, med, [B_MEM, B_F0], B_MEM, 0.5) for s in (S_NORMAL, S_MEM)]
 
     def row2(self) -> list[TableRow]:
         kinds = [S_FULL, B_F0]
-        med = self.interleave("2", self.variants(kinds, lambda k: lambda: put_one(k, self.exes, self.count(k, "put"))))
+        med = self.interleave("2", kinds, lambda k: lambda: put_one(k, self.exes, self.count(k, "put")))
         return [self._row("2. put, 1 client", S_FULL, med, [B_F0], B_F0, 1.0)]
 
     def row3(self) -> list[TableRow]:
         kinds = [S_FULL, S_NORMAL, S_MEM, B_F0, B_MEM]
-        med = self.interleave("3", self.variants(kinds, lambda k: lambda: get_one(k, self.exes, self.count(k, "get"))))
+        med = self.interleave("3", kinds, lambda k: lambda: get_one(k, self.exes, self.count(k, "get")))
         name = "3. reserve + delete, 1 client"
         return [
             self._row(name, S_FULL, med, [B_F0, B_MEM], B_F0, 1.0),
@@ -667,147 +561,71 @@ class Bench:
             def make(k: Kind, m: str = mode, w: str = which) -> Callable[[], Result]:
                 return lambda: many(k, self.exes, m, self.count(k, w))
 
-            med = self.interleave(sub, self.variants(kinds, make))
+            med = self.interleave(sub, kinds, make)
             name = f"{sub}. {what}, {CLIENTS} clients (processes)"
             out.append(self._row(name, S_FULL, med, [B_F0, B_MEM], B_F0, 1.0))
         return out
 
     def run(self) -> list[TableRow]:
-        table: list[TableRow] = []
-        rows: dict[int, Callable[[], list[TableRow]]] = {1: self.row1, 2: self.row2, 3: self.row3, 4: self.row4}
-        for num in self.rows:
-            log(f"== row {num}")
-            try:
-                table.extend(rows[num]())
-            except Exception as e:
-                log(f"row {num} failed: {type(e).__name__}: {e}")
-                table.append(TableRow(f"{num}. (failed)", f"error: {type(e).__name__}: {e}", "", "", "", "n/a"))
-        return table
+        return run_rows(self.rows, {1: self.row1, 2: self.row2, 3: self.row3, 4: self.row4})
+
+    # the report -------------------------------------------------------------------------------------------
+
+    def intro(self) -> list[str]:
+        c = self.counts
+        return [
+            f"Rounds: {self.rounds} (median shown); a measurement stops after its count or {CAP:g} s. Counts "
+            f"(fsync-per-op variants / others): put 1 client {c.put_sync:,} / {c.put_fast:,}; reserve+delete 1 client "
+            f"{c.get_sync:,} / {c.get_fast:,}; put {CLIENTS} clients {c.many_put_sync:,} / {c.many_put_fast:,}; "
+            f"reserve+delete {CLIENTS} clients {c.many_get_sync:,} / {c.many_get_fast:,}.",
+            "Note: spoolq `full` syncs every put before `INSERTED`; its leases and acks (reserve, delete) are "
+            "committed with SQLite `synchronous=NORMAL`, not synced one by one. beanstalkd `-f 0` fsyncs its binlog "
+            "after every write, deletes included.",
+        ]
+
+    def _source_line(self) -> str:
+        now = self.source.changed()
+        if now is None:
+            return f"- spoolq (and spoolq-beanstalkd) from {self.source.at_start}"
+        return (
+            f"- spoolq (and spoolq-beanstalkd) from {self.source.at_start} at the start, {now} at the end: "
+            "the source changed during the run, so its servers may have run different code"
+        )
+
+    def machine(self) -> list[str]:
+        bs = tool_version([self.exes.beanstalkd, "-v"]) if self.exes.beanstalkd else "unavailable"
+        return [
+            *machine_facts(self.load_at_start),
+            f"- spoolq {version('spoolq')}; greenstalk {version('greenstalk')}; msgspec {version('msgspec')}",
+            f"- beanstalkd: {bs} ({self.exes.beanstalkd or '-'}); spoolq-beanstalkd: "
+            f"{tool_version([*self.exes.spoolq, '-v'])} ({' '.join(self.exes.spoolq)})",
+            self._source_line(),
+            f"- temporary directories under {TMP} (spoolq in-memory: {SHM}); bodies of {BODY_SIZE} random bytes",
+        ]
 
 
 # -- output -------------------------------------------------------------------------------------------------
 
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _tool_version(cmd: list[str]) -> str:
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return (r.stdout + r.stderr).strip().splitlines()[0] if (r.stdout + r.stderr).strip() else "unknown"
-
-
-def _spoolq_source() -> str:
-    """Where spoolq is imported from, and its git commit (with "+ uncommitted changes" when dirty)."""
-    spec = importlib.util.find_spec("spoolq")
-    if spec is None or spec.origin is None:
-        return "spoolq not found"
-    where = Path(spec.origin).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(where), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return str(where)
-    if head.returncode != 0:
-        return str(where)
-    return f"{where} at {head.stdout.strip()}" + (" + uncommitted changes" if dirty.stdout.strip() else "")
-
-
-def _source_line(bench: Bench) -> str:
-    now = _spoolq_source()
-    if now == bench.source_at_start:
-        return f"- spoolq (and spoolq-beanstalkd) from {now}"
-    return (
-        f"- spoolq (and spoolq-beanstalkd) from {bench.source_at_start} at the start, {now} at the end: "
-        "the source changed during the run, so its servers may have run different code"
-    )
-
-
-def machine(bench: Bench) -> list[str]:
-    bs = _tool_version([bench.exes.beanstalkd, "-v"]) if bench.exes.beanstalkd else "unavailable"
-    return [
-        f"- nproc: {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))}); load average at start: "
-        + ", ".join(f"{x:.2f}" for x in bench.load_at_start)
-        + "; at the end: "
-        + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-        f"- platform: {platform.platform()}",
-        f"- Python {platform.python_version()} ({sys.executable}); SQLite {sqlite3.sqlite_version}",
-        f"- spoolq {_version('spoolq')}; greenstalk {_version('greenstalk')}; msgspec {_version('msgspec')}",
-        f"- beanstalkd: {bs} ({bench.exes.beanstalkd or '-'}); spoolq-beanstalkd: "
-        f"{_tool_version([*bench.exes.spoolq, '-v'])} ({' '.join(bench.exes.spoolq)})",
-        _source_line(bench),
-        f"- temporary directories under {TMP} (spoolq in-memory: {SHM}); bodies of {BODY_SIZE} random bytes",
-    ]
-
-
-def render(bench: Bench, table: list[TableRow], elapsed: float, argv: list[str]) -> str:
-    c = bench.counts
-    lines = [
-        "## spoolq-beanstalkd vs beanstalkd",
-        "",
-        f"Command: `{' '.join(['python', 'bench/beanstalk.py', *argv])}`",
-        "",
-        f"Rounds: {bench.rounds} (median shown); a measurement stops after its count or {CAP:g} s. Counts "
-        f"(fsync-per-op variants / others): put 1 client {c.put_sync:,} / {c.put_fast:,}; reserve+delete 1 client "
-        f"{c.get_sync:,} / {c.get_fast:,}; put {CLIENTS} clients {c.many_put_sync:,} / {c.many_put_fast:,}; "
-        f"reserve+delete {CLIENTS} clients {c.many_get_sync:,} / {c.many_get_fast:,}.",
-        "",
-        "Note: spoolq `full` syncs every put before `INSERTED`; its leases and acks (reserve, delete) are committed "
-        "with SQLite `synchronous=NORMAL`, not synced one by one. beanstalkd `-f 0` fsyncs its binlog after every "
-        "write, deletes included.",
-        "",
-        "| workload | spoolq | peer figures | ratio | target | met? |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    lines += [f"| {r.workload} | {r.spoolq} | {r.peers} | {r.ratio} | {r.target} | {r.met} |" for r in table]
-    lines += [
-        "",
-        "### Every round (rate, jobs, seconds, CPU share of the server process, 1-minute load at the start)",
-        "",
-    ]
-    for row, label, values in bench.details:
-        shown = "; ".join(v.show() for v in values) or "no result"
-        lines.append(f"- row {row}, {label}: {shown}")
-    lines += ["", "### Machine", "", *machine(bench), "", f"Total run time: {elapsed:.0f} s ({elapsed / 60:.1f} min)"]
-    return "\n".join(lines)
+REPORT = Report(
+    title="spoolq-beanstalkd vs beanstalkd",
+    script="bench/beanstalk.py",
+    separator="; ",
+    every_round="Every round (rate, jobs, seconds, CPU share of the server process, 1-minute load at the start)",
+)
 
 
 # -- main ---------------------------------------------------------------------------------------------------
 
 
-def _rows_arg(text: str) -> list[int]:
-    try:
-        rows = sorted({int(x) for x in text.split(",") if x.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--only takes row numbers like 1,3, not {text!r}") from None
-    bad = [r for r in rows if r not in ALL_ROWS]
-    if bad or not rows:
-        raise argparse.ArgumentTypeError(f"rows are numbered 1-4, not {text!r}")
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser = arg_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="1 round, a fifth of the counts")
-    parser.add_argument("--only", type=_rows_arg, default=list(ALL_ROWS), metavar="ROW,ROW", help="rows (1-4)")
+    only = rows_option(ALL_ROWS, "1,3")
+    parser.add_argument("--only", type=only, default=list(ALL_ROWS), metavar="ROW,ROW", help="rows (1-4)")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    bench = Bench(args)
-    bench.setup()
-    table = bench.run()
-    print(render(bench, table, time.monotonic() - started, argv))
-    return 0
+    return run_suite(Bench(args), REPORT, started, argv)
 
 
 if __name__ == "__main__":

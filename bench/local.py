@@ -64,19 +64,11 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import importlib
-import importlib.metadata
-import importlib.util
-import math
 import multiprocessing as mp
 import os
-import platform
 import resource
 import shutil
-import socket
 import sqlite3
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -84,36 +76,61 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from _common import (
+    BODY_SIZE,
+    MASK,
+    POOL,
+    ROUNDS,
+    TMP,
+    Details,
+    Installer,
+    Report,
+    TableRow,
+    Variant,
+    arg_parser,
+    fmt_met,
+    fmt_rate,
+    fmt_ratio,
+    free_port,
+    interleave,
+    latency_ms,
+    latency_row,
+    log,
+    machine_facts,
+    median,
+    paced,
+    proc_status_kib,
+    reap,
+    rows_option,
+    run_rows,
+    run_suite,
+    serving,
+    spoolq_commit,
+    tmpdir,
+    tool_version,
+    values,
+    version,
+)
 
 from spoolq import Spool
 
 Durability = Literal["full", "normal"]
+T = TypeVar("T")
 
-BODY_SIZE = 100
-POOL_SIZE = 4096  # distinct random bodies, used round robin
-MASK = POOL_SIZE - 1
-_POOL: list[bytes] = [os.urandom(BODY_SIZE) for _ in range(POOL_SIZE)]
 _BATCH = 1_000
-_BATCHES: list[list[bytes]] = [[_POOL[(b * _BATCH + k) & MASK] for k in range(_BATCH)] for b in range(4)]
+_BATCHES: list[list[bytes]] = [[POOL[(b * _BATCH + k) & MASK] for k in range(_BATCH)] for b in range(4)]
 
 CAP = 6.0  # seconds: a throughput measurement stops after this long, done or not
 HARD_CAP = 60.0  # seconds: no loop of one measurement (prefills included) runs longer
 CHANNEL = "bench"  # where the send rows send
 DEEP_CHANNEL = "deep"  # the backlog's channel; the consume rows read it
-TMP = "/tmp"
-ROUNDS = 3
 THREADS = 8
 LATENCY_RATE = 1_000
 RSS_ACKS = 10_000
 ALL_ROWS = tuple(range(1, 11))
 DEEP_ROWS = (9, 10)
-
-_T0 = time.monotonic()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # -- counts -------------------------------------------------------------------------------------------------
@@ -187,14 +204,11 @@ def _until(n: int, step: int = 1, seconds: float = HARD_CAP) -> Iterator[int]:
 @contextlib.contextmanager
 def _fresh_dir(template: Path | None = None) -> Iterator[Path]:
     """A path ``<tmp>/spool`` that does not exist yet (or is a copy of ``template``); removed afterwards."""
-    base = Path(tempfile.mkdtemp(prefix="spoolq-bench-", dir=TMP))
-    try:
+    with tmpdir("spoolq-bench-") as base:
         path = base / "spool"
         if template is not None:
             shutil.copytree(template, path)
         yield path
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -212,28 +226,6 @@ def _prefill(s: Spool, n: int, channel: str, priority: int) -> None:
         s.send_many(_BATCHES[(i // _BATCH) & 3][: min(_BATCH, n - i)], channel, priority=priority)
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    k = max(0, min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1))
-    return sorted_values[k]
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _rate(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:,.0f}/s"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
-
-
-def _met(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("yes" if ok else "NO")
-
-
 # -- spoolq measurements ------------------------------------------------------------------------------------
 
 
@@ -242,10 +234,10 @@ def spool_send(durability: Durability, n: int, template: Path | None = None) -> 
     with _open_spool(durability, template) as s:
         send = s.send
         for i in range(10):  # warm-up: creates the channel, reserves job numbers
-            send(_POOL[i], CHANNEL)
+            send(POOL[i], CHANNEL)
 
         def op(i: int) -> int:
-            send(_POOL[i & MASK], CHANNEL)
+            send(POOL[i & MASK], CHANNEL)
             return 1
 
         return _timed(n, op)
@@ -255,7 +247,7 @@ def spool_send_threads(n: int, threads: int, groups: list[tuple[float, float]]) 
     """``send`` from ``threads`` threads at once, durability full; appends (avg group, share grouped)."""
     with _open_spool("full") as s:
         for i in range(10):
-            s.send(_POOL[i], CHANNEL)
+            s.send(POOL[i], CHANNEL)
         commits0, msgs0 = s._gc_stats
         per = n // threads
         sent = [0] * threads
@@ -266,7 +258,7 @@ def spool_send_threads(n: int, threads: int, groups: list[tuple[float, float]]) 
             end = time.perf_counter() + CAP
             count = 0
             for i in range(per):
-                s.send(_POOL[(k * per + i) & MASK], CHANNEL)
+                s.send(POOL[(k * per + i) & MASK], CHANNEL)
                 count += 1
                 if time.perf_counter() >= end:
                     break
@@ -331,7 +323,7 @@ def build_template(n: int) -> tuple[Path, Path]:
     path = base / "spool"
     log(f"building the backlog template: {n:,} messages into {path} (durability normal, send_many)")
     started = time.monotonic()
-    batch = [_POOL[k & MASK] for k in range(10_000)]
+    batch = [POOL[k & MASK] for k in range(10_000)]
     s = Spool(path, durability="normal")
     try:
         for i in _until(n, len(batch), seconds=5 * HARD_CAP):
@@ -361,12 +353,12 @@ def raw_sqlite(synchronous: str, rows_per_txn: int, n: int) -> float:
 
                 def op(i: int) -> int:
                     ex("BEGIN IMMEDIATE")
-                    ex(sql, (_POOL[i & MASK],))
+                    ex(sql, (POOL[i & MASK],))
                     ex("COMMIT")
                     return 1
 
             else:
-                rows = [(_POOL[k & MASK],) for k in range(rows_per_txn)]
+                rows = [(POOL[k & MASK],) for k in range(rows_per_txn)]
 
                 def op(i: int) -> int:
                     ex("BEGIN IMMEDIATE")
@@ -383,102 +375,80 @@ def raw_sqlite(synchronous: str, rows_per_txn: int, n: int) -> float:
 # -- persist-queue ------------------------------------------------------------------------------------------
 
 
-def pq_put(n: int) -> float:
-    """persist-queue ``SQLiteAckQueue.put`` (its defaults: WAL, default synchronous, pickled items)."""
+@contextlib.contextmanager
+def _persist_queue() -> Iterator[Any]:
+    """A fresh persist-queue ``SQLiteAckQueue`` (its defaults: WAL, default synchronous, pickled items)."""
     import persistqueue
 
     with _fresh_dir() as d:
         q = persistqueue.SQLiteAckQueue(str(d), auto_commit=True)
         try:
-            q.put(_POOL[0])
-
-            def op(i: int) -> int:
-                q.put(_POOL[i & MASK])
-                return 1
-
-            return _timed(n, op)
+            yield q
         finally:
             q.close()
+
+
+def pq_put(n: int) -> float:
+    """persist-queue ``SQLiteAckQueue.put``."""
+    with _persist_queue() as q:
+        q.put(POOL[0])
+
+        def op(i: int) -> int:
+            q.put(POOL[i & MASK])
+            return 1
+
+        return _timed(n, op)
 
 
 def pq_get_ack(n: int) -> float:
     """persist-queue ``get`` + ``ack`` one at a time (prefilled with synchronous=OFF, then back to default)."""
-    import persistqueue
     from persistqueue.exceptions import Empty
 
-    with _fresh_dir() as d:
-        q = persistqueue.SQLiteAckQueue(str(d), auto_commit=True)
-        try:
-            conn = q._putter  # one connection (multithreading=False): prefill it without syncs
-            assert conn is not None
-            default_sync = conn.execute("PRAGMA synchronous").fetchone()[0]
-            conn.execute("PRAGMA synchronous=OFF")
-            for i in _until(n):
-                q.put(_POOL[i & MASK])
-            conn.execute(f"PRAGMA synchronous={int(default_sync)}")
+    with _persist_queue() as q:
+        conn = q._putter  # one connection (multithreading=False): prefill it without syncs
+        assert conn is not None
+        default_sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+        conn.execute("PRAGMA synchronous=OFF")
+        for i in _until(n):
+            q.put(POOL[i & MASK])
+        conn.execute(f"PRAGMA synchronous={int(default_sync)}")
 
-            def op(i: int) -> int:
-                try:
-                    item = q.get(block=False, raw=True)
-                except Empty:
-                    return 0
-                q.ack(id=item["pqid"])
-                return 1
+        def op(i: int) -> int:
+            try:
+                item = q.get(block=False, raw=True)
+            except Empty:
+                return 0
+            q.ack(id=item["pqid"])
+            return 1
 
-            return _timed(n, op)
-        finally:
-            q.close()
+        return _timed(n, op)
 
 
 # -- beanstalkd ---------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
 def beanstalkd(exe: str, fsync: bool) -> Iterator[int]:
     """Run one beanstalkd on 127.0.0.1 (binlog with fsync after every write, or in memory); yields its port."""
     with contextlib.ExitStack() as stack:
-        port = _free_port()
+        port = free_port()
         cmd = [exe, "-l", "127.0.0.1", "-p", str(port)]
         if fsync:
             binlog = stack.enter_context(_fresh_dir())
             binlog.mkdir()
             cmd += ["-b", str(binlog), "-f", "0"]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(500):  # up to ~10 s
-                if proc.poll() is not None:
-                    raise RuntimeError(f"beanstalkd exited with {proc.returncode}: {' '.join(cmd)}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.02)
-            else:
-                raise RuntimeError(f"beanstalkd did not accept connections: {' '.join(cmd)}")
-            yield port
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stack.enter_context(serving(cmd, port, "beanstalkd", stop_cap=5.0))
+        yield port
 
 
 def bs_put(exe: str, fsync: bool, n: int) -> float:
     import greenstalk
 
     with beanstalkd(exe, fsync) as port, greenstalk.Client(("127.0.0.1", port), encoding=None, use=CHANNEL) as c:
-        c.put(_POOL[0])
+        c.put(POOL[0])
 
         def op(i: int) -> int:
-            c.put(_POOL[i & MASK])
+            c.put(POOL[i & MASK])
             return 1
 
         return _timed(n, op)
@@ -493,7 +463,7 @@ def bs_consume(exe: str, fsync: bool, n: int) -> float:
         greenstalk.Client(("127.0.0.1", port), encoding=None, use=CHANNEL, watch=CHANNEL) as c,
     ):
         for i in _until(n):
-            c.put(_POOL[i & MASK])
+            c.put(POOL[i & MASK])
 
         def op(i: int) -> int:
             try:
@@ -507,11 +477,6 @@ def bs_consume(exe: str, fsync: bool, n: int) -> float:
 
 
 # -- latency (the consumer runs in a spawned process) ---------------------------------------------------------
-
-
-def _stamped(i: int) -> bytes:
-    stamp = f"{time.time():.6f} ".encode()
-    return stamp + _POOL[i & MASK][: BODY_SIZE - len(stamp)]
 
 
 def _latency_child_spool(path: str, timeout: float, ready: Any, out: Any) -> None:
@@ -590,25 +555,12 @@ def latency(kind: Literal["spoolq", "beanstalkd"], seconds: float, exe: str | No
                 client = stack.enter_context(greenstalk.Client(("127.0.0.1", port), encoding=None, use=CHANNEL))
                 send = client.put
             time.sleep(0.3)  # let the consumer block in lease / reserve
-            start = time.perf_counter() + 0.01
-            for i in _until(total, seconds=seconds + HARD_CAP):
-                delay = start + i / LATENCY_RATE - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                send(_stamped(i))
+            paced(send, total, LATENCY_RATE, seconds + HARD_CAP)
             send(b"stop")
             lats: list[float] = out.get(timeout=timeout + 30)
         finally:
-            proc.join(15)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-    if len(lats) < total:
-        log(f"    warning: the consumer received {len(lats):,} of {total:,} messages")
-    if not lats:
-        raise RuntimeError("no message was received")
-    lats.sort()
-    return _percentile(lats, 0.50) * 1000, _percentile(lats, 0.99) * 1000
+            reap(proc)
+    return latency_ms(lats, total)
 
 
 # -- RSS of a consumer with the backlog queued ---------------------------------------------------------------
@@ -620,13 +572,8 @@ def _peak_rss_kib() -> tuple[int, int]:
     On Linux, ru_maxrss survives fork + exec: a spawned child starts with its parent's peak, so VmHWM (the
     peak of this process image only) is the figure that describes the consumer itself.
     """
-    hwm = -1
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    hwm = int(line.split()[1])
-    return hwm, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    hwm = proc_status_kib("self", "VmHWM")
+    return -1 if hwm is None else hwm, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _rss_child(path: str, n: int, out: Any) -> None:
@@ -660,82 +607,11 @@ def consumer_rss(template: Path, n: int) -> RssResult:
         try:
             result: RssResult = out.get(timeout=HARD_CAP + 60)
         finally:
-            proc.join(15)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
+            reap(proc)
     return result
 
 
-# -- installing the peers -------------------------------------------------------------------------------------
-
-
-def _run_logged(cmd: list[str], env: dict[str, str] | None = None) -> bool:
-    log(f"  $ {' '.join(cmd)}")
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        log(f"    failed: {e}")
-        return False
-    if r.returncode != 0:
-        tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
-        log(f"    exit {r.returncode}:\n{tail}")
-    return r.returncode == 0
-
-
-def ensure_python_peers() -> dict[str, bool]:
-    """pip-install persist-queue and greenstalk into this interpreter when missing."""
-    wanted = {"persistqueue": "persist-queue", "greenstalk": "greenstalk"}
-    missing = [pkg for mod, pkg in wanted.items() if importlib.util.find_spec(mod) is None]
-    if missing:
-        log(f"installing {', '.join(missing)} with pip")
-        _run_logged([sys.executable, "-m", "pip", "install", *missing])
-        importlib.invalidate_caches()
-    have = {mod: importlib.util.find_spec(mod) is not None for mod in wanted}
-    for mod, ok in have.items():
-        if not ok:
-            log(f"peer unavailable: {wanted[mod]} could not be installed; its figures are left out")
-    return have
-
-
-def ensure_beanstalkd() -> str | None:
-    """The beanstalkd binary, apt-installed when missing (as root)."""
-    exe = shutil.which("beanstalkd") or next(
-        (p for p in ("/usr/bin/beanstalkd", "/usr/sbin/beanstalkd") if os.access(p, os.X_OK)), None
-    )
-    if exe:
-        return exe
-    if os.geteuid() != 0:
-        log("peer unavailable: beanstalkd is not installed and this is not root (apt-get install beanstalkd)")
-        return None
-    log("installing beanstalkd with apt-get")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "beanstalkd"]
-    if not _run_logged(cmd, env) and _run_logged(["apt-get", "update"], env):
-        _run_logged(cmd, env)
-    exe = shutil.which("beanstalkd")
-    if not exe:
-        log("peer unavailable: beanstalkd could not be installed; its figures are left out")
-    return exe
-
-
 # -- the rows ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TableRow:
-    workload: str
-    spoolq: str
-    peers: str
-    ratio: str
-    target: str
-    met: str
-
-
-@dataclass
-class Variant:
-    label: str
-    run: Callable[[], Any]
 
 
 class Bench:
@@ -751,7 +627,7 @@ class Bench:
         self.bs_exe: str | None = None
         self.template: Path | None = None
         self._template_base: Path | None = None
-        self.details: list[tuple[str, str, list[Any]]] = []  # (row, variant, per-round values)
+        self.details: Details = []
         self.load_at_start = os.getloadavg()
 
     # running ------------------------------------------------------------------------------------------------
@@ -760,9 +636,10 @@ class Bench:
         if self.skip_peers:
             log("--skip-peers: persist-queue and beanstalkd are left out")
             return
-        have = ensure_python_peers()
-        self.pq, self.gs = have["persistqueue"], have["greenstalk"]
-        self.bs_exe = ensure_beanstalkd()
+        installer = Installer()
+        self.pq = installer.pip("persistqueue", "persist-queue")
+        self.gs = installer.pip("greenstalk", "greenstalk")
+        self.bs_exe = installer.apt("beanstalkd", "beanstalkd")
         if self.bs_exe and not self.gs:
             log("peer unavailable: beanstalkd (no greenstalk client)")
             self.bs_exe = None
@@ -772,32 +649,23 @@ class Bench:
             shutil.rmtree(self._template_base, ignore_errors=True)
             self._template_base = self.template = None
 
+    @property
+    def deep_label(self) -> str:
+        return f"{self.deep:,}" if self.deep != 1_000_000 else "1M"
+
     def need_template(self) -> Path:
         if self.template is None:
             self._template_base, self.template = build_template(self.deep)
         return self.template
 
-    def interleave(self, row: str, variants: list[Variant]) -> dict[str, list[Any]]:
+    def interleave(self, row: str, variants: list[Variant[T]]) -> dict[str, list[T]]:
         """Run every variant once per round (order rotated each round); returns the values per label."""
-        values: dict[str, list[Any]] = {v.label: [] for v in variants}
-        for r in range(self.rounds):
-            shift = r % len(variants)
-            for v in variants[shift:] + variants[:shift]:
-                started = time.monotonic()
-                try:
-                    value = v.run()
-                except Exception as e:
-                    log(f"[row {row}] round {r + 1}/{self.rounds} {v.label}: FAILED: {type(e).__name__}: {e}")
-                    continue
-                values[v.label].append(value)
-                shown = _rate(value) if isinstance(value, float) else _show(value)
-                log(f"[row {row}] round {r + 1}/{self.rounds} {v.label}: {shown} ({time.monotonic() - started:.1f} s)")
-        for v in variants:
-            self.details.append((row, v.label, values[v.label]))
-        return values
+        runs = interleave(row, variants, self.rounds, show=lambda value, _load: _show(value))
+        got = {label: values(rs) for label, rs in runs.items()}
+        self.details += [(row, label, [_show(v) for v in vals]) for label, vals in got.items()]
+        return got
 
     def run(self) -> list[TableRow]:
-        table: list[TableRow] = []
         rows: dict[int, Callable[[], list[TableRow]]] = {
             1: self.row1,
             2: self.row2,
@@ -810,42 +678,50 @@ class Bench:
             9: self.row9,
             10: self.row10,
         }
-        for num in self.rows:
-            log(f"== row {num}")
-            try:
-                table.extend(rows[num]())
-            except Exception as e:
-                log(f"row {num} failed: {type(e).__name__}: {e}")
-                table.append(TableRow(f"{num}. (failed)", f"error: {type(e).__name__}: {e}", "", "", "", "n/a"))
-        return table
+        return run_rows(self.rows, rows)
+
+    def _bs(self, label: str, run: Callable[[str], T]) -> list[Variant[T]]:
+        """The beanstalkd variant of a row (``run(exe)``), or none when beanstalkd is unavailable."""
+        return [Variant(label, functools.partial(run, self.bs_exe))] if self.bs_exe else []
+
+    def _vs_peers(
+        self,
+        num: int,
+        workload: str,
+        variants: list[Variant[float]],
+        target: str,
+        goal: float | tuple[str, float],
+        unavailable: list[str],
+    ) -> list[TableRow]:
+        """A throughput row: spoolq (the first variant) and its peers (the others), medians of the rounds.
+
+        ``goal``: the rate spoolq must reach, or (peer label, factor): at least ``factor`` times that peer's rate.
+        """
+        med = {k: median(v) for k, v in self.interleave(str(num), variants).items()}
+        mine = med.pop(variants[0].label)
+        if isinstance(goal, tuple):
+            peer = med.get(goal[0])
+            floor = None if peer is None else goal[1] * peer
+        else:
+            floor = goal
+        ok = None if mine is None or floor is None else mine >= floor
+        peers, ratios = _peers(med, unavailable), _ratios(mine, med)
+        return [TableRow(f"{num}. {workload}", fmt_rate(mine), peers, ratios, target, fmt_met(ok))]
 
     # rows ---------------------------------------------------------------------------------------------------
 
     def row1(self) -> list[TableRow]:
         c = self.counts
+        raw = "raw SQLite FULL 1 row/txn"
         vs = [
             Variant("spoolq send full", lambda: spool_send("full", c.send_full)),
-            Variant("raw SQLite FULL 1 row/txn", lambda: raw_sqlite("FULL", 1, c.raw_full)),
+            Variant(raw, lambda: raw_sqlite("FULL", 1, c.raw_full)),
+            *self._bs("beanstalkd -f0 put", lambda exe: bs_put(exe, True, c.bs_f0_put)),
         ]
-        if self.bs_exe:
-            exe = self.bs_exe
-            vs.append(Variant("beanstalkd -f0 put", lambda: bs_put(exe, True, c.bs_f0_put)))
         if self.pq:
             vs.append(Variant("persist-queue put", lambda: pq_put(c.pq_put)))
-        med = {k: _median(v) for k, v in self.interleave("1", vs).items()}
-        mine = med.pop("spoolq send full")
-        raw = med["raw SQLite FULL 1 row/txn"]
-        ok = None if mine is None or raw is None else mine >= 0.9 * raw
-        return [
-            TableRow(
-                "1. send, 1 thread, full",
-                _rate(mine),
-                _peers(med, self._unavailable(bs=True, pq=True)),
-                _ratios(mine, med),
-                ">= 0.9x raw SQLite FULL 1 row/txn",
-                _met(ok),
-            )
-        ]
+        unavailable = self._unavailable(bs=True, pq=True)
+        return self._vs_peers(1, "send, 1 thread, full", vs, f">= 0.9x {raw}", (raw, 0.9), unavailable)
 
     def row2(self) -> list[TableRow]:
         c = self.counts
@@ -853,9 +729,9 @@ class Bench:
         vs = [
             Variant(f"spoolq send full {THREADS} threads", lambda: spool_send_threads(c.send_threads, THREADS, groups))
         ]
-        mine = _median(self.interleave("2", vs)[vs[0].label])
-        avg = _median([g for g, _ in groups])
-        share = _median([s for _, s in groups])
+        mine = median(self.interleave("2", vs)[vs[0].label])
+        avg = median([g for g, _ in groups])
+        share = median([s for _, s in groups])
         info = (
             "n/a"
             if avg is None or share is None
@@ -865,7 +741,12 @@ class Bench:
         ok = None if mine is None else mine >= 20_000
         return [
             TableRow(
-                f"2. send, {THREADS} threads, full (group commit)", _rate(mine), info, "-", ">= 20,000/s", _met(ok)
+                f"2. send, {THREADS} threads, full (group commit)",
+                fmt_rate(mine),
+                info,
+                "-",
+                ">= 20,000/s",
+                fmt_met(ok),
             )
         ]
 
@@ -874,23 +755,9 @@ class Bench:
         vs = [
             Variant("spoolq send normal", lambda: spool_send("normal", c.send_normal)),
             Variant("raw SQLite NORMAL 1 row/txn", lambda: raw_sqlite("NORMAL", 1, c.raw_normal)),
+            *self._bs("beanstalkd in-memory put", lambda exe: bs_put(exe, False, c.bs_mem)),
         ]
-        if self.bs_exe:
-            exe = self.bs_exe
-            vs.append(Variant("beanstalkd in-memory put", lambda: bs_put(exe, False, c.bs_mem)))
-        med = {k: _median(v) for k, v in self.interleave("3", vs).items()}
-        mine = med.pop("spoolq send normal")
-        ok = None if mine is None else mine >= 50_000
-        return [
-            TableRow(
-                "3. send, 1 thread, normal",
-                _rate(mine),
-                _peers(med, self._unavailable(bs=True)),
-                _ratios(mine, med),
-                ">= 50,000/s",
-                _met(ok),
-            )
-        ]
+        return self._vs_peers(3, "send, 1 thread, normal", vs, ">= 50,000/s", 50_000, self._unavailable(bs=True))
 
     def row4(self) -> list[TableRow]:
         c = self.counts
@@ -898,105 +765,51 @@ class Bench:
             Variant("spoolq send_many(1000) full", lambda: spool_send_many("full", c.send_many)),
             Variant("raw SQLite FULL 10,000 rows/txn", lambda: raw_sqlite("FULL", 10_000, c.raw_batch)),
         ]
-        med = {k: _median(v) for k, v in self.interleave("4", vs).items()}
-        mine = med.pop("spoolq send_many(1000) full")
-        ok = None if mine is None else mine >= 250_000
-        return [
-            TableRow(
-                "4. send_many, batches of 1,000, full",
-                _rate(mine),
-                _peers(med, []),
-                _ratios(mine, med),
-                ">= 250,000/s",
-                _met(ok),
-            )
-        ]
+        return self._vs_peers(4, "send_many, batches of 1,000, full", vs, ">= 250,000/s", 250_000, [])
 
     def row5(self) -> list[TableRow]:
         c = self.counts
         vs = [Variant("spoolq lease_many(100)+ack_many full", lambda: spool_consume("full", c.lease_many, 100))]
-        mine = _median(self.interleave("5", vs)[vs[0].label])
-        ok = None if mine is None else mine >= 100_000
-        return [
-            TableRow("5. lease_many(100) + ack_many, 1 consumer, full", _rate(mine), "-", "-", ">= 100,000/s", _met(ok))
-        ]
+        workload = "lease_many(100) + ack_many, 1 consumer, full"
+        return self._vs_peers(5, workload, vs, ">= 100,000/s", 100_000, [])
 
     def row6(self) -> list[TableRow]:
         c = self.counts
-        vs = [Variant("spoolq lease+ack full", lambda: spool_consume("full", c.lease_full, 1))]
-        if self.bs_exe:
-            exe = self.bs_exe
-            vs.append(Variant("beanstalkd -f0 reserve+delete", lambda: bs_consume(exe, True, c.bs_f0_get)))
+        peer = "beanstalkd -f0 reserve+delete"
+        vs = [
+            Variant("spoolq lease+ack full", lambda: spool_consume("full", c.lease_full, 1)),
+            *self._bs(peer, lambda exe: bs_consume(exe, True, c.bs_f0_get)),
+        ]
         if self.pq:
             vs.append(Variant("persist-queue get+ack", lambda: pq_get_ack(c.pq_get)))
-        med = {k: _median(v) for k, v in self.interleave("6", vs).items()}
-        mine = med.pop("spoolq lease+ack full")
-        peer = med.get("beanstalkd -f0 reserve+delete")
-        ok = None if mine is None or peer is None else mine >= peer
-        return [
-            TableRow(
-                "6. lease + ack, one at a time, full",
-                _rate(mine),
-                _peers(med, self._unavailable(bs=True, pq=True)),
-                _ratios(mine, med),
-                ">= beanstalkd -f0 reserve+delete",
-                _met(ok),
-            )
-        ]
+        unavailable = self._unavailable(bs=True, pq=True)
+        return self._vs_peers(6, "lease + ack, one at a time, full", vs, f">= {peer}", (peer, 1.0), unavailable)
 
     def row7(self) -> list[TableRow]:
         c = self.counts
-        vs = [Variant("spoolq lease+ack normal", lambda: spool_consume("normal", c.lease_normal, 1))]
-        if self.bs_exe:
-            exe = self.bs_exe
-            vs.append(Variant("beanstalkd in-memory reserve+delete", lambda: bs_consume(exe, False, c.bs_mem)))
-        med = {k: _median(v) for k, v in self.interleave("7", vs).items()}
-        mine = med.pop("spoolq lease+ack normal")
-        ok = None if mine is None else mine >= 20_000
-        return [
-            TableRow(
-                "7. lease + ack, one at a time, normal",
-                _rate(mine),
-                _peers(med, self._unavailable(bs=True)),
-                _ratios(mine, med),
-                ">= 20,000/s",
-                _met(ok),
-            )
+        vs = [
+            Variant("spoolq lease+ack normal", lambda: spool_consume("normal", c.lease_normal, 1)),
+            *self._bs("beanstalkd in-memory reserve+delete", lambda exe: bs_consume(exe, False, c.bs_mem)),
         ]
+        workload = "lease + ack, one at a time, normal"
+        return self._vs_peers(7, workload, vs, ">= 20,000/s", 20_000, self._unavailable(bs=True))
 
     def row8(self) -> list[TableRow]:
         secs = self.counts.latency_seconds
-        vs = [Variant("spoolq send -> lease (full)", lambda: latency("spoolq", secs))]
-        if self.bs_exe:
-            exe = self.bs_exe
-            vs.append(Variant("beanstalkd -f0 put -> reserve", lambda: latency("beanstalkd", secs, exe)))
+        vs = [
+            Variant("spoolq send -> lease (full)", lambda: latency("spoolq", secs)),
+            *self._bs("beanstalkd -f0 put -> reserve", lambda exe: latency("beanstalkd", secs, exe)),
+        ]
         got = self.interleave("8", vs)
         mine = got.pop("spoolq send -> lease (full)")
-        p50 = _median([a for a, _ in mine])
-        p99 = _median([b for _, b in mine])
-        peers: list[str] = []
-        ratios: list[str] = []
-        for label, vals in got.items():
-            b50, b99 = _median([a for a, _ in vals]), _median([b for _, b in vals])
-            peers.append(f"{label}: p50 {_ms(b50)}, p99 {_ms(b99)}")
-            ratios.append(f"p50 {_ratio(p50, b50)}, p99 {_ratio(p99, b99)} vs beanstalkd")
-        peers += self._unavailable(bs=True)
-        ok = None if p50 is None or p99 is None else p50 < 1.0 and p99 < 5.0
-        return [
-            TableRow(
-                f"8. latency send -> lease at {LATENCY_RATE:,} msg/s for {secs:g} s, full, 2 processes",
-                f"p50 {_ms(p50)}, p99 {_ms(p99)}",
-                "; ".join(peers) or "-",
-                "; ".join(ratios) or "-",
-                "p50 < 1 ms, p99 < 5 ms",
-                _met(ok),
-            )
-        ]
+        workload = f"8. latency send -> lease at {LATENCY_RATE:,} msg/s for {secs:g} s, full, 2 processes"
+        unavailable = self._unavailable(bs=True)
+        return [latency_row(workload, mine, got, (1.0, 5.0), versus=lambda _: "vs beanstalkd", unavailable=unavailable)]
 
     def row9(self) -> list[TableRow]:
         template = self.need_template()
         c = self.counts
-        deep = f"{self.deep:,}" if self.deep != 1_000_000 else "1M"
+        deep = self.deep_label
         cases: list[tuple[str, Callable[[Path | None], float]]] = [
             ("send, 1 thread, full", lambda t: spool_send("full", c.send_full, t)),
             ("send, 1 thread, normal", lambda t: spool_send("normal", c.send_normal, t)),
@@ -1012,23 +825,23 @@ class Bench:
                 Variant(f"{name}, {deep} queued", functools.partial(fn, template)),
             ]
             got = self.interleave(f"9.{k}", vs)
-            empty, full = _median(got[vs[0].label]), _median(got[vs[1].label])
+            empty, full = median(got[vs[0].label]), median(got[vs[1].label])
             ok = None if empty is None or full is None else full >= 0.8 * empty
             out.append(
                 TableRow(
                     f"9.{k} {name}, {deep} queued",
-                    _rate(full),
-                    f"empty spool: {_rate(empty)}",
-                    f"{_ratio(full, empty)} of empty",
+                    fmt_rate(full),
+                    f"empty spool: {fmt_rate(empty)}",
+                    f"{fmt_ratio(full, empty)} of empty",
                     ">= 0.8x empty",
-                    _met(ok),
+                    fmt_met(ok),
                 )
             )
         return out
 
     def row10(self) -> list[TableRow]:
         template = self.need_template()
-        deep = f"{self.deep:,}" if self.deep != 1_000_000 else "1M"
+        deep = self.deep_label
         log(f"[row 10] spawned consumer: lease + ack {RSS_ACKS:,} with {deep} queued")
         at_start, after_open, peak, done, secs = consumer_rss(template, RSS_ACKS)
         points = {"start": at_start, "after open": after_open, "peak": peak}
@@ -1046,8 +859,23 @@ class Bench:
                 f" (VmHWM); ru_maxrss {maxrss / 1024:.1f} MB (includes the parent's peak, kept across fork+exec)",
                 "-",
                 "< 60 MB",
-                _met(mb < 60 and done == RSS_ACKS),
+                fmt_met(mb < 60 and done == RSS_ACKS),
             )
+        ]
+
+    # the report -------------------------------------------------------------------------------------------
+
+    def intro(self) -> list[str]:
+        return [f"Rounds: {self.rounds} (median shown); a throughput measurement stops after its count or {CAP:g} s."]
+
+    def machine(self) -> list[str]:
+        bs = tool_version([self.bs_exe, "-v"], missing=self.bs_exe) if self.bs_exe else "unavailable"
+        return [
+            *machine_facts(self.load_at_start),
+            f"- spoolq {version('spoolq')}; persist-queue {version('persist-queue')}; "
+            f"greenstalk {version('greenstalk')}; beanstalkd: {bs}",
+            f"- spoolq imported from {spoolq_commit()}",
+            f"- temporary directories under {TMP}; bodies of {BODY_SIZE} random bytes",
         ]
 
     def _unavailable(self, *, bs: bool = False, pq: bool = False) -> list[str]:
@@ -1060,115 +888,39 @@ class Bench:
         return gone
 
 
-def _ms(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.2f} ms"
-
-
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
+    """A figure as logged and listed under "Every round": a rate, or (p50, p99) in ms."""
+    if isinstance(value, float):
+        return fmt_rate(value)
     if isinstance(value, tuple) and len(value) == 2:
         return f"p50 {value[0]:.3f} ms, p99 {value[1]:.3f} ms"
     return str(value)
 
 
 def _peers(med: dict[str, float | None], unavailable: list[str]) -> str:
-    parts = [f"{label}: {_rate(x)}" for label, x in med.items()] + unavailable
+    parts = [f"{label}: {fmt_rate(x)}" for label, x in med.items()] + unavailable
     return "; ".join(parts) or "-"
 
 
 def _ratios(mine: float | None, med: dict[str, float | None]) -> str:
-    return "; ".join(f"{_ratio(mine, x)} {label}" for label, x in med.items()) or "-"
+    return "; ".join(f"{fmt_ratio(mine, x)} {label}" for label, x in med.items()) or "-"
 
 
 # -- output -----------------------------------------------------------------------------------------------------
 
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _spoolq_source() -> str:
-    """Where spoolq was imported from, and its git commit (with "+ uncommitted changes" when dirty)."""
-    import spoolq
-
-    where = Path(spoolq.__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(where), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return str(where)
-    if head.returncode != 0:
-        return str(where)
-    return f"{where} at {head.stdout.strip()}" + (" + uncommitted changes" if dirty.stdout.strip() else "")
-
-
-def machine(bench: Bench) -> list[str]:
-    bs = "unavailable"
-    if bench.bs_exe:
-        try:
-            bs = subprocess.run([bench.bs_exe, "-v"], capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            bs = bench.bs_exe
-    return [
-        f"- nproc: {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))}); load average at start: "
-        + ", ".join(f"{x:.2f}" for x in bench.load_at_start)
-        + "; at the end: "
-        + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-        f"- platform: {platform.platform()}",
-        f"- Python {platform.python_version()} ({sys.executable}); SQLite {sqlite3.sqlite_version}",
-        f"- spoolq {_version('spoolq')}; persist-queue {_version('persist-queue')}; "
-        f"greenstalk {_version('greenstalk')}; beanstalkd: {bs}",
-        f"- spoolq imported from {_spoolq_source()}",
-        f"- temporary directories under {TMP}; bodies of {BODY_SIZE} random bytes",
-    ]
-
-
-def render(bench: Bench, table: list[TableRow], elapsed: float, argv: list[str]) -> str:
-    lines = [
-        "## spoolq local benchmark",
-        "",
-        f"Command: `{' '.join(['python', 'bench/local.py', *argv])}`",
-        "",
-        f"Rounds: {bench.rounds} (median shown); a throughput measurement stops after its count or {CAP:g} s.",
-        "",
-        "| workload | spoolq | peer figures | ratio | target | met? |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    lines += [f"| {r.workload} | {r.spoolq} | {r.peers} | {r.ratio} | {r.target} | {r.met} |" for r in table]
-    lines += ["", "### Every round", ""]
-    for row, label, values in bench.details:
-        shown = ", ".join(_rate(v) if isinstance(v, float) else _show(v) for v in values) or "no result"
-        lines.append(f"- row {row}, {label}: {shown}")
-    lines += ["", "### Machine", "", *machine(bench), "", f"Total run time: {elapsed:.0f} s ({elapsed / 60:.1f} min)"]
-    return "\n".join(lines)
+REPORT = Report(title="spoolq local benchmark", script="bench/local.py", separator=", ")
 
 
 # -- main -------------------------------------------------------------------------------------------------------
 
 
-def _rows_arg(text: str) -> list[int]:
-    try:
-        rows = sorted({int(x) for x in text.split(",") if x.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--only takes row numbers like 1,3,9, not {text!r}") from None
-    bad = [r for r in rows if r not in ALL_ROWS]
-    if bad or not rows:
-        raise argparse.ArgumentTypeError(f"rows are numbered 1-10, not {text!r}")
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser = arg_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="1 round, smaller counts, skip the 1M rows (9, 10)")
     parser.add_argument("--skip-peers", action="store_true", help="leave out persist-queue and beanstalkd")
-    parser.add_argument("--only", type=_rows_arg, default=None, metavar="ROW,ROW", help="run these rows (1-10)")
+    only = rows_option(ALL_ROWS, "1,3,9")
+    parser.add_argument("--only", type=only, default=None, metavar="ROW,ROW", help="run these rows (1-10)")
     parser.add_argument("--deep", type=int, default=1_000_000, metavar="N", help="backlog size of rows 9 and 10")
     args = parser.parse_args(argv)
     if args.only is None:
@@ -1178,14 +930,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.deep < 1:
         parser.error("--deep must be positive")
     started = time.monotonic()
-    bench = Bench(args)
-    try:
-        bench.setup()
-        table = bench.run()
-    finally:
-        bench.teardown()
-    print(render(bench, table, time.monotonic() - started, argv))
-    return 0
+    return run_suite(Bench(args), REPORT, started, argv)
 
 
 if __name__ == "__main__":

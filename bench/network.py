@@ -65,46 +65,75 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import http.client
-import importlib
-import importlib.metadata
-import importlib.util
 import itertools
 import json
-import math
 import multiprocessing as mp
 import os
-import platform
 import random
 import re
 import shutil
 import signal
-import socket
-import sqlite3
-import statistics
 import string
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from _common import (
+    BODY_SIZE,
+    MASK,
+    POOL,
+    ROUNDS,
+    TICK,
+    TMP,
+    Details,
+    Installer,
+    Report,
+    SourceWatch,
+    TableRow,
+    Variant,
+    arg_parser,
+    fmt_mb,
+    fmt_met,
+    fmt_ms,
+    fmt_rate,
+    fmt_ratio,
+    free_port,
+    interleave,
+    latency_ms,
+    latency_row,
+    log,
+    machine_facts,
+    median,
+    paced,
+    proc_cpu_seconds,
+    proc_status_kib,
+    reap,
+    rows_option,
+    run_rows,
+    run_suite,
+    serving,
+    spoolq_source,
+    stop_proc,
+    tmpdir,
+    tool_version,
+    values,
+    version,
+)
 
 from spoolq import Spool
 
-BODY_SIZE = 100
-POOL_SIZE = 4096  # distinct random bodies, used round robin
-MASK = POOL_SIZE - 1
-_POOL: list[bytes] = [os.urandom(BODY_SIZE) for _ in range(POOL_SIZE)]
+T = TypeVar("T")
+
 FILL_BATCH = 1_000
 CHANNEL = "bench"
 LAT_CHANNEL = "lat"
 PEER = "b"
-TMP = "/tmp"
-ROUNDS = 3
 ALL_ROWS = (1, 2, 3, 4)
 SLOW_ROWS = (4,)
 
@@ -122,12 +151,6 @@ HTTP_JSON = json.dumps({"body": HTTP_TEXT})
 # figures quoted by the issue (not measured here)
 QUOTED_FORWARD = {"dropr": 5_500, "RabbitMQ persistent, confirms batched": 18_000}
 QUOTED_LATENCY = {"beanstalkd -f0": "0.45/10 ms", "redis appendfsync always": "0.7/30 ms"}
-
-_T0 = time.monotonic()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # -- sizes --------------------------------------------------------------------------------------------------
@@ -151,89 +174,6 @@ class Sizes:
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    k = max(0, min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1))
-    return sorted_values[k]
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _rate(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:,.0f}/s"
-
-
-def _ms(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.2f} ms"
-
-
-def _mb(kib: float | None) -> str:
-    return "n/a" if kib is None else f"{kib / 1024:.1f} MB"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
-
-
-def _met(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("yes" if ok else "NO")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, cap: float = 10.0) -> None:
-    end = time.monotonic() + cap
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"{what} did not accept connections on port {port} within {cap:g} s")
-
-
-def _stop_proc(proc: subprocess.Popen[bytes], cap: float = STOP_CAP) -> int | None:
-    """SIGTERM the process we started (by its PID), wait, SIGKILL it if it does not exit."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(cap)
-        except subprocess.TimeoutExpired:
-            log(f"    warning: pid {proc.pid} ignored SIGTERM for {cap:g} s: SIGKILL")
-            proc.kill()
-            proc.wait(10)
-    return proc.returncode
-
-
-@contextlib.contextmanager
-def _tmpdir(prefix: str) -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix=f"spoolq-net-{prefix}-", dir=TMP))
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _proc_status_kib(pid: int, key: str) -> int | None:
-    """A ``kB`` field (VmRSS, VmHWM) of /proc/<pid>/status, or None."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
 def _inbox_count(spool_dir: Path, channel: str) -> int:
     """Ready + leased messages of ``channel`` in a spool (open it, count, close it)."""
     with Spool(spool_dir) as s:
@@ -247,25 +187,12 @@ def _outbox_count(spool_dir: Path, peer: str) -> int:
     return 0 if st is None else st.outbox
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu(pid: int) -> float | None:
-    """CPU seconds (user + system) a process has used, from /proc/<pid>/stat."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _machine_cpu() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     with open("/proc/stat") as f:
-        values = [int(x) for x in f.readline().split()[1:]]
-    total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
-    return (total - values[3] - values[4]) / _TICK, total / _TICK
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return (total - ticks[3] - ticks[4]) / TICK, total / TICK
 
 
 @dataclass
@@ -290,14 +217,14 @@ class CpuMeter:
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
-        self.start = {k: _proc_cpu(p) for k, p in pids.items()}
+        self.start = {k: proc_cpu_seconds(p) for k, p in pids.items()}
         self.machine = _machine_cpu()
         self.wall = time.monotonic()
 
     def stop(self) -> Cpu:
         procs = {}
         for k, p in self.pids.items():
-            before, after = self.start[k], _proc_cpu(p)
+            before, after = self.start[k], proc_cpu_seconds(p)
             if before is not None and after is not None:
                 procs[k] = after - before
         busy, _total = _machine_cpu()
@@ -376,7 +303,7 @@ class NodeProc:
             return ""
 
     def stop(self) -> int | None:
-        code = _stop_proc(self.proc)
+        code = stop_proc(self.proc, STOP_CAP)
         self._log.close()
         if code not in (0, None):
             log(f"    warning: node {self.name} exited with {code}:\n{self.log_tail()}")
@@ -428,7 +355,7 @@ class Health:
 
 def fill_outbox(spool_dir: Path, n: int, durability: Literal["full", "normal"]) -> float:
     """Queue ``n`` messages for peer b with ``send_many`` in batches of 1,000 (no daemon runs); returns seconds."""
-    batches = [[_POOL[(b * FILL_BATCH + k) & MASK] for k in range(FILL_BATCH)] for b in range(4)]
+    batches = [[POOL[(b * FILL_BATCH + k) & MASK] for k in range(FILL_BATCH)] for b in range(4)]
     started = time.monotonic()
     end = started + 300
     with Spool(spool_dir, durability=durability) as s:
@@ -462,7 +389,7 @@ class ForwardResult:
         return self.forwarded >= self.n and self.b_inbox == self.n
 
     def __str__(self) -> str:
-        s = f"{_rate(self.rate)} ({self.forwarded:,} in {self.seconds:.2f} s; B inbox {self.b_inbox:,}"
+        s = f"{fmt_rate(self.rate)} ({self.forwarded:,} in {self.seconds:.2f} s; B inbox {self.b_inbox:,}"
         if self.a_outbox_left:
             s += f", {self.a_outbox_left:,} left in A's outbox"
         s += f"; A started in {self.startup:.2f} s)"
@@ -470,8 +397,8 @@ class ForwardResult:
             s += f"; {self.cpu}"
         if self.rss_peak_kib is not None:
             s += (
-                f"; A VmRSS peak {_mb(self.rss_peak_kib)} ({self.samples} samples), VmHWM {_mb(self.hwm_kib)},"
-                f" VmRSS at start {_mb(self.rss_ready_kib)}"
+                f"; A VmRSS peak {fmt_mb(self.rss_peak_kib)} ({self.samples} samples), VmHWM {fmt_mb(self.hwm_kib)},"
+                f" VmRSS at start {fmt_mb(self.rss_ready_kib)}"
             )
         return s
 
@@ -497,7 +424,7 @@ def forward_backlog(
             cpu = CpuMeter({"A": a.pid, "B": b.pid})
             health = Health(a.url)
             peak: int | None = None
-            ready_rss = _proc_status_kib(a.pid, "VmRSS") if sample_rss else None
+            ready_rss = proc_status_kib(a.pid, "VmRSS") if sample_rss else None
             samples = 0
             next_sample = 0.0
             end = time.monotonic() + cap
@@ -506,7 +433,7 @@ def forward_backlog(
                 while True:
                     now = time.monotonic()
                     if sample_rss and now >= next_sample:
-                        rss = _proc_status_kib(a.pid, "VmRSS")
+                        rss = proc_status_kib(a.pid, "VmRSS")
                         if rss is not None:
                             peak = rss if peak is None else max(peak, rss)
                             samples += 1
@@ -524,9 +451,9 @@ def forward_backlog(
                 used = cpu.stop()
             finally:
                 health.close()
-            hwm = _proc_status_kib(a.pid, "VmHWM") if sample_rss else None
+            hwm = proc_status_kib(a.pid, "VmHWM") if sample_rss else None
             if sample_rss:
-                rss = _proc_status_kib(a.pid, "VmRSS")
+                rss = proc_status_kib(a.pid, "VmRSS")
                 if rss is not None:
                     peak = rss if peak is None else max(peak, rss)
         finally:
@@ -547,7 +474,7 @@ def forward_backlog(
 
 
 def forward_from_template(template: Path, n: int, cap: float, max_in_flight: int | None) -> ForwardResult:
-    with _tmpdir("fwd") as base:
+    with tmpdir("spoolq-net-fwd-") as base:
         r = forward_backlog(template, base / "node-a", n, cap, max_in_flight=max_in_flight)
     if not r.complete:
         log(f"    warning: incomplete run: {r}")
@@ -556,7 +483,7 @@ def forward_from_template(template: Path, n: int, cap: float, max_in_flight: int
 
 def forward_deep(n: int, cap: float) -> tuple[ForwardResult, float]:
     """Row 4: fill A's outbox with ``n`` messages (durability normal), forward with RSS sampling."""
-    with _tmpdir("deep") as base:
+    with tmpdir("spoolq-net-deep-") as base:
         a_dir = base / "node-a"
         log(f"[row 4] filling A's outbox with {n:,} messages (send_many, durability normal)")
         fill = fill_outbox(a_dir, n, "normal")
@@ -573,11 +500,6 @@ Received = tuple[bytes, Callable[[], object]]  # a body, and how to finish it (a
 
 def _nothing() -> None:
     return None
-
-
-def _stamped(i: int) -> bytes:
-    stamp = f"{time.time():.6f} ".encode()
-    return stamp + _POOL[i & MASK][: BODY_SIZE - len(stamp)]
 
 
 def _lat_sender(kind: LatKind, where: str) -> tuple[Callable[[bytes], object], Callable[[], None]]:
@@ -640,19 +562,10 @@ def _lat_producer(kind: LatKind, where: str, seconds: float, ready: Any, go: Any
         if not go.wait(60):
             return
         for i in range(WARMUP):
-            send(b"warm" + _POOL[i][: BODY_SIZE - 4])
+            send(b"warm" + POOL[i][: BODY_SIZE - 4])
             time.sleep(0.01)
         time.sleep(0.2)
-        total = int(LATENCY_RATE * seconds)
-        start = time.perf_counter() + 0.01
-        end = time.monotonic() + seconds + 60
-        for i in range(total):
-            delay = start + i / LATENCY_RATE - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            send(_stamped(i))
-            if time.monotonic() > end:
-                break
+        paced(send, int(LATENCY_RATE * seconds), LATENCY_RATE, seconds + 60)
         send(b"stop")
     finally:
         close()
@@ -692,7 +605,7 @@ class Latency:
     breakdown: str = ""
 
     def __str__(self) -> str:
-        s = f"p50 {_ms(self.p50)}, p99 {_ms(self.p99)} ({self.received:,}/{self.expected:,} received)"
+        s = f"p50 {fmt_ms(self.p50)}, p99 {fmt_ms(self.p99)} ({self.received:,}/{self.expected:,} received)"
         return s + (f"; {self.breakdown}" if self.breakdown else "")
 
 
@@ -714,22 +627,12 @@ def latency_run(kind: LatKind, producer_at: str, consumer_at: str, seconds: floa
             go.set()
             lats, _warm = out.get(timeout=timeout + 30)
         finally:
-            producer.join(30)
-            if producer.is_alive():
-                producer.terminate()
-                producer.join(5)
+            reap(producer, 30)
     finally:
-        consumer.join(15)
-        if consumer.is_alive():
-            consumer.terminate()
-            consumer.join(5)
+        reap(consumer)
     expected = int(LATENCY_RATE * seconds)
-    if len(lats) < expected:
-        log(f"    warning: the consumer received {len(lats):,} of {expected:,} messages")
-    if not lats:
-        raise RuntimeError("no message was received")
-    lats.sort()
-    return Latency(_percentile(lats, 0.50) * 1000, _percentile(lats, 0.99) * 1000, len(lats), expected)
+    p50, p99 = latency_ms(lats, expected)
+    return Latency(p50, p99, len(lats), expected)
 
 
 def _metrics(url: str) -> dict[str, float]:
@@ -758,7 +661,7 @@ def _mean_ms(m: dict[str, float], name: str, labels: str) -> tuple[float, int] |
 
 def latency_spoolq(seconds: float) -> Latency:
     """Row 2 for spoolq; also reads from the nodes' /metrics where the time goes (means over the run)."""
-    with _tmpdir("lat") as base:
+    with tmpdir("spoolq-net-lat-") as base:
         a_dir, b_dir = base / "node-a", base / "node-b"
         with NodeProc("B", b_dir, _node_toml(b_dir)) as b, NodeProc("A", a_dir, _node_toml(a_dir, b.url)) as a:
             result = latency_run("spoolq", str(a_dir), str(b_dir), seconds)
@@ -778,46 +681,28 @@ def latency_spoolq(seconds: float) -> Latency:
     return result
 
 
+def _latency_server(kind: LatKind, what: str, seconds: float, command: Callable[[int, Path], list[str]]) -> Latency:
+    """Row 2 through a server started for it: ``command(port, directory)`` on a free port, in a fresh directory."""
+    with tmpdir(f"spoolq-net-{kind}-") as base:
+        port = free_port()
+        with serving(command(port, base), port, what, STOP_CAP):
+            return latency_run(kind, str(port), str(port), seconds)
+
+
 def latency_beanstalkd(exe: str, seconds: float) -> Latency:
-    with _tmpdir("bs") as base:
-        port = _free_port()
-        cmd = [exe, "-l", "127.0.0.1", "-p", str(port), "-b", str(base), "-f", "0"]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_port(port, proc, "beanstalkd")
-            return latency_run("beanstalkd", str(port), str(port), seconds)
-        finally:
-            _stop_proc(proc)
+    def command(port: int, base: Path) -> list[str]:
+        return [exe, "-l", "127.0.0.1", "-p", str(port), "-b", str(base), "-f", "0"]
+
+    return _latency_server("beanstalkd", "beanstalkd", seconds, command)
 
 
 def latency_redis(exe: str, seconds: float) -> Latency:
-    with _tmpdir("redis") as base:
-        port = _free_port()
-        cmd = [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(base),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-            "--daemonize",
-            "no",
-            "--logfile",
-            str(base / "redis.log"),
-        ]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_port(port, proc, "redis-server")
-            return latency_run("redis", str(port), str(port), seconds)
-        finally:
-            _stop_proc(proc)
+    def command(port: int, base: Path) -> list[str]:
+        where = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(base)]
+        durable = ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        return [exe, *where, *durable, "--daemonize", "no", "--logfile", str(base / "redis.log")]
+
+    return _latency_server("redis", "redis-server", seconds, command)
 
 
 # -- row 3: HTTP API ----------------------------------------------------------------------------------------------
@@ -935,10 +820,7 @@ def aiohttp_load(url: str, seconds: int) -> Load:
     try:
         ok, errors, elapsed = out.get(timeout=seconds + 90)
     finally:
-        proc.join(15)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
+        reap(proc)
     return Load(ok=ok, errors=errors, seconds=elapsed)
 
 
@@ -950,15 +832,19 @@ class HttpResult:
     cpu: Cpu | None = None
 
     def __str__(self) -> str:
-        lat = "" if self.load.p50_ms is None else f", latency p50 {_ms(self.load.p50_ms)} p99 {_ms(self.load.p99_ms)}"
+        lat = (
+            ""
+            if self.load.p50_ms is None
+            else f", latency p50 {fmt_ms(self.load.p50_ms)} p99 {fmt_ms(self.load.p99_ms)}"
+        )
         return (
-            f"{_rate(self.load.rate)} ({self.load.ok:,} ok, {self.load.errors:,} errors in "
+            f"{fmt_rate(self.load.rate)} ({self.load.ok:,} ok, {self.load.errors:,} errors in "
             f"{self.load.seconds:.2f} s{lat}; {self.landed:,} landed in the spool)"
         ) + (f"; {self.cpu}" if self.cpu is not None else "")
 
 
 def http_sends(empty: bool, seconds: int, wrk: str | None) -> HttpResult:
-    with _tmpdir("http") as base:
+    with tmpdir("spoolq-net-http-") as base:
         b_dir = base / "node-b"
         with NodeProc("B-empty" if empty else "B", b_dir, _node_toml(b_dir), empty_handler=empty) as b:
             meter = CpuMeter({"B": b.pid})
@@ -968,86 +854,7 @@ def http_sends(empty: bool, seconds: int, wrk: str | None) -> HttpResult:
     return HttpResult(load, landed, "wrk" if wrk else "aiohttp", cpu)
 
 
-# -- installing the peers and tools -------------------------------------------------------------------------------
-
-
-def _run_logged(cmd: list[str], env: dict[str, str] | None = None) -> bool:
-    log(f"  $ {' '.join(cmd)}")
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        log(f"    failed: {e}")
-        return False
-    if r.returncode != 0:
-        tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
-        log(f"    exit {r.returncode}:\n{tail}")
-    return r.returncode == 0
-
-
-def _which(name: str) -> str | None:
-    return shutil.which(name) or next(
-        (p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if os.access(p, os.X_OK)), None
-    )
-
-
-class Installer:
-    """apt-get and pip installs of what is missing; remembers what failed (reported in the output)."""
-
-    def __init__(self) -> None:
-        self.updated = False
-        self.notes: list[str] = []
-
-    def apt(self, binary: str, package: str) -> str | None:
-        exe = _which(binary)
-        if exe:
-            return exe
-        if os.geteuid() != 0:
-            self.notes.append(f"{package}: not installed, and this is not root (apt-get install -y {package})")
-            log(f"unavailable: {self.notes[-1]}")
-            return None
-        log(f"installing {package} with apt-get")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        cmd = ["apt-get", "install", "-y", package]
-        ok = _run_logged(cmd, env)
-        if not ok and not self.updated:
-            self.updated = True
-            if _run_logged(["apt-get", "update"], env):
-                ok = _run_logged(cmd, env)
-        exe = _which(binary)
-        if not exe:
-            self.notes.append(f"{package}: apt-get install -y {package} failed")
-            log(f"unavailable: {self.notes[-1]}")
-        return exe
-
-    def pip(self, module: str, package: str) -> bool:
-        if importlib.util.find_spec(module) is None:
-            log(f"installing {package} with pip")
-            _run_logged([sys.executable, "-m", "pip", "install", "--quiet", package])
-            importlib.invalidate_caches()
-        if importlib.util.find_spec(module) is None:
-            self.notes.append(f"{package}: {sys.executable} -m pip install {package} failed")
-            log(f"unavailable: {self.notes[-1]}")
-            return False
-        return True
-
-
 # -- the rows -------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TableRow:
-    workload: str
-    spoolq: str
-    peers: str
-    ratio: str
-    target: str
-    met: str
-
-
-@dataclass
-class Variant:
-    label: str
-    run: Callable[[], Any]
 
 
 @dataclass
@@ -1061,14 +868,13 @@ class Bench:
     wrk: str | None = None
     bs_exe: str | None = None
     redis_exe: str | None = None
-    details: list[tuple[str, str, list[Any]]] = field(default_factory=list)
+    details: Details = field(default_factory=list)
     load_at_start: tuple[float, float, float] = field(default_factory=os.getloadavg)
-    source_at_start: str = ""
+    source: SourceWatch = field(default_factory=lambda: SourceWatch(spoolq_source))
     _template_base: Path | None = None
     _template: Path | None = None
 
     def __post_init__(self) -> None:
-        self.source_at_start = _spoolq_source()
         if self.quick:
             self.rounds = 1
             self.sizes = self.sizes.quick()
@@ -1076,20 +882,20 @@ class Bench:
     # running ------------------------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        inst = self.installer
         if 2 in self.rows:
-            if inst.pip("greenstalk", "greenstalk"):
-                self.bs_exe = inst.apt("beanstalkd", "beanstalkd")
-            else:
-                log("unavailable: beanstalkd (no greenstalk client)")
-            if inst.pip("redis", "redis"):
-                self.redis_exe = inst.apt("redis-server", "redis-server")
-            else:
-                log("unavailable: redis-server (no redis client)")
+            self.bs_exe = self._server_with_client("beanstalkd", "greenstalk")
+            self.redis_exe = self._server_with_client("redis-server", "redis")
         if 3 in self.rows and self.http_client == "wrk":
-            self.wrk = inst.apt("wrk", "wrk")
+            self.wrk = self.installer.apt("wrk", "wrk")
             if self.wrk is None:
                 log("wrk is unavailable: row 3 falls back to an aiohttp client in a separate process")
+
+    def _server_with_client(self, server: str, client: str) -> str | None:
+        """A peer server's binary (a Debian package of that name), if its Python client (a PyPI package) is there."""
+        if self.installer.pip(client, client):
+            return self.installer.apt(server, server)
+        log(f"unavailable: {server} (no {client} client)")
+        return None
 
     def teardown(self) -> None:
         if self._template_base is not None:
@@ -1107,40 +913,49 @@ class Bench:
             log(f"[row 1] filled in {secs:.1f} s ({n / secs:,.0f} msg/s)")
         return self._template
 
-    def interleave(self, row: str, variants: list[Variant], rounds: int | None = None) -> dict[str, list[Any]]:
+    def interleave(self, row: str, variants: list[Variant[T]], rounds: int | None = None) -> dict[str, list[T]]:
         """Run every variant once per round (order rotated each round); returns the values per label."""
-        values: dict[str, list[Any]] = {v.label: [] for v in variants}
-        shown: dict[str, list[str]] = {v.label: [] for v in variants}  # for the output, with the load average
-        rounds = self.rounds if rounds is None else rounds
-        for r in range(rounds):
-            shift = r % len(variants)
-            for v in variants[shift:] + variants[:shift]:
-                started = time.monotonic()
-                load = os.getloadavg()[0]
-                try:
-                    value = v.run()
-                except Exception as e:
-                    log(f"[row {row}] round {r + 1}/{rounds} {v.label}: FAILED: {type(e).__name__}: {e}")
-                    shown[v.label].append(f"FAILED: {type(e).__name__}: {e}")
-                    continue
-                values[v.label].append(value)
-                shown[v.label].append(f"{value} [load {load:.2f}]")
-                log(f"[row {row}] round {r + 1}/{rounds} {v.label}: {value} ({time.monotonic() - started:.1f} s)")
-        for v in variants:
-            self.details.append((row, v.label, shown[v.label]))
-        return values
+        runs = interleave(row, variants, self.rounds if rounds is None else rounds)
+        for label, rs in runs.items():  # every round for the output, with the load average when it started
+            self.details.append(
+                (row, label, [f"FAILED: {r.error}" if r.error else f"{r.value} [load {r.load:.2f}]" for r in rs])
+            )
+        return {label: values(rs) for label, rs in runs.items()}
 
     def run(self) -> list[TableRow]:
-        table: list[TableRow] = []
-        rows: dict[int, Callable[[], list[TableRow]]] = {1: self.row1, 2: self.row2, 3: self.row3, 4: self.row4}
-        for num in self.rows:
-            log(f"== row {num}")
-            try:
-                table.extend(rows[num]())
-            except Exception as e:
-                log(f"row {num} failed: {type(e).__name__}: {e}")
-                table.append(TableRow(f"{num}. (failed)", f"error: {type(e).__name__}: {e}", "", "", "", "n/a"))
-        return table
+        return run_rows(self.rows, {1: self.row1, 2: self.row2, 3: self.row3, 4: self.row4})
+
+    # the report -------------------------------------------------------------------------------------------
+
+    def intro(self) -> list[str]:
+        return [f"Rounds: {self.rounds} for rows 1 and 3 (median shown), 1 for rows 2 and 4."]
+
+    def machine(self) -> list[str]:
+        tools = []
+        if self.wrk:
+            tools.append(f"wrk: {tool_version([self.wrk, '-v'], '?')}")
+        if self.bs_exe:
+            tools.append(f"beanstalkd: {tool_version([self.bs_exe, '-v'], '?')}")
+        if self.redis_exe:
+            tools.append(f"redis-server: {tool_version([self.redis_exe, '--version'], '?')}")
+        lines = [
+            *machine_facts(
+                self.load_at_start,
+                before="before",
+                after="after",
+                python=f"; aiohttp {version('aiohttp')}; msgspec {version('msgspec')}",
+            ),
+            f"- spoolq {version('spoolq')} from {self.source.at_start}",
+            f"- clients: greenstalk {version('greenstalk')}, redis {version('redis')}",
+        ]
+        if tools:
+            lines.append("- " + "; ".join(tools))
+        now = self.source.changed()
+        if now is not None:
+            lines.append(f"- CHANGED during the run: at the end, {now}")
+        lines += [f"- not available: {note}" for note in self.installer.notes]
+        lines.append(f"- temporary directories under {TMP}; bodies of {BODY_SIZE} random bytes")
+        return lines
 
     # rows ---------------------------------------------------------------------------------------------------
 
@@ -1154,23 +969,28 @@ class Bench:
             Variant(one, lambda: forward_from_template(template, n, cap, 1)),
         ]
         got: dict[str, list[ForwardResult]] = self.interleave("1", vs)
-        med = {k: _median([r.rate for r in v]) for k, v in got.items()}
+        med = {k: median([r.rate for r in v]) for k, v in got.items()}
         complete = all(r.complete for v in got.values() for r in v)
         quoted = "; ".join(f"{k}: ~{v:,}/s" for k, v in QUOTED_FORWARD.items())
         size = f"{n // 1000}k"
         out: list[TableRow] = []
         for label in (default, one):
             mine = med[label]
-            ratios = "; ".join(f"{_ratio(mine, v)} {k.split(',')[0]}" for k, v in QUOTED_FORWARD.items())
+            ratios = "; ".join(f"{fmt_ratio(mine, v)} {k.split(',')[0]}" for k, v in QUOTED_FORWARD.items())
             if label == default:
                 ok = None if mine is None else mine >= 100_000 and complete
                 target, peers = ">= 100,000/s", f"{quoted} (quoted in the issue, not measured here)"
-                ratios += f"; {_ratio(mine, med[one])} of max_in_flight 1"
+                ratios += f"; {fmt_ratio(mine, med[one])} of max_in_flight 1"
             else:
                 ok, target, peers = None, "- (prototype: 110,000/s)", "prototype (issue): 110,000/s with 1 in flight"
             out.append(
                 TableRow(
-                    f"1. forward a {size} backlog A -> B, {label}, full", _rate(mine), peers, ratios, target, _met(ok)
+                    f"1. forward a {size} backlog A -> B, {label}, full",
+                    fmt_rate(mine),
+                    peers,
+                    ratios,
+                    target,
+                    fmt_met(ok),
                 )
             )
         if not complete:
@@ -1189,28 +1009,21 @@ class Bench:
             vs.append(Variant("redis appendfsync always", lambda: latency_redis(rexe, secs)))
         got: dict[str, list[Latency]] = self.interleave("2", vs, rounds=1)
         mine = got.pop(mine_label)
-        p50 = _median([x.p50 for x in mine])
-        p99 = _median([x.p99 for x in mine])
-        peers: list[str] = []
-        ratios: list[str] = []
-        for label, vals in got.items():
-            b50, b99 = _median([x.p50 for x in vals]), _median([x.p99 for x in vals])
-            peers.append(f"{label}: p50 {_ms(b50)}, p99 {_ms(b99)} (issue: {QUOTED_LATENCY[label]})")
-            ratios.append(f"p50 {_ratio(p50, b50)}, p99 {_ratio(p99, b99)} of {label.split()[0]}")
+        unavailable = []
         if not self.bs_exe:
-            peers.append("beanstalkd: unavailable")
+            unavailable.append("beanstalkd: unavailable")
         if not self.redis_exe:
-            peers.append("redis: unavailable")
-        received = f" ({mine[0].received:,}/{mine[0].expected:,} received)" if mine else ""
-        ok = None if p50 is None or p99 is None else p50 < 3.0 and p99 < 15.0
+            unavailable.append("redis: unavailable")
         return [
-            TableRow(
+            latency_row(
                 f"2. latency producer on A -> consumer on B at {LATENCY_RATE:,} msg/s for {secs:g} s, full",
-                f"p50 {_ms(p50)}, p99 {_ms(p99)}{received}",
-                "; ".join(peers) or "-",
-                "; ".join(ratios) or "-",
-                "p50 < 3 ms, p99 < 15 ms",
-                _met(ok),
+                [(x.p50, x.p99) for x in mine],
+                {label: [(x.p50, x.p99) for x in vals] for label, vals in got.items()},
+                (3.0, 15.0),
+                versus=lambda label: f"of {label.split()[0]}",
+                peer_note=lambda label: f" (issue: {QUOTED_LATENCY[label]})",
+                mine_note=f" ({mine[0].received:,}/{mine[0].expected:,} received)" if mine else "",
+                unavailable=unavailable,
             )
         ]
 
@@ -1220,18 +1033,18 @@ class Bench:
         real, empty = "real node (stores, full)", "empty handler (stores nothing)"
         vs = [Variant(real, lambda: http_sends(False, secs, wrk)), Variant(empty, lambda: http_sends(True, secs, wrk))]
         got: dict[str, list[HttpResult]] = self.interleave("3", vs)
-        mine = _median([r.load.rate for r in got[real]])
-        base = _median([r.load.rate for r in got[empty]])
+        mine = median([r.load.rate for r in got[real]])
+        base = median([r.load.rate for r in got[empty]])
         ok = None if mine is None or base is None else mine >= 0.6 * base
         client = f"wrk -t1 -c{HTTP_CONNS} -d{secs}s" if wrk else f"aiohttp client, {HTTP_CONNS} tasks, {secs} s"
         rows = [
             TableRow(
                 f"3. HTTP JSON single sends, {HTTP_CONNS} connections ({client}), node B",
-                _rate(mine),
-                f"same server, handler stores nothing: {_rate(base)}",
-                f"{_ratio(mine, base)} of the empty handler",
+                fmt_rate(mine),
+                f"same server, handler stores nothing: {fmt_rate(base)}",
+                f"{fmt_ratio(mine, base)} of the empty handler",
                 ">= 0.60x the empty handler (ceiling ~10,000/s here)",
-                _met(ok),
+                fmt_met(ok),
             )
         ]
         # landed vs counted: wrk abandons (uncounted) up to one in-flight request per connection when it stops
@@ -1251,7 +1064,7 @@ class Bench:
                     "landed = counted"
                     + (f" (+ 0..{slack} left in flight when wrk stopped)" if slack else "")
                     + "; no errors",
-                    _met(good),
+                    fmt_met(good),
                 )
             )
         return rows
@@ -1274,139 +1087,31 @@ class Bench:
         return [
             TableRow(
                 f"4. A's daemon RSS forwarding a {size} backlog A -> B, full",
-                f"peak VmRSS {_mb(r.rss_peak_kib)} (VmHWM {_mb(r.hwm_kib)})",
-                f"forwarding rate {_rate(r.rate)} ({r.forwarded:,} in {r.seconds:.1f} s, B inbox {r.b_inbox:,});"
-                f" VmRSS when A started {_mb(r.rss_ready_kib)}; {r.samples} samples every {RSS_INTERVAL * 1000:.0f} ms",
+                f"peak VmRSS {fmt_mb(r.rss_peak_kib)} (VmHWM {fmt_mb(r.hwm_kib)})",
+                f"forwarding rate {fmt_rate(r.rate)} ({r.forwarded:,} in {r.seconds:.1f} s, B inbox {r.b_inbox:,});"
+                f" VmRSS when A started {fmt_mb(r.rss_ready_kib)};"
+                f" {r.samples} samples every {RSS_INTERVAL * 1000:.0f} ms",
                 "-",
                 "< 120 MB",
-                _met(ok),
+                fmt_met(ok),
             )
         ]
 
 
 # -- output -----------------------------------------------------------------------------------------------------
 
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _git(*args: str) -> str | None:
-    try:
-        r = subprocess.run(
-            ["git", "-C", str(Path(__file__).resolve().parent.parent), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return r.stdout.strip() if r.returncode == 0 else None
-
-
-def _spoolq_source() -> str:
-    """Where spoolq is imported from, its commit, what is uncommitted, and a hash of its source files (which
-    tells whether the code under test changed during the run, committed or not)."""
-    import spoolq
-
-    where = Path(spoolq.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for f in sorted(where.rglob("*.py")):
-        with contextlib.suppress(OSError):
-            digest.update(f.relative_to(where).as_posix().encode() + b"\0" + f.read_bytes())
-    where_text = f"{where} (source sha256 {digest.hexdigest()[:12]})"
-    head = _git("rev-parse", "--short", "HEAD")
-    if head is None:
-        return f"{where_text}, not a git checkout"
-    status = _git("status", "--porcelain") or ""
-    changed = [line[3:] for line in status.splitlines() if line.strip()]
-    in_pkg = [c for c in changed if c.startswith("spoolq/")]
-    dirty = f"uncommitted changes in spoolq/: {', '.join(in_pkg)}" if in_pkg else "spoolq/ clean"
-    others = len(changed) - len(in_pkg)
-    if others:
-        dirty += f"; {others} other changed or untracked files in the repository"
-    return f"{where_text}, commit {head} ({dirty})"
-
-
-def _tool_version(cmd: list[str]) -> str:
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return ((r.stdout or r.stderr).strip().splitlines() or ["?"])[0]
-
-
-def machine(bench: Bench) -> list[str]:
-    tools = []
-    if bench.wrk:
-        tools.append(f"wrk: {_tool_version([bench.wrk, '-v'])}")
-    if bench.bs_exe:
-        tools.append(f"beanstalkd: {_tool_version([bench.bs_exe, '-v'])}")
-    if bench.redis_exe:
-        tools.append(f"redis-server: {_tool_version([bench.redis_exe, '--version'])}")
-    lines = [
-        f"- nproc: {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))}); load average before: "
-        + ", ".join(f"{x:.2f}" for x in bench.load_at_start)
-        + "; after: "
-        + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-        f"- platform: {platform.platform()}",
-        f"- Python {platform.python_version()} ({sys.executable}); SQLite {sqlite3.sqlite_version}; "
-        f"aiohttp {_version('aiohttp')}; msgspec {_version('msgspec')}",
-        f"- spoolq {_version('spoolq')} from {bench.source_at_start}",
-        f"- clients: greenstalk {_version('greenstalk')}, redis {_version('redis')}",
-    ]
-    if tools:
-        lines.append("- " + "; ".join(tools))
-    now = _spoolq_source()
-    if now != bench.source_at_start:
-        lines.append(f"- CHANGED during the run: at the end, {now}")
-    lines += [f"- not available: {note}" for note in bench.installer.notes]
-    lines.append(f"- temporary directories under {TMP}; bodies of {BODY_SIZE} random bytes")
-    return lines
-
-
-def render(bench: Bench, table: list[TableRow], elapsed: float, argv: list[str]) -> str:
-    lines = [
-        "## spoolq network benchmark (two nodes on loopback)",
-        "",
-        f"Command: `{' '.join(['python', 'bench/network.py', *argv])}`",
-        "",
-        f"Rounds: {bench.rounds} for rows 1 and 3 (median shown), 1 for rows 2 and 4.",
-        "",
-        "| workload | spoolq | peer figures | ratio | target | met? |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    lines += [f"| {r.workload} | {r.spoolq} | {r.peers} | {r.ratio} | {r.target} | {r.met} |" for r in table]
-    lines += ["", "### Every round", ""]
-    for row, label, values in bench.details:
-        shown = "; ".join(str(v) for v in values) or "no result"
-        lines.append(f"- row {row}, {label}: {shown}")
-    lines += ["", "### Machine", "", *machine(bench), "", f"Total run time: {elapsed:.0f} s ({elapsed / 60:.1f} min)"]
-    return "\n".join(lines)
+REPORT = Report(title="spoolq network benchmark (two nodes on loopback)", script="bench/network.py", separator="; ")
 
 
 # -- main -------------------------------------------------------------------------------------------------------
 
 
-def _rows_arg(text: str) -> list[int]:
-    try:
-        rows = sorted({int(x) for x in text.split(",") if x.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--only takes row numbers like 1,3, not {text!r}") from None
-    bad = [r for r in rows if r not in ALL_ROWS]
-    if bad or not rows:
-        raise argparse.ArgumentTypeError(f"rows are numbered 1-4, not {text!r}")
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser = arg_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="1 round, smaller sizes, skip row 4")
-    parser.add_argument("--only", type=_rows_arg, default=None, metavar="ROW,ROW", help="run these rows (1-4)")
+    only = rows_option(ALL_ROWS, "1,3")
+    parser.add_argument("--only", type=only, default=None, metavar="ROW,ROW", help="run these rows (1-4)")
     parser.add_argument(
         "--http-client",
         choices=["wrk", "aiohttp"],
@@ -1422,14 +1127,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick:
             log("--quick: row 4 (1M backlog) is skipped; name it with --only to run it (with 200,000)")
     started = time.monotonic()
-    bench = Bench(quick=args.quick, rows=args.only, http_client=args.http_client)
-    try:
-        bench.setup()
-        table = bench.run()
-    finally:
-        bench.teardown()
-    print(render(bench, table, time.monotonic() - started, argv))
-    return 0
+    return run_suite(Bench(quick=args.quick, rows=args.only, http_client=args.http_client), REPORT, started, argv)
 
 
 if __name__ == "__main__":
