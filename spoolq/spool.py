@@ -1036,14 +1036,7 @@ class Spool:
             on_done()
             return
         writes[-1].callback = on_done  # a group is taken from the queue whole, so the last is done last
-        with self._gc_mu:
-            self._gc_queue.extend(writes)
-            if self._gc_leader:
-                if self._gc_lingering:
-                    self._gc_cv.notify()
-                return
-            self._gc_leader = True
-        self._async_executor().submit(self._lead, None)
+        self._submit_async(*writes)
 
     def commit_writes(self, writes: list[Any]) -> None:
         """Commit pending writes (from :meth:`prepare_items`) now, in this thread, in one transaction.
@@ -1255,9 +1248,10 @@ class Spool:
         if w.error is not None:
             raise w.error
 
-    def _submit_async(self, w: _Write) -> None:
+    def _submit_async(self, *writes: _Write) -> None:
+        """Queue writes for the writer thread (started if no one leads); completion calls their callbacks."""
         with self._gc_mu:
-            self._gc_queue.append(w)
+            self._gc_queue.extend(writes)
             if self._gc_leader:
                 if self._gc_lingering:
                     self._gc_cv.notify()
