@@ -25,7 +25,7 @@ afterwards):
  1. ``send``, 1 thread, 1 message per call, durability full; peers: raw SQLite FULL 1 row/txn (target
     >= 0.9x of it), beanstalkd -f0 put, persist-queue ``SQLiteAckQueue.put``.
  2. ``send``, 8 threads, durability full (group commit); target >= 20,000 msg/s. Also shows the average
-    group size (messages per commit) from ``Spool._gc_stats``.
+    group size (messages per commit) from ``Spool.commit_stats()``.
  3. ``send``, 1 thread, durability normal; target >= 50,000 msg/s; peers: in-memory beanstalkd put, raw
     SQLite NORMAL 1 row/txn.
  4. ``send_many`` in batches of 1,000, durability full; target >= 250,000 msg/s; peer: raw SQLite FULL
@@ -248,7 +248,7 @@ def spool_send_threads(n: int, threads: int, groups: list[tuple[float, float]]) 
     with _open_spool("full") as s:
         for i in range(10):
             s.send(POOL[i], CHANNEL)
-        commits0, msgs0 = s._gc_stats
+        commits0, msgs0 = s.commit_stats()
         per = n // threads
         sent = [0] * threads
         barrier = threading.Barrier(threads + 1)
@@ -272,7 +272,7 @@ def spool_send_threads(n: int, threads: int, groups: list[tuple[float, float]]) 
         for t in pool:
             t.join(HARD_CAP)
         elapsed = time.perf_counter() - start
-        commits1, msgs1 = s._gc_stats
+        commits1, msgs1 = s.commit_stats()
         total = sum(sent)
         grouped = msgs1 - msgs0
         groups.append((grouped / max(1, commits1 - commits0), grouped / max(1, total)))

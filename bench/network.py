@@ -38,7 +38,7 @@ Rows:
     32 connections (``wrk -t1 -c32 -d5s``, 2 s with ``--quick``; an aiohttp client in a separate process with
     32 tasks when wrk is missing, or with ``--http-client aiohttp``) against a real node B, and against the same
     server whose ``Node.send`` stores nothing (this file run with ``--serve-empty-node``: it builds
-    ``spoolq.daemon.Node``, replaces that method by one that returns made-up ids after
+    ``spoolq.node.daemon.Node``, replaces that method by one that returns made-up ids after
     ``await asyncio.sleep(0)``, and serves until SIGTERM). Target: real >= 60% of the empty handler's rate.
     Also counts the messages that landed in the real node's spool: they must equal the client's successful
     requests; wrk abandons the requests still in flight when its time is up (up to one per connection), which
@@ -710,8 +710,8 @@ def latency_redis(exe: str, seconds: float) -> Latency:
 
 def serve_empty_node(config_path: str) -> int:
     """A node whose JSON send handler stores nothing: ``Node.send`` returns made-up ids."""
-    from spoolq.config import load_config
-    from spoolq.daemon import Node, setup_logging
+    from spoolq.node.config import load_config
+    from spoolq.node.daemon import Node, setup_logging
 
     config = load_config(config_path)
     setup_logging(config.log_json)

@@ -52,7 +52,7 @@ __all__ = [
 
 _WHERE = {
     "Spool": "spool", "Stats": "spool", "ChannelStats": "spool", "PeerStats": "spool",
-    "Lease": "consumer", "Worker": "consumer", "Reject": "consumer",
+    "Lease": "lease", "Worker": "consumer", "Reject": "consumer",
     "Message": "message", "DeadLetter": "message", "new_id": "message", "id_time": "message",
     "backoff": "retry",
 }
@@ -75,7 +75,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .consumer import Lease, Reject, Worker
+    from .consumer import Reject, Worker
     from .errors import (
         CodecError,
         InvalidArgument,
@@ -94,6 +94,7 @@ if TYPE_CHECKING:
         StorageError,
         StorageFull,
     )
+    from .lease import Lease
     from .message import DeadLetter, Message, id_time, new_id
     from .retry import backoff
     from .spool import ChannelStats, PeerStats, Spool, Stats

@@ -71,7 +71,7 @@ from .errors import LeaseError, SpoolqError, StorageError, StorageFull
 from .message import CHANNEL_RE, MAX_SECONDS
 
 if TYPE_CHECKING:
-    from .consumer import Lease
+    from .lease import Lease
     from .spool import Job, Spool
 
 __all__ = ["Server", "tube_channel", "channel_tube", "run_standalone"]
@@ -331,7 +331,7 @@ class Server:
             headers = {TTR_HEADER: str(ttr)} if ttr != DEFAULT_TTR else None
             items.append((body, self.channel(tube) or "default", pri, _seconds(delay), headers))
         try:
-            results: list[Any] = self.spool.send_jobs(items)
+            results: list[Any] = self.spool.jobs.put(items)
         except StorageFull as e:
             log.error("put refused: %s", e)
             results = ["OUT_OF_MEMORY"] * len(puts)
@@ -373,7 +373,7 @@ class Server:
         whether anything was due.
         """
         try:
-            return self.spool.promote_due([ch for ch in channels if ch]) > 0
+            return self.spool.jobs.promote_due([ch for ch in channels if ch]) > 0
         except SpoolqError as e:
             log.error("moving due delayed jobs failed: %s", e)
             return False
@@ -710,7 +710,7 @@ class Conn(asyncio.BufferedProtocol):
             return
         now = time.time()
         self.expire(now)
-        lease, when = self.server.spool.lease_any(self._channels(), visibility=DEFAULT_TTR, visibility_for=_ttr_of)
+        lease, when = self.server.spool.jobs.lease_any(self._channels(), visibility=DEFAULT_TTR, visibility_for=_ttr_of)
         if lease is not None:
             self.reserved[lease.job] = lease
             self._finish_wait(b"RESERVED %d %d\r\n%s\r\n" % (lease.job, len(lease.body), lease.body))
@@ -777,7 +777,7 @@ class Conn(asyncio.BufferedProtocol):
         if job in self.reserved:
             self.reply(b"NOT_FOUND\r\n")
             return
-        lease = self.server.spool.lease_job(job, visibility=DEFAULT_TTR, visibility_for=_ttr_of)
+        lease = self.server.spool.jobs.lease(job, visibility=DEFAULT_TTR, visibility_for=_ttr_of)
         if lease is None:
             self.reply(b"NOT_FOUND\r\n")
             return
@@ -798,8 +798,8 @@ class Conn(asyncio.BufferedProtocol):
                 pass
             del self.reserved[job]
         else:
-            found = self.server.spool.find_job(job)
-            if found is not None and found.state != "reserved" and self.server.spool.delete_job(job):
+            found = self.server.spool.jobs.find(job)
+            if found is not None and found.state != "reserved" and self.server.spool.jobs.delete(job):
                 tube = channel_tube(found.channel)
         if tube is None:
             self.reply(b"NOT_FOUND\r\n")
@@ -889,7 +889,7 @@ class Conn(asyncio.BufferedProtocol):
     def c_peek(self, rest: str) -> None:
         job, _ = _job_id(rest, last=True)
         self.server.cmds["peek"] += 1
-        self._found(self.server.spool.find_job(job))
+        self._found(self.server.spool.jobs.find(job))
 
     def c_peek_ready(self, rest: str) -> None:
         if rest:
@@ -910,14 +910,14 @@ class Conn(asyncio.BufferedProtocol):
         self.server.cmds["peek-delayed"] += 1
         ch = self.server.channel(self.use)
         self.server.promote_due([ch])
-        self._found(self.server.spool.peek_delayed(ch) if ch else None)
+        self._found(self.server.spool.jobs.peek_delayed(ch) if ch else None)
 
     def c_peek_buried(self, rest: str) -> None:
         if rest:
             raise ValueError
         self.server.cmds["peek-buried"] += 1
         ch = self.server.channel(self.use)
-        self._found(self.server.spool.peek_buried(ch) if ch else None)
+        self._found(self.server.spool.jobs.peek_buried(ch) if ch else None)
 
     def c_kick(self, rest: str) -> None:
         bound, _ = _num(rest, U32, last=True)
@@ -927,7 +927,7 @@ class Conn(asyncio.BufferedProtocol):
             self.reply(b"KICKED 0\r\n")
             return
         self.server.promote_due([ch])  # a job whose delay is over is ready: not kicked
-        jobs = self.server.spool.kick_jobs(ch, bound)
+        jobs = self.server.spool.jobs.kick(ch, bound)
         for job in jobs:
             self.server.counts(job).kicks += 1
         self.reply(f"KICKED {len(jobs)}\r\n".encode())
@@ -937,7 +937,7 @@ class Conn(asyncio.BufferedProtocol):
     def c_kick_job(self, rest: str) -> None:
         job, _ = _job_id(rest, last=True)
         self.server.cmds["kick-job"] += 1
-        if self.server.spool.kick_job(job):
+        if self.server.spool.jobs.kick_one(job):
             self.server.counts(job).kicks += 1
             self.reply(b"KICKED\r\n")
             self.server.wake_waiters()
@@ -948,9 +948,9 @@ class Conn(asyncio.BufferedProtocol):
         job, _ = _job_id(rest, last=True)
         self.server.cmds["stats-job"] += 1
         self.server.expire_all()
-        found = self.server.spool.find_job(job)
+        found = self.server.spool.jobs.find(job)
         if found is not None and found.state == "delayed" and self.server.promote_due([found.channel]):
-            found = self.server.spool.find_job(job)
+            found = self.server.spool.jobs.find(job)
         if found is None:
             self.reply(b"NOT_FOUND\r\n")
             return

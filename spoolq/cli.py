@@ -387,8 +387,8 @@ def node(config_path: str | None, spool_dir: str | None, listen: str | None, tls
 
     SIGTERM/SIGINT stop it gracefully; SIGHUP reloads peers, routes and tokens from --config.
     """
-    from .config import load_config
-    from .daemon import run_node
+    from .node.config import load_config
+    from .node.daemon import run_node
 
     cfg = load_config(config_path, spool=spool_dir, listen=listen, tls_cert=tls_cert, tls_key=tls_key,
                       durability=durability, log_json=log_json or None, beanstalk=beanstalk)

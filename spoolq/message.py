@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
+
 from .errors import InvalidArgument, InvalidChannel, InvalidType, MessageTooLarge
 
 __all__ = [
@@ -338,3 +340,22 @@ class DeadLetter:
             "size": len(m.body),
             "job": m.job,
         }
+
+
+_headers_enc = msgspec.msgpack.Encoder()
+_headers_dec = msgspec.msgpack.Decoder(dict[str, str])
+
+
+def encode_headers(headers: dict[str, str] | None) -> bytes | None:
+    """Headers as stored: a MessagePack map of str -> str (None for none)."""
+    return _headers_enc.encode(headers) if headers else None
+
+
+def decode_headers(raw: bytes | None) -> dict[str, str]:
+    """Stored headers; a damaged blob is shown, not raised (corruption is quarantined)."""
+    if not raw:
+        return {}
+    try:
+        return _headers_dec.decode(raw)
+    except msgspec.DecodeError:
+        return {"x-spoolq-corrupt-headers": raw.hex()}

@@ -32,9 +32,8 @@ import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from spoolq import Spool, new_id
+from spoolq import ChannelStats, Spool, new_id
 from spoolq.codec import ACCEPTED, DUPLICATE, REJECTED, WireMessage, decode_reply, encode_batch
-from spoolq.spool import ChannelStats
 
 from .conftest import wait_for
 from .nodes import NodeProc
@@ -334,7 +333,7 @@ def test_lease_expiry_and_batch_acks_all_or_nothing(api: Client, disk: Spool) ->
     "1.1024.abcd.1", "1.1024.0000000000000000000000000000000g.1", "1.-1.00000000000000000000000000000000.1",
     "1.1024.00000000000000000000000000000000.0", "0.1024.00000000000000000000000000000000.1",
     "1.4294967296.00000000000000000000000000000000.1",
-    # numbers too large for SQLite (spool.lease_by_handle does not bound them: these fail with 500)
+    # numbers too large for SQLite (Lease.from_handle does not bound them: these fail with 500)
     f"{2**64}.1024.00000000000000000000000000000000.1", f"1.1024.00000000000000000000000000000000.{2**64}",
 ])
 def test_malformed_lease_handle_is_400(api: Client, handle: str) -> None:

@@ -332,7 +332,7 @@ def test_check_message(m: WireMessage, reason: str | None) -> None:
 
 def test_check_message_counts_headers_as_the_spool_does() -> None:
     """A message the spool took in locally must pass a peer with the same limit, and no more."""
-    from spoolq.spool import encode_headers
+    from spoolq.message import encode_headers
 
     headers = {"trace": "\u00e9t\u00e9", "k": "v" * 20}
     size = len(b"body") + len(encode_headers(headers) or b"")

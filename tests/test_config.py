@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import spoolq.config
-from spoolq.config import ConfigError, NodeConfig, PeerConfig, TokenConfig, load_config, parse_listen
+import spoolq.node.config
 from spoolq.errors import InvalidArgument
-from spoolq.spool import Route
+from spoolq.node.config import ConfigError, NodeConfig, PeerConfig, TokenConfig, load_config, parse_listen
+from spoolq.routing import Route
 
 TOKEN_A = "a" * 16
 TOKEN_B = "b" * 32
@@ -116,7 +116,7 @@ def test_full_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_docstring_example_loads(tmp_path: Path) -> None:
-    doc = spoolq.config.__doc__
+    doc = spoolq.node.config.__doc__
     assert doc is not None
     example = doc.split("Example ``spoolq.toml``::")[1].split("Command-line flags")[0]
     cfg = load_config(write(tmp_path, example))

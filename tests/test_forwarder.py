@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from spoolq import Spool
-from spoolq.config import NodeConfig
-from spoolq.daemon import Node
+from spoolq.node.config import NodeConfig
+from spoolq.node.daemon import Node
 from spoolq.testing import StubPeer
 
 from .nodes import NodeProc

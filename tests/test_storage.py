@@ -135,26 +135,6 @@ def test_unwritable_directory_refused_for_the_current_user(tmp_path: Path) -> No
         Spool(d)
 
 
-def test_disk_full_surfaces_and_leaves_no_partial_message(real_spool: Spool) -> None:
-    # SQLite reports SQLITE_FULL exactly as for a full disk when the database reaches max_page_count
-    real_spool.send(b"first", "c")
-    pages = real_spool._cw.execute("PRAGMA page_count").fetchone()[0]
-    real_spool._cw.execute(f"PRAGMA max_page_count={pages + 2}")
-    sent = 1
-    with pytest.raises(spoolq.StorageFull) as ei:
-        for _ in range(1000):
-            real_spool.send(os.urandom(3000), "c")
-            sent += 1
-    assert "free disk space" in (ei.value.hint or "")
-    with pytest.raises(spoolq.StorageFull):
-        real_spool.send_many([os.urandom(3000)] * 10, "c")
-    assert real_spool.stats().channels["c"].ready == sent
-    real_spool._cw.execute("PRAGMA max_page_count=1073741823")
-    real_spool.send(b"after", "c")
-    bodies = [x.body for x in real_spool.lease_many("c", 10000)]
-    assert len(bodies) == sent + 1 and bodies[0] == b"first" and bodies[-1] == b"after"
-
-
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     with small_tmpfs(tmp_path / "tiny", "1m") as mnt:
@@ -182,18 +162,6 @@ def test_real_full_filesystem(tiny_fs: Path) -> None:
     assert got == ids
     s.send(b"after", "c")  # and it works again
     s.close()
-
-
-def test_normal_durability_setting(spool_dir: Path) -> None:
-    s = Spool(spool_dir, durability="normal")
-    assert s._cw.execute("PRAGMA synchronous").fetchone()[0] == 1
-    s.close()
-    f = Spool(spool_dir)
-    assert f._cw.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL for writes that create messages
-    assert f._mw.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL for moves and removals
-    f.close()
-    with pytest.raises(spoolq.InvalidArgument):
-        Spool(spool_dir, durability="sometimes")  # type: ignore[arg-type]
 
 
 def test_closed_spool_refuses_work(spool_dir: Path) -> None:

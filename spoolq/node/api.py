@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .codec import DUPLICATE, REJECTED, Result, check_message, decode_batch, encode_reply
-from .errors import (
+from ..codec import ACCEPTED, DUPLICATE, REJECTED, Result, check_message, decode_batch, encode_reply
+from ..errors import (
     CodecError,
     InvalidArgument,
     LeaseError,
@@ -45,10 +45,10 @@ from .errors import (
     SpoolqError,
     StorageFull,
 )
-from .message import check_seconds
+from ..lease import Lease
+from ..message import check_seconds
 
 if TYPE_CHECKING:
-    from .consumer import Lease
     from .daemon import Node
 
 __all__ = ["build_app", "SCOPE"]
@@ -226,10 +226,11 @@ async def post_batch(request: web.Request) -> web.Response:
             valid.append(m)
             where.append(i)
     try:
-        statuses = await node.spool.areceive(valid, batch.sender)
+        dups = await node.spool.areceive(valid, batch.sender)
     except SpoolqError:
         node.metrics.receive_batches.labels("storage_error").inc()
         raise
+    statuses = [DUPLICATE if m.id in dups else ACCEPTED for m in valid]
     for i, s in zip(where, statuses, strict=True):
         results[i] = Result(s)
     final = [r if r is not None else Result(REJECTED, "internal", False) for r in results]
@@ -405,14 +406,14 @@ async def post_leases(request: web.Request) -> web.Response:
 
 async def post_ack(request: web.Request) -> web.Response:
     node: Node = request.app[NODE]
-    lease = node.spool.lease_by_handle(request.match_info["lease"])
+    lease = Lease.from_handle(node.spool, request.match_info["lease"])
     await asyncio.to_thread(lease.ack)
     return web.Response(status=204)
 
 
 async def post_nack(request: web.Request) -> web.Response:
     node: Node = request.app[NODE]
-    lease = node.spool.lease_by_handle(request.match_info["lease"])
+    lease = Lease.from_handle(node.spool, request.match_info["lease"])
     data = await _json(request) if request.can_read_body else {}
     delay = data.get("delay") if isinstance(data, dict) else None
     if delay is None and "delay" in request.query:
@@ -424,7 +425,7 @@ async def post_nack(request: web.Request) -> web.Response:
 
 async def post_touch(request: web.Request) -> web.Response:
     node: Node = request.app[NODE]
-    lease = node.spool.lease_by_handle(request.match_info["lease"])
+    lease = Lease.from_handle(node.spool, request.match_info["lease"])
     data = await _json(request) if request.can_read_body else {}
     visibility = _num(_param(request, data if isinstance(data, dict) else {}, "visibility", 30.0), "visibility")
     await asyncio.to_thread(lease.touch, visibility)
@@ -437,7 +438,7 @@ async def post_acks(request: web.Request) -> web.Response:
     handles = data.get("leases") if isinstance(data, dict) else None
     if not isinstance(handles, list) or not all(isinstance(h, str) for h in handles):
         raise InvalidArgument("leases: must be a list of lease handles")
-    leases = [node.spool.lease_by_handle(h) for h in handles]
+    leases = [Lease.from_handle(node.spool, h) for h in handles]
     await asyncio.to_thread(node.spool.ack_many, leases)
     return web.Response(status=204)
 

@@ -44,13 +44,13 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from .codec import ACCEPTED, DUPLICATE, REJECTED, decode_reply, encode_batch
-from .errors import CodecError, PeerError, SpoolqError
-from .retry import backoff
+from ..codec import ACCEPTED, DUPLICATE, REJECTED, WireMessage, decode_reply, encode_batch
+from ..errors import CodecError, PeerError, SpoolqError
+from ..retry import backoff
 
 if TYPE_CHECKING:
+    from ..spool import OutboxRecord, Spool
     from .metrics import Metrics
-    from .spool import OutboxMessage, Spool
 
 __all__ = ["PeerLink", "Target"]
 
@@ -158,20 +158,20 @@ class PeerLink:
             launched += 1
         return launched
 
-    async def _forward(self, target: Target, batch: list[OutboxMessage]) -> None:
+    async def _forward(self, target: Target, batch: list[OutboxRecord]) -> None:
         ok = False
         started = time.perf_counter()
         try:
             now_ms = int(time.time() * 1000)
-            expired = [b for b in batch if b.message.expires is not None and b.message.expires <= now_ms]
-            live = [b for b in batch if b.message.expires is None or b.message.expires > now_ms]
+            expired = [b for b in batch if b.expires is not None and b.expires <= now_ms]
+            live = [b for b in batch if b.expires is None or b.expires > now_ms]
             done: list[tuple[int, bytes]] = []
             dead: list[tuple[tuple[int, bytes], str, str]] = [
                 (b.key, "expired", "ttl passed before it could be forwarded") for b in expired]
             retry: list[tuple[int, bytes]] = []
             counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "retry": 0}
             if live:
-                reply = await self._post(target, encode_batch(self.node_id, [b.message for b in live]), len(live))
+                reply = await self._post(target, encode_batch(self.node_id, [_wire(b) for b in live]), len(live))
                 for b, r in zip(live, reply.results, strict=True):
                     if r.status == ACCEPTED:
                         done.append(b.key)
@@ -318,3 +318,8 @@ class PeerLink:
                 t.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _wire(r: OutboxRecord) -> WireMessage:
+    """An outbox record as it goes on the wire."""
+    return WireMessage(r.id, r.channel, r.body, r.priority, r.headers, r.deliver_at, r.expires, r.origin)

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import InvalidArgument
-from .message import CHANNEL_RE
-from .spool import Route
+from ..errors import InvalidArgument
+from ..message import CHANNEL_RE
+from ..routing import Route
 
 __all__ = ["NodeConfig", "PeerConfig", "TokenConfig", "ConfigError", "load_config", "SCOPES", "parse_listen"]
 

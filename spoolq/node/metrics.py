@@ -10,16 +10,33 @@ HTTP requests and their latency.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from .forwarder import PeerLink
-    from .spool import Spool
+    from ..spool import Spool
+
+
+class TargetState(Protocol):
+    name: str
+    failures: int
+    retry_at: float
+    last_error: str | None
+    last_error_at: float | None
+
+
+class LinkState(Protocol):
+    """What the metrics read of a forwarding loop (``forwarder.LinkState``)."""
+
+    name: str
+    in_flight: int
+
+    @property
+    def targets(self) -> Sequence[TargetState]: ...
 
 __all__ = ["Metrics", "CONTENT_TYPE"]
 
@@ -28,7 +45,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class _SpoolCollector(Collector):
-    def __init__(self, spool: Spool, links: Callable[[], list[PeerLink]]) -> None:
+    def __init__(self, spool: Spool, links: Callable[[], list[LinkState]]) -> None:
         self.spool = spool
         self.links = links
 
@@ -102,7 +119,7 @@ class Metrics:
                                          ["route"], buckets=_LATENCY_BUCKETS, registry=r)
         self._collector: _SpoolCollector | None = None
 
-    def watch(self, spool: Spool, links: Callable[[], list[PeerLink]]) -> None:
+    def watch(self, spool: Spool, links: Callable[[], list[LinkState]]) -> None:
         """Report the spool's depths and the peers' health at every scrape."""
         self._collector = _SpoolCollector(spool, links)
         self.registry.register(self._collector)

@@ -25,15 +25,16 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import __version__
-from ._bell import OUTBOX, BellHub, channel_bell
+from .. import __version__
+from .._bell import OUTBOX, BellHub, channel_bell
+from ..errors import SpoolqError, SpoolUnavailable
+from ..lease import Lease
+from ..routing import failover_parts
+from ..spool import Spool
+from .api import build_app
 from .config import NodeConfig, PeerConfig, load_config, parse_listen
-from .consumer import Lease
-from .errors import SpoolqError, SpoolUnavailable
 from .forwarder import PeerLink, Target
 from .metrics import Metrics
-from .server import build_app
-from .spool import FAILOVER_SEP, Spool
 
 __all__ = ["Node", "run_node", "setup_logging"]
 
@@ -104,8 +105,6 @@ class Node:
         self._stopping = False
         self.beanstalk: Any = None
         self.beanstalk_addr: str | None = None
-        self._sends: list[tuple[Any, asyncio.Future[None]]] = []
-        self._send_flush: asyncio.Handle | None = None
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -159,8 +158,8 @@ class Node:
             shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             self.url = f"{'https' if tls else 'http'}://{shown}:{bound[1]}"
             if self.config.beanstalk:
-                from ._bsmain import bind
-                from .beanstalk import Server as BeanstalkServer
+                from .._bsmain import bind
+                from ..beanstalk import Server as BeanstalkServer
 
                 addr = self.config.beanstalk
                 if addr.startswith("unix:"):
@@ -243,7 +242,7 @@ class Node:
                 if t.name in old and old[t.name].url == t.url:
                     t.failures, t.retry_at = old[t.name].failures, old[t.name].retry_at
             link.targets = targets
-            peer = self.config.peer(name.split(FAILOVER_SEP)[0])
+            peer = self.config.peer(failover_parts(name)[0])
             if peer is not None:
                 link.max_in_flight = peer.max_in_flight
                 link.batch_messages = peer.batch_messages
@@ -275,7 +274,7 @@ class Node:
 
     def _targets(self, outbox_peer: str) -> list[Target]:
         out = []
-        for part in outbox_peer.split(FAILOVER_SEP):
+        for part in failover_parts(outbox_peer):
             t = self._target(part)
             if t is None:
                 if part not in self._unknown_warned:
@@ -291,7 +290,7 @@ class Node:
         for name in names:
             if name in self.links or self._stopping:
                 continue
-            first = name.split(FAILOVER_SEP)[0]
+            first = failover_parts(name)[0]
             peer = self.config.peer(first)
             assert self._session is not None
             link = PeerLink(
@@ -337,37 +336,9 @@ class Node:
     # -- producing over HTTP --------------------------------------------------------------
 
     async def send(self, channel: str, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]:
-        """Send for the HTTP API: validated now, committed with every other send of this loop turn.
-
-        At the end of the turn, the turn's sends go to the spool's writer thread
-        as one group (one hand-off, one transaction, one sync under ``full``),
-        and the loop goes on serving while the sync runs.
-        """
-        w, ids = self.spool.prepare_items(channel, items)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sends.append((w, fut))
-        if self._send_flush is None:
-            self._send_flush = asyncio.get_running_loop().call_soon(self._flush_sends)
-        await fut
-        if w.error is not None:
-            raise w.error
-        return ids
-
-    def _flush_sends(self) -> None:
-        self._send_flush = None
-        pending, self._sends = self._sends, []
-        loop = asyncio.get_running_loop()
-
-        def resolve() -> None:
-            for _, fut in pending:
-                if not fut.done():
-                    fut.set_result(None)
-
-        def done() -> None:  # in the writer thread
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(resolve)
-
-        self.spool.commit_writes_soon([w for w, _ in pending], done)
+        """Send for the HTTP API: validated now, committed with every other send of this loop turn
+        (one hand-off to the spool's writer thread, one transaction, one sync under ``full``)."""
+        return await self.spool.asend_items(channel, items)
 
     # -- consuming over HTTP ---------------------------------------------------------------
 

@@ -1,0 +1,197 @@
+"""A lease: a consumer's exclusive, time-limited hold on one message.
+
+Finish it with exactly one of ``ack()`` (done: the message is gone),
+``nack(delay)`` (failed: ready again after ``delay``, default backoff) or
+``dead(detail)`` (give up: move it to dead letters); ``touch()`` extends it.
+A lease only remembers its key and token; the spool that made it (any object
+with the :class:`Finisher` methods) does the work.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .errors import InvalidArgument
+from .message import MAX_PRIORITY, Message, _ms_of, decode_headers, id_text_from_bytes
+
+__all__ = ["Lease", "Finisher"]
+
+
+class Finisher(Protocol):
+    """What a lease needs of its spool."""
+
+    def ack_lease(self, lease: Lease) -> None: ...
+    def nack_lease(self, lease: Lease, delay: float | None, priority: int | None) -> bool: ...
+    def touch_lease(self, lease: Lease, visibility: float) -> int: ...
+    def dead_lease(self, lease: Lease, reason: str, detail: str, priority: int | None) -> None: ...
+    def origin_name(self, ref: int | None) -> str: ...
+    def channel_name(self, ch: int) -> str: ...
+
+
+class Lease:
+    """An exclusive, time-limited hold on one message.
+
+    Attributes:
+        channel: the channel it was leased from.
+        body: the payload.
+        priority: 0 is most urgent.
+        attempts: deliveries so far, this one included (1 on the first).
+        job: the node-local integer id (what beanstalkd clients see).
+        deadline: when the lease runs out (Unix seconds).
+    """
+
+    __slots__ = (
+        "_ch",
+        "_deliver_at",
+        "_expires",
+        "_hdrs",
+        "_id",
+        "_idb",
+        "_origin",
+        "_spool",
+        "_until",
+        "attempts",
+        "body",
+        "channel",
+        "job",
+        "priority",
+    )
+
+    def __init__(
+        self,
+        spool: Finisher,
+        ch: int,
+        channel: str,
+        priority: int,
+        idb: bytes,
+        attempts: int,
+        job: int,
+        body: bytes,
+        hdrs: bytes | None,
+        expires: int | None,
+        origin: int | None,
+        deliver_at: int | None,
+        until: int,
+    ) -> None:
+        self._spool = spool
+        self._ch = ch
+        self.channel = channel
+        self.priority = priority
+        self._idb = idb
+        self.attempts = attempts
+        self.job = job
+        self.body = body
+        self._hdrs = hdrs
+        self._expires = expires
+        self._origin = origin
+        self._deliver_at = deliver_at
+        self._until = until
+        self._id: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The message id (text form)."""
+        if self._id is None:
+            self._id = id_text_from_bytes(self._idb)
+        return self._id
+
+    @property
+    def key(self) -> tuple[int, int, bytes, int]:
+        """Where the message is and which delivery this is: (channel id, priority, id, attempts)."""
+        return (self._ch, self.priority, self._idb, self.attempts)
+
+    @property
+    def handle(self) -> str:
+        """An opaque string that identifies this lease (see :meth:`from_handle`)."""
+        return f"{self._ch}.{self.priority}.{self._idb.hex()}.{self.attempts}"
+
+    @classmethod
+    def from_handle(cls, spool: Finisher, handle: str) -> Lease:
+        """Rebuild a lease from :attr:`handle` (for the HTTP API) to ack, nack or touch it.
+
+        Only the identity is restored: ``body`` and ``headers`` are empty.
+
+        Raises:
+            InvalidArgument: the handle is malformed.
+        """
+        try:
+            ch_s, pri_s, id_hex, att_s = handle.split(".")
+            ch, pri, att = int(ch_s), int(pri_s), int(att_s)
+            idb = bytes.fromhex(id_hex)
+            if len(idb) != 16 or not 1 <= ch < 1 << 63 or not 1 <= att < 1 << 63 or not 0 <= pri <= MAX_PRIORITY:
+                raise ValueError
+        except ValueError:
+            raise InvalidArgument(f"malformed lease handle {handle[:80]!r}",
+                                  hint="pass the 'lease' value the lease call returned") from None
+        return cls(spool, ch, spool.channel_name(ch), pri, idb, att, 0, b"", None, None, None, None, 0)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return decode_headers(self._hdrs)
+
+    @property
+    def created_at(self) -> float:
+        return _ms_of(self._idb) / 1000.0
+
+    @property
+    def expires_at(self) -> float | None:
+        return self._expires / 1000.0 if self._expires is not None else None
+
+    @property
+    def deadline(self) -> float:
+        return self._until / 1000.0
+
+    @property
+    def origin(self) -> str:
+        return self._spool.origin_name(self._origin)
+
+    @property
+    def message(self) -> Message:
+        """A read-only snapshot of the leased message."""
+        return Message(
+            id=self.id,
+            channel=self.channel,
+            body=self.body,
+            headers=self.headers,
+            priority=self.priority,
+            created_at=self.created_at,
+            deliver_at=self._deliver_at / 1000.0 if self._deliver_at else None,
+            expires_at=self.expires_at,
+            attempts=self.attempts,
+            origin=self.origin,
+            job=self.job,
+            state="leased",
+        )
+
+    def ack(self) -> None:
+        """The message is done: remove it.
+
+        Raises:
+            LeaseExpired: the lease ran out first (the message is ready again).
+            LeaseLost: the lease is no longer held (acked, nacked, re-leased).
+        """
+        self._spool.ack_lease(self)
+
+    def nack(self, delay: float | None = None, *, priority: int | None = None) -> bool:
+        """Processing failed: make the message ready again after ``delay`` seconds.
+
+        Without ``delay``, the wait is exponential backoff with jitter from the
+        attempt count. When the channel's ``max_attempts`` is used up, the
+        message goes to dead letters instead.
+
+        Returns:
+            ``True`` if the message will be delivered again, ``False`` if it
+            became a dead letter.
+        """
+        return self._spool.nack_lease(self, delay, priority)
+
+    def touch(self, visibility: float = 30.0) -> None:
+        """Extend the lease to ``visibility`` seconds from now."""
+        self._until = self._spool.touch_lease(self, visibility)
+
+    def dead(self, detail: str = "", *, reason: str = "rejected", priority: int | None = None) -> None:
+        """Give up on the message: move it to dead letters with ``detail`` (and a new priority)."""
+        self._spool.dead_lease(self, reason, str(detail), priority)
+
+    def __repr__(self) -> str:
+        return f"<Lease {self.id} channel={self.channel!r} attempts={self.attempts} size={len(self.body)}>"

@@ -1,0 +1,441 @@
+"""Group commit: the one way a message is created in the spool.
+
+Theory of operation
+===================
+
+Every write that creates messages (send, receive from a peer, a beanstalkd put,
+a retried dead letter going back through the outbox excepted) is a
+:class:`WriteRequest` handed to :meth:`GroupCommit.submit` — from a plain
+thread, from many threads at once, or (through :meth:`GroupCommit.wait`) from
+an asyncio task. Requests are built by :class:`RequestBuilder` methods on this
+module's side; callers above the store never hold one.
+
+Concurrent requests share one transaction and one sync. The first caller in
+becomes the leader and commits inline; callers who arrive while a commit is
+running queue up, and a dedicated writer thread then commits the queue batch
+after batch until it stays empty for ``LINGER`` seconds. A lone caller never
+waits for anyone: a single plain message is one autocommitted INSERT.
+
+An asyncio caller's requests of one event-loop turn are handed to the writer
+thread as one group (one hand-off, one sync); the loop goes on serving while
+the sync runs, and is woken when it is done.
+
+Row layouts of a request (the message id is always at index 2):
+  inbox plain:    (channel, priority, id, body)
+  inbox received: (channel, priority, id, body, origin)
+  inbox full:     (channel, priority, id, body, headers, expires, origin, attempts, deliver_at)
+  delayed:        (channel, due, id, priority, body, headers, expires, origin, attempts)
+  outbox:         (peer, priority, id, channel, body, headers, expires, origin, deliver_at)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, Literal
+
+from .. import _bell
+from . import sql
+from .db import Database
+from .names import JobNumbers
+
+__all__ = ["WriteRequest", "GroupCommit"]
+
+LINGER: Final = 0.0005  # how long the writer thread waits for more senders before it stops
+_PLAIN_SIZES: Final = frozenset(range(1, 17))  # batches of plain rows written as one statement
+
+Layout = Literal["plain", "received", "full"]
+
+
+class WriteRequest:
+    """One caller's rows, waiting for the group commit (see the module docstring for the layouts)."""
+
+    __slots__ = (
+        "bells",
+        "callback",
+        "dedup",
+        "delayed",
+        "done",
+        "dups",
+        "error",
+        "inbox",
+        "jobs",
+        "layout",
+        "outbox",
+        "probe",
+        "waiter",
+    )
+
+    def __init__(self) -> None:
+        self.inbox: list[tuple[Any, ...]] = []
+        self.layout: Layout = "plain"
+        self.delayed: list[tuple[Any, ...]] = []
+        self.outbox: list[tuple[Any, ...]] = []
+        self.dedup = False  # record the ids in `seen`; ids seen before are dropped (see `dups`)
+        self.probe = True  # with dedup: also look for ids this spool made itself and still holds
+        self.jobs: list[int] | None = None  # filled with the rows' job numbers when not None
+        self.bells: set[str] = set()
+        self.dups: set[bytes] = set()
+        self.error: BaseException | None = None
+        self.done = False
+        self.waiter: threading.Lock | None = None
+        self.callback: Callable[[], None] | None = None
+
+    def is_plain(self) -> bool:
+        return self.layout == "plain" and not (self.dedup or self.delayed or self.outbox)
+
+
+class GroupCommit:
+    """Commits write requests for one spool object (see the module docstring)."""
+
+    def __init__(self, db: Database, bells: _bell.Bells, clock: Callable[[], float], seen_retention_ms: int) -> None:
+        self.db = db
+        self.bells = bells
+        self.clock = clock
+        self.seen_retention_ms = seen_retention_ms
+        self.jobs = JobNumbers()
+        db.on_rollback = self.jobs.forget
+        self._mu = threading.Lock()
+        self._cv = threading.Condition(self._mu)
+        self._lingering = False
+        self._queue: list[WriteRequest] = []
+        self._leading = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self._turns: dict[asyncio.AbstractEventLoop, list[tuple[Sequence[WriteRequest], asyncio.Future[None]]]] = {}
+        self.commits = 0  # transactions written by group commit, and the requests in them
+        self.requests = 0
+
+    # -- the entrance ---------------------------------------------------------------------------
+
+    def submit(self, writes: Sequence[WriteRequest], on_done: Callable[[], None] | None = None) -> None:
+        """Commit ``writes``.
+
+        Without ``on_done``: now, in this thread (joining a group commit if one
+        is running); raises the first request's error (nothing of it is
+        written). With ``on_done``: queue them for the writer thread and return
+        at once; ``on_done()`` runs in the writer thread when all are committed
+        or failed (see each request's ``error``).
+        """
+        if not writes:
+            if on_done is not None:
+                on_done()
+            return
+        if on_done is not None:
+            writes[-1].callback = on_done  # a group is taken from the queue whole, so the last is done last
+            self._enqueue(writes)
+            return
+        if len(writes) == 1 and writes[0].jobs is None and len(writes[0].inbox) == 1 and writes[0].is_plain():
+            if self._write_one(writes[0]):
+                return
+        own = writes[-1]
+        mu = self._mu
+        mu.acquire()
+        if self._leading:
+            lk = threading.Lock()
+            lk.acquire()
+            own.waiter = lk
+            self._queue.extend(writes)
+            if self._lingering:
+                self._cv.notify()
+            mu.release()
+            lk.acquire()  # released by the leader: done, or promoted to lead
+            if not own.done:
+                self._lead(own)
+        else:
+            self._leading = True
+            self._queue.extend(writes)
+            mu.release()
+            self._lead(own)
+        for w in writes:
+            if w.error is not None:
+                raise w.error
+
+    async def wait(self, writes: Sequence[WriteRequest]) -> None:
+        """:meth:`submit` for asyncio: the requests of one loop turn go to the writer thread as one group."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = []
+            loop.call_soon(self._flush_turn, loop)
+        turn.append((writes, fut))
+        await fut
+        for w in writes:
+            if w.error is not None:
+                raise w.error
+
+    def _flush_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        pending = self._turns.pop(loop, [])
+
+        def resolve() -> None:
+            for _, fut in pending:
+                if not fut.done():
+                    fut.set_result(None)
+
+        def done() -> None:  # in the writer thread
+            try:
+                loop.call_soon_threadsafe(resolve)
+            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
+                pass
+
+        self.submit([w for writes, _ in pending for w in writes], done)
+
+    # -- leading --------------------------------------------------------------------------------
+
+    def _write_one(self, w: WriteRequest) -> bool:
+        """One plain message, written by the caller itself when no other send is in progress."""
+        mu = self._mu
+        mu.acquire()
+        if self._leading:  # others are sending: join their group commit
+            mu.release()
+            return False
+        self._leading = True
+        mu.release()
+        try:
+            with self.db.gate:
+                job = self.jobs.take_reserved(1)
+                if job is not None:
+                    # one autocommitted INSERT is one transaction: no BEGIN/COMMIT round trips
+                    ch, pri, idb, body = w.inbox[0]
+                    self.db.execute_write(self.db.create, sql.INSERT_ONE, (ch, pri, idb, job, body))
+                else:
+                    self._write_batch([w])
+        finally:
+            mu.acquire()
+            if self._queue:
+                self._hand_over()
+            else:
+                self._leading = False
+            mu.release()
+        w.done = True
+        for b in w.bells:
+            self.bells.ring(b)
+        return True
+
+    def _enqueue(self, writes: Sequence[WriteRequest]) -> None:
+        with self._mu:
+            self._queue.extend(writes)
+            if self._leading:
+                if self._lingering:
+                    self._cv.notify()
+                return
+            self._leading = True
+        self._writer().submit(self._lead, None)
+
+    def _hand_over(self) -> None:
+        """Pass the lead to the writer thread. Called with ``_mu`` held.
+
+        Senders are queueing behind us, so this process has concurrent senders:
+        a dedicated writer thread now commits for them, batch after batch,
+        until the queue stays empty (see ``_lead``). Waking one follower to lead
+        instead costs an extra thread hop between every two commits.
+        """
+        self._writer().submit(self._lead, None)
+
+    def _writer(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            with self._executor_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="spoolq-writer")
+        return self._executor
+
+    def _lead(self, own: WriteRequest | None) -> None:
+        """Commit queued writes until ``own`` is done, then hand the lead on."""
+        mu = self._mu
+        while True:
+            with mu:
+                if own is None and not self._queue:
+                    # The writer thread: senders were here a moment ago. Wait briefly for the
+                    # next one before giving up the lead, so a steady stream of senders keeps
+                    # one thread committing for them (a cold start costs a thread hop).
+                    # Senders notify; nobody polls (on 2 cores a polling thread steals the CPU
+                    # the senders need).
+                    self._lingering = True
+                    self._cv.wait(LINGER)
+                    self._lingering = False
+                batch = self._queue
+                self._queue = []
+                if not batch:
+                    self._leading = False
+                    return
+            self._commit(batch)
+            self.commits += 1
+            self.requests += len(batch)
+            for w in batch:
+                w.done = True
+                if w is own:
+                    continue
+                if w.waiter is not None:
+                    w.waiter.release()
+                elif w.callback is not None:
+                    w.callback()
+            if own is None:
+                continue
+            with mu:
+                if self._queue:
+                    self._hand_over()
+                else:
+                    self._leading = False
+            return
+
+    def close(self) -> None:
+        """Let queued writes finish and stop the writer thread."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _commit(self, batch: list[WriteRequest]) -> None:
+        try:
+            self._write_batch(batch)
+        except BaseException as e:
+            if len(batch) == 1:
+                batch[0].error = e
+                return
+            for w in batch:  # one bad request must not fail the others
+                try:
+                    self._write_batch([w])
+                except BaseException as e2:
+                    w.error = e2
+            return
+        bells: set[str] = set()
+        for w in batch:
+            bells |= w.bells
+        for b in bells:
+            self.bells.ring(b)
+
+    def _write_batch(self, batch: list[WriteRequest]) -> None:
+        if self._write_plain(batch):
+            return
+
+        def write(conn: sqlite3.Connection) -> None:
+            plain: list[Any] = []
+            received: list[Any] = []
+            full: list[Any] = []
+            delayed: list[Any] = []
+            outbox: list[Any] = []
+            dedup = [w for w in batch if w.dedup]
+            if dedup:
+                self._dedup(conn, dedup)
+            kept = []
+            njobs = 0
+            for w in batch:
+                dups = w.dups if w.dedup else None
+                ib = [r for r in w.inbox if r[2] not in dups] if dups else w.inbox
+                dl = [r for r in w.delayed if r[2] not in dups] if dups else w.delayed
+                ob = [r for r in w.outbox if r[2] not in dups] if dups else w.outbox
+                kept.append((w, ib, dl, ob))
+                njobs += len(ib) + len(dl) + (len(ob) if w.jobs is not None else 0)
+            job = self.jobs.alloc(conn, njobs) if njobs else 0
+            for w, ib, dl, ob in kept:
+                jobs = w.jobs
+                if w.layout == "full":
+                    for r in ib:
+                        full += (r[0], r[1], r[2], job, r[3], r[4], r[5], r[6], r[7], r[8])
+                        if jobs is not None:
+                            jobs.append(job)
+                        job += 1
+                elif w.layout == "received":
+                    for ch, pri, idb, body, origin in ib:
+                        received += (ch, pri, idb, job, body, origin)
+                        job += 1
+                else:
+                    for ch, pri, idb, body in ib:
+                        plain += (ch, pri, idb, job, body)
+                        if jobs is not None:
+                            jobs.append(job)
+                        job += 1
+                for r in dl:
+                    delayed += (r[0], r[1], r[2], job, r[3], r[4], r[5], r[6], r[7], r[8])
+                    if jobs is not None:
+                        jobs.append(job)
+                    job += 1
+                for r in ob:
+                    outbox += r
+                    if jobs is not None:  # a number to show the caller; the outbox does not keep it
+                        jobs.append(job)
+                        job += 1
+            if plain:
+                sql.insert_many(conn, "inbox", sql.INBOX_SIMPLE_COLS, 5, plain)
+            if received:
+                sql.insert_many(conn, "inbox", sql.INBOX_RECEIVED_COLS, 6, received)
+            if full:
+                sql.insert_many(conn, "inbox", sql.INBOX_FULL_COLS, 10, full)
+            if delayed:
+                sql.insert_many(conn, "delayed", sql.DELAYED_COLS, 10, delayed)
+            if outbox:
+                sql.insert_many(conn, "outbox", sql.OUTBOX_COLS, 9, outbox)
+
+        self.db.txn(self.db.create, write)
+
+    def _write_plain(self, batch: list[WriteRequest]) -> bool:
+        """Write a batch of plain messages as ONE autocommitted statement, if it is one.
+
+        The common case under concurrency. Each ``execute`` gives up and retakes
+        the GIL, and retaking it while other senders run Python costs tens of
+        microseconds, so BEGIN/INSERT/COMMIT would cost three of those per sync.
+        """
+        rows: list[tuple[Any, ...]] = []
+        for w in batch:
+            if not w.is_plain():
+                return False
+            rows += w.inbox
+        n = len(rows)
+        if n not in _PLAIN_SIZES:
+            return False
+        with self.db.gate:
+            job = self.jobs.take_reserved(n)
+            if job is None:
+                return False
+            params: list[Any] = []
+            for w in batch:
+                jobs = w.jobs
+                for ch, pri, idb, body in w.inbox:
+                    params += (ch, pri, idb, job, body)
+                    if jobs is not None:
+                        jobs.append(job)
+                    job += 1
+            self.db.execute_write(self.db.create, sql.insert_rows("inbox", sql.INBOX_SIMPLE_COLS, 5, n), params)
+        return True
+
+    def _dedup(self, conn: sqlite3.Connection, dedup: list[WriteRequest]) -> None:
+        """Record the ids of dedup requests in ``seen``; rows whose id was already there are dups.
+
+        One upsert per chunk does the check and the record: ``RETURNING`` names
+        the ids that were new (or whose entry had expired), the rest are
+        duplicates. Requests are handled in order, so a second request with the
+        same id in one batch is a duplicate of the first.
+        """
+        now = int(self.clock() * 1000)
+        until = now + self.seen_retention_ms
+        for w in dedup:
+            ids = list(dict.fromkeys(r[2] for rows in (w.inbox, w.delayed, w.outbox) for r in rows))
+            accepted: set[bytes] = set()
+            for i in range(0, len(ids), 256):
+                chunk = ids[i:i + 256]
+                params: list[Any] = []
+                for idb in chunk:
+                    params += (idb, until)
+                params.append(now)
+                accepted.update(r[0] for r in conn.execute(sql.upsert_seen(len(chunk)), params))
+            if w.probe:
+                # Ids this spool made itself are not in `seen` (that would double the cost of every
+                # send); while such a message is still stored, find it by its key instead.
+                found = set()
+                for r in w.inbox:
+                    if r[2] in accepted and conn.execute(sql.INBOX_HAS, (r[0], r[1], r[2])).fetchone():
+                        found.add(r[2])
+                for r in w.delayed:
+                    if r[2] in accepted and conn.execute(sql.DELAYED_HAS, (r[0], r[2])).fetchone():
+                        found.add(r[2])
+                for r in w.outbox:
+                    if r[2] in accepted and conn.execute(sql.OUTBOX_HAS, (r[0], r[1], r[2])).fetchone():
+                        found.add(r[2])
+                accepted -= found
+            w.dups = set(ids) - accepted
+
+

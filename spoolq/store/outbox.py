@@ -1,0 +1,167 @@
+"""The outbox (messages waiting for peers) and receiving (messages from peers).
+
+``outbox`` is keyed ``(peer, priority, id)``. The daemon is the only forwarder
+of a spool (it holds a lock) and reads batches with a cursor, so reading a
+batch writes nothing; the peer's answer is settled in one transaction.
+
+Received messages are recorded in ``seen`` and inserted in one durable commit
+through the group commit; what comes back is the set of ids that were
+duplicates. Neither side knows the wire format: records in, records out.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from .. import _bell
+from ..message import decode_headers, encode_headers
+from . import sql
+from .commit import GroupCommit, WriteRequest
+from .db import Database
+from .names import Names
+
+__all__ = ["OutboxRecord", "Incoming", "Outbox"]
+
+
+class OutboxRecord(NamedTuple):
+    """A message waiting in the outbox: its key there, and what a peer needs of it."""
+
+    key: tuple[int, bytes]  # (priority, id)
+    id: bytes
+    channel: str
+    body: bytes
+    priority: int
+    headers: dict[str, str] | None
+    deliver_at: int | None  # Unix ms
+    expires: int | None  # Unix ms
+    origin: str  # node id
+
+
+class Incoming(Protocol):
+    """A message received from a peer (already validated by the receiver)."""
+
+    @property
+    def id(self) -> bytes: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def headers(self) -> dict[str, str] | None: ...
+    @property
+    def deliver_at(self) -> int | None: ...
+    @property
+    def expires(self) -> int | None: ...
+    @property
+    def origin(self) -> str | None: ...
+
+
+class Outbox:
+    """Outbox batches, settling, and receiving, for one spool object."""
+
+    def __init__(self, db: Database, names: Names, commit: GroupCommit) -> None:
+        self.db = db
+        self.names = names
+        self.commit = commit
+
+    def peers(self) -> list[str]:
+        """Peers (names, URLs or failover groups) that have messages waiting in the outbox."""
+        return [r[0] for r in self.db.read(lambda c: c.execute(sql.OUTBOX_PEERS).fetchall())]
+
+    def batch(self, peer: str, after: tuple[int, bytes] | None, max_messages: int,
+              max_bytes: int) -> list[OutboxRecord]:
+        """The next messages waiting for ``peer``, in priority then id order, after the key ``after``."""
+        p = self.names.peer(peer, create=False)
+        if p is None:
+            return []
+        args: tuple[object, ...]
+        if after is None:
+            statement, args = sql.OUTBOX_FIRST, (p, max_messages)
+        else:
+            statement, args = sql.OUTBOX_AFTER, (p, after[0], after[1], max_messages)
+        rows = self.db.read(lambda c: c.execute(statement, args).fetchall())
+        out: list[OutboxRecord] = []
+        size = 0
+        names: dict[int, str] = {}
+        origins: dict[int | None, str] = {}
+        for pri, idb, ch, body, hdrs, expires, origin_ref, deliver_at in rows:
+            size += len(body) + (len(hdrs) if hdrs else 0) + 64
+            if out and size > max_bytes:
+                break
+            name = names.get(ch)
+            if name is None:
+                name = names[ch] = self.names.channel_name(ch)
+            who = origins.get(origin_ref)
+            if who is None:
+                who = origins[origin_ref] = self.names.origin_name(origin_ref)
+            out.append(OutboxRecord((pri, idb), idb, name, body, pri, decode_headers(hdrs) if hdrs else None,
+                                    deliver_at, expires, who))
+        return out
+
+    def settle(self, peer: str, now: int, done: Sequence[tuple[int, bytes]],
+               dead: Sequence[tuple[tuple[int, bytes], str, str]], retry: Sequence[tuple[int, bytes]]) -> None:
+        """Apply a peer's answer in one transaction (see ``Spool.outbox_settle``)."""
+        p = self.names.peer(peer)
+        by_priority: dict[int, list[bytes]] = {}
+        for pri, idb in done:
+            by_priority.setdefault(pri, []).append(idb)
+
+        def settle(c: sqlite3.Connection) -> None:
+            for pri, ids in by_priority.items():  # IN lists: faster than one statement per key
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i:i + 500]
+                    c.execute(sql.outbox_delete_in(len(chunk)), (p, pri, *chunk))
+            for (pri, idb), reason, detail in dead:
+                c.execute(sql.OUTBOX_TO_DEAD, (reason, detail, now, p, pri, idb))
+                c.execute(sql.OUTBOX_DELETE, (p, pri, idb))
+            if retry:
+                c.executemany(sql.OUTBOX_TRY, [(p, pri, idb) for pri, idb in retry])
+
+        self.db.txn(self.db.move, settle)
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def receive_request(self, messages: Sequence[Incoming], sender: str, now: int) -> WriteRequest:
+        """The write of a received batch: dedup by id, ready or delayed by ``deliver_at``."""
+        w = WriteRequest()
+        w.dedup = True
+        w.probe = False
+        chans: dict[str, int] = {}
+        origins: dict[str, int | None] = {}
+        plain = all(m.headers is None and m.expires is None and (m.deliver_at is None or m.deliver_at <= now)
+                    for m in messages)
+        w.layout = "received" if plain else "full"
+        rows = w.inbox
+        for m in messages:
+            ch = chans.get(m.channel)
+            if ch is None:
+                ch = chans[m.channel] = self.names.create_channel(m.channel)
+            who = m.origin or sender
+            if who in origins:
+                origin = origins[who]
+            else:
+                origin = origins[who] = self.names.node_ref(who)
+            if plain:
+                rows.append((ch, m.priority, m.id, m.body, origin))
+            elif m.deliver_at is not None and m.deliver_at > now:
+                w.delayed.append((ch, m.deliver_at, m.id, m.priority, m.body, encode_headers(m.headers), m.expires,
+                                  origin, 0))
+            else:
+                rows.append((ch, m.priority, m.id, m.body, encode_headers(m.headers), m.expires, origin, 0,
+                             m.deliver_at))
+        w.bells.update(_bell.channel_bell(c) for c in chans)
+        return w
+
+    async def receive(self, messages: Sequence[Incoming], sender: str, now: int) -> set[bytes]:
+        """Store received messages in one durable commit; returns the ids that were duplicates."""
+        if not messages:
+            return set()
+        w = self.receive_request(messages, sender, now)
+        await self.commit.wait([w])
+        return w.dups
+
+

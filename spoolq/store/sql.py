@@ -1,0 +1,282 @@
+"""The spool's schema and every SQL statement, each written once.
+
+Nothing here runs a statement: ``db.py`` owns the connections and the other
+store modules execute these strings. A statement that differs only in a
+``WHERE`` clause is a statement of its own, never built by string surgery.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+SCHEMA_VERSION: Final = 1
+
+SCHEMA: Final = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE channels(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, max_attempts INTEGER);
+CREATE TABLE peers(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE nodes(id INTEGER PRIMARY KEY, node_id TEXT NOT NULL UNIQUE);
+CREATE TABLE inbox(
+    channel INTEGER NOT NULL, priority INTEGER NOT NULL, id BLOB NOT NULL,
+    lease_until INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    job INTEGER NOT NULL, body BLOB NOT NULL, headers BLOB, expires INTEGER,
+    origin INTEGER, deliver_at INTEGER,
+    PRIMARY KEY (channel, priority, id)) WITHOUT ROWID;
+CREATE TABLE delayed(
+    channel INTEGER NOT NULL, due INTEGER NOT NULL, id BLOB NOT NULL,
+    job INTEGER NOT NULL, priority INTEGER NOT NULL, body BLOB NOT NULL, headers BLOB,
+    expires INTEGER, origin INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (channel, due, id)) WITHOUT ROWID;
+CREATE TABLE outbox(
+    peer INTEGER NOT NULL, priority INTEGER NOT NULL, id BLOB NOT NULL,
+    claim_until INTEGER NOT NULL DEFAULT 0, tries INTEGER NOT NULL DEFAULT 0,
+    channel INTEGER NOT NULL, body BLOB NOT NULL, headers BLOB, expires INTEGER,
+    origin INTEGER, deliver_at INTEGER,
+    PRIMARY KEY (peer, priority, id)) WITHOUT ROWID;
+CREATE TABLE dead(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL, channel INTEGER NOT NULL,
+    peer INTEGER, priority INTEGER NOT NULL, attempts INTEGER NOT NULL, job INTEGER,
+    body BLOB NOT NULL, headers BLOB, expires INTEGER, origin INTEGER, deliver_at INTEGER,
+    reason TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', died_at INTEGER NOT NULL);
+CREATE INDEX dead_by_id ON dead(id);
+CREATE INDEX dead_by_channel ON dead(channel, seq);
+CREATE INDEX dead_by_job ON dead(job) WHERE job IS NOT NULL;
+CREATE TABLE seen(id BLOB PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX inbox_expires ON inbox(expires) WHERE expires IS NOT NULL;
+CREATE INDEX delayed_expires ON delayed(expires) WHERE expires IS NOT NULL;
+CREATE INDEX outbox_expires ON outbox(expires) WHERE expires IS NOT NULL;
+"""
+
+# -- opening ---------------------------------------------------------------------------------
+
+USER_VERSION: Final = "PRAGMA user_version"
+TABLE_COUNT: Final = "SELECT count(*) FROM sqlite_master"
+INIT_META: Final = "INSERT INTO meta(key, value) VALUES ('node_id', ?), ('created_at', ?), ('next_job', 1)"
+NODE_ID: Final = "SELECT value FROM meta WHERE key='node_id'"
+NEXT_JOB_BLOCK: Final = "UPDATE meta SET value=value+? WHERE key='next_job' RETURNING value"
+
+# -- names -----------------------------------------------------------------------------------
+
+CHANNEL_ID: Final = "SELECT id FROM channels WHERE name=?"
+CHANNEL_INSERT: Final = "INSERT OR IGNORE INTO channels(name) VALUES (?)"
+PEER_ID: Final = "SELECT id FROM peers WHERE name=?"
+PEER_INSERT: Final = "INSERT OR IGNORE INTO peers(name) VALUES (?)"
+NODE_REF: Final = "SELECT id FROM nodes WHERE node_id=?"
+NODE_INSERT: Final = "INSERT OR IGNORE INTO nodes(node_id) VALUES (?)"
+ALL_CHANNELS: Final = "SELECT id, name FROM channels"
+ALL_PEERS: Final = "SELECT id, name FROM peers"
+ALL_NODES: Final = "SELECT id, node_id FROM nodes"
+CHANNEL_MAX_ATTEMPTS: Final = "SELECT id, max_attempts FROM channels"
+SET_MAX_ATTEMPTS: Final = "UPDATE channels SET max_attempts=? WHERE id=?"
+CHANNEL_IDS: Final = "SELECT id FROM channels"
+
+# -- creating messages -----------------------------------------------------------------------
+
+INBOX_SIMPLE_COLS: Final = "(channel, priority, id, job, body)"
+INBOX_RECEIVED_COLS: Final = "(channel, priority, id, job, body, origin)"
+INBOX_FULL_COLS: Final = "(channel, priority, id, job, body, headers, expires, origin, attempts, deliver_at)"
+DELAYED_COLS: Final = "(channel, due, id, job, priority, body, headers, expires, origin, attempts)"
+OUTBOX_COLS: Final = "(peer, priority, id, channel, body, headers, expires, origin, deliver_at)"
+
+INSERT_ONE: Final = f"INSERT OR IGNORE INTO inbox{INBOX_SIMPLE_COLS} VALUES (?,?,?,?,?)"
+INBOX_HAS: Final = "SELECT 1 FROM inbox WHERE channel=? AND priority=? AND id=?"
+DELAYED_HAS: Final = "SELECT 1 FROM delayed WHERE channel=? AND id=?"
+OUTBOX_HAS: Final = "SELECT 1 FROM outbox WHERE peer=? AND priority=? AND id=?"
+
+# -- leasing ---------------------------------------------------------------------------------
+
+LEASE_SELECT: Final = (
+    "SELECT priority, id, attempts, job, body, headers, expires, origin, deliver_at FROM inbox "
+    "WHERE channel=? AND lease_until<=? ORDER BY priority, id LIMIT ?"
+)
+LEASE_UPDATE: Final = "UPDATE inbox SET lease_until=?, attempts=attempts+1 WHERE channel=? AND priority=? AND id=?"
+NEXT_DELAYED: Final = "SELECT due FROM delayed WHERE channel=? ORDER BY due LIMIT 1"
+NEXT_LEASE_END: Final = "SELECT min(lease_until) FROM inbox WHERE channel=? AND lease_until>?"
+_PROMOTE_SELECT: Final = (
+    "INSERT OR IGNORE INTO inbox(channel, priority, id, job, body, headers, expires, origin, attempts, deliver_at) "
+    "SELECT channel, priority, id, job, body, headers, expires, origin, attempts, due FROM delayed "
+)
+PROMOTE_DUE: Final = _PROMOTE_SELECT + "WHERE channel=? AND due<=?"
+PROMOTE_DUE_DELETE: Final = "DELETE FROM delayed WHERE channel=? AND due<=?"
+PROMOTE_ONE: Final = _PROMOTE_SELECT + "WHERE channel=? AND due=? AND id=?"
+DELAYED_DELETE: Final = "DELETE FROM delayed WHERE channel=? AND due=? AND id=?"
+ACK: Final = "DELETE FROM inbox WHERE channel=? AND priority=? AND id=? AND attempts=? AND lease_until>?"
+LEASE_STATE: Final = "SELECT attempts, lease_until FROM inbox WHERE channel=? AND priority=? AND id=?"
+TOUCH: Final = "UPDATE inbox SET lease_until=? WHERE channel=? AND priority=? AND id=? AND attempts=? AND lease_until>?"
+RELEASE: Final = "UPDATE inbox SET lease_until=0 WHERE channel=? AND priority=? AND id=?"
+REKEY_READY: Final = (
+    "INSERT OR REPLACE INTO inbox(channel, priority, id, lease_until, attempts, job, body, headers, "
+    "expires, origin, deliver_at) SELECT channel, ?, id, 0, attempts, job, body, headers, expires, "
+    "origin, deliver_at FROM inbox WHERE channel=? AND priority=? AND id=?"
+)
+INBOX_TO_DELAYED: Final = (
+    "INSERT OR REPLACE INTO delayed(channel, due, id, job, priority, body, headers, expires, origin, "
+    "attempts) SELECT channel, ?, id, job, ?, body, headers, expires, origin, attempts FROM inbox "
+    "WHERE channel=? AND priority=? AND id=?"
+)
+INBOX_DELETE: Final = "DELETE FROM inbox WHERE channel=? AND priority=? AND id=?"
+PEEK_READY: Final = LEASE_SELECT
+
+# -- dead letters ----------------------------------------------------------------------------
+
+_DEAD_INSERT: Final = (
+    "INSERT INTO dead(id, channel, peer, priority, attempts, job, body, headers, expires, origin, deliver_at, "
+    "reason, detail, died_at) "
+)
+INBOX_TO_DEAD: Final = _DEAD_INSERT + (
+    "SELECT id, channel, NULL, priority, attempts, job, body, headers, expires, origin, "
+    "deliver_at, ?, ?, ? FROM inbox WHERE channel=? AND priority=? AND id=?"
+)
+DELAYED_TO_DEAD: Final = _DEAD_INSERT + (
+    "SELECT id, channel, NULL, priority, attempts, job, body, headers, expires, origin, "
+    "due, ?, ?, ? FROM delayed WHERE channel=? AND due=? AND id=?"
+)
+OUTBOX_TO_DEAD: Final = _DEAD_INSERT + (
+    "SELECT id, channel, peer, priority, tries, NULL, body, headers, expires, origin, "
+    "deliver_at, ?, ?, ? FROM outbox WHERE peer=? AND priority=? AND id=?"
+)
+DEAD_SET_PRIORITY: Final = "UPDATE dead SET priority=? WHERE seq=last_insert_rowid()"
+DEAD_COLS: Final = (
+    "seq, id, channel, peer, priority, attempts, job, body, headers, expires, origin, deliver_at, "
+    "reason, detail, died_at"
+)
+DEAD_BY_ID: Final = f"SELECT {DEAD_COLS} FROM dead WHERE id=? ORDER BY seq DESC LIMIT 1"
+DEAD_ONE: Final = "SELECT id, channel, priority, job, body, headers, origin, deliver_at FROM dead WHERE seq=?"
+DEAD_DELETE: Final = "DELETE FROM dead WHERE seq=?"
+RESTORE_TO_INBOX: Final = (
+    "INSERT OR IGNORE INTO inbox(channel, priority, id, job, body, headers, origin, deliver_at) "
+    "VALUES (?,?,?,?,?,?,?,?)"
+)
+RESTORE_TO_OUTBOX: Final = f"INSERT OR IGNORE INTO outbox{OUTBOX_COLS} VALUES (?,?,?,?,?,?,?,?,?)"
+
+
+def dead_select(where: str) -> str:
+    return f"SELECT {DEAD_COLS} FROM dead{where} ORDER BY seq"
+
+
+def dead_count(where: str) -> str:
+    return f"SELECT count(*) FROM dead{where}"
+
+
+def dead_purge(where: str) -> str:
+    return f"DELETE FROM dead{where}"
+
+
+# -- jobs (by job number) --------------------------------------------------------------------
+
+JOB_IN_INBOX: Final = "SELECT channel, priority, id, lease_until, attempts, body, headers FROM inbox WHERE job=?"
+JOB_IN_DELAYED: Final = "SELECT channel, priority, id, due, attempts, body, headers FROM delayed WHERE job=?"
+JOB_IN_DEAD: Final = (
+    "SELECT channel, priority, id, NULL, attempts, body, headers FROM dead "
+    "WHERE job=? AND peer IS NULL ORDER BY seq DESC LIMIT 1"
+)
+JOB_DELAYED_KEY: Final = "SELECT channel, due, id FROM delayed WHERE job=?"
+JOB_DEAD_SEQ: Final = "SELECT seq FROM dead WHERE job=? AND peer IS NULL ORDER BY seq DESC LIMIT 1"
+JOB_LEASE_ROW: Final = (
+    "SELECT channel, priority, id, lease_until, attempts, body, headers, expires, origin, deliver_at "
+    "FROM inbox WHERE job=?"
+)
+JOB_DELETE_READY: Final = "DELETE FROM inbox WHERE job=? AND lease_until<=?"
+JOB_DELETE_DELAYED: Final = "DELETE FROM delayed WHERE job=?"
+JOB_DELETE_DEAD: Final = "DELETE FROM dead WHERE job=? AND peer IS NULL"
+KICK_DEAD: Final = "SELECT seq, job FROM dead WHERE channel=? AND peer IS NULL ORDER BY seq LIMIT ?"
+KICK_DELAYED: Final = "SELECT due, id, job FROM delayed WHERE channel=? ORDER BY due, id LIMIT ?"
+PEEK_DELAYED: Final = (
+    "SELECT job, priority, id, due, attempts, body, headers FROM delayed WHERE channel=? ORDER BY due, id LIMIT 1"
+)
+PEEK_BURIED: Final = (
+    "SELECT job, priority, id, NULL, attempts, body, headers FROM dead WHERE channel=? AND peer IS NULL "
+    "ORDER BY seq LIMIT 1"
+)
+
+
+def kicked_deliver_at(n: int) -> str:
+    return "UPDATE inbox SET deliver_at=? WHERE channel=? AND id IN (" + ",".join("?" * n) + ")"
+
+
+# -- outbox ----------------------------------------------------------------------------------
+
+OUTBOX_PEERS: Final = "SELECT name FROM peers WHERE id IN (SELECT DISTINCT peer FROM outbox)"
+_OUTBOX_READ: Final = (
+    "SELECT priority, id, channel, body, headers, expires, origin, deliver_at FROM outbox WHERE peer=? "
+)
+OUTBOX_FIRST: Final = _OUTBOX_READ + "ORDER BY priority, id LIMIT ?"
+OUTBOX_AFTER: Final = _OUTBOX_READ + "AND (priority, id) > (?, ?) ORDER BY priority, id LIMIT ?"
+OUTBOX_DELETE: Final = "DELETE FROM outbox WHERE peer=? AND priority=? AND id=?"
+OUTBOX_TRY: Final = "UPDATE outbox SET tries=tries+1 WHERE peer=? AND priority=? AND id=?"
+
+
+def outbox_delete_in(n: int) -> str:
+    return "DELETE FROM outbox WHERE peer=? AND priority=? AND id IN (" + ",".join("?" * n) + ")"
+
+
+# -- upkeep and inspection -------------------------------------------------------------------
+
+EXPIRED_INBOX: Final = (
+    "SELECT channel, priority, id FROM inbox WHERE expires IS NOT NULL AND expires<=? AND lease_until<=?"
+)
+EXPIRED_DELAYED: Final = "SELECT channel, due, id FROM delayed WHERE expires IS NOT NULL AND expires<=?"
+EXPIRED_OUTBOX: Final = (
+    "SELECT peer, priority, id FROM outbox WHERE expires IS NOT NULL AND expires<=? AND claim_until<=?"
+)
+STILL_EXPIRED_INBOX: Final = (
+    "SELECT 1 FROM inbox WHERE channel=? AND priority=? AND id=? AND expires<=? AND lease_until<=?"
+)
+STILL_IN_OUTBOX: Final = "SELECT 1 FROM outbox WHERE peer=? AND priority=? AND id=? AND claim_until<=?"
+FORGET_SEEN: Final = "DELETE FROM seen WHERE id<? AND until<=?"
+STATS_INBOX: Final = (
+    "SELECT channel, count(*), sum(lease_until>?), min(id), sum(lease_until<=? AND priority<1024) "
+    "FROM inbox GROUP BY channel"
+)
+STATS_DELAYED: Final = "SELECT channel, count(*) FROM delayed GROUP BY channel"
+STATS_DEAD: Final = "SELECT channel, count(*) FROM dead WHERE peer IS NULL GROUP BY channel"
+STATS_OUTBOX: Final = "SELECT peer, count(*), sum(claim_until>?), min(id) FROM outbox GROUP BY peer"
+STATS_PEER_DEAD: Final = "SELECT peer, count(*) FROM dead WHERE peer IS NOT NULL GROUP BY peer"
+
+
+# -- statements of many rows -----------------------------------------------------------------
+
+CHUNKS: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+_CACHE: dict[tuple[str, str, int, str], str] = {}
+
+
+def insert_rows(table: str, cols: str, width: int, size: int, verb: str = "INSERT OR IGNORE") -> str:
+    """``verb INTO table cols VALUES (?,..),(?,..)...`` for ``size`` rows of ``width`` columns (cached)."""
+    key = (verb, table, size, cols)
+    sql = _CACHE.get(key)
+    if sql is None:
+        row = "(" + ",".join("?" * width) + ")"
+        sql = f"{verb} INTO {table}{cols} VALUES " + ",".join([row] * size)
+        _CACHE[key] = sql
+    return sql
+
+
+def upsert_seen(n: int) -> str:
+    """Record ``n`` ids in ``seen``; ``RETURNING`` names those that were new (or whose entry had expired)."""
+    key = ("upsert", "seen", n, "")
+    sql = _CACHE.get(key)
+    if sql is None:
+        sql = ("INSERT INTO seen(id, until) VALUES " + ",".join(["(?,?)"] * n) +
+               " ON CONFLICT(id) DO UPDATE SET until=excluded.until WHERE seen.until<=? RETURNING id")
+        _CACHE[key] = sql
+    return sql
+
+
+def insert_many(conn: Any, table: str, cols: str, width: int, params: list[Any]) -> None:
+    """Insert rows (flattened in ``params``) with multi-row VALUES statements.
+
+    One statement per chunk binds many rows at once, which is about twice as
+    fast as ``executemany``; chunk sizes are powers of two so few distinct
+    statements reach the statement cache.
+    """
+    total = len(params) // width
+    pos = 0
+    while total:
+        for size in CHUNKS:
+            if size <= total:
+                break
+        sql = insert_rows(table, cols, width, size)
+        n = size * width
+        conn.execute(sql, params[pos : pos + n] if (pos or n != len(params)) else params)
+        pos += n
+        total -= size
