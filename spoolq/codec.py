@@ -77,6 +77,10 @@ DUPLICATE: Final = 1
 REJECTED: Final = 2
 DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_MAX_MESSAGES: Final = 10_000
+# what a sender puts in one batch by default (a receiver accepts up to the limits above)
+BATCH_MESSAGES: Final = 1000
+BATCH_BYTES: Final = 4 << 20
+MAX_IN_FLIGHT: Final = 4
 
 
 class WireMessage(msgspec.Struct, array_like=True, frozen=True):

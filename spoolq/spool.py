@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from . import _bell
+from .codec import BATCH_BYTES, BATCH_MESSAGES
 from .consumer import Worker
 from .errors import InvalidArgument, InvalidType, MessageTooLarge, SpoolqError
 from .lease import Lease
@@ -601,8 +602,8 @@ class Spool:
         """Peers (names, URLs or failover groups) that have messages waiting in the outbox."""
         return self._outbox.peers()
 
-    def outbox_batch(self, peer: str, *, after: tuple[int, bytes] | None = None, max_messages: int = 1000,
-                     max_bytes: int = 4 << 20) -> list[OutboxRecord]:
+    def outbox_batch(self, peer: str, *, after: tuple[int, bytes] | None = None, max_messages: int = BATCH_MESSAGES,
+                     max_bytes: int = BATCH_BYTES) -> list[OutboxRecord]:
         """The next messages waiting for ``peer``, in priority then id order, after the key ``after``.
 
         A read: nothing is claimed. The daemon is the only forwarder of a spool

@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -46,10 +46,24 @@ from ..errors import (
     StorageFull,
 )
 from ..lease import Lease
-from ..message import check_seconds
+from ..message import MAX_SECONDS, check_seconds
 
 if TYPE_CHECKING:
-    from .daemon import Node
+    from ..spool import Spool
+    from .config import NodeConfig
+    from .metrics import Metrics
+
+
+class Node(Protocol):
+    """What the HTTP routes need of the running node (``daemon.Node``)."""
+
+    config: NodeConfig
+    metrics: Metrics
+    spool: Spool
+
+    async def send(self, channel: str, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]: ...
+    async def lease_async(self, channel: str, n: int, visibility: float, wait: float) -> list[Lease]: ...
+    def health(self) -> dict[str, Any]: ...
 
 __all__ = ["build_app", "SCOPE"]
 
@@ -58,7 +72,6 @@ SCOPE: dict[str, str | None] = {}  # route name -> scope
 HEADER_PREFIX = "spoolq-header-"
 NODE: web.AppKey[Any] = web.AppKey("node")
 MAX_WAIT = 60.0
-MAX_SECONDS = 1e12  # ~31,700 years: every timestamp stays a Unix ms below 2**53, as peers require
 
 log = logging.getLogger("spoolq.server")
 
@@ -365,7 +378,8 @@ def _num(value: Any, key: str) -> float:
 def _in_range(value: Any, key: str) -> None:
     """Refuse a duration too long to become a timestamp (it would overflow SQLite and the peer protocol)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_SECONDS:
-        raise InvalidArgument(f"{key}: {value!r} seconds is too long", hint=f"use at most {MAX_SECONDS:.0e} seconds")
+        raise InvalidArgument(f"{key}: {value!r} seconds is too long",
+                              hint=f"use at most {MAX_SECONDS:.0f} seconds (about 30 years)")
 
 
 def _lease_json(x: Lease, encoding: str) -> dict[str, Any]:

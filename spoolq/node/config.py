@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..codec import BATCH_BYTES, BATCH_MESSAGES, MAX_IN_FLIGHT
 from ..errors import InvalidArgument
 from ..message import CHANNEL_RE
 from ..routing import Route
@@ -61,9 +62,9 @@ class PeerConfig:
     url: str
     token: str | None = None
     ca_file: str | None = None
-    max_in_flight: int = 4
-    batch_messages: int = 1000
-    batch_bytes: int = 4 << 20
+    max_in_flight: int = MAX_IN_FLIGHT
+    batch_messages: int = BATCH_MESSAGES
+    batch_bytes: int = BATCH_BYTES
 
 
 @dataclass(frozen=True)
@@ -301,8 +302,8 @@ def load_config(path: str | os.PathLike[str] | None, **overrides: Any) -> NodeCo
             raise ConfigError(f"peers.{name}.url: missing")
         peers.append(PeerConfig(
             name=name, url=str(t["url"]).rstrip("/"), token=_secret(t, f"peers.{name}", base),
-            ca_file=_relative(t.get("ca_file"), base), max_in_flight=t.get("max_in_flight", 4),
-            batch_messages=t.get("batch_messages", 1000), batch_bytes=t.get("batch_bytes", 4 << 20)))
+            ca_file=_relative(t.get("ca_file"), base), max_in_flight=t.get("max_in_flight", MAX_IN_FLIGHT),
+            batch_messages=t.get("batch_messages", BATCH_MESSAGES), batch_bytes=t.get("batch_bytes", BATCH_BYTES)))
     routes = []
     raw_routes = data.get("routes") or []
     if not isinstance(raw_routes, list):

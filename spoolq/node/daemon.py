@@ -27,6 +27,7 @@ from aiohttp import web
 
 from .. import __version__
 from .._bell import OUTBOX, BellHub, channel_bell
+from ..codec import BATCH_BYTES, BATCH_MESSAGES, MAX_IN_FLIGHT
 from ..errors import SpoolqError, SpoolUnavailable
 from ..lease import Lease
 from ..routing import failover_parts
@@ -295,9 +296,9 @@ class Node:
             assert self._session is not None
             link = PeerLink(
                 name, self._targets(name), self.spool, self._session, node_id=self.spool.node_id,
-                max_in_flight=peer.max_in_flight if peer else 4,
-                batch_messages=peer.batch_messages if peer else 1000,
-                batch_bytes=peer.batch_bytes if peer else 4 << 20,
+                max_in_flight=peer.max_in_flight if peer else MAX_IN_FLIGHT,
+                batch_messages=peer.batch_messages if peer else BATCH_MESSAGES,
+                batch_bytes=peer.batch_bytes if peer else BATCH_BYTES,
                 backoff_base=self.config.backoff_base, backoff_cap=self.config.backoff_cap,
                 scan_interval=self.config.scan_interval, metrics=self.metrics)
             self.links[name] = link

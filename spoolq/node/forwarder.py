@@ -44,7 +44,17 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from ..codec import ACCEPTED, DUPLICATE, REJECTED, WireMessage, decode_reply, encode_batch
+from ..codec import (
+    ACCEPTED,
+    BATCH_BYTES,
+    BATCH_MESSAGES,
+    DUPLICATE,
+    MAX_IN_FLIGHT,
+    REJECTED,
+    WireMessage,
+    decode_reply,
+    encode_batch,
+)
 from ..errors import CodecError, PeerError, SpoolqError
 from ..retry import backoff
 
@@ -90,9 +100,9 @@ class PeerLink:
         session: aiohttp.ClientSession,
         *,
         node_id: str,
-        max_in_flight: int = 4,
-        batch_messages: int = 1000,
-        batch_bytes: int = 4 << 20,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        batch_messages: int = BATCH_MESSAGES,
+        batch_bytes: int = BATCH_BYTES,
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
         scan_interval: float = 5.0,
