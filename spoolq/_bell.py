@@ -24,9 +24,11 @@ import os
 import select
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 from typing import Any, Final
+
+from .errors import SpoolUnavailable
 
 try:  # Linux only
     from inotify_simple import INotify
@@ -46,37 +48,45 @@ def channel_bell(channel: str) -> str:
 
 
 class Bells:
-    """Rings bells; one per spool object, thread-safe."""
+    """Rings bells; one per spool object, thread-safe.
+
+    The bells rung most recently keep their file open (at most ``MAX_OPEN``),
+    so a spool with thousands of channels holds a bounded number of fds.
+    """
+
+    MAX_OPEN = 64
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._fds: dict[str, int] = {}
+        self._fds: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
         self._closed = False
-
-    def _fd(self, name: str) -> int:
-        fd = self._fds.get(name)
-        if fd is None:
-            with self._lock:
-                fd = self._fds.get(name)
-                if fd is None:
-                    fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                    self._fds[name] = fd
-        return fd
 
     def ring(self, name: str) -> None:
         """Wake everyone waiting on ``name``. Never raises: a lost ring only delays a waiter."""
         if self._closed:
             return
-        try:
-            os.pwrite(self._fd(name), b"\x01", 0)
-        except OSError:
-            pass
+        with self._lock:
+            fd = self._fds.get(name)
+            try:
+                if fd is None:
+                    fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    self._fds[name] = fd
+                    if len(self._fds) > self.MAX_OPEN:
+                        os.close(self._fds.popitem(last=False)[1])
+                else:
+                    self._fds.move_to_end(name)
+                os.pwrite(fd, b"\x01", 0)
+            except OSError:
+                pass
+
+    def open_count(self) -> int:
+        return len(self._fds)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            fds, self._fds = self._fds, {}
+            fds, self._fds = self._fds, OrderedDict()
         for fd in fds.values():
             try:
                 os.close(fd)
@@ -110,7 +120,13 @@ class Watch:
             return
         path = self.directory / name
         if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            except OSError as e:
+                raise SpoolUnavailable(
+                    f"cannot create the wake-up file {path}: {e.strerror or e}",
+                    hint="the spool's bells/ directory must be writable by every process that waits on it",
+                ) from e
         try:
             self._inotify.add_watch(path, _flags.MODIFY)
         except OSError:  # pragma: no cover - out of watches: this waiter polls

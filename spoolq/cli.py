@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -209,6 +210,27 @@ def stats(as_json: bool, spool_dir: str | None, durability: str) -> None:
             p.add_row(name, str(ps.outbox), str(ps.in_flight), str(ps.dead),
                       f"{ps.oldest_age:.1f}" if ps.oldest_age is not None else "-")
         out.print(p)
+
+
+@main.command()
+@click.option("--spool", "spool_dir", envvar="SPOOLQ_SPOOL", type=click.Path(file_okay=False),
+              help="Spool directory [env: SPOOLQ_SPOOL].")
+def check(spool_dir: str | None) -> None:
+    """Check a spool read-only (SQLite's integrity check and spoolq's invariants); exit 1 on a problem."""
+    from .spool import default_spool_path
+    from .store.check import check_spool
+
+    path = Path(spool_dir) if spool_dir else default_spool_path()
+    facts, problems = check_spool(path)
+    for f in facts:
+        out.print(f"{path}: {escape(f)}", highlight=False)
+    if problems:
+        for p in problems:
+            err.print(f"[bold red]problem:[/bold red] {escape(p)}", highlight=False)
+        err.print("[yellow]hint:[/yellow] nothing was changed; restore the spool from a backup, or move it aside "
+                  "to start an empty one", highlight=False)
+        sys.exit(1)
+    out.print(f"{path}: ok", highlight=False)
 
 
 # -- dead letters ---------------------------------------------------------------------

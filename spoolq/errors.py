@@ -110,6 +110,10 @@ class SpoolUnavailable(StorageError):
     """The spool directory or database cannot be opened or written."""
 
 
+class SpoolCorrupt(SpoolUnavailable):
+    """The directory holds a spool whose database is empty or unreadable; it was left untouched."""
+
+
 class SpoolVersionError(StorageError):
     """The spool was written by a newer spoolq; it is refused, not altered."""
 

@@ -10,6 +10,7 @@ carry the theory of operation: tables, states, group commit, durability).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import threading
@@ -240,7 +241,10 @@ class Spool:
 
     async def asend_many(self, bodies: Iterable[bytes], channel: str, **options: Any) -> list[str]:
         """:meth:`send_many` for asyncio."""
-        w, idlist = self._prepare_many(bodies, channel, **options)
+        if channel in self._names.channels and options.get("to") is None and self._routes.route(channel) is None:
+            w, idlist = self._prepare_many(bodies, channel, **options)
+        else:  # a name may have to be created: no SQLite write or lock wait on the event loop
+            w, idlist = await asyncio.to_thread(functools.partial(self._prepare_many, bodies, channel, **options))
         if w is not None:
             await self._commit.wait([w])
         return idlist
@@ -252,7 +256,10 @@ class Spool:
         Every item is validated before anything is written, and nothing is
         created (not even the channel) when an item is refused.
         """
-        w, ids = self._prepare_items(channel, items)
+        if channel in self._names.channels and self._routes.route(channel) is None and not any(o for _, o in items):
+            w, ids = self._prepare_items(channel, items)
+        else:  # a name may have to be created: no SQLite write or lock wait on the event loop
+            w, ids = await asyncio.to_thread(self._prepare_items, channel, items)
         await self._commit.wait([w])
         return ids
 

@@ -23,9 +23,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, Literal, TypeVar
 
-from ..errors import SpoolBusy, SpoolqError, SpoolUnavailable, SpoolVersionError, StorageError, StorageFull
+from ..errors import (
+    SpoolBusy,
+    SpoolCorrupt,
+    SpoolqError,
+    SpoolUnavailable,
+    SpoolVersionError,
+    StorageError,
+    StorageFull,
+)
 from ..message import _take_ids, id_text
 from . import sql
 
@@ -35,6 +43,36 @@ DB_NAME: Final = "spool.db"
 BUSY_TIMEOUT: Final = 30.0
 
 T = TypeVar("T")
+
+
+def _spool_marks(path: Path, db_path: Path) -> list[str]:
+    """What in the directory shows that it held a spool before this open."""
+    try:
+        if not db_path.exists():
+            return []
+        wal = db_path.with_name(db_path.name + "-wal")
+        bells = path / "bells"
+        marks = [p.name for p in (path / "write.lock", path / "node.json", path / "routes.json") if p.exists()]
+        if wal.exists() and wal.stat().st_size:
+            marks.append(wal.name)
+        if bells.is_dir() and any(bells.iterdir()):
+            marks.append("bells/")
+        return marks
+    except OSError:
+        return []
+
+
+def _wal_header_ok(head: bytes) -> bool:
+    """Check the WAL header's own checksum (the first 24 bytes, Fibonacci-weighted 32-bit sums)."""
+    big = head[3] & 1 == 1
+    order: Literal["big", "little"] = "big" if big else "little"
+    s0 = s1 = 0
+    for i in range(0, 24, 8):
+        x0 = int.from_bytes(head[i:i + 4], order)
+        x1 = int.from_bytes(head[i + 4:i + 8], order)
+        s0 = (s0 + x0 + s1) & 0xFFFFFFFF
+        s1 = (s1 + x1 + s0) & 0xFFFFFFFF
+    return s0 == int.from_bytes(head[24:28], "big") and s1 == int.from_bytes(head[28:32], "big")
 
 
 class WriteGate:
@@ -148,6 +186,8 @@ class Database:
         self._conns: list[sqlite3.Connection] = []
         self.read_lock = threading.Lock()
         self.on_rollback: Callable[[], None] = lambda: None
+        self._marks = _spool_marks(path, self.db_path)
+        self._refuse_damaged()
         self._open_dir()
         try:
             self._gate_fd = os.open(path / "write.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -166,6 +206,56 @@ class Database:
         self.sync_dir()
 
     # -- opening ------------------------------------------------------------------------------
+
+    def _damaged(self) -> SpoolCorrupt:
+        return SpoolCorrupt(
+            f"{self.db_path} holds no spool, but {self.path} held one ({', '.join(self._marks)}): the database "
+            "was truncated or its WAL damaged; nothing was changed",
+            hint=f"run `spoolq check --spool {self.path}`, restore spool.db (and spool.db-wal) from a backup, "
+                 "or move the directory aside to start an empty spool",
+        )
+
+    @staticmethod
+    def refuse_damaged(path: Path) -> None:
+        """Raise :class:`SpoolCorrupt` for a directory that held a spool whose database is now empty or
+        whose WAL is garbage, without opening anything."""
+        db = Database.__new__(Database)
+        db.path, db.db_path = path, path / DB_NAME
+        db._marks = _spool_marks(path, db.db_path)
+        db._refuse_damaged()
+
+    def _refuse_damaged(self) -> None:
+        """Refuse, touching nothing, a directory that held a spool whose database is now empty.
+
+        SQLite would take an empty ``spool.db`` (truncated, or beside a WAL
+        overwritten with garbage, which SQLite ignores) for a new database, and
+        a fresh spool with a new node id would silently replace every message.
+        """
+        if not self._marks:
+            return
+        try:
+            size = self.db_path.stat().st_size
+        except OSError:
+            return  # unreadable: the open below says so
+        wal = self.db_path.with_name(self.db_path.name + "-wal")
+        try:
+            wal_size = wal.stat().st_size
+        except OSError:
+            wal_size = 0
+        if (size == 0 or wal_size) and not self._wal_holds_a_spool(wal):
+            raise self._damaged()  # before any connection: closing one would checkpoint and delete the WAL
+
+    @staticmethod
+    def _wal_holds_a_spool(wal: Path) -> bool:
+        """A valid WAL beside an empty database (a fresh spool never checkpointed) is fine."""
+        try:
+            with open(wal, "rb") as f:
+                head = f.read(32)
+        except OSError:
+            return False
+        # WAL header magic (big- or little-endian checksums), https://sqlite.org/fileformat.html#wal_file_format
+        return len(head) == 32 and head[:4] in (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83") and \
+            _wal_header_ok(head)
 
     def _open_dir(self) -> None:
         try:
@@ -237,6 +327,8 @@ class Database:
                     hint="upgrade spoolq (pip install -U spoolq) to open this spool",
                 )
             if version == 0:
+                if self._marks and not conn.execute(sql.TABLE_COUNT).fetchone()[0]:
+                    raise self._damaged()
                 if conn.execute(sql.TABLE_COUNT).fetchone()[0]:
                     raise SpoolUnavailable(
                         f"{self.db_path} is an SQLite database but not a spoolq spool; it was left untouched",

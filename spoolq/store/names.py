@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from ..message import check_channel
@@ -110,6 +111,11 @@ class Names:
         self._node_ids[node_id] = n
         self._nodes[n] = node_id
         return n
+
+    def knows_origins(self, node_ids: Iterable[str]) -> bool:
+        """Whether every one of ``node_ids`` has its number cached (or is this node)."""
+        known = self._node_ids
+        return all(n == self.node_id or n in known for n in node_ids)
 
     def origin_name(self, ref: int | None) -> str:
         if ref is None:

@@ -11,6 +11,7 @@ duplicates. Neither side knows the wire format: records in, records out.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
@@ -160,7 +161,11 @@ class Outbox:
         """Store received messages in one durable commit; returns the ids that were duplicates."""
         if not messages:
             return set()
-        w = self.receive_request(messages, sender, now)
+        known = self.names.channels
+        if all(m.channel in known for m in messages) and self.names.knows_origins(m.origin or sender for m in messages):
+            w = self.receive_request(messages, sender, now)
+        else:  # names to create: no SQLite write or lock wait on the event loop
+            w = await asyncio.to_thread(self.receive_request, messages, sender, now)
         await self.commit.wait([w])
         return w.dups
 

@@ -280,3 +280,20 @@ def insert_many(conn: Any, table: str, cols: str, width: int, params: list[Any])
         conn.execute(sql, params[pos : pos + n] if (pos or n != len(params)) else params)
         pos += n
         total -= size
+
+
+# -- checking (read-only) --------------------------------------------------------------------
+
+CHECK_INTEGRITY: Final = "PRAGMA integrity_check"
+CHECK_META: Final = "SELECT key, value FROM meta WHERE key IN ('node_id', 'next_job')"
+CHECK_ORPHANS: Final = (
+    ("inbox rows of unknown channels", "SELECT count(*) FROM inbox WHERE channel NOT IN (SELECT id FROM channels)"),
+    ("delayed rows of unknown channels",
+     "SELECT count(*) FROM delayed WHERE channel NOT IN (SELECT id FROM channels)"),
+    ("outbox rows of unknown peers", "SELECT count(*) FROM outbox WHERE peer NOT IN (SELECT id FROM peers)"),
+    ("dead letters of unknown channels", "SELECT count(*) FROM dead WHERE channel NOT IN (SELECT id FROM channels)"),
+    ("ids that are not 16 bytes", "SELECT (SELECT count(*) FROM inbox WHERE length(id)<>16) + "
+     "(SELECT count(*) FROM delayed WHERE length(id)<>16) + (SELECT count(*) FROM outbox WHERE length(id)<>16)"),
+    ("negative attempts", "SELECT count(*) FROM inbox WHERE attempts<0"),
+)
+CHECK_MAX_JOB: Final = "SELECT max(j) FROM (SELECT max(job) AS j FROM inbox UNION ALL SELECT max(job) FROM delayed)"
