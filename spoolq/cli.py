@@ -468,5 +468,18 @@ def outbox_relay(dsn: str | None, sqlite_path: str | None, to: tuple[str, ...], 
         spool.close()
 
 
+@main.command()
+@click.option("--writes", type=int, default=600, show_default=True,
+              help="Total writes (thirds: before, during, after).")
+@click.option("--writers", type=int, default=16, show_default=True, help="Concurrent HTTP writers.")
+@click.option("--two-hosts", is_flag=True, help="A web node forwarding to a DB node (its daemon is killed too).")
+def showcase(writes: int, writers: int, two_hosts: bool) -> None:
+    """A site that keeps taking writes while PostgreSQL is down (needs spoolq[showcase],
+    PostgreSQL's initdb/pg_ctl and memcached)."""
+    from .showcase.run import run
+
+    sys.exit(0 if run(writes=writes, writers=writers, two_hosts=two_hosts) else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -93,6 +93,12 @@ class PostgresOutbox:
         cur.execute(_INSERT, (mid, name, raw, opts, now_ms()))
         return mid
 
+    async def asend(self, cur: Any, body: bytes, channel: str, **options: Any) -> str:
+        """:meth:`send` with a psycopg ``AsyncCursor`` or ``AsyncConnection``."""
+        mid, raw, name, opts = check_send(body, channel, max_message_size=self.max_message_size, **options)
+        await cur.execute(_INSERT, (mid, name, raw, opts, now_ms()))
+        return mid
+
     def pending(self) -> int:
         """How many committed rows wait for the relay."""
         with psycopg.connect(self.conninfo, autocommit=True) as c:
