@@ -451,7 +451,10 @@ def outbox_relay(dsn: str | None, sqlite_path: str | None, to: tuple[str, ...], 
     spool = open_spool(spool_dir, durability)
     target = list(to) or None
     if dsn is not None:
-        from .outbox.postgres import PostgresOutbox
+        try:
+            from .outbox.postgres import PostgresOutbox
+        except ImportError as e:
+            raise click.ClickException(f"{e}: install the extra: pip install 'spoolq[postgres]'") from e
 
         relay = PostgresOutbox(dsn, spool=spool).relay(to=target, batch=batch, poll_interval=poll,
                                                         listen=not no_listen)
@@ -476,8 +479,10 @@ def outbox_relay(dsn: str | None, sqlite_path: str | None, to: tuple[str, ...], 
 def showcase(writes: int, writers: int, two_hosts: bool) -> None:
     """A site that keeps taking writes while PostgreSQL is down (needs spoolq[showcase],
     PostgreSQL's initdb/pg_ctl and memcached)."""
-    from .showcase.run import run
-
+    try:
+        from .showcase.run import run
+    except ImportError as e:
+        raise click.ClickException(f"{e}: install the extra: pip install 'spoolq[showcase]'") from e
     sys.exit(0 if run(writes=writes, writers=writers, two_hosts=two_hosts) else 1)
 
 

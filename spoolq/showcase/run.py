@@ -148,7 +148,7 @@ def run(*, writes: int = 600, writers: int = 16, two_hosts: bool = False, say: C
             say(f"two hosts: web node :{web_port} forwards '{CHANNEL}' to DB node :{db_port}")
 
         worker = OrderWorker(dsn, db_spool, mc.port)
-        relay = _outbox_relay(dsn, web_spool, to)
+        relay = _outbox_relay(dsn, web_spool)  # rows carry their own to= (the site sends with it)
         threads = [threading.Thread(target=worker.run, daemon=True), threading.Thread(target=relay.run, daemon=True)]
         for t in threads:
             t.start()
@@ -235,7 +235,7 @@ def run(*, writes: int = 600, writers: int = 16, two_hosts: bool = False, say: C
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _outbox_relay(dsn: str, spool: Spool, to: str | None) -> Any:
+def _outbox_relay(dsn: str, spool: Spool) -> Any:
     from ..outbox.postgres import PostgresOutbox
 
     return PostgresOutbox(dsn, spool=spool, create=False).relay(poll_interval=0.5)
