@@ -151,6 +151,17 @@ def test_own_id_delay_and_forwarding(db: Backend) -> None:
     stats = db.spool.stats()
     assert stats.peers["dbnode"].outbox == 1
     assert fwd  # id returned at once
+    c = db.connect()
+    db.outbox.send(c.cursor(), b"c", "plain")
+    c.commit()
+    c.close()
+    relay = db.outbox.relay(to="other")  # relay-level to=: rows without their own go to that peer
+    try:
+        assert relay.step() == 1
+    finally:
+        relay.close()
+    assert db.spool.lease("plain") is None
+    assert db.spool.stats().peers["other"].outbox == 1
 
 
 def test_sigkill_between_spool_and_delete_gives_exactly_once(db: Backend, spool_dir: Path, tmp_path: Path) -> None:
