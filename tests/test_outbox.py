@@ -194,9 +194,10 @@ def test_sigkill_between_spool_and_delete_gives_exactly_once(db: Backend, spool_
 
 
 def test_many_concurrent_transactions(db: Backend) -> None:
-    relay = db.outbox.relay(poll_interval=0.05)
-    t = threading.Thread(target=relay.run)
-    t.start()
+    relays = [db.outbox.relay(poll_interval=0.05) for _ in range(2)]  # two relays race for the same rows
+    runners = [threading.Thread(target=r.run) for r in relays]
+    for t in runners:
+        t.start()
     committed: list[str] = []
     lock = threading.Lock()
 
@@ -222,9 +223,12 @@ def test_many_concurrent_transactions(db: Backend) -> None:
             th.join(timeout=120)
         wait_for(lambda: db.outbox.pending() == 0, timeout=60)
     finally:
-        relay.stop()
-        t.join(timeout=30)
-        relay.close()
+        for r in relays:
+            r.stop()
+        for t in runners:
+            t.join(timeout=30)
+        for r in relays:
+            r.close()
     got = drain(db.spool, "busy")
     assert len(got) == len(set(got)) == len(committed) == 160
     assert set(got) == set(committed)
