@@ -447,5 +447,66 @@ def demo(local: bool, producers: int | None, messages: int | None) -> None:
     sys.exit(0 if ok else 1)
 
 
+@main.group(invoke_without_command=True)
+@click.pass_context
+def outbox(ctx: click.Context) -> None:
+    """Transactional outbox: messages written in your own database's transactions."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@outbox.command("relay")
+@click.option("--dsn", default=None, envvar="DATABASE_URL", help="PostgreSQL conninfo or URL [env: DATABASE_URL].")
+@click.option("--sqlite", "sqlite_path", default=None, type=click.Path(dir_okay=False), help="A SQLite database.")
+@click.option("--to", "to", multiple=True, help="Forward to this peer instead of the local inbox (repeatable).")
+@click.option("--batch", type=int, default=500, show_default=True, help="Rows per round.")
+@click.option("--poll", type=DURATION, default=1.0, show_default=True, help="Poll interval (PostgreSQL also LISTENs).")
+@click.option("--no-listen", is_flag=True, help="PostgreSQL: poll only, no LISTEN/NOTIFY.")
+@spool_options
+def outbox_relay(dsn: str | None, sqlite_path: str | None, to: tuple[str, ...], batch: int, poll: float,
+                 no_listen: bool, spool_dir: str | None, durability: str) -> None:
+    """Move committed outbox rows into the spool (same ids, exactly once) until SIGTERM/SIGINT."""
+    import signal
+
+    if (dsn is None) == (sqlite_path is None):
+        raise click.UsageError("give exactly one of --dsn (PostgreSQL) or --sqlite PATH")
+    spool = open_spool(spool_dir, durability)
+    target = list(to) or None
+    if dsn is not None:
+        try:
+            from .outbox.postgres import PostgresOutbox
+        except ImportError as e:
+            raise click.ClickException(f"{e}: install the extra: pip install 'spoolq[postgres]'") from e
+
+        relay = PostgresOutbox(dsn, spool=spool).relay(to=target, batch=batch, poll_interval=poll,
+                                                        listen=not no_listen)
+    else:
+        from .outbox.sqlite import SQLiteOutbox
+
+        relay = SQLiteOutbox(sqlite_path or "", spool=spool).relay(to=target, batch=batch, poll_interval=poll)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: relay.stop())
+    try:
+        relay.run()
+    finally:
+        relay.close()
+        spool.close()
+
+
+@main.command()
+@click.option("--writes", type=int, default=600, show_default=True,
+              help="Total writes (thirds: before, during, after).")
+@click.option("--writers", type=int, default=16, show_default=True, help="Concurrent HTTP writers.")
+@click.option("--two-hosts", is_flag=True, help="A web node forwarding to a DB node (its daemon is killed too).")
+def showcase(writes: int, writers: int, two_hosts: bool) -> None:
+    """A site that keeps taking writes while PostgreSQL is down (needs spoolq[showcase],
+    PostgreSQL's initdb/pg_ctl and memcached)."""
+    try:
+        from .showcase.run import run
+    except ImportError as e:
+        raise click.ClickException(f"{e}: install the extra: pip install 'spoolq[showcase]'") from e
+    sys.exit(0 if run(writes=writes, writers=writers, two_hosts=two_hosts) else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
