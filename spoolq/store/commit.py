@@ -201,7 +201,7 @@ class GroupCommit:
                 if job is not None:
                     # one autocommitted INSERT is one transaction: no BEGIN/COMMIT round trips
                     ch, pri, idb, body = w.inbox[0]
-                    self.db.execute_write(self.db.create, sql.INSERT_ONE, (ch, pri, idb, job, body))
+                    self.db.execute_gated(self.db.create, sql.INSERT_ONE, (ch, pri, idb, job, body))
                 else:
                     self._write_batch([w])
         finally:
@@ -399,7 +399,7 @@ class GroupCommit:
                     if jobs is not None:
                         jobs.append(job)
                     job += 1
-            self.db.execute_write(self.db.create, sql.insert_rows("inbox", sql.INBOX_SIMPLE_COLS, 5, n), params)
+            self.db.execute_gated(self.db.create, sql.insert_rows("inbox", sql.INBOX_SIMPLE_COLS, 5, n), params)
         return True
 
     def _dedup(self, conn: sqlite3.Connection, dedup: list[WriteRequest]) -> None:

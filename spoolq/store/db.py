@@ -397,12 +397,16 @@ class Database:
     def execute_write(self, conn: sqlite3.Connection, statement: str, params: object) -> int:
         """One autocommitted write statement (one transaction) under the gate; returns its rowcount."""
         with self.gate:
-            try:
-                return conn.execute(statement, params).rowcount  # type: ignore[arg-type]
-            except sqlite3.Error as e:
-                if not is_busy(e):
-                    raise storage_error(e, self.db_path) from e
-                return self.retry(lambda: conn.execute(statement, params).rowcount)  # type: ignore[arg-type]
+            return self.execute_gated(conn, statement, params)
+
+    def execute_gated(self, conn: sqlite3.Connection, statement: str, params: object) -> int:
+        """:meth:`execute_write` for a caller that already holds the gate."""
+        try:
+            return conn.execute(statement, params).rowcount  # type: ignore[arg-type]
+        except sqlite3.Error as e:
+            if not is_busy(e):
+                raise storage_error(e, self.db_path) from e
+            return self.retry(lambda: conn.execute(statement, params).rowcount)  # type: ignore[arg-type]
 
     def txn(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` as one write transaction (BEGIN IMMEDIATE … COMMIT)."""
