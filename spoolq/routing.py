@@ -14,7 +14,7 @@ from typing import Final
 from .errors import InvalidArgument, InvalidType, SpoolqError
 from .message import check_channel
 
-__all__ = ["Route", "FAILOVER_SEP", "check_peer", "route_peers", "failover_name", "failover_parts"]
+__all__ = ["Route", "FAILOVER_SEP", "check_peer", "check_to", "route_peers", "failover_name", "failover_parts"]
 
 FAILOVER_SEP: Final = "|"
 MAX_PEER_URL: Final = 2000
@@ -47,6 +47,26 @@ def route_peers(routes: Sequence[Route], channel: str) -> list[str] | None:
         if fnmatch.fnmatchcase(channel, r.channels):
             return [failover_name(r.to)] if r.mode == "failover" and len(r.to) > 1 else list(r.to)
     return None
+
+
+def check_to(to: object) -> list[str] | None:
+    """``to=`` of a send: None (local delivery), a peer, or a non-empty list of peers; returns the list."""
+    if to is None:
+        return None
+    if isinstance(to, str):
+        peers = [to]
+    elif isinstance(to, (list, tuple)):
+        peers = list(to)
+    else:
+        raise InvalidType(
+            f"to= must be a peer name or URL (or a list of them), not {type(to).__name__}",
+            hint="e.g. to='dc2' or to='http://10.0.0.2:7070'",
+        )
+    if not peers:
+        raise InvalidArgument("to= is an empty list", hint="pass None for local delivery, or peer names")
+    for peer in peers:
+        check_peer(peer)
+    return peers
 
 
 def check_peer(name: object) -> str:

@@ -43,7 +43,7 @@ from .message import (
     id_text_from_bytes,
 )
 from .retry import backoff
-from .routing import Route, check_peer
+from .routing import Route, check_to
 from .store import sql
 from .store.commit import GroupCommit, WriteRequest
 from .store.db import BUSY_TIMEOUT, Database
@@ -374,22 +374,7 @@ class Spool:
             for b in bodies:
                 if len(b) + len(hblob) > limit:
                     raise _too_large(len(b) + len(hblob), limit)
-        if to is None:
-            return d, t, hblob, None
-        if isinstance(to, str):
-            peers = [to]
-        elif isinstance(to, (list, tuple)):
-            peers = list(to)
-        else:
-            raise InvalidType(
-                f"to= must be a peer name or URL (or a list of them), not {type(to).__name__}",
-                hint="e.g. to='dc2' or to='http://10.0.0.2:7070'",
-            )
-        if not peers:
-            raise InvalidArgument("to= is an empty list", hint="pass None for local delivery, or peer names")
-        for peer in peers:
-            check_peer(peer)
-        return d, t, hblob, peers
+        return d, t, hblob, check_to(to)
 
     def _add_rows(
         self,

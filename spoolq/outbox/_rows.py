@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidArgument, InvalidType
 from ..message import (
     DEFAULT_PRIORITY,
     check_body,
@@ -24,11 +23,13 @@ from ..message import (
     check_headers,
     check_priority,
     check_seconds,
+    encode_headers,
     id_bytes,
     id_text_from_bytes,
     new_id,
 )
-from ..spool import DEFAULT_MAX_MESSAGE_SIZE, Spool, check_peer, encode_headers
+from ..routing import check_to
+from ..spool import DEFAULT_MAX_MESSAGE_SIZE, Spool
 
 TABLE = "spoolq_outbox"
 NOTIFY_CHANNEL = "spoolq_outbox"
@@ -75,21 +76,7 @@ def check_send(
     hblob = encode_headers(hdrs)
     if hblob is not None and len(raw) + len(hblob) > max_message_size:
         check_body(raw + hblob, max_message_size)  # raises MessageTooLarge with the usual wording
-    peers: list[str] | None = None
-    if to is not None:
-        if isinstance(to, str):
-            peers = [to]
-        elif isinstance(to, (list, tuple)):
-            peers = list(to)
-        else:
-            raise InvalidType(
-                f"to= must be a peer name or URL (or a list of them), not {type(to).__name__}",
-                hint="e.g. to='dc2' or to='http://10.0.0.2:7070'",
-            )
-        if not peers:
-            raise InvalidArgument("to= is an empty list", hint="pass None for local delivery, or peer names")
-        for p in peers:
-            check_peer(p)
+    peers = check_to(to)
     mid = new_id() if id is None else id_text_from_bytes(id_bytes(id))
     opts: dict[str, Any] = {}
     if peers is not None:

@@ -22,7 +22,7 @@ import psycopg
 from aiohttp import web
 from pymemcache.client.base import Client as Memcache
 
-from ..consumer import Lease
+from ..lease import Lease
 from ..message import new_id
 from ..outbox.postgres import PostgresOutbox
 from ..retry import backoff
