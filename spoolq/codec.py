@@ -81,6 +81,11 @@ DEFAULT_MAX_MESSAGES: Final = 10_000
 BATCH_MESSAGES: Final = 1000
 BATCH_BYTES: Final = 4 << 20
 MAX_IN_FLIGHT: Final = 4
+MAX_SENDER: Final = 200  # a node id is 36 characters
+# ids carry their creation time; a receiver refuses ids made too far from its own clock (they would never
+# be forgotten from `seen`, or would age and order as if decades old)
+MAX_ID_AHEAD_MS: Final = 86_400_000  # 1 day of clock skew
+MAX_ID_AGE_MS: Final = 365 * 86_400_000
 
 
 class WireMessage(msgspec.Struct, array_like=True, frozen=True):
@@ -169,6 +174,12 @@ def decode_batch(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_messages
         v, sender, messages = _batch_dec.decode(raw)
     except _DECODE_ERRORS as e:
         raise CodecError(f"malformed batch: {e}", code="malformed") from None
+    if not 0 < len(sender) <= MAX_SENDER:
+        raise CodecError(
+            f"batch sender must be a node id of 1 to {MAX_SENDER} characters, not {len(sender)}",
+            code="malformed",
+            hint="the sender is the sending node's id",
+        )
     if len(messages) > max_messages:
         raise CodecError(
             f"batch of {len(messages)} messages is over the limit of {max_messages}",
@@ -200,10 +211,17 @@ def decode_reply(raw: bytes, *, expected: int) -> Reply:
     return reply
 
 
-def check_message(m: WireMessage, max_message_size: int) -> str | None:
-    """The per-message rules. Returns why ``m`` must be rejected (for good), or ``None``."""
+def check_message(m: WireMessage, max_message_size: int, now_ms: int | None = None) -> str | None:
+    """The per-message rules. Returns why ``m`` must be rejected (for good), or ``None``.
+
+    With ``now_ms``, the id's time must lie within a day ahead of and a year behind it.
+    """
     if len(m.id) != 16:
         return f"id must be 16 bytes, not {len(m.id)}"
+    if now_ms is not None:
+        made = int.from_bytes(m.id[:6], "big")
+        if not now_ms - MAX_ID_AGE_MS <= made <= now_ms + MAX_ID_AHEAD_MS:
+            return f"id time {made} ms is too far from this node's clock ({now_ms} ms)"
     if CHANNEL_RE.fullmatch(m.channel) is None:
         return f"bad channel name {m.channel[:210]!r}"
     if not 0 <= m.priority <= MAX_PRIORITY:

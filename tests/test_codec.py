@@ -411,7 +411,7 @@ def test_fuzz_reply_random_bytes(raw: bytes, expected: int) -> None:
 
 
 @FUZZ
-@given(st.text(max_size=8), st.lists(messages, max_size=4))
+@given(st.text(min_size=1, max_size=8), st.lists(messages, max_size=4))
 def test_fuzz_roundtrip(sender: str, msgs: list[WireMessage]) -> None:
     assert decode_batch(encode_batch(sender, msgs)) == Batch(VERSION, sender, msgs)
 
@@ -446,3 +446,33 @@ def test_fuzz_mutated_batches(raw: bytes, data: st.DataObject) -> None:
 @given(replies, st.data())
 def test_fuzz_mutated_replies(results: list[Result], data: st.DataObject) -> None:
     _decode_reply_or_codec_error(_mutate(data, encode_reply(results)), len(results))
+
+
+@pytest.mark.parametrize("sender", ["", "n" * 201, "n" * (5 << 20)])
+def test_a_batch_from_an_empty_or_huge_sender_is_refused(sender: str) -> None:
+    with pytest.raises(CodecError, match="sender") as ei:
+        decode_batch(encode_batch(sender, [MINIMAL]), max_bytes=16 << 20)
+    assert ei.value.code == "malformed"
+
+
+def test_a_batch_sender_of_200_characters_is_fine() -> None:
+    assert decode_batch(encode_batch("n" * 200, [MINIMAL])).sender == "n" * 200
+
+
+def _id_at(ms: int) -> bytes:
+    return ms.to_bytes(6, "big") + bytes(10)
+
+
+@pytest.mark.parametrize(("offset", "ok"), [
+    (0, True),
+    (86_400_000, True),  # a day of clock skew ahead
+    (86_400_001, False),
+    (-365 * 86_400_000, True),
+    (-365 * 86_400_000 - 1, False),
+    (-T1, False),  # the epoch: "56 years old"
+])
+def test_ids_must_be_made_near_the_receivers_clock(offset: int, ok: bool) -> None:
+    m = _with(id=_id_at(T1 + offset))
+    reason = check_message(m, LIMIT, T1)
+    assert (reason is None) is ok
+    assert check_message(m, LIMIT) is None  # without a clock, only the shape is checked

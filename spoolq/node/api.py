@@ -228,8 +228,9 @@ async def post_batch(request: web.Request) -> web.Response:
     valid = []
     where = []
     ids: set[bytes] = set()
+    now_ms = int(time.time() * 1000)
     for i, m in enumerate(batch.messages):
-        reason = check_message(m, cfg.max_message_size)
+        reason = check_message(m, cfg.max_message_size, now_ms)
         if reason is not None:
             results[i] = Result(REJECTED, reason, True)
         elif m.id in ids:
