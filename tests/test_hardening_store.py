@@ -149,3 +149,22 @@ def test_async_send_to_a_new_channel_does_not_block_the_loop_on_a_held_lock(tmp_
     assert seen >= 20 and len(ids) == 1
     assert s.lease("brand.new").body == b"y"  # type: ignore[union-attr]
     s.close()
+
+
+def test_consumers_can_drain_a_full_disk(tmp_path: Path) -> None:
+    from .conftest import small_tmpfs
+
+    with small_tmpfs(tmp_path / "fs", "80m") as mnt:
+        s = Spool(mnt / "s")
+        assert (mnt / "s" / "reserve").exists()  # room kept for acks
+        ids = []
+        with pytest.raises(spoolq.StorageFull):
+            for _ in range(40000):
+                ids.append(s.send(os.urandom(4000), "c"))
+        assert len(ids) > 100
+        got = []
+        while leases := s.lease_many("c", 500):  # leases and acks still work: the reserve was released
+            got += [x.id for x in leases]
+            s.ack_many(leases)
+        assert got == ids
+        s.close()

@@ -16,6 +16,7 @@ so a synced commit also makes every earlier one durable.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import random
 import sqlite3
@@ -40,9 +41,12 @@ from . import sql
 __all__ = ["Database", "WriteGate", "is_busy", "storage_error", "DB_NAME", "BUSY_TIMEOUT"]
 
 DB_NAME: Final = "spool.db"
+RESERVE_FILE: Final = "reserve"
+RESERVE_BYTES: Final = 8 << 20  # more than a WAL grows between checkpoints (1,000 pages)
 BUSY_TIMEOUT: Final = 30.0
 
 T = TypeVar("T")
+log = logging.getLogger("spoolq.spool")
 
 
 def _spool_marks(path: Path, db_path: Path) -> list[str]:
@@ -199,6 +203,7 @@ class Database:
             self.move = self._connect("NORMAL")
             self.read_conn = self._connect("NORMAL")
             self.node_id = self._init_schema()
+            self.ensure_reserve()
         except BaseException:
             self._close_conns()
             os.close(self._gate_fd)
@@ -397,7 +402,12 @@ class Database:
     def execute_write(self, conn: sqlite3.Connection, statement: str, params: object) -> int:
         """One autocommitted write statement (one transaction) under the gate; returns its rowcount."""
         with self.gate:
-            return self.execute_gated(conn, statement, params)
+            try:
+                return self.execute_gated(conn, statement, params)
+            except StorageFull:
+                if conn is not self.move or not self.make_room():
+                    raise
+                return self.execute_gated(conn, statement, params)
 
     def execute_gated(self, conn: sqlite3.Connection, statement: str, params: object) -> int:
         """:meth:`execute_write` for a caller that already holds the gate."""
@@ -424,7 +434,58 @@ class Database:
                 raise
 
         with self.gate:
-            return self.retry(attempt)
+            if conn is not self.move:
+                return self.retry(attempt)
+            try:
+                return self.retry(attempt)
+            except StorageFull:
+                if not self.make_room():
+                    raise
+                return self.retry(attempt)
+
+    # -- the reserve: room for consumers to drain a full disk ---------------------------------
+
+    def ensure_reserve(self) -> None:
+        """Keep ``RESERVE_BYTES`` of disk for moves and removals (acks, leases) when the disk fills up.
+
+        Created only while there is plenty of room (eight times its size), so a
+        small disk is not filled by it; recreated by the sweep once space is back.
+        """
+        path = self.path / RESERVE_FILE
+        try:
+            if path.exists():
+                return
+            st = os.statvfs(self.path)
+            if st.f_bavail * st.f_frsize < 8 * RESERVE_BYTES:
+                return
+            tmp = path.with_name(RESERVE_FILE + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(b"\0" * RESERVE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+    def make_room(self) -> bool:
+        """The disk is full during a move or removal: free the reserve, and restart the WAL from its
+        beginning (a checkpoint), so that consumers can drain the spool. Returns whether to try again."""
+        released = self.release_reserve()
+        try:
+            busy, _frames, _done = self.move.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error:
+            return released
+        return released or not busy
+
+    def release_reserve(self) -> bool:
+        """The disk is full: free the reserve so that acks can still drain the spool. Returns whether it did."""
+        try:
+            os.unlink(self.path / RESERVE_FILE)
+        except OSError:
+            return False
+        log.warning("the disk of the spool at %s is full: released its %d KiB reserve so consumers can drain it",
+                    self.path, RESERVE_BYTES >> 10)
+        return True
 
     def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` as one read transaction (a consistent snapshot)."""

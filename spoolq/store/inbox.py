@@ -499,6 +499,7 @@ class Inbox:
             return {"promoted": promoted, "expired": expired, "forgotten": forgotten}
 
         result = self.db.txn(self.db.move, work)
+        self.db.ensure_reserve()
         if result["promoted"]:
             for (ch,) in due_chans:
                 self.bells.ring(_bell.channel_bell(self.names.channel_name(ch)))
