@@ -137,7 +137,7 @@ class _Pending:
     message_id: str
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Sub:
     id: str
     kind: str
@@ -304,6 +304,10 @@ class Session:
                 await self.handle(ev)
             except (StompError, SpoolqError) as e:
                 await self.error(str(e), ev)
+                return
+            except Exception as e:  # a bug: say so to the client, keep serving the others
+                log.exception("stomp session %s: %s failed", self.id, ev.command)
+                await self.error(f"internal error: {type(e).__name__}", ev)
                 return
 
     async def error(self, message: str, frame: Frame | None) -> None:
