@@ -16,10 +16,10 @@ from .conftest import PYTHON, python_env
 
 
 class StompProc:
-    def __init__(self, spool_dir: Path, listen: str = "127.0.0.1:0") -> None:
+    def __init__(self, spool_dir: Path, listen: str = "127.0.0.1:0", extra: tuple[str, ...] = ()) -> None:
         self.spool_dir = spool_dir
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "spoolq", "stomp", "--spool", str(spool_dir), "--listen", listen],
+            [PYTHON, "-m", "spoolq", "stomp", "--spool", str(spool_dir), "--listen", listen, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=python_env())
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
@@ -44,8 +44,8 @@ class StompProc:
 
 
 @contextmanager
-def stomp_server(spool_dir: Path) -> Iterator[StompProc]:
-    p = StompProc(spool_dir)
+def stomp_server(spool_dir: Path, *extra: str) -> Iterator[StompProc]:
+    p = StompProc(spool_dir, extra=extra)
     try:
         yield p
     finally:

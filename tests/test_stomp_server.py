@@ -192,10 +192,16 @@ def test_topic_fanout(server: StompProc) -> None:
 
 
 def test_heartbeats_both_ways(tmp_path: Path) -> None:
-    import spoolq.stomp.server as srv
-    assert srv.Server  # server heart-beat floor is 10 s by default: test with the client's wish below
-    with stomp_server(tmp_path / "spool") as s:
+    with stomp_server(tmp_path / "spool", "--heart-beat", "100,100") as s:
         c = Raw(s.port)
-        f = c.connect(**{"heart-beat": "0,0"})
-        assert f.get("heart-beat") == "10000,10000"
+        f = c.connect(**{"heart-beat": "100,100"})
+        assert f.get("heart-beat") == "100,100"
+        beats = 0
+        while (ev := c.next()) is not None:  # the server beats (EOLs) on its own ...
+            beats += 1
+        assert beats >= 1  # ... and, as we never beat, gives up on us after 2 x 100 ms
+        c = Raw(s.port)
+        assert c.connect(**{"heart-beat": "0,0"}).get("heart-beat") == "100,100"
+        c.send(F("SEND", b"", destination="/queue/hb", receipt="r"))
+        assert c.frame().get("receipt-id") == "r"
         c.close()

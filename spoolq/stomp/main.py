@@ -13,7 +13,8 @@ from .server import Token, serve
 
 
 def run(spool_dir: str | None, listen: str, *, durability: str = "full", tls_cert: str | None = None,
-        tls_key: str | None = None, tokens: list[Token] | None = None) -> int:
+        tls_key: str | None = None, tokens: list[Token] | None = None,
+        heartbeat: tuple[int, int] = (10000, 10000)) -> int:
     host, port = parse_listen(listen, key="--listen")
     if not tokens and not is_loopback(host):
         raise ConfigError(f"--listen: refusing to serve STOMP on {host} without tokens",
@@ -29,7 +30,8 @@ def run(spool_dir: str | None, listen: str, *, durability: str = "full", tls_cer
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(spool, host, port, ssl=ctx, tokens=tokens or (), ready=ready))
+            asyncio.run(serve(spool, host, port, ssl=ctx, tokens=tokens or (), ready=ready,
+                              heartbeat=heartbeat))
     finally:
         spool.close()
     return 0

@@ -663,9 +663,9 @@ def _heartbeat(value: str | None) -> tuple[int, int]:
 
 
 async def serve(spool: Spool, host: str, port: int, *, ssl: Any = None, tokens: Sequence[Token] = (),
-                ready: Callable[[str, int], None] | None = None) -> None:
+                ready: Callable[[str, int], None] | None = None, heartbeat: tuple[int, int] = (10000, 10000)) -> None:
     """Run a standalone STOMP server until cancelled."""
-    server = Server(spool, tokens=tokens)
+    server = Server(spool, tokens=tokens, heartbeat=heartbeat)
     h, p = await server.listen(host, port, ssl=ssl)
     if ready is not None:
         ready(h, p)
