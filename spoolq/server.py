@@ -114,8 +114,19 @@ def build_app(node: Node) -> web.Application:
     add("POST", "/v1/dead/retry", post_dead_retry, "dead_retry", "admin")
     add("POST", "/v1/dead/purge", post_dead_purge, "dead_purge", "admin")
     add("GET", "/healthz", get_healthz, "healthz", None)
+    add("GET", "/stomp", get_stomp_ws, "stomp", None)  # STOMP over WebSocket: CONNECT's passcode is the token
     add("GET", "/metrics", get_metrics, "metrics", "admin")
     return app
+
+
+async def get_stomp_ws(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    cfg = node.config.stomp
+    if node.stomp is None or cfg is None or not cfg.websocket:
+        return _error(404, "not_found", "STOMP over WebSocket is not enabled", "add a [stomp] section to the config")
+    from .stomp.ws import serve_websocket
+
+    return await serve_websocket(request, node.stomp)
 
 
 # -- middlewares ----------------------------------------------------------------------------

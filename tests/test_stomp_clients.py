@@ -151,3 +151,69 @@ def test_php_client(server: StompProc) -> None:
     r = subprocess.run(["php", str(PHP_CLIENT), "127.0.0.1", str(server.port)], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
     assert r.stdout.decode().strip().splitlines()[-1] == "ok"
+
+
+NODE_CONFIG = """
+[node]
+listen = "127.0.0.1:0"
+[stomp]
+listen = "127.0.0.1:0"
+[tokens.app]
+token = "app-secret-0123456789"
+scopes = ["send"]
+[tokens.ops]
+token = "ops-secret-0123456789"
+scopes = ["admin"]
+"""
+
+
+def test_node_stomp_tokens_and_websocket(tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    import aiohttp
+
+    from spoolq.stomp.wire import Frame, Parser, encode
+
+    from .nodes import NodeProc
+    from .stomp_helpers import Raw
+
+    with NodeProc(tmp_path / "spool", config=NODE_CONFIG) as node:
+        port = int(json.loads((tmp_path / "spool" / "node.json").read_text())["stomp"].rsplit(":", 1)[1])
+        c = Raw(port)  # tokens configured: a passcode is needed
+        c.send(Frame("CONNECT", (("accept-version", "1.2"), ("host", "x"))))
+        assert c.frame().command == "ERROR" and c.closed()
+        c = Raw(port)
+        c.connect(login="app", passcode="app-secret-0123456789")
+        c.send(Frame("SEND", (("destination", "/queue/ws"), ("receipt", "1")), b"from tcp"))
+        assert c.frame().get("receipt-id") == "1"
+        c.send(Frame("SUBSCRIBE", (("destination", "/queue/ws"), ("id", "1"))))  # no consume scope
+        e = c.frame()
+        assert e.command == "ERROR" and "consume" in (e.get("message") or "")
+
+        async def over_websocket() -> Frame:
+            async with aiohttp.ClientSession() as http, \
+                    http.ws_connect(f"{node.url}/stomp", protocols=("v12.stomp",)) as ws:
+                assert ws.protocol == "v12.stomp"
+                p = Parser(commands=frozenset({"CONNECTED", "MESSAGE", "RECEIPT", "ERROR"}))
+                await ws.send_str(encode(Frame("CONNECT", (("accept-version", "1.2"), ("host", "x"),
+                                                           ("passcode", "ops-secret-0123456789")))).decode())
+                await ws.send_str(encode(Frame("SUBSCRIBE", (("destination", "/queue/ws"), ("id", "0"),
+                                                             ("ack", "client-individual")))).decode())
+                frames: list[Frame] = []
+                while len(frames) < 2:
+                    msg = await asyncio.wait_for(ws.receive(), 10)
+                    frames += [f for f in p.feed(msg.data.encode() if isinstance(msg.data, str) else msg.data)
+                               if isinstance(f, Frame)]
+                assert frames[0].command == "CONNECTED"
+                m = frames[1]
+                await ws.send_str(encode(Frame("ACK", (("id", m.get("ack") or ""), ("receipt", "a")))).decode())
+                while True:
+                    msg = await asyncio.wait_for(ws.receive(), 10)
+                    r = [f for f in p.feed(msg.data.encode()) if isinstance(f, Frame)]
+                    if r:
+                        assert r[0].get("receipt-id") == "a"
+                        return m
+
+        m = asyncio.run(over_websocket())
+        assert m.body == b"from tcp"
