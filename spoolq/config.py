@@ -46,7 +46,8 @@ from .errors import InvalidArgument
 from .message import CHANNEL_RE
 from .spool import Route
 
-__all__ = ["NodeConfig", "PeerConfig", "StompConfig", "TokenConfig", "ConfigError", "load_config", "SCOPES", "parse_listen"]
+__all__ = ["NodeConfig", "PeerConfig", "StompConfig", "TokenConfig", "ConfigError", "load_config", "SCOPES",
+           "parse_listen"]
 
 SCOPES = frozenset({"peer", "send", "consume", "admin"})
 

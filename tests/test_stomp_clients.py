@@ -63,7 +63,7 @@ def client(server: StompProc, heartbeats: tuple[int, int] = (0, 0)) -> tuple[sto
 
 def send_receipted(conn: stomp.Connection12, lis: Listener, dest: str, bodies: list[str], **h: str) -> None:
     ids = [f"r-{time.monotonic_ns()}-{i}" for i in range(len(bodies))]
-    for body, rid in zip(bodies, ids):
+    for body, rid in zip(bodies, ids, strict=True):
         conn.send(dest, body, headers={"receipt": rid, **h})
     wait_for(lambda: set(ids) <= lis.receipts)
 

@@ -197,7 +197,7 @@ def test_heartbeats_both_ways(tmp_path: Path) -> None:
         f = c.connect(**{"heart-beat": "100,100"})
         assert f.get("heart-beat") == "100,100"
         beats = 0
-        while (ev := c.next()) is not None:  # the server beats (EOLs) on its own ...
+        while c.next() is not None:  # the server beats (EOLs) on its own ...
             beats += 1
         assert beats >= 1  # ... and, as we never beat, gives up on us after 2 x 100 ms
         c = Raw(s.port)
