@@ -135,7 +135,7 @@ def consume(port: int, vhost: str, total: int, counter: Any) -> tuple[float, flo
         try:
             c.sock.settimeout(0.5)
             f = c.frame()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             continue
         c.sock.settimeout(60)
         if f.command != "MESSAGE":

@@ -154,17 +154,36 @@ async def _commit_transaction(spool: Spool, sends: Sequence[tuple[bytes, str, di
                               acks: Sequence[Lease]) -> None:
     """Apply a STOMP transaction's sends and acks.
 
-    TODO(lead): one spool transaction. Needed store call:
-    ``Spool.commit_transaction(sends: Sequence[tuple[bytes, str, dict[str, Any]]], acks: Sequence[Lease]) -> list[str]``
-    (one BEGIN IMMEDIATE: insert/route every send with its options and dedup id,
-    delete every acked lease; all or nothing; synced under ``full``). Until then:
-    the sends of each channel in one transaction, then all acks in one.
+    TODO(lead): one spool transaction. Needed store call::
+
+        Spool.commit_transaction(sends: Sequence[tuple[bytes, str, dict[str, Any]]],
+                                 acks: Sequence[Lease]) -> list[str]   # + an async twin
+
+    (one BEGIN IMMEDIATE: insert/route every send with its own options and dedup id, delete every
+    acked lease; all or nothing, nothing changed on error; synced under ``full``). Until then: every
+    send is validated first (nothing is written if one is bad), all sends go to the group-commit
+    writer as one group (normally one transaction), then the acks in one more transaction.
     """
     by_channel: dict[str, list[tuple[bytes, dict[str, Any]]]] = {}
     for body, channel, opts in sends:
         by_channel.setdefault(channel, []).append((body, opts))
-    for channel, items in by_channel.items():
-        await spool._asend_items(channel, items)
+    writes = [spool.prepare_items(channel, items)[0] for channel, items in by_channel.items()]
+    if writes:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def settle() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def finished() -> None:  # in the writer thread
+            loop.call_soon_threadsafe(settle)
+
+        spool.commit_writes_soon(writes, finished)
+        await done
+        for w in writes:
+            if w.error is not None:
+                raise w.error
     if acks:
         await asyncio.to_thread(spool.ack_many, list(acks))
 
@@ -277,6 +296,7 @@ class Session:
         self.id = f"spoolq-{uuid.uuid4().hex[:16]}"
         self.last_rx = time.monotonic()
         self._hb_tasks: list[asyncio.Task[None]] = []
+        self._keepalive: asyncio.Task[None] | None = None
         self._wlock = asyncio.Lock()
         server.sessions.add(self)
 
@@ -327,6 +347,8 @@ class Session:
         self.server.sessions.discard(self)
         for t in self._hb_tasks:
             t.cancel()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         leases: list[Lease] = []
         for sub in self.subs.values():
             self._stop_sub(sub)
@@ -582,6 +604,8 @@ class Session:
             self.by_msgid[mid] = ack_id
             if self.version == "1.2":
                 headers.append(("ack", ack_id))
+            if lease is not None and self._keepalive is None:
+                self._keepalive = asyncio.create_task(self._touch_loop())
         if lease is not None:
             headers.append(("priority", str(priority_to_amq(lease.priority))))
             if lease.expires_at is not None:
@@ -591,6 +615,15 @@ class Session:
         seen = {k for k, _ in headers}
         headers += [(k, v) for k, v in hdrs if k not in seen and k != "content-length"]
         await self.write(Frame("MESSAGE", tuple(headers), body))
+
+    async def _touch_loop(self) -> None:
+        """A STOMP client may hold an unacked message as long as it likes: keep its leases alive."""
+        every = self.server.visibility / 3
+        while not self.closed:
+            await asyncio.sleep(every)
+            leases = [p.lease for sub in self.subs.values() for p in sub.pending.values() if p.lease is not None]
+            if leases:
+                await asyncio.to_thread(_touch_all, leases, self.server.visibility)
 
     def _find_ack(self, f: Frame) -> tuple[_Sub, list[_Pending]]:
         if self.version == "1.2":
@@ -641,6 +674,12 @@ def _give_back(leases: list[Lease]) -> None:
     for lease in leases:
         with contextlib.suppress(LeaseError):
             lease.nack(0)
+
+
+def _touch_all(leases: list[Lease], visibility: float) -> None:
+    for lease in leases:
+        with contextlib.suppress(LeaseError):
+            lease.touch(visibility)
 
 
 def _nack_all(leases: list[Lease]) -> None:
