@@ -205,3 +205,23 @@ def test_heartbeats_both_ways(tmp_path: Path) -> None:
         c.send(F("SEND", b"", destination="/queue/hb", receipt="r"))
         assert c.frame().get("receipt-id") == "r"
         c.close()
+
+
+def test_sigterm_gives_held_messages_back(tmp_path: Path) -> None:
+    import signal
+
+    s = StompProc(tmp_path / "spool")
+    try:
+        c = Raw(s.port)
+        c.connect()
+        c.send(F("SEND", b"held", destination="/queue/term", receipt="r"))
+        assert c.frame().get("receipt-id") == "r"
+        c.send(F("SUBSCRIBE", destination="/queue/term", id="1", ack="client"))
+        assert c.frame().body == b"held"
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(30) == 0
+    finally:
+        s.stop()
+    with Spool(tmp_path / "spool") as sp:
+        lease = sp.lease("term")  # ready at once, not after the lease's visibility
+        assert lease is not None and lease.body == b"held"

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import signal
 import time
 import uuid
 from collections import OrderedDict
@@ -706,9 +707,13 @@ async def serve(spool: Spool, host: str, port: int, *, ssl: Any = None, tokens: 
     """Run a standalone STOMP server until cancelled."""
     server = Server(spool, tokens=tokens, heartbeat=heartbeat)
     h, p = await server.listen(host, port, ssl=ssl)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):  # SIGTERM: give held messages back, then exit
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
     if ready is not None:
         ready(h, p)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await server.close()
