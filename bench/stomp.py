@@ -4,6 +4,7 @@ Run it by hand from the repository root, in an environment where spoolq is insta
 
     python bench/stomp.py                  # 2000 messages per row
     python bench/stomp.py --messages 500   # quicker
+    python bench/stomp.py --compare        # answers to frames where the spec is vague, side by side
 
 Rows: durable sends (every SEND carries ``receipt`` and ``persistent:true``; the client waits for the
 RECEIPT before the next SEND) and consumes (``ack:client-individual``, prefetch 100, one ACK per
@@ -270,10 +271,60 @@ def rabbitmq_server() -> Iterator[tuple[int, str]]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+# -- behaviour side by side where the spec is vague ---------------------------------------------
+
+SCENARIOS: list[tuple[str, list[bytes]]] = [
+    ("ACK of an unknown id", [b"ACK\nid:nope\nreceipt:r\n\n\0"]),
+    ("UNSUBSCRIBE of an unknown id", [b"UNSUBSCRIBE\nid:nope\nreceipt:r\n\n\0"]),
+    ("SUBSCRIBE twice with one id", [b"SUBSCRIBE\nid:1\ndestination:/queue/cmp\n\n\0",
+                                     b"SUBSCRIBE\nid:1\ndestination:/queue/cmp2\nreceipt:r\n\n\0"]),
+    ("SEND without destination", [b"SEND\nreceipt:r\n\nx\0"]),
+    ("SEND to a topic nobody listens to", [b"SEND\ndestination:/topic/cmp\nreceipt:r\n\nx\0"]),
+    ("unknown command", [b"FROB\nreceipt:r\n\n\0"]),
+    ("undefined escape \\t in a header", [b"SEND\ndestination:/queue/cmp\nx:a\\tb\nreceipt:r\n\nx\0"]),
+    ("COMMIT of an unknown transaction", [b"COMMIT\ntransaction:nope\nreceipt:r\n\n\0"]),
+    ("BEGIN twice with one name", [b"BEGIN\ntransaction:t\n\n\0", b"BEGIN\ntransaction:t\nreceipt:r\n\n\0"]),
+    ("priority:high on SEND", [b"SEND\ndestination:/queue/cmp\npriority:high\nreceipt:r\n\nx\0"]),
+]
+
+
+def probe(port: int, vhost: str, frames: list[bytes]) -> str:
+    c = Client(port, vhost)
+    for raw in frames:
+        c.sock.sendall(raw)
+    c.sock.settimeout(2)
+    try:
+        f = c.frame()
+    except RuntimeError as e:
+        text = str(e)
+        return (text[:70] + "...") if len(text) > 70 else text
+    except TimeoutError:
+        return "no answer within 2 s"
+    finally:
+        c.sock.close()
+    return f.command
+
+
+def compare() -> None:
+    answers: dict[str, list[str]] = {}
+    for server in (spoolq_server, rabbitmq_server):
+        with server() as (port, vhost):
+            for label, frames in SCENARIOS:
+                answers.setdefault(label, []).append(probe(port, vhost, frames).replace("|", "/"))
+    print("| frame(s) | spoolq | RabbitMQ |")
+    print("|---|---|---|")
+    for label, (a, b) in answers.items():
+        print(f"| {label} | {a} | {b} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--compare", action="store_true", help="only print answers to vague-spec frames side by side")
     a = ap.parse_args()
+    if a.compare:
+        compare()
+        return
     n = a.messages
     rows = [("durable send, receipts, 1 client", rate_sends, 1),
             ("durable send, receipts, 8 clients", rate_sends, 8),
