@@ -315,6 +315,10 @@ class Session:
         except StompWireError as e:
             await self.error(str(e), None)
             return
+        # ACKs that arrive together (pipelined, one read) are applied in one ack_many: one
+        # transaction instead of one each; their RECEIPTs follow it, in order.
+        acks: list[Lease] = []
+        receipts: list[str] = []
         for ev in events:
             if self.closed:
                 return
@@ -322,14 +326,35 @@ class Session:
                 continue
             assert isinstance(ev, Frame)
             try:
+                if ev.command == "ACK" and self.connected and "transaction" not in ev:
+                    sub, items = self._find_ack(ev)
+                    self._forget(sub, items)
+                    acks += [p.lease for p in items if p.lease is not None]
+                    if ev.get("receipt") is not None:
+                        receipts.append(ev.get("receipt") or "")
+                    continue
+                if acks or receipts:
+                    await self._flush_acks(acks, receipts)
+                    acks, receipts = [], []
                 await self.handle(ev)
             except (StompError, SpoolqError) as e:
+                if acks or receipts:
+                    with contextlib.suppress(Exception):
+                        await self._flush_acks(acks, receipts)
                 await self.error(str(e), ev)
                 return
             except Exception as e:  # a bug: say so to the client, keep serving the others
                 log.exception("stomp session %s: %s failed", self.id, ev.command)
                 await self.error(f"internal error: {type(e).__name__}", ev)
                 return
+        if (acks or receipts) and not self.closed:
+            await self._flush_acks(acks, receipts)
+
+    async def _flush_acks(self, acks: list[Lease], receipts: list[str]) -> None:
+        if acks:
+            await asyncio.to_thread(_ack_all, self.server.spool, acks)
+        for r in receipts:
+            await self.write(Frame("RECEIPT", (("receipt-id", r),)))
 
     async def error(self, message: str, frame: Frame | None) -> None:
         headers = [("message", message.splitlines()[0][:200] if message else "error")]
@@ -675,6 +700,17 @@ def _give_back(leases: list[Lease]) -> None:
     for lease in leases:
         with contextlib.suppress(LeaseError):
             lease.nack(0)
+
+
+def _ack_all(spool: Spool, leases: list[Lease]) -> None:
+    """Ack many; when one lease has expired or was lost, ack the others one by one (STOMP has no
+    per-message answer to an ACK, and the client's message will simply come again)."""
+    try:
+        spool.ack_many(leases)
+    except LeaseError:
+        for lease in leases:
+            with contextlib.suppress(LeaseError):
+                lease.ack()
 
 
 def _touch_all(leases: list[Lease], visibility: float) -> None:
