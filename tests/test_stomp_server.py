@@ -88,6 +88,11 @@ def test_garbage_and_limits(server: StompProc) -> None:
     assert c.frame().command == "ERROR" and c.closed()
     c = Raw(server.port)
     c.connect()
+    c.send(b"SEND\ndestination:/queue/g\nreceipt:ok\n\n\0HELLO\n\n\0")  # good frame, then garbage
+    assert c.frame().get("receipt-id") == "ok"
+    assert c.frame().command == "ERROR" and c.closed()
+    c = Raw(server.port)
+    c.connect()
     c.send(b"SEND\ndestination:/queue/big\ncontent-length:99999999\n\n")
     e = c.frame()
     assert e.command == "ERROR" and "limit" in (e.get("message") or "") and c.closed()

@@ -116,3 +116,11 @@ def test_fuzz_only_own_error(data: bytes) -> None:
         p.feed(data)
     except StompWireError:
         pass
+
+
+def test_good_frames_before_garbage_come_first() -> None:
+    p = Parser()
+    evs = p.feed(b"SEND\ndestination:/queue/a\n\nx\0BOGUS\n\n\0")
+    assert len(evs) == 1 and isinstance(p.error, StompWireError)
+    with pytest.raises(StompWireError):
+        p.feed(b"SEND\n\n\0")

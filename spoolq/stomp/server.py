@@ -349,6 +349,8 @@ class Session:
                 return
         if (acks or receipts) and not self.closed:
             await self._flush_acks(acks, receipts)
+        if self.parser.error is not None and not self.closed:
+            await self.error(str(self.parser.error), None)
 
     async def _flush_acks(self, acks: list[Lease], receipts: list[str]) -> None:
         if acks:

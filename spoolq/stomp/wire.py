@@ -158,6 +158,8 @@ class Parser:
         self.max_header_length = max_header_length
         self.commands = commands
         self._buf = bytearray()
+        #: set when bad bytes follow good frames in one feed; the next feed raises it
+        self.error: StompWireError | None = None
 
     @property
     def buffered(self) -> int:
@@ -168,12 +170,21 @@ class Parser:
 
         Raises:
             StompWireError: malformed input or a limit exceeded. The parser is
-                then unusable (the connection must close).
+                then unusable (the connection must close). When good frames come
+                before the bad bytes, they are returned and ``error`` is set.
         """
+        if self.error is not None:
+            raise self.error
         self._buf += data
         out: list[Frame | Heartbeat] = []
         while True:
-            ev = self._next()
+            try:
+                ev = self._next()
+            except StompWireError as e:
+                if not out:
+                    raise
+                self.error = e  # the frames before the bad bytes are good: return them first
+                return out
             if ev is None:
                 return out
             out.append(ev)
