@@ -146,6 +146,23 @@ def test_durability_kill9(tmp_path: Path) -> None:
 PHP_CLIENT = HERE / "stomp_client.php"
 
 
+def _php_has_stomp() -> bool:
+    if shutil.which("php") is None:
+        return False
+    r = subprocess.run(["php", "-r", "echo extension_loaded('stomp') ? 'y' : 'n';"], capture_output=True)
+    return r.stdout == b"y"
+
+
+@pytest.mark.skipif(not _php_has_stomp(), reason="php-stomp (Debian's PECL stomp extension) is not installed")
+def test_php_pecl_stomp(server: StompProc) -> None:
+    r = subprocess.run(["php", str(HERE / "stomp_pecl.php"), "127.0.0.1", str(server.port)], capture_output=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    assert r.stdout.decode().strip().splitlines()[-1] == "ok"
+    with Spool(server.spool_dir) as s:
+        assert [m.body for m in s.peek("pecl-tx")] == [b"in tx"]
+
+
 @pytest.mark.skipif(shutil.which("php") is None, reason="php-cli is not installed")
 def test_php_client(server: StompProc) -> None:
     r = subprocess.run(["php", str(PHP_CLIENT), "127.0.0.1", str(server.port)], capture_output=True, timeout=60)
