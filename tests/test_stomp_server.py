@@ -230,3 +230,23 @@ def test_sigterm_gives_held_messages_back(tmp_path: Path) -> None:
     with Spool(tmp_path / "spool") as sp:
         lease = sp.lease("term")  # ready at once, not after the lease's visibility
         assert lease is not None and lease.body == b"held"
+
+
+def test_tls(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    with stomp_server(tmp_path / "spool", "--tls-cert", str(tmp_path / "server.pem"),
+                      "--tls-key", str(tmp_path / "server.pem")) as s:
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+        c = Raw(s.port)
+        c.sock = ctx.wrap_socket(c.sock, server_hostname="127.0.0.1")
+        c.connect()
+        c.send(F("SEND", b"secret", destination="/queue/tls", receipt="r"))
+        assert c.frame().get("receipt-id") == "r"
+        c.close()
