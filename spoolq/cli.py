@@ -428,6 +428,30 @@ def beanstalkd(args: tuple[str, ...]) -> None:
 
 
 @main.command()
+@spool_options
+@click.option("--listen", default="127.0.0.1:61613", show_default=True, metavar="HOST:PORT",
+              help="Where to serve STOMP (loopback: no login needed).")
+@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False), help="TLS certificate (PEM).")
+@click.option("--tls-key", default=None, type=click.Path(dir_okay=False), help="TLS private key (PEM).")
+@click.option("--heart-beat", "heart_beat", default="10000,10000", show_default=True, metavar="SX,SY",
+              help="Server heart-beat offer in ms: can send every SX, wants every SY (0: none).")
+def stomp(spool_dir: str | None, durability: str, listen: str, tls_cert: str | None, tls_key: str | None,
+          heart_beat: str) -> None:
+    """Run a standalone STOMP 1.2 server on the spool (/queue/CHANNEL, /topic/NAME)."""
+    from .stomp.main import run
+
+    try:
+        try:
+            sx, sy = (int(x) for x in heart_beat.split(","))
+        except ValueError:
+            raise InvalidArgument(f"--heart-beat {heart_beat!r} must be two integers: SX,SY") from None
+        sys.exit(run(spool_dir, listen, durability=durability, tls_cert=tls_cert, tls_key=tls_key,
+                     heartbeat=(sx, sy)))
+    except SpoolqError as e:
+        fail(e)
+
+
+@main.command()
 @click.option("--local", "local", is_flag=True, help="One spool, many processes, a SIGKILL (no daemons).")
 @click.option("--producers", type=int, default=None, help="Producer processes (default 4; --local: 3).")
 @click.option("--messages", type=int, default=None, help="Per producer (default 5000; --local: 2000).")

@@ -283,30 +283,56 @@ class Spool:
             w.inbox = [(ch, DEFAULT_PRIORITY, (first + i).to_bytes(16, "big"), b) for i, b in enumerate(bodies)]
             w.bells.add(_bell.channel_bell(channel))
             return w, [id_text(first + i) for i in range(len(bodies))]
+        return w, self._add_items(w, [(body, channel, opts) for body, opts in items])
+
+    def _add_items(self, w: WriteRequest, items: Sequence[tuple[bytes, str, dict[str, Any]]]) -> list[str]:
+        """Validate ``(body, channel, options)`` items, then add their rows to ``w`` (the general layout).
+
+        Everything is validated before any channel or peer is created."""
+        limit = self.max_message_size
         checked = []
-        for body, opts in items:  # validate everything before anything is created
+        for body, channel, opts in items:
+            check_channel(channel)
             if type(body) is not bytes or len(body) > limit:
                 body = check_body(body, limit)
             priority = opts.get("priority", DEFAULT_PRIORITY)
             check_priority(priority)
             to = opts.get("to")
             if to is None:
-                to = routed
+                to = self._routes.route(channel)
             self._check_options([body], to, opts.get("delay", 0), opts.get("ttl"), opts.get("headers"))
             mid = opts.get("id")
-            checked.append((body, priority, to, None if mid is None else id_bytes(mid), opts))
+            checked.append((body, channel, priority, to, None if mid is None else id_bytes(mid), opts))
         ids: list[str] = []
-        for body, priority, to, idb, opts in checked:
+        for body, channel, priority, to, idb, opts in checked:
             if idb is None:
                 idb = _take_ids(1).to_bytes(16, "big")
             else:
                 w.dedup = True
-            if ch is None:
-                ch = self._names.create_channel(channel)
+            ch = self._names.create_channel(channel)
             self._add_rows(w, ch, channel, [idb], [body], to, priority, opts.get("delay", 0), opts.get("ttl"),
                            opts.get("headers"))
             ids.append(id_text_from_bytes(idb))
-        return w, ids
+        return ids
+
+    async def acommit(self, sends: Sequence[tuple[bytes, str, dict[str, Any]]], acks: Sequence[Lease]) -> list[str]:
+        """Send messages and ack leases in ONE transaction, all or nothing (STOMP's COMMIT), without
+        blocking the event loop. Each send is ``(body, channel, options of send)``; synced under ``full``.
+
+        Returns the ids of the sends.
+
+        Raises:
+            InvalidArgument (and the other send errors): a send is refused; nothing happened.
+            LeaseExpired, LeaseLost: a lease is no longer held; nothing happened.
+        """
+        for x in acks:
+            self._check_owner(x)
+        w = WriteRequest()
+        ids = await asyncio.to_thread(self._add_items, w, sends)
+        w.acks = [x.key for x in acks]
+        w.ack_leases = list(acks)
+        await self._commit.wait([w])
+        return ids
 
     def _prepare_many(
         self,

@@ -60,6 +60,7 @@ class Node(Protocol):
     config: NodeConfig
     metrics: Metrics
     spool: Spool
+    stomp: Any  # spoolq.stomp.server.Server, when [stomp] is configured
 
     async def send(self, channel: str, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]: ...
     async def lease_async(self, channel: str, n: int, visibility: float, wait: float) -> list[Lease]: ...
@@ -127,8 +128,19 @@ def build_app(node: Node) -> web.Application:
     add("POST", "/v1/dead/retry", post_dead_retry, "dead_retry", "admin")
     add("POST", "/v1/dead/purge", post_dead_purge, "dead_purge", "admin")
     add("GET", "/healthz", get_healthz, "healthz", None)
+    add("GET", "/stomp", get_stomp_ws, "stomp", None)  # STOMP over WebSocket: CONNECT's passcode is the token
     add("GET", "/metrics", get_metrics, "metrics", "admin")
     return app
+
+
+async def get_stomp_ws(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    cfg = node.config.stomp
+    if node.stomp is None or cfg is None or not cfg.websocket:
+        return _error(404, "not_found", "STOMP over WebSocket is not enabled", "add a [stomp] section to the config")
+    from ..stomp.ws import serve_websocket
+
+    return await serve_websocket(request, node.stomp)
 
 
 # -- middlewares ----------------------------------------------------------------------------

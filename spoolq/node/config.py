@@ -10,6 +10,8 @@ Example ``spoolq.toml``::
     # tls_key = "/etc/spoolq/key.pem"
     # ca_file = "/etc/spoolq/ca.pem"   # trust for https:// peers (default: the system store)
     # beanstalk = "127.0.0.1:11300"    # also speak the beanstalkd protocol (loopback or unix:PATH)
+    # [stomp]                           # also speak STOMP 1.2 (passcode = a token when [tokens] exist)
+    # listen = "127.0.0.1:61613"        # tls_cert/tls_key for TLS; websocket = true: /stomp on node.listen
 
     [peers.dc2]                        # a peer this node forwards to
     url = "https://dc2.example.com:7070"
@@ -45,7 +47,8 @@ from ..errors import InvalidArgument
 from ..message import CHANNEL_RE
 from ..routing import Route
 
-__all__ = ["NodeConfig", "PeerConfig", "TokenConfig", "ConfigError", "load_config", "SCOPES", "parse_listen"]
+__all__ = ["NodeConfig", "PeerConfig", "StompConfig", "TokenConfig", "ConfigError", "load_config", "SCOPES",
+           "parse_listen"]
 
 SCOPES = frozenset({"peer", "send", "consume", "admin"})
 
@@ -77,6 +80,16 @@ class TokenConfig:
 
 
 @dataclass(frozen=True)
+class StompConfig:
+    """The ``[stomp]`` section: the STOMP front-end of the node (see spoolq/stomp/)."""
+
+    listen: str = "127.0.0.1:61613"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    websocket: bool = True  # also STOMP over WebSocket at /stomp on the node's HTTP port
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     spool: str | None = None
     listen: str = "127.0.0.1:7070"
@@ -97,6 +110,7 @@ class NodeConfig:
     peers: tuple[PeerConfig, ...] = ()
     routes: tuple[Route, ...] = ()
     tokens: tuple[TokenConfig, ...] = ()
+    stomp: StompConfig | None = None
     source: str | None = field(default=None, compare=False)
 
     def peer(self, name: str) -> PeerConfig | None:
@@ -129,6 +143,15 @@ class NodeConfig:
                         f"node.beanstalk: refusing to serve the beanstalkd protocol on {bhost}: {log_hint}",
                         hint="listen on 127.0.0.1 or a unix socket, and put a TLS/auth proxy in front if needed",
                     )
+        if self.stomp is not None:
+            shost, _ = parse_listen(self.stomp.listen, key="stomp.listen")
+            if not self.tokens and not is_loopback(shost):
+                raise ConfigError(f"stomp.listen: refusing to serve STOMP on {shost} without any [tokens]",
+                                  hint="add [tokens.NAME] entries (a STOMP passcode is a token), or use 127.0.0.1")
+            if bool(self.stomp.tls_cert) != bool(self.stomp.tls_key):
+                raise ConfigError("stomp.tls_cert and stomp.tls_key: give both or neither")
+            if not isinstance(self.stomp.websocket, bool):
+                raise ConfigError("stomp.websocket: must be true or false")
         if type(self.beanstalk_max_job_size) is not int or not 0 < self.beanstalk_max_job_size <= 1 << 30:
             raise ConfigError("node.beanstalk_max_job_size: must be 1 to 1073741824 bytes")
         if self.durability not in ("full", "normal"):
@@ -231,7 +254,7 @@ def parse_listen(value: str, *, key: str = "listen") -> tuple[str, int]:
     return host, port
 
 
-_NODE_KEYS = {f for f in NodeConfig.__dataclass_fields__} - {"peers", "routes", "tokens", "source"}
+_NODE_KEYS = {f for f in NodeConfig.__dataclass_fields__} - {"peers", "routes", "tokens", "source", "stomp"}
 _PEER_KEYS = {"url", "token", "token_file", "ca_file", "max_in_flight", "batch_messages", "batch_bytes"}
 
 
@@ -278,7 +301,7 @@ def load_config(path: str | os.PathLike[str] | None, **overrides: Any) -> NodeCo
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     base = p.parent
-    unknown = set(data) - {"node", "peers", "routes", "tokens"}
+    unknown = set(data) - {"node", "peers", "routes", "tokens", "stomp"}
     if unknown:
         raise ConfigError(f"{p}: unknown section(s) {sorted(unknown)}", hint="use [node], [peers.NAME], "
                           "[[routes]] and [tokens.NAME]")
@@ -339,8 +362,15 @@ def load_config(path: str | os.PathLike[str] | None, **overrides: Any) -> NodeCo
     for key in ("spool", "tls_cert", "tls_key", "ca_file"):
         if key in node:
             node[key] = _relative(node[key], base)
+    stomp = None
+    if "stomp" in data:
+        st = data["stomp"]
+        if not isinstance(st, dict) or set(st) - {"listen", "tls_cert", "tls_key", "websocket"}:
+            raise ConfigError("stomp: a table with listen, tls_cert, tls_key, websocket")
+        stomp = StompConfig(**{k: _relative(v, base) if k.startswith("tls_") else v for k, v in st.items()})
     try:
-        cfg = NodeConfig(**node, peers=tuple(peers), routes=tuple(routes), tokens=tuple(tokens), source=str(p))
+        cfg = NodeConfig(**node, peers=tuple(peers), routes=tuple(routes), tokens=tuple(tokens), stomp=stomp,
+                         source=str(p))
     except TypeError as e:
         raise ConfigError(f"{p}: {e}") from e
     return cfg.with_overrides(**overrides).validate()

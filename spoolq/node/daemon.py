@@ -106,6 +106,8 @@ class Node:
         self._stopping = False
         self.beanstalk: Any = None
         self.beanstalk_addr: str | None = None
+        self.stomp: Any = None  # spoolq.stomp.server.Server when [stomp] is configured
+        self.stomp_addr: str | None = None
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -172,6 +174,8 @@ class Node:
                 await self.beanstalk.listen(bsock)
                 bname = bsock.getsockname()
                 self.beanstalk_addr = addr if addr.startswith("unix:") else f"{bname[0]}:{bname[1]}"
+            if self.config.stomp is not None:
+                await self._start_stomp()
             self._write_info()
             self._tasks = [
                 asyncio.create_task(self._scan_loop(), name="scan"),
@@ -191,9 +195,25 @@ class Node:
             log.info("beanstalkd protocol on %s", self.beanstalk_addr)
         return self.url
 
+    async def _start_stomp(self) -> None:
+        from ..stomp.server import Server as StompServer
+        from ..stomp.server import Token
+
+        sc = self.config.stomp
+        assert sc is not None
+        ctx = None
+        if sc.tls_cert:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(sc.tls_cert, sc.tls_key)
+        self.stomp = StompServer(self.spool, tokens=[Token(t.token, t.scopes) for t in self.config.tokens])
+        shost, sport = parse_listen(sc.listen, key="stomp.listen")
+        h, p = await self.stomp.listen(shost, sport, ssl=ctx)
+        self.stomp_addr = f"{h}:{p}"
+        log.info("STOMP on %s%s", self.stomp_addr, " (TLS)" if ctx else "")
+
     def _write_info(self) -> None:
         info = {"pid": os.getpid(), "url": self.url, "node_id": self.spool.node_id, "version": __version__,
-                "beanstalk": self.beanstalk_addr}
+                "beanstalk": self.beanstalk_addr, "stomp": self.stomp_addr}
         path = self.spool.path / INFO_FILE
         tmp = path.with_name(f".{INFO_FILE}.tmp")
         tmp.write_text(json.dumps(info))
@@ -211,6 +231,9 @@ class Node:
         if self.beanstalk is not None:
             with contextlib.suppress(Exception):
                 await self.beanstalk.close()
+        if self.stomp is not None:
+            with contextlib.suppress(Exception):
+                await self.stomp.close()
         await asyncio.gather(*(link.stop(grace) for link in self.links.values()), return_exceptions=True)
         for t in [*self._tasks, *self._link_tasks.values()]:
             t.cancel()

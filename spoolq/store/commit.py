@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Literal
 
 from .. import _bell
+from ..errors import LeaseLost
 from . import sql
 from .db import Database
 from .names import JobNumbers
@@ -54,6 +55,8 @@ class WriteRequest:
     """One caller's rows, waiting for the group commit (see the module docstring for the layouts)."""
 
     __slots__ = (
+        "ack_leases",
+        "acks",
         "bells",
         "callback",
         "dedup",
@@ -83,9 +86,11 @@ class WriteRequest:
         self.done = False
         self.waiter: threading.Lock | None = None
         self.callback: Callable[[], None] | None = None
+        self.acks: list[tuple[int, int, bytes, int]] = []  # lease keys to end in the same transaction
+        self.ack_leases: list[Any] = []  # the leases themselves, for the error when one is not held
 
     def is_plain(self) -> bool:
-        return self.layout == "plain" and not (self.dedup or self.delayed or self.outbox)
+        return self.layout == "plain" and not (self.dedup or self.delayed or self.outbox or self.acks)
 
 
 class GroupCommit:
@@ -369,6 +374,16 @@ class GroupCommit:
                 sql.insert_many(conn, "delayed", sql.DELAYED_COLS, 10, delayed)
             if outbox:
                 sql.insert_many(conn, "outbox", sql.OUTBOX_COLS, 9, outbox)
+            now = int(self.clock() * 1000)
+            for w in batch:
+                for i, key in enumerate(w.acks):
+                    if conn.execute(sql.ACK, (*key, now)).rowcount != 1:
+                        lease = w.ack_leases[i] if i < len(w.ack_leases) else None
+                        raise LeaseLost(
+                            f"message {getattr(lease, 'id', '?')} is not leased by this lease any more "
+                            "(acked, nacked, expired or removed); nothing of the transaction happened",
+                            hint="the message was or will be delivered again; make processing idempotent",
+                        )
 
         self.db.txn(self.db.create, write)
 
