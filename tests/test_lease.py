@@ -366,3 +366,25 @@ def test_wait_wakes_within_milliseconds_of_a_send_in_another_process(spool_dir: 
     delays.sort()
     # the median wake-up is a few milliseconds (a poll every 50 ms or more would show here)
     assert delays[len(delays) // 2] < 0.03, delays
+
+
+def test_acommit_sends_and_acks_together_or_not_at_all(real_spool: Spool) -> None:
+    import asyncio
+
+    real_spool.send(b"job", "in")
+    lease = real_spool.lease("in")
+    assert lease is not None
+    ids = asyncio.run(real_spool.acommit([(b"out1", "out", {}), (b"out2", "other", {"priority": 1})], [lease]))
+    assert len(ids) == 2
+    st = real_spool.stats().channels
+    assert st["in"].ready == 0 and st["in"].leased == 0
+    assert st["out"].ready == 1 and st["other"].ready == 1
+    real_spool.send(b"job2", "in")
+    again = real_spool.lease("in")
+    assert again is not None
+    again.ack()
+    with pytest.raises(spoolq.LeaseLost):
+        asyncio.run(real_spool.acommit([(b"never", "out", {})], [again]))
+    assert real_spool.stats().channels["out"].ready == 1  # the send of the failed transaction did not happen
+    with pytest.raises(spoolq.InvalidArgument):
+        asyncio.run(real_spool.acommit([(b"x", "bad channel!", {})], []))
