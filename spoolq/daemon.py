@@ -30,7 +30,7 @@ from ._bell import OUTBOX, BellHub, channel_bell
 from .config import NodeConfig, PeerConfig, load_config, parse_listen
 from .consumer import Lease
 from .errors import SpoolqError, SpoolUnavailable
-from .forwarder import PeerLink, Target
+from .forwarder import PeerLink, Sink, Target
 from .metrics import Metrics
 from .server import build_app
 from .spool import FAILOVER_SEP, Spool
@@ -99,6 +99,9 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._link_tasks: dict[str, asyncio.Task[None]] = {}
+        self._sinks: dict[tuple[str, str], Sink] = {}  # bridge peers: (name, url) -> sink
+        self.sources: dict[str, Any] = {}  # name -> bridges.source.SourceLoop
+        self._source_tasks: dict[str, asyncio.Task[None]] = {}
         self._outbox_event: asyncio.Event | None = None
         self._unknown_warned: set[str] = set()
         self._stopping = False
@@ -179,6 +182,7 @@ class Node:
                 asyncio.create_task(self._outbox_bell_loop(), name="outbox-bell"),
             ]
             await self._sync_links()
+            self._sync_sources()
         except BaseException:
             await self.stop()
             raise
@@ -212,9 +216,15 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.beanstalk.close()
         await asyncio.gather(*(link.stop(grace) for link in self.links.values()), return_exceptions=True)
-        for t in [*self._tasks, *self._link_tasks.values()]:
+        for src in self.sources.values():
+            src.stop()
+        for t in [*self._tasks, *self._link_tasks.values(), *self._source_tasks.values()]:
             t.cancel()
-        await asyncio.gather(*self._tasks, *self._link_tasks.values(), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._link_tasks.values(), *self._source_tasks.values(),
+                             return_exceptions=True)
+        for sink in self._sinks.values():
+            with contextlib.suppress(Exception):
+                await sink.close()
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await self._runner.cleanup()
@@ -252,6 +262,7 @@ class Node:
             link.wake.set()
         self._unknown_warned.clear()
         await self._sync_links()
+        self._sync_sources()
         log.info("configuration reloaded: %d peers, %d routes, %d tokens",
                  len(config.peers), len(config.routes), len(config.tokens))
 
@@ -271,6 +282,13 @@ class Node:
         peer = self.config.peer(name)
         if peer is None:
             return None
+        if not peer.url.startswith(("http://", "https://")):  # a broker: only ever from the config
+            from .bridges import make_sink
+
+            sink = self._sinks.get((name, peer.url))
+            if sink is None:
+                sink = self._sinks[(name, peer.url)] = make_sink(name, peer.url, peer.options)
+            return Target(name, peer.url, sink=sink)
         return Target(name, peer.url, peer.token, self._ssl_for(peer, peer.url))
 
     def _targets(self, outbox_peer: str) -> list[Target]:
@@ -303,6 +321,25 @@ class Node:
                 scan_interval=self.config.scan_interval, metrics=self.metrics)
             self.links[name] = link
             self._link_tasks[name] = asyncio.create_task(link.run(), name=f"link-{name}")
+
+    def _sync_sources(self) -> None:
+        """Start a task per configured source; stop those no longer configured (or changed)."""
+        wanted = {s.name: s for s in self.config.sources}
+        for name in list(self.sources):
+            if name not in wanted or wanted[name] != self.sources[name].cfg:
+                self.sources.pop(name).stop()
+                self._source_tasks.pop(name).cancel()
+        if self._stopping or not wanted:
+            return
+        from .bridges.source import SourceLoop
+
+        for name, cfg in wanted.items():
+            if name in self.sources:
+                continue
+            loop = SourceLoop(cfg, self.spool, backoff_base=self.config.backoff_base,
+                              backoff_cap=self.config.backoff_cap)
+            self.sources[name] = loop
+            self._source_tasks[name] = asyncio.create_task(loop.run(), name=f"source-{name}")
 
     async def _outbox_bell_loop(self) -> None:
         assert self._outbox_event is not None
@@ -400,8 +437,11 @@ class Node:
                     "backoff_seconds": round(max(0.0, t.retry_at - now), 3),
                     "last_error": t.last_error, "forwarded": link.forwarded,
                 }
+        sources = {name: {"url": src.cfg.url, "channel": src.cfg.channel, "up": src.failures == 0,
+                          "failures": src.failures, "last_error": src.last_error, "stored": src.stored}
+                   for name, src in self.sources.items()}
         return {"status": "ok", "node_id": self.spool.node_id, "version": __version__, "url": self.url,
-                "uptime_seconds": round(time.time() - self.started_at, 3), "peers": peers}
+                "uptime_seconds": round(time.time() - self.started_at, 3), "peers": peers, "sources": sources}
 
 
 # -- running it -------------------------------------------------------------------------------
