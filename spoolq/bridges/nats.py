@@ -23,6 +23,19 @@ from .source import Incoming
 __all__ = ["make_source", "NatsSink", "make_sink", "headers_of"]
 
 
+async def _quiet(e: Exception) -> None:
+    """nats-py logs every failed attempt with a traceback; the caller reports (and backs off) once."""
+
+
+async def connect(mod: Any, url: str) -> Any:
+    """One connection attempt, no automatic reconnects (the loops reconnect with their own backoff).
+
+    ``max_reconnect_attempts=0`` makes nats-py retry its first connect forever; 1 makes it give up.
+    """
+    return await mod.connect(url, allow_reconnect=False, connect_timeout=10, max_reconnect_attempts=1,
+                             reconnect_time_wait=0.1, error_cb=_quiet)
+
+
 def headers_of(m: WireMessage) -> dict[str, str]:
     h = dict(m.headers or {})
     h["Nats-Msg-Id"] = str(uuid.UUID(bytes=m.id))
@@ -43,8 +56,7 @@ class NatsSink:
     async def _connect(self) -> Any:
         if self._nc is None or self._nc.is_closed:
             try:
-                self._nc = await self._mod.connect(self.url, allow_reconnect=False, connect_timeout=10,
-                                                   max_reconnect_attempts=0)
+                self._nc = await connect(self._mod, self.url)
             except Exception as e:
                 self._nc = None
                 raise PeerError(f"cannot reach {self.name} at {self.url}: {type(e).__name__}: {e}",
@@ -106,7 +118,7 @@ class NatsSource:
         self._sub: Any = None
 
     async def connect(self) -> None:
-        self._nc = await self._mod.connect(self.cfg.url, allow_reconnect=False, connect_timeout=10)
+        self._nc = await connect(self._mod, self.cfg.url)
         js = self._nc.jetstream()
         self._sub = await js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream)
 
