@@ -30,6 +30,11 @@ from .source import Incoming
 __all__ = ["make_source", "RabbitSink", "amqp_priority", "make_sink"]
 
 
+def _up(conn: Any) -> bool:
+    """aio-pika's ``is_closed`` stays False after the broker closed the connection; ``connected`` is cleared."""
+    return conn is not None and not conn.is_closed and conn.connected.is_set()
+
+
 def amqp_priority(p: int) -> int:
     return 0 if p >= 1024 else 9 - (p * 10) // 1024
 
@@ -42,7 +47,8 @@ class RabbitSink:
         self._exchange: Any = None
 
     async def _connect(self) -> Any:
-        if self._conn is None or self._conn.is_closed:
+        if not _up(self._conn):
+            await self.close()
             try:
                 self._conn = await self._mod.connect(self.url, timeout=10)
                 ch = await self._conn.channel(publisher_confirms=True)
@@ -124,12 +130,14 @@ class RabbitSource:
     async def fetch(self, n: int, wait: float) -> list[Any]:
 
 
-        if self._conn is None or self._conn.is_closed:
+        if not _up(self._conn):
             raise ConnectionError("the connection to rabbitmq is closed")
         msgs = []
         try:
             msgs.append(await asyncio.wait_for(self._inbox.get(), wait))
         except TimeoutError:
+            if not _up(self._conn):
+                raise ConnectionError("the connection to rabbitmq is closed") from None
             return []
         while len(msgs) < n and not self._inbox.empty():
             msgs.append(self._inbox.get_nowait())
