@@ -6,7 +6,8 @@
 
 For each broker (a private server on free ports in a temp dir, as in the tests):
 
-- native: the broker's Python client publishes the messages with the same durability a spoolq sink
+- native: the broker's Python client publishes the same messages (the same fields/headers a spoolq sink
+  writes: id, channel, priority) with the same durability a spoolq sink
   waits for (RabbitMQ: persistent + publisher confirms; NATS: JetStream publish, wait for each PubAck;
   Redis: pipelined XADD, reply read; redis-server runs with appendfsync always), 1000 in flight at a time;
 - spoolq: the same number of messages wait in a node's outbox (sent before, not timed); a `spoolq node`
@@ -23,6 +24,7 @@ import asyncio
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -43,8 +45,8 @@ async def native(b: Broker, name: str, n: int) -> float:
         r = aredis.from_url(b.url)
         for i in range(0, n, WINDOW):
             pipe = r.pipeline(transaction=False)
-            for j in range(i, min(n, i + WINDOW)):
-                pipe.xadd(name, {"id": str(j), "body": BODY})
+            for _j in range(i, min(n, i + WINDOW)):
+                pipe.xadd(name, {"id": str(uuid.uuid4()), "channel": "orders", "body": BODY, "priority": "1024"})
             await pipe.execute()
         await r.aclose()
     elif isinstance(b, Nats):
@@ -53,7 +55,8 @@ async def native(b: Broker, name: str, n: int) -> float:
         nc = await nats.connect(b.url)
         js = nc.jetstream()
         for i in range(0, n, WINDOW):
-            await asyncio.gather(*(js.publish(name, BODY, headers={"Nats-Msg-Id": f"n{j}"})
+            await asyncio.gather(*(js.publish(name, BODY, headers={
+                "Nats-Msg-Id": str(uuid.uuid4()), "Spoolq-Channel": "orders", "Spoolq-Priority": "1024"})
                                    for j in range(i, min(n, i + WINDOW))))
         await nc.close()
     else:
@@ -63,7 +66,9 @@ async def native(b: Broker, name: str, n: int) -> float:
         ch = await conn.channel(publisher_confirms=True)
         for i in range(0, n, WINDOW):
             await asyncio.gather(*(ch.default_exchange.publish(
-                aio_pika.Message(BODY, message_id=str(j), delivery_mode=aio_pika.DeliveryMode.PERSISTENT), name)
+                aio_pika.Message(BODY, message_id=str(uuid.uuid4()), priority=0,
+                                 headers={"x-spoolq-priority": 1024, "x-spoolq-channel": "orders"},
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT), name)
                 for j in range(i, min(n, i + WINDOW))))
         await conn.close()
     return time.perf_counter() - t0

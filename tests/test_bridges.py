@@ -316,3 +316,28 @@ def test_source_connection_cut_mid_batch(broker: Broker, tmp_path: Path) -> None
             broker.restart()
     bodies = local_bodies(spool_dir)
     assert sorted(bodies) == sorted(f"s{i}".encode() for i in range(n + 500))  # all, once (dedup by broker id)
+
+
+def test_source_ids_are_deterministic() -> None:
+    from spoolq.bridges import source_id
+
+    u = str(uuid.uuid4())
+    assert source_id("a", u) == u  # a UUID (what a spoolq sink writes) is kept
+    assert source_id("a", "x-1") == source_id("a", "x-1")  # a redelivery maps to the same id
+    assert source_id("a", "x-1") != source_id("b", "x-1")  # per source
+    uuid.UUID(source_id("a", "1700000000000-0"))
+
+
+def test_bad_source_key_is_named(tmp_path: Path) -> None:
+    from spoolq.config import ConfigError, load_config
+
+    cfg = tmp_path / "n.toml"
+    cfg.write_text('[[sources]]\nname = "s"\nurl = "redis://127.0.0.1:1/0"\nchannel = "c"\nqueue = "q"\n')
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.queue"):
+        load_config(cfg)
+    cfg.write_text('[[sources]]\nname = "s"\nurl = "http://127.0.0.1:1"\nchannel = "c"\n')
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.url"):
+        load_config(cfg)
+    cfg.write_text('[[sources]]\nname = "s"\nurl = "nats://127.0.0.1:1"\nchannel = "c"\nbatch = 0\n')
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.batch"):
+        load_config(cfg)

@@ -12,11 +12,11 @@ is exactly-once inside that window and at-least-once beyond it.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 from ..codec import ACCEPTED, DUPLICATE, REJECTED, Result, WireMessage
 from ..errors import PeerError
+from ..message import id_text_from_bytes
 from . import require, subject_for
 from .source import Incoming
 
@@ -38,7 +38,7 @@ async def connect(mod: Any, url: str) -> Any:
 
 def headers_of(m: WireMessage) -> dict[str, str]:
     h = dict(m.headers or {})
-    h["Nats-Msg-Id"] = str(uuid.UUID(bytes=m.id))
+    h["Nats-Msg-Id"] = id_text_from_bytes(m.id)
     h["Spoolq-Channel"] = m.channel
     h["Spoolq-Priority"] = str(m.priority)
     if m.expires is not None:

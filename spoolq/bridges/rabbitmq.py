@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-import uuid
 from typing import Any
 
 from ..codec import ACCEPTED, REJECTED, Result, WireMessage
 from ..errors import PeerError
+from ..message import id_text_from_bytes
 from . import require, subject_for
 from .source import Incoming
 
@@ -69,7 +69,7 @@ class RabbitSink:
         expiration = None
         if m.expires is not None:
             expiration = datetime.timedelta(milliseconds=max(1, m.expires - now_ms))
-        return self._mod.Message(m.body, message_id=str(uuid.UUID(bytes=m.id)), headers=headers,
+        return self._mod.Message(m.body, message_id=id_text_from_bytes(m.id), headers=headers,
                                  priority=amqp_priority(m.priority), expiration=expiration,
                                  delivery_mode=self._mod.DeliveryMode.PERSISTENT)
 

@@ -12,11 +12,11 @@ after a crash of the node between XADD and settling, the batch is added again
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from ..codec import ACCEPTED, REJECTED, Result, WireMessage
 from ..errors import PeerError
+from ..message import id_text_from_bytes
 from . import require, subject_for
 from .source import Incoming
 
@@ -27,7 +27,7 @@ _TRANSIENT = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", 
 
 
 def fields_of(m: WireMessage) -> dict[str, Any]:
-    f: dict[str, Any] = {"id": str(uuid.UUID(bytes=m.id)), "channel": m.channel, "body": m.body,
+    f: dict[str, Any] = {"id": id_text_from_bytes(m.id), "channel": m.channel, "body": m.body,
                          "priority": str(m.priority)}
     if m.expires is not None:
         f["expires"] = str(m.expires)
