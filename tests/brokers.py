@@ -100,12 +100,18 @@ class Redis(Broker):
 
 
 class Nats(Broker):
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, max_payload: int | None = None) -> None:
         super().__init__(tmp)
         self.url = f"nats://127.0.0.1:{self.port}"
+        self.max_payload = max_payload
 
     def _args(self) -> list[str]:
-        return [_find("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.tmp / "js")]
+        args = [_find("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.tmp / "js")]
+        if self.max_payload is not None:
+            conf = self.tmp / "nats.conf"
+            conf.write_text(f"max_payload: {self.max_payload}\n")
+            args += ["-c", str(conf)]
+        return args
 
 
 class Rabbit(Broker):

@@ -208,6 +208,29 @@ def test_node_killed_mid_forward(broker: Broker, tmp_path: Path) -> None:
     # RabbitMQ and Redis: at-least-once; a re-sent batch may appear twice (documented)
 
 
+def test_permanent_rejection_is_a_dead_letter(tmp_path: Path) -> None:
+    """A message over nats-server's max_payload can never be published: a dead letter, the rest goes on."""
+    b = Nats(tmp_path / "nats", max_payload=2048)
+    b.start()
+    try:
+        name = "big"
+        run(_prepare(b, name))
+        s = Spool(tmp_path / "spool")
+        big = s.send(b"x" * 4096, "orders", to="mq")
+        small = s.send_many([b"s"] * 10, "orders", to="mq")
+        s.close()
+        with NodeProc(tmp_path / "spool", config=peer_config(b, name)):
+            wait_for(lambda: outbox_depth(tmp_path / "spool") == 0, timeout=60)
+        assert sorted(received(b, name)) == sorted(small)
+        s = Spool(tmp_path / "spool")
+        try:
+            assert [d.id for d in s.dead_letters(reason="rejected")] == [big]
+        finally:
+            s.close()
+    finally:
+        b.stop()
+
+
 def test_missing_extra_is_named(tmp_path: Path) -> None:
     cfg = tmp_path / "n.toml"
     cfg.write_text('[peers.mq]\nurl = "amqp://guest:guest@127.0.0.1:1/"\n')

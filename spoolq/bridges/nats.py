@@ -65,7 +65,7 @@ class NatsSink:
         return self._js
 
     async def deliver(self, messages: list[WireMessage]) -> list[Result]:
-        from nats.errors import ConnectionClosedError, NoRespondersError
+        from nats.errors import ConnectionClosedError, MaxPayloadError, NoRespondersError
         from nats.errors import TimeoutError as NatsTimeout
 
         js = await self._connect()
@@ -77,6 +77,8 @@ class NatsSink:
             if isinstance(a, ConnectionClosedError | OSError):
                 lost = a
                 out.append(Result(REJECTED, f"nats: {type(a).__name__}: {a}", permanent=False))
+            elif isinstance(a, MaxPayloadError):  # over the server's max_payload: it will never take it
+                out.append(Result(REJECTED, f"nats: {a}", permanent=True))
             elif isinstance(a, NoRespondersError | NatsTimeout | asyncio.TimeoutError):
                 out.append(Result(REJECTED, "nats: no stream answered for this subject (yet)", permanent=False))
             elif isinstance(a, BaseException):
