@@ -283,12 +283,12 @@ class Node:
         if peer is None:
             return None
         if not peer.url.startswith(("http://", "https://")):  # a broker: only ever from the config
-            from .bridges import make_sink
+            from .bridges import make_sink, redact
 
             sink = self._sinks.get((name, peer.url))
             if sink is None:
                 sink = self._sinks[(name, peer.url)] = make_sink(name, peer.url, peer.options)
-            return Target(name, peer.url, sink=sink)
+            return Target(name, redact(peer.url), sink=sink)  # no password in logs and /healthz
         return Target(name, peer.url, peer.token, self._ssl_for(peer, peer.url))
 
     def _targets(self, outbox_peer: str) -> list[Target]:
@@ -437,7 +437,9 @@ class Node:
                     "backoff_seconds": round(max(0.0, t.retry_at - now), 3),
                     "last_error": t.last_error, "forwarded": link.forwarded,
                 }
-        sources = {name: {"url": src.cfg.url, "channel": src.cfg.channel, "up": src.failures == 0,
+        from .bridges import redact
+
+        sources = {name: {"url": redact(src.cfg.url), "channel": src.cfg.channel, "up": src.failures == 0,
                           "failures": src.failures, "last_error": src.last_error, "stored": src.stored}
                    for name, src in self.sources.items()}
         return {"status": "ok", "node_id": self.spool.node_id, "version": __version__, "url": self.url,

@@ -364,3 +364,11 @@ def test_bad_source_key_is_named(tmp_path: Path) -> None:
     cfg.write_text('[[sources]]\nname = "s"\nurl = "nats://127.0.0.1:1"\nchannel = "c"\nbatch = 0\n')
     with pytest.raises(ConfigError, match=r"sources\[0\]\.batch"):
         load_config(cfg)
+
+
+def test_broker_passwords_are_redacted() -> None:
+    from spoolq.bridges import redact
+
+    assert redact("amqp://guest:pw@127.0.0.1:5672/vh") == "amqp://guest:***@127.0.0.1:5672/vh"
+    assert redact("rediss://:pw@h/0") == "rediss://:***@h/0"
+    assert redact("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"

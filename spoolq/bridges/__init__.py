@@ -23,13 +23,14 @@ import importlib
 import uuid
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import SpoolqError
 
 if TYPE_CHECKING:
     from ..forwarder import Sink
 
-__all__ = ["SCHEMES", "BridgeUnavailable", "make_sink", "require", "scheme_of", "source_id", "subject_for"]
+__all__ = ["SCHEMES", "BridgeUnavailable", "make_sink", "redact", "require", "scheme_of", "source_id", "subject_for"]
 
 # URL scheme -> (extra, module in this package)
 SCHEMES: dict[str, str] = {"amqp": "rabbitmq", "amqps": "rabbitmq", "nats": "nats", "redis": "redis",
@@ -63,6 +64,21 @@ def require(extra: str) -> ModuleType:
         raise BridgeUnavailable(
             f"the {extra} bridge needs the Python package {name.split('.')[0]!r}, which is not installed",
             hint=f"pip install 'spoolq[{extra}]'") from e
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs, errors and ``/healthz``."""
+    try:
+        u = urlsplit(url)
+        if u.password is None:
+            return url
+        host = u.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{u.username or ''}:***@{host}" + (f":{u.port}" if u.port is not None else "")
+        return urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
+    except ValueError:
+        return url.split("://", 1)[0] + "://***"
 
 
 def subject_for(template: str | None, channel: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from ..codec import ACCEPTED, DUPLICATE, REJECTED, Result, WireMessage
 from ..errors import PeerError
 from ..message import id_text_from_bytes
-from . import require, subject_for
+from . import redact, require, subject_for
 from .source import Incoming
 
 __all__ = ["make_source", "NatsSink", "make_sink", "headers_of"]
@@ -59,7 +59,7 @@ class NatsSink:
                 self._nc = await connect(self._mod, self.url)
             except Exception as e:
                 self._nc = None
-                raise PeerError(f"cannot reach {self.name} at {self.url}: {type(e).__name__}: {e}",
+                raise PeerError(f"cannot reach {self.name} at {redact(self.url)}: {type(e).__name__}: {e}",
                                 hint="is nats-server -js running and reachable?") from e
             self._js = self._nc.jetstream(timeout=self.timeout)
         return self._js
@@ -87,7 +87,7 @@ class NatsSink:
                 out.append(Result(DUPLICATE if getattr(a, "duplicate", False) else ACCEPTED))
         if lost is not None and all(r.status == REJECTED for r in out):
             await self.close()
-            raise PeerError(f"lost the connection to {self.name} at {self.url}: {lost}")
+            raise PeerError(f"lost the connection to {self.name} at {redact(self.url)}: {lost}")
         if lost is not None or (self._nc is not None and not self._nc.is_connected):
             await self.close()
         return out

@@ -24,7 +24,7 @@ from typing import Any
 from ..codec import ACCEPTED, REJECTED, Result, WireMessage
 from ..errors import PeerError
 from ..message import id_text_from_bytes
-from . import require, subject_for
+from . import redact, require, subject_for
 from .source import Incoming
 
 __all__ = ["make_source", "RabbitSink", "amqp_priority", "make_sink"]
@@ -58,7 +58,7 @@ class RabbitSink:
                     self._exchange = ch.default_exchange
             except Exception as e:
                 await self.close()
-                raise PeerError(f"cannot reach {self.name} at {self.url}: {type(e).__name__}: {e}",
+                raise PeerError(f"cannot reach {self.name} at {redact(self.url)}: {type(e).__name__}: {e}",
                                 hint="is rabbitmq-server running and reachable?") from e
         return self._exchange
 
@@ -90,7 +90,7 @@ class RabbitSink:
         if broken:
             await self.close()
             if all(r.status == REJECTED for r in out):
-                raise PeerError(f"publishing to {self.name} at {self.url} failed: {out[0].reason}")
+                raise PeerError(f"publishing to {self.name} at {redact(self.url)} failed: {out[0].reason}")
         return out
 
     async def close(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from ..codec import ACCEPTED, REJECTED, Result, WireMessage
 from ..errors import PeerError
 from ..message import id_text_from_bytes
-from . import require, subject_for
+from . import redact, require, subject_for
 from .source import Incoming
 
 __all__ = ["make_source", "RedisSink", "make_sink", "fields_of"]
@@ -58,7 +58,7 @@ class RedisSink:
             replies = await pipe.execute(raise_on_error=False)
         except Exception as e:  # connection refused or lost: the whole batch stays in the outbox
             await self.close()
-            raise PeerError(f"cannot reach {self.name} at {self.url}: {type(e).__name__}: {e}",
+            raise PeerError(f"cannot reach {self.name} at {redact(self.url)}: {type(e).__name__}: {e}",
                             hint="is redis-server running and reachable?") from e
         out = []
         for rep in replies:
