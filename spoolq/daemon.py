@@ -99,7 +99,7 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._link_tasks: dict[str, asyncio.Task[None]] = {}
-        self._sinks: dict[tuple[str, str], Sink] = {}  # bridge peers: (name, url) -> sink
+        self._sinks: dict[tuple[str, str], Sink] = {}  # bridge peers: (name, _sink_key) -> sink
         self.sources: dict[str, Any] = {}  # name -> bridges.source.SourceLoop
         self._source_tasks: dict[str, asyncio.Task[None]] = {}
         self._outbox_event: asyncio.Event | None = None
@@ -245,6 +245,11 @@ class Node:
         """Apply new peers, routes and tokens (the listen address and spool stay)."""
         self.config = config
         self.spool.set_routes(config.routes)
+        for key in list(self._sinks):  # bridge peers removed or pointed elsewhere: close their connections
+            peer = config.peer(key[0])
+            if peer is None or _sink_key(peer) != key[1]:
+                with contextlib.suppress(Exception):
+                    await self._sinks.pop(key).close()
         for name in list(self.links):
             targets = self._targets(name)
             link = self.links[name]
@@ -285,9 +290,10 @@ class Node:
         if not peer.url.startswith(("http://", "https://")):  # a broker: only ever from the config
             from .bridges import make_sink, redact
 
-            sink = self._sinks.get((name, peer.url))
+            key = (name, _sink_key(peer))
+            sink = self._sinks.get(key)
             if sink is None:
-                sink = self._sinks[(name, peer.url)] = make_sink(name, peer.url, peer.options)
+                sink = self._sinks[key] = make_sink(name, peer.url, peer.options)
             return Target(name, redact(peer.url), sink=sink)  # no password in logs and /healthz
         return Target(name, peer.url, peer.token, self._ssl_for(peer, peer.url))
 
@@ -444,6 +450,11 @@ class Node:
                    for name, src in self.sources.items()}
         return {"status": "ok", "node_id": self.spool.node_id, "version": __version__, "url": self.url,
                 "uptime_seconds": round(time.time() - self.started_at, 3), "peers": peers, "sources": sources}
+
+
+def _sink_key(peer: PeerConfig) -> str:
+    """What a bridge sink is made from: a change of any of it makes a new sink (on reload)."""
+    return peer.url + "\x00" + repr(sorted(peer.options.items()))
 
 
 # -- running it -------------------------------------------------------------------------------
