@@ -249,6 +249,13 @@ class Spool:
             await self._commit.wait([w])
         return idlist
 
+    def send_items(self, channel: str, items: Sequence[tuple[bytes, dict[str, Any]]]) -> list[str]:
+        """Send messages of one channel, each with its own options (those of :meth:`send`), in one
+        transaction: all or none. Returns their ids."""
+        w, ids = self._prepare_items(channel, items)
+        self._commit.submit([w])
+        return ids
+
     async def asend_items(self, channel: str, items: Sequence[tuple[bytes, dict[str, Any]]]) -> list[str]:
         """Send messages of one channel, each with its own options (those of :meth:`send`), in one
         transaction, without blocking the event loop (the HTTP API's sends).

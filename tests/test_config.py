@@ -120,7 +120,9 @@ def test_docstring_example_loads(tmp_path: Path) -> None:
     assert doc is not None
     example = doc.split("Example ``spoolq.toml``::")[1].split("Command-line flags")[0]
     cfg = load_config(write(tmp_path, example))
-    assert [p.name for p in cfg.peers] == ["dc2", "dc3"]
+    assert [p.name for p in cfg.peers] == ["dc2", "dc3", "central"]
+    assert cfg.peer("central").options == {"exchange": "events", "routing_key": "{channel}"}  # type: ignore[union-attr]
+    assert [(s.name, s.channel, s.options) for s in cfg.sources] == [("from-central", "orders", {"stream": "orders"})]
     assert cfg.routes == (Route("orders.*", ("dc2", "dc3"), "failover"),)
     assert cfg.tokens[0].scopes == {"peer"}
 

@@ -20,6 +20,17 @@ Example ``spoolq.toml``::
     [peers.dc3]
     url = "https://dc3.example.com:7070"
 
+    [peers.central]                    # a bridge: RabbitMQ (amqp/amqps), NATS JetStream (nats),
+    url = "amqp://guest:guest@mq:5672/" # Redis Streams (redis/rediss); see spoolq.bridges
+    exchange = "events"                # rabbitmq: exchange, routing_key; nats: subject;
+    routing_key = "{channel}"          # redis: stream, maxlen. Default address: the channel.
+
+    [[sources]]                        # consume from a broker into a local channel
+    name = "from-central"
+    url = "redis://127.0.0.1:6379/0"
+    channel = "orders"
+    stream = "orders"                  # redis: stream, group; nats: stream, durable; rabbitmq: queue
+
     [[routes]]                         # send(channel) without to= forwards matching channels
     channels = "orders.*"              # a glob
     to = ["dc2", "dc3"]
@@ -43,12 +54,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..codec import BATCH_BYTES, BATCH_MESSAGES, MAX_IN_FLIGHT
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, SpoolqError
 from ..message import CHANNEL_RE
 from ..routing import Route
 
-__all__ = ["NodeConfig", "PeerConfig", "StompConfig", "TokenConfig", "ConfigError", "load_config", "SCOPES",
-           "parse_listen"]
+__all__ = ["NodeConfig", "PeerConfig", "SourceConfig", "StompConfig", "TokenConfig", "ConfigError", "load_config",
+           "SCOPES", "parse_listen"]
 
 SCOPES = frozenset({"peer", "send", "consume", "admin"})
 
@@ -68,6 +79,26 @@ class PeerConfig:
     max_in_flight: int = MAX_IN_FLIGHT
     batch_messages: int = BATCH_MESSAGES
     batch_bytes: int = BATCH_BYTES
+    options: dict[str, Any] = field(default_factory=dict)  # bridge peers: exchange, subject, stream, ...
+
+
+# keys of a [[sources]] entry per broker, besides name, url, channel, batch
+SOURCE_KEYS: dict[str, frozenset[str]] = {
+    "rabbitmq": frozenset({"queue", "prefetch"}),
+    "nats": frozenset({"stream", "durable", "subject"}),
+    "redis": frozenset({"stream", "group", "consumer"}),
+}
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """A broker queue/stream this node consumes into a local channel (see ``spoolq.bridges``)."""
+
+    name: str
+    url: str
+    channel: str
+    batch: int = 500
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,7 @@ class NodeConfig:
     routes: tuple[Route, ...] = ()
     tokens: tuple[TokenConfig, ...] = ()
     stomp: StompConfig | None = None
+    sources: tuple[SourceConfig, ...] = ()
     source: str | None = field(default=None, compare=False)
 
     def peer(self, name: str) -> PeerConfig | None:
@@ -182,13 +214,8 @@ class NodeConfig:
             key = f"peers.{p.name}"
             if CHANNEL_RE.fullmatch(p.name) is None:
                 raise ConfigError(f"{key}: peer names use A-Z a-z 0-9 . _ - (1 to 200 characters)")
-            try:
-                u = urlsplit(p.url)
-                ok = u.scheme in ("http", "https") and bool(u.hostname) and u.port != 0
-            except ValueError:  # a bad IPv6 address, or a port that is not a number from 0 to 65535
-                ok = False
-            if not ok:
-                raise ConfigError(f"{key}.url: must be http://host:port or https://host:port, not {p.url!r}")
+            _check_url(f"{key}.url", p.url, bridges_only=False)
+            _check_options(key, p.url, p.options, _bridge_peer_keys())
             if p.ca_file is not None and not isinstance(p.ca_file, str):
                 raise ConfigError(f"{key}.ca_file: must be a string, not {p.ca_file!r}")
             if p.ca_file and not os.path.isfile(p.ca_file):
@@ -209,6 +236,20 @@ class NodeConfig:
                     raise ConfigError(f"{key}.to: unknown peer {target!r}; define it under [peers.{target}]")
             if route.mode not in ("fanout", "failover"):
                 raise ConfigError(f"{key}.mode: must be 'fanout' or 'failover', not {route.mode!r}")
+        source_names: set[str] = set()
+        for i, src in enumerate(self.sources):
+            key = f"sources[{i}]"
+            if not isinstance(src.name, str) or CHANNEL_RE.fullmatch(src.name) is None:
+                raise ConfigError(f"{key}.name: give a name of A-Z a-z 0-9 . _ - (1 to 200 characters)")
+            if src.name in source_names:
+                raise ConfigError(f"{key}.name: {src.name!r} is used twice")
+            source_names.add(src.name)
+            _check_url(f"{key}.url", src.url, bridges_only=True)
+            if not isinstance(src.channel, str) or CHANNEL_RE.fullmatch(src.channel) is None:
+                raise ConfigError(f"{key}.channel: must be a channel name, not {src.channel!r}")
+            if type(src.batch) is not int or src.batch < 1:
+                raise ConfigError(f"{key}.batch: must be a positive integer, not {src.batch!r}")
+            _check_options(key, src.url, src.options, SOURCE_KEYS)
         seen_tokens = set()
         for t in self.tokens:
             key = f"tokens.{t.name}"
@@ -227,6 +268,48 @@ class NodeConfig:
                 hint="add [tokens.NAME] entries with scopes, or listen on 127.0.0.1",
             )
         return self
+
+
+def _bridge_peer_keys() -> dict[str, frozenset[str]]:
+    from ..bridges import PEER_KEYS
+
+    return PEER_KEYS
+
+
+def _check_url(key: str, url: Any, *, bridges_only: bool) -> None:
+    """An http(s) peer URL, or a broker URL whose client library is installed (else a clear error)."""
+    from ..bridges import SCHEMES, require
+
+    try:
+        u = urlsplit(url) if isinstance(url, str) else None
+        scheme = u.scheme if u else ""
+        ok = u is not None and bool(u.hostname) and u.port != 0
+    except ValueError:  # a bad IPv6 address, or a port that is not a number from 0 to 65535
+        ok, scheme = False, ""
+    allowed = sorted(SCHEMES) if bridges_only else ["http", "https", *sorted(SCHEMES)]
+    if not ok or scheme not in allowed:
+        raise ConfigError(f"{key}: must be a URL with scheme {', '.join(allowed)} and a host, not {url!r}")
+    if scheme in SCHEMES:
+        try:
+            require(SCHEMES[scheme])
+        except SpoolqError as e:
+            raise ConfigError(f"{key}: {e}", hint=e.hint) from e
+
+
+def _check_options(key: str, url: str, options: dict[str, Any], allowed: dict[str, frozenset[str]]) -> None:
+    from ..bridges import SCHEMES, scheme_of
+
+    extra = SCHEMES.get(scheme_of(url))
+    known = allowed.get(extra, frozenset()) if extra else frozenset()
+    for k, v in options.items():
+        if k not in known:
+            what = f"{extra} URLs" if extra else "http(s) peers"
+            raise ConfigError(f"{key}.{k}: not a key for {what}", hint=f"known keys there: {sorted(known)}")
+        if k in ("maxlen", "prefetch"):
+            if type(v) is not int or v < 1:
+                raise ConfigError(f"{key}.{k}: must be a positive integer, not {v!r}")
+        elif not isinstance(v, str) or not v:
+            raise ConfigError(f"{key}.{k}: must be a non-empty string, not {v!r}")
 
 
 def is_loopback(host: str) -> bool:
@@ -254,7 +337,7 @@ def parse_listen(value: str, *, key: str = "listen") -> tuple[str, int]:
     return host, port
 
 
-_NODE_KEYS = {f for f in NodeConfig.__dataclass_fields__} - {"peers", "routes", "tokens", "source", "stomp"}
+_NODE_KEYS = {f for f in NodeConfig.__dataclass_fields__} - {"peers", "routes", "tokens", "source", "stomp", "sources"}
 _PEER_KEYS = {"url", "token", "token_file", "ca_file", "max_in_flight", "batch_messages", "batch_bytes"}
 
 
@@ -301,10 +384,10 @@ def load_config(path: str | os.PathLike[str] | None, **overrides: Any) -> NodeCo
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     base = p.parent
-    unknown = set(data) - {"node", "peers", "routes", "tokens", "stomp"}
+    unknown = set(data) - {"node", "peers", "routes", "tokens", "stomp", "sources"}
     if unknown:
         raise ConfigError(f"{p}: unknown section(s) {sorted(unknown)}", hint="use [node], [peers.NAME], "
-                          "[[routes]] and [tokens.NAME]")
+                          "[[routes]], [[sources]] and [tokens.NAME]")
     node = data.get("node", {})
     if not isinstance(node, dict):
         raise ConfigError("node: must be a table")
@@ -318,7 +401,8 @@ def load_config(path: str | os.PathLike[str] | None, **overrides: Any) -> NodeCo
     for name, t in data.get("peers", {}).items():
         if not isinstance(t, dict):
             raise ConfigError(f"peers.{name}: must be a table with url = ...")
-        bad = set(t) - _PEER_KEYS
+        bridge_keys: set[str] = set().union(*_bridge_peer_keys().values())
+        bad = set(t) - _PEER_KEYS - bridge_keys
         if bad:
             raise ConfigError(f"peers.{name}: unknown key(s) {sorted(bad)}", hint=f"known keys: {sorted(_PEER_KEYS)}")
         if "url" not in t:
@@ -326,7 +410,25 @@ def load_config(path: str | os.PathLike[str] | None, **overrides: Any) -> NodeCo
         peers.append(PeerConfig(
             name=name, url=str(t["url"]).rstrip("/"), token=_secret(t, f"peers.{name}", base),
             ca_file=_relative(t.get("ca_file"), base), max_in_flight=t.get("max_in_flight", MAX_IN_FLIGHT),
-            batch_messages=t.get("batch_messages", BATCH_MESSAGES), batch_bytes=t.get("batch_bytes", BATCH_BYTES)))
+            batch_messages=t.get("batch_messages", BATCH_MESSAGES), batch_bytes=t.get("batch_bytes", BATCH_BYTES),
+            options={k: v for k, v in t.items() if k in bridge_keys}))
+    sources = []
+    raw_sources = data.get("sources") or []
+    if not isinstance(raw_sources, list):
+        raise ConfigError("sources: use [[sources]] entries")
+    all_source_keys: set[str] = set().union(*SOURCE_KEYS.values())
+    for i, t in enumerate(raw_sources):
+        if not isinstance(t, dict):
+            raise ConfigError("sources: use [[sources]] entries")
+        bad = set(t) - {"name", "url", "channel", "batch"} - all_source_keys
+        if bad:
+            raise ConfigError(f"sources[{i}]: unknown key(s) {sorted(bad)}",
+                              hint=f"known keys: {sorted({'name', 'url', 'channel', 'batch'} | all_source_keys)}")
+        for k in ("name", "url", "channel"):
+            if k not in t:
+                raise ConfigError(f"sources[{i}].{k}: missing")
+        sources.append(SourceConfig(name=t["name"], url=t["url"], channel=t["channel"], batch=t.get("batch", 500),
+                                    options={k: v for k, v in t.items() if k in all_source_keys}))
     routes = []
     raw_routes = data.get("routes") or []
     if not isinstance(raw_routes, list):
@@ -370,7 +472,7 @@ def load_config(path: str | os.PathLike[str] | None, **overrides: Any) -> NodeCo
         stomp = StompConfig(**{k: _relative(v, base) if k.startswith("tls_") else v for k, v in st.items()})
     try:
         cfg = NodeConfig(**node, peers=tuple(peers), routes=tuple(routes), tokens=tuple(tokens), stomp=stomp,
-                         source=str(p))
+                         sources=tuple(sources), source=str(p))
     except TypeError as e:
         raise ConfigError(f"{p}: {e}") from e
     return cfg.with_overrides(**overrides).validate()

@@ -34,7 +34,7 @@ from ..routing import failover_parts
 from ..spool import Spool
 from .api import build_app
 from .config import NodeConfig, PeerConfig, load_config, parse_listen
-from .forwarder import PeerLink, Target
+from .forwarder import PeerLink, Sink, Target
 from .metrics import Metrics
 
 __all__ = ["Node", "run_node", "setup_logging"]
@@ -101,6 +101,9 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._link_tasks: dict[str, asyncio.Task[None]] = {}
+        self._sinks: dict[tuple[str, str], Sink] = {}  # bridge peers: (name, _sink_key) -> sink
+        self.sources: dict[str, Any] = {}  # name -> bridges.source.SourceLoop
+        self._source_tasks: dict[str, asyncio.Task[None]] = {}
         self._outbox_event: asyncio.Event | None = None
         self._unknown_warned: set[str] = set()
         self._stopping = False
@@ -183,6 +186,7 @@ class Node:
                 asyncio.create_task(self._outbox_bell_loop(), name="outbox-bell"),
             ]
             await self._sync_links()
+            self._sync_sources()
         except BaseException:
             await self.stop()
             raise
@@ -235,9 +239,15 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.stomp.close()
         await asyncio.gather(*(link.stop(grace) for link in self.links.values()), return_exceptions=True)
-        for t in [*self._tasks, *self._link_tasks.values()]:
+        for src in self.sources.values():
+            src.stop()
+        for t in [*self._tasks, *self._link_tasks.values(), *self._source_tasks.values()]:
             t.cancel()
-        await asyncio.gather(*self._tasks, *self._link_tasks.values(), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._link_tasks.values(), *self._source_tasks.values(),
+                             return_exceptions=True)
+        for sink in self._sinks.values():
+            with contextlib.suppress(Exception):
+                await sink.close()
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await self._runner.cleanup()
@@ -258,6 +268,11 @@ class Node:
         """Apply new peers, routes and tokens (the listen address and spool stay)."""
         self.config = config
         self.spool.set_routes(config.routes)
+        for key in list(self._sinks):  # bridge peers removed or pointed elsewhere: close their connections
+            peer = config.peer(key[0])
+            if peer is None or _sink_key(peer) != key[1]:
+                with contextlib.suppress(Exception):
+                    await self._sinks.pop(key).close()
         for name in list(self.links):
             targets = self._targets(name)
             link = self.links[name]
@@ -275,6 +290,7 @@ class Node:
             link.wake.set()
         self._unknown_warned.clear()
         await self._sync_links()
+        self._sync_sources()
         log.info("configuration reloaded: %d peers, %d routes, %d tokens",
                  len(config.peers), len(config.routes), len(config.tokens))
 
@@ -294,6 +310,14 @@ class Node:
         peer = self.config.peer(name)
         if peer is None:
             return None
+        if not peer.url.startswith(("http://", "https://")):  # a broker: only ever from the config
+            from ..bridges import make_sink, redact
+
+            key = (name, _sink_key(peer))
+            sink = self._sinks.get(key)
+            if sink is None:
+                sink = self._sinks[key] = make_sink(name, peer.url, peer.options)
+            return Target(name, redact(peer.url), sink=sink)  # no password in logs and /healthz
         return Target(name, peer.url, peer.token, self._ssl_for(peer, peer.url))
 
     def _targets(self, outbox_peer: str) -> list[Target]:
@@ -326,6 +350,25 @@ class Node:
                 scan_interval=self.config.scan_interval, metrics=self.metrics)
             self.links[name] = link
             self._link_tasks[name] = asyncio.create_task(link.run(), name=f"link-{name}")
+
+    def _sync_sources(self) -> None:
+        """Start a task per configured source; stop those no longer configured (or changed)."""
+        wanted = {s.name: s for s in self.config.sources}
+        for name in list(self.sources):
+            if name not in wanted or wanted[name] != self.sources[name].cfg:
+                self.sources.pop(name).stop()
+                self._source_tasks.pop(name).cancel()
+        if self._stopping or not wanted:
+            return
+        from ..bridges.source import SourceLoop
+
+        for name, cfg in wanted.items():
+            if name in self.sources:
+                continue
+            loop = SourceLoop(cfg, self.spool, backoff_base=self.config.backoff_base,
+                              backoff_cap=self.config.backoff_cap)
+            self.sources[name] = loop
+            self._source_tasks[name] = asyncio.create_task(loop.run(), name=f"source-{name}")
 
     async def _outbox_bell_loop(self) -> None:
         assert self._outbox_event is not None
@@ -395,8 +438,18 @@ class Node:
                     "backoff_seconds": round(max(0.0, t.retry_at - now), 3),
                     "last_error": t.last_error, "forwarded": link.forwarded,
                 }
+        from ..bridges import redact
+
+        sources = {name: {"url": redact(src.cfg.url), "channel": src.cfg.channel, "up": src.failures == 0,
+                          "failures": src.failures, "last_error": src.last_error, "stored": src.stored}
+                   for name, src in self.sources.items()}
         return {"status": "ok", "node_id": self.spool.node_id, "version": __version__, "url": self.url,
-                "uptime_seconds": round(time.time() - self.started_at, 3), "peers": peers}
+                "uptime_seconds": round(time.time() - self.started_at, 3), "peers": peers, "sources": sources}
+
+
+def _sink_key(peer: PeerConfig) -> str:
+    """What a bridge sink is made from: a change of any of it makes a new sink (on reload)."""
+    return peer.url + "\x00" + repr(sorted(peer.options.items()))
 
 
 # -- running it -------------------------------------------------------------------------------

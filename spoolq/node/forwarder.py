@@ -26,6 +26,12 @@ operator configured.
 Repeated errors are logged once, then summarised every 30 seconds. In a
 failover group the first target that is not backing off gets the batch.
 
+Transports: a batch goes through the target's :class:`Sink` (``deliver`` ->
+one :class:`~spoolq.codec.Result` per message). :class:`HttpSink` POSTs to a
+spoolq peer; ``spoolq.bridges`` has sinks for RabbitMQ, NATS JetStream and
+Redis Streams. Everything above (cursor, batching, backoff, dead letters,
+metrics) is the same for every sink.
+
 ``step()`` does one round and returns; ``run()`` repeats it until stopped,
 waking on the outbox bell, on a finished batch, or after ``scan_interval``.
 """
@@ -40,7 +46,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
@@ -51,6 +57,7 @@ from ..codec import (
     DUPLICATE,
     MAX_IN_FLIGHT,
     REJECTED,
+    Result,
     WireMessage,
     decode_reply,
     encode_batch,
@@ -62,16 +69,30 @@ if TYPE_CHECKING:
     from ..spool import OutboxRecord, Spool
     from .metrics import Metrics
 
-__all__ = ["PeerLink", "Target"]
+__all__ = ["HttpSink", "PeerLink", "Sink", "Target"]
 
 log = logging.getLogger("spoolq.forwarder")
 
 ERROR_LOG_INTERVAL = 30.0
 
 
+class Sink(Protocol):
+    """A transport a batch is handed to.
+
+    ``deliver`` returns one result per message, in order: accepted (the
+    receiver holds it durably), duplicate, or rejected (``permanent`` or not).
+    It raises :class:`~spoolq.errors.PeerError` when the whole batch failed
+    (nothing is settled; the target backs off).
+    """
+
+    async def deliver(self, messages: list[WireMessage]) -> list[Result]: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass
 class Target:
-    """One peer endpoint and its health."""
+    """One peer endpoint and its health. ``sink``: its transport (``None``: HTTP POST to a spoolq peer)."""
 
     name: str
     url: str
@@ -82,6 +103,7 @@ class Target:
     last_error: str | None = None
     last_error_at: float | None = None  # Unix time
     last_ok_at: float | None = None
+    sink: Sink | None = field(default=None, repr=False)
     _logged_at: float = field(default=0.0, repr=False)
     _suppressed: int = field(default=0, repr=False)
 
@@ -181,8 +203,9 @@ class PeerLink:
             retry: list[tuple[int, bytes]] = []
             counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "retry": 0}
             if live:
-                reply = await self._post(target, encode_batch(self.node_id, [_wire(b) for b in live]), len(live))
-                for b, r in zip(live, reply.results, strict=True):
+                sink = target.sink or HttpSink(self.session, target, self.node_id)
+                results = await sink.deliver([_wire(b) for b in live])
+                for b, r in zip(live, results, strict=True):
                     if r.status == ACCEPTED:
                         done.append(b.key)
                         counts["accepted"] += 1
@@ -224,39 +247,6 @@ class PeerLink:
             if self.metrics is not None:
                 self.metrics.batch(self.name, ok)
             self.wake.set()
-
-    async def _post(self, target: Target, payload: bytes, n: int) -> Any:
-        headers = {"Content-Type": "application/x-msgpack"}
-        if target.token:
-            headers["Authorization"] = f"Bearer {target.token}"
-        try:
-            async with self.session.post(target.url + "/v1/batches", data=payload, headers=headers,
-                                         ssl=target.ssl if target.ssl is not None else True) as resp:
-                body = await resp.read()
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            raise PeerError(f"cannot reach {target.name} at {target.url}: {type(e).__name__}: {e}",
-                            hint="is the peer's daemon running and reachable?") from e
-        if status == 200:
-            try:
-                return decode_reply(body, expected=n)
-            except CodecError as e:
-                raise PeerError(f"{target.name} sent an unreadable reply: {e}", status=status) from e
-        code, message = "", body[:200].decode("utf-8", "replace")
-        try:
-            data = json.loads(body)
-            if isinstance(data, dict):
-                code, message = str(data.get("error", "")), str(data.get("message", message))
-        except ValueError:
-            pass
-        hint = None
-        if status == 401:
-            hint = f"check the token configured for peer {target.name} against the peer's [tokens] with scope 'peer'"
-        elif status == 403:
-            hint = f"the token for peer {target.name} needs the 'peer' scope on that node"
-        raise PeerError(f"{target.name} answered {status} {code}: {message}", status=status,
-                        retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None, hint=hint)
 
     def _failed(self, target: Target, e: Exception) -> None:
         target.failures += 1
@@ -333,3 +323,50 @@ class PeerLink:
 def _wire(r: OutboxRecord) -> WireMessage:
     """An outbox record as it goes on the wire."""
     return WireMessage(r.id, r.channel, r.body, r.priority, r.headers, r.deliver_at, r.expires, r.origin)
+
+
+class HttpSink:
+    """The spoolq peer protocol: one ``POST /v1/batches`` per batch (see ``codec``)."""
+
+    def __init__(self, session: aiohttp.ClientSession, target: Target, node_id: str) -> None:
+        self.session = session
+        self.target = target
+        self.node_id = node_id
+
+    async def deliver(self, messages: list[WireMessage]) -> list[Result]:
+        target, n = self.target, len(messages)
+        payload = encode_batch(self.node_id, messages)
+        headers = {"Content-Type": "application/x-msgpack"}
+        if target.token:
+            headers["Authorization"] = f"Bearer {target.token}"
+        try:
+            async with self.session.post(target.url + "/v1/batches", data=payload, headers=headers,
+                                         ssl=target.ssl if target.ssl is not None else True) as resp:
+                body = await resp.read()
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise PeerError(f"cannot reach {target.name} at {target.url}: {type(e).__name__}: {e}",
+                            hint="is the peer's daemon running and reachable?") from e
+        if status == 200:
+            try:
+                return list(decode_reply(body, expected=n).results)
+            except CodecError as e:
+                raise PeerError(f"{target.name} sent an unreadable reply: {e}", status=status) from e
+        code, message = "", body[:200].decode("utf-8", "replace")
+        try:
+            data = json.loads(body)
+            if isinstance(data, dict):
+                code, message = str(data.get("error", "")), str(data.get("message", message))
+        except ValueError:
+            pass
+        hint = None
+        if status == 401:
+            hint = f"check the token configured for peer {target.name} against the peer's [tokens] with scope 'peer'"
+        elif status == 403:
+            hint = f"the token for peer {target.name} needs the 'peer' scope on that node"
+        raise PeerError(f"{target.name} answered {status} {code}: {message}", status=status,
+                        retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None, hint=hint)
+
+    async def close(self) -> None:
+        """The session belongs to the daemon: nothing to close."""
