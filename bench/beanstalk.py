@@ -175,7 +175,7 @@ def find_spoolq_beanstalkd() -> list[str]:
     found = shutil.which("spoolq-beanstalkd")
     if found:
         return [found]
-    return [sys.executable, "-c", "import sys; from spoolq._bsmain import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from spoolq.beanstalk.standalone import main; sys.exit(main())"]
 
 
 def _shm_dir_of(pid: int) -> str | None:

@@ -892,7 +892,7 @@ def test_largest_numbers(w: Wire) -> None:
 
 
 def test_a_job_reserved_max_attempts_times_is_buried(w: Wire) -> None:
-    # spoolq's mapping (see spoolq/beanstalk.py): a job that used up the channel's max_attempts (20) is a
+    # spoolq's mapping (see spoolq/beanstalk/server.py): a job that used up the channel's max_attempts (20) is a
     # dead letter, and dead letters are buried jobs; beanstalkd itself would release it forever
     j = w.put(b"poison")
     for _ in range(19):

@@ -15,9 +15,12 @@ import contextlib
 import os
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from . import __version__
+if TYPE_CHECKING:
+    from ..spool import Spool
+
+from .. import __version__
 
 DEFAULT_MAX_JOB_SIZE = (1 << 16) - 1
 
@@ -122,6 +125,99 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     sys.dont_write_bytecode = False  # see the module docstring: compiled once, every start is fast
-    from .beanstalk import run_standalone
-
     return run_standalone(opts, sock)
+
+
+# -- the standalone server ----------------------------------------------------------------------
+
+
+def run_standalone(opts: dict[str, Any], sock: socket.socket) -> int:
+    """Run the standalone server on an already listening socket (the heavy imports happen here)."""
+    import asyncio
+    import logging
+    import signal
+    import tempfile
+
+    from ..errors import SpoolqError
+    from ..spool import Spool
+    from .server import Server, log
+
+    logging.basicConfig(level=logging.WARNING - 10 * min(2, opts["verbose"]),
+                        format="spoolq-beanstalkd: %(levelname)s %(message)s")
+    tmp = None
+    path: str
+    durability: Literal["full", "normal"]
+    sync_ms: int | None
+    if opts["dir"] is None:
+        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        tmp = tempfile.mkdtemp(prefix="spoolq-beanstalkd-", dir=base)
+        path, durability, sync_ms = tmp, "normal", None
+    elif opts["never_sync"]:
+        path, durability, sync_ms = opts["dir"], "normal", None
+    elif opts["fsync_ms"] == 0:
+        path, durability, sync_ms = opts["dir"], "full", None
+    else:
+        path, durability, sync_ms = opts["dir"], "normal", opts["fsync_ms"]
+    try:
+        spool = Spool(path, durability=durability, max_message_size=max(1 << 20, opts["max_job_size"] + 4096))
+    except SpoolqError as e:
+        print(f"spoolq-beanstalkd: {e}", file=sys.stderr)
+        return 1
+
+    async def run() -> None:
+        server = Server(spool, max_job_size=opts["max_job_size"])
+        await server.listen(sock)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+
+        def drain() -> None:
+            server.draining = True
+            log.warning("entering drain mode: puts are refused")
+
+        loop.add_signal_handler(signal.SIGUSR1, drain)
+        chores = [asyncio.create_task(_sweeper(spool))]
+        if sync_ms:
+            chores.append(asyncio.create_task(_syncer(spool, sync_ms / 1000.0)))
+        log.info("serving the beanstalkd protocol (spool %s, durability %s)", path, durability)
+        await stop.wait()
+        for c in chores:
+            c.cancel()
+        await server.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        spool.close()
+        if opts["addr"].startswith("unix:"):
+            with contextlib.suppress(OSError):
+                os.unlink(opts["addr"][5:])
+        if tmp is not None:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+async def _sweeper(spool: Spool) -> None:
+    import asyncio
+
+    from ..errors import SpoolqError
+
+    while True:
+        await asyncio.sleep(5.0)
+        with contextlib.suppress(SpoolqError):
+            await asyncio.to_thread(spool.sweep)
+
+
+async def _syncer(spool: Spool, every: float) -> None:
+    """beanstalkd's ``-f MS``: under durability normal, sync the spool at most every MS."""
+    import asyncio
+
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(spool.sync)
+
+
