@@ -65,7 +65,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from .. import __version__
 from .._bell import BellHub
 from ..errors import LeaseError, SpoolqError, StorageError, StorageFull
 from ..message import MAX_SECONDS
@@ -84,6 +83,8 @@ log = logging.getLogger("spoolq.beanstalk")
 DEFAULT_TTR: Final = 60
 TTR_HEADER: Final = "beanstalk-ttr"
 SAFETY_MARGIN: Final = 1.0
+CHANNEL_CACHE_MAX: Final = 4096
+TUBE_ORDER_PRUNE: Final = 4096
 
 _hdr_dec = msgspec.msgpack.Decoder(dict[str, str])
 
@@ -115,10 +116,11 @@ def _lease_ttr(lease: Lease) -> float:
 
 
 class _JobCounts:
-    __slots__ = ("buries", "delay", "kicks", "releases", "timeouts")
+    __slots__ = ("buries", "delay", "kicks", "releases", "reserves", "timeouts")
 
     def __init__(self) -> None:
         self.releases = self.buries = self.kicks = self.timeouts = 0
+        self.reserves = 0  # reserves through this server: a kick resets the spool's attempts, not this
         self.delay = -1  # -1: the delay given at put (not known here)
 
 
@@ -210,6 +212,7 @@ class Server:
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._channels: dict[str, str | None] = {}
+        self._tube_order: dict[str, None] = {"default": None}
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -264,6 +267,8 @@ class Server:
     def channel(self, tube: str) -> str | None:
         ch = self._channels.get(tube, "")
         if ch == "":
+            if len(self._channels) >= CHANNEL_CACHE_MAX:  # 500k distinct "use x" must not stay in RAM
+                self._channels.clear()
             ch = self._channels[tube] = tube_channel(tube)
         return ch
 
@@ -288,8 +293,20 @@ class Server:
         for conn in list(self.waiting):
             conn.try_reserve()
 
+    def note_tube(self, tube: str) -> None:
+        """A connection uses or watches ``tube``: it exists from now on (creation order, see tubes)."""
+        if tube not in self._tube_order:
+            self._tube_order[tube] = None
+            if len(self._tube_order) > TUBE_ORDER_PRUNE:
+                self.tubes()  # forget the ones that no longer exist (bounded memory)
+
     def tubes(self) -> list[str]:
-        """Existing tubes: those holding jobs, those in use by a connection, and default."""
+        """Existing tubes: those holding jobs, those in use by a connection, and default.
+
+        In creation order, as beanstalkd lists them: a tube that stops existing (no job, nobody
+        using or watching it) is forgotten, and comes last when it is made again. Tubes found
+        only in the spool (jobs sent by other processes) are added in name order.
+        """
         names = {"default"}
         for conn in self.conns:
             names.add(conn.use)
@@ -297,7 +314,12 @@ class Server:
         for ch, st in self.store.stats().channels.items():
             if st.ready + st.delayed + st.leased + st.dead:
                 names.add(channel_tube(ch))
-        return sorted(names)
+        order = self._tube_order
+        for gone in [t for t in order if t not in names]:
+            del order[gone]
+        for t in sorted(names.difference(order)):
+            order[t] = None
+        return list(order)
 
     # -- puts: one transaction per loop turn ----------------------------------------------------
 
@@ -393,13 +415,13 @@ class Server:
             ("current-producers", sum(1 for x in self.conns if x.producer)),
             ("current-workers", sum(1 for x in self.conns if x.worker)),
             ("current-waiting", len(self.waiting)), ("total-connections", self.total_connections),
-            ("pid", os.getpid()), ("version", yaml_str(f"1.13+spoolq.{_version()}")),
+            ("pid", os.getpid()), ("version", yaml_str("1.13")),
             ("rusage-utime", f"{ru.ru_utime:.6f}"), ("rusage-stime", f"{ru.ru_stime:.6f}"),
             ("uptime", int(time.time() - self.started)),
             ("binlog-oldest-index", 0), ("binlog-current-index", 0), ("binlog-records-migrated", 0),
             ("binlog-records-written", 0), ("binlog-max-size", 10485760),
             ("draining", "true" if self.draining else "false"), ("id", self.instance_id),
-            ("hostname", yaml_str(uname.node)), ("os", yaml_str(uname.release)),
+            ("hostname", yaml_str(uname.node)), ("os", yaml_str(uname.version)),
             ("platform", yaml_str(uname.machine)),
         ]
         return yaml_dict(lines)
@@ -440,7 +462,8 @@ class Server:
         lines = [
             ("id", job.job), ("tube", yaml_str(channel_tube(job.channel))), ("state", job.state),
             ("pri", job.priority), ("age", max(0, int(now - job.created_at))), ("delay", delay), ("ttr", ttr),
-            ("time-left", left), ("file", 0), ("reserves", job.attempts), ("timeouts", counts.timeouts),
+            ("time-left", left), ("file", 0), ("reserves", max(job.attempts, counts.reserves)),
+            ("timeouts", counts.timeouts),
             ("releases", counts.releases), ("buries", counts.buries), ("kicks", counts.kicks),
         ]
         return yaml_dict(lines)
@@ -452,10 +475,6 @@ def _ttr_of_job(job: Job) -> int:
         return int(v) if v is not None else DEFAULT_TTR
     except ValueError:
         return DEFAULT_TTR
-
-
-def _version() -> str:
-    return __version__
 
 
 # -- one connection ---------------------------------------------------------------------------
@@ -594,6 +613,7 @@ class Conn(asyncio.BufferedProtocol):
             srv.flush(inline=self)  # alone on the server: commit and answer now, then go on
 
     def c_use(self, ev: wire.Use) -> None:
+        self.server.note_tube(ev.tube)
         self.use = ev.tube
         self.reply(wire.using(ev.tube))
 
@@ -603,7 +623,7 @@ class Conn(asyncio.BufferedProtocol):
         self._start_wait(None)
 
     def c_reserve_with_timeout(self, ev: wire.ReserveWithTimeout) -> None:
-        self._start_wait(float(ev.timeout))
+        self._start_wait(float(min(ev.timeout, MAX_SECONDS)) if ev.timeout >= 0 else None)
 
     def _start_wait(self, timeout: float | None) -> None:
         self.worker = True
@@ -634,6 +654,7 @@ class Conn(asyncio.BufferedProtocol):
         lease, when = self.store.lease_any(self._channels())
         if lease is not None:
             self.reserved[lease.job] = lease
+            self.server.counts(lease.job).reserves += 1
             self._finish_wait(wire.reserved(lease.job, lease.body))
             return
         soonest = min((x.deadline for x in self.reserved.values()), default=None)
@@ -703,6 +724,7 @@ class Conn(asyncio.BufferedProtocol):
             return
         self.worker = True
         self.reserved[job] = lease
+        self.server.counts(job).reserves += 1
         self.reply(wire.reserved(job, lease.body))
 
     def c_delete(self, ev: wire.Delete) -> None:
@@ -776,6 +798,7 @@ class Conn(asyncio.BufferedProtocol):
 
     def c_watch(self, ev: wire.Watch) -> None:
         name = ev.tube
+        self.server.note_tube(name)
         if name not in self.watch:
             self.watch.append(name)
         self.reply(wire.watching(len(self.watch)))

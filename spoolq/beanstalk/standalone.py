@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 from .. import __version__
 
 DEFAULT_MAX_JOB_SIZE = (1 << 16) - 1
+NO_ATTEMPT_LIMIT = 1 << 62  # beanstalkd tubes have no attempt limit (spoolq's channels default to 20)
 
 USAGE = """\
 Use: spoolq-beanstalkd [OPTIONS]
@@ -34,6 +35,8 @@ Options:
  -l ADDR  listen on address (default 127.0.0.1); unix:PATH for a unix socket
  -p PORT  listen on port (default 11300)
  -z BYTES maximum job size in bytes (default 65535)
+ --max-attempts N  bury a job when it is released (or its TTR runs out) for the Nth time;
+          default: no limit, as in beanstalkd
  -s, -u, -c, -n   accepted for compatibility and ignored
  -V       increase verbosity
  -v       show version information
@@ -43,7 +46,7 @@ Options:
 
 def _parse_args(argv: list[str]) -> dict[str, Any]:
     opts: dict[str, Any] = {"addr": "127.0.0.1", "port": 11300, "dir": None, "fsync_ms": 50, "never_sync": False,
-                            "max_job_size": DEFAULT_MAX_JOB_SIZE, "verbose": 0}
+                            "max_job_size": DEFAULT_MAX_JOB_SIZE, "verbose": 0, "max_attempts": None}
     i = 0
 
     def value() -> str:
@@ -66,7 +69,18 @@ def _parse_args(argv: list[str]) -> dict[str, Any]:
             raise SystemExit(0)
         flag = arg[:2]
         try:
-            if flag == "-b":
+            if arg.startswith("--max-attempts"):
+                flag = "--max-attempts"
+                if "=" in arg:
+                    opts["max_attempts"] = int(arg.split("=", 1)[1])
+                else:
+                    i += 1
+                    if i >= len(argv):
+                        raise SystemExit(f"spoolq-beanstalkd: option {arg} requires an argument\n{USAGE}")
+                    opts["max_attempts"] = int(argv[i])
+                if opts["max_attempts"] < 1:
+                    raise ValueError
+            elif flag == "-b":
                 opts["dir"] = value()
             elif flag == "-f":
                 opts["fsync_ms"] = int(value())
@@ -159,7 +173,8 @@ def run_standalone(opts: dict[str, Any], sock: socket.socket) -> int:
     else:
         path, durability, sync_ms = opts["dir"], "normal", opts["fsync_ms"]
     try:
-        spool = Spool(path, durability=durability, max_message_size=max(1 << 20, opts["max_job_size"] + 4096))
+        spool = Spool(path, durability=durability, max_message_size=max(1 << 20, opts["max_job_size"] + 4096),
+                      max_attempts=opts["max_attempts"] or NO_ATTEMPT_LIMIT)
     except SpoolqError as e:
         print(f"spoolq-beanstalkd: {e}", file=sys.stderr)
         return 1

@@ -79,7 +79,7 @@ class Reserve:
 
 @dataclass(frozen=True, slots=True)
 class ReserveWithTimeout:
-    timeout: int
+    timeout: int  # seconds; negative: no timeout (as beanstalkd treats it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +252,27 @@ def _num(s: str, limit: int, *, last: bool) -> tuple[int, str]:
     return v, s[j:]
 
 
+def _strtoul(s: str, bits: int, *, signed: bool = False) -> int:
+    """Read a number as C's ``strtoul``/``strtol`` do (beanstalkd's ``kick`` and ``reserve-with-timeout``):
+    leading white space, an optional sign, then digits; whatever follows is ignored. No digits, or a
+    value beyond 64 bits: ValueError (beanstalkd: BAD_FORMAT). The unsigned result wraps to ``bits``
+    bits (``-1`` is the largest value), as the C cast does."""
+    m = _STRTOL.match(s)
+    if m is None:
+        raise ValueError
+    v = int(m.group(0))
+    if signed:
+        if not -(1 << 63) <= v < (1 << 63):
+            raise ValueError
+        return v
+    if abs(v) > U64:
+        raise ValueError
+    return (v % (1 << 64)) % (1 << bits)
+
+
+_STRTOL = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+")
+
+
 def _job_id(s: str, *, last: bool) -> tuple[int, str]:
     """A job id (u64). Ids beyond what the spool can store belong to no job: they read as 0 (never a job)."""
     job, rest = _num(s, U64, last=last)
@@ -310,10 +331,8 @@ def _pause(rest: str) -> PauseTube:
 
 
 def _rwt(rest: str) -> ReserveWithTimeout:
-    timeout, _ = _num(rest, U32, last=True)
-    if timeout > INT_MAX:
-        raise ValueError
-    return ReserveWithTimeout(timeout)
+    # beanstalkd reads it with strtol: "1.5" is 1, "0 " is 0; a negative timeout waits like reserve
+    return ReserveWithTimeout(_strtoul(rest, 64, signed=True))
 
 
 def _release(rest: str) -> Release:
@@ -356,7 +375,7 @@ _COMMANDS: Final[list[tuple[str, Callable[[str], Event] | None]]] = [
     ("delete ", lambda r: Delete(_jid(r))),
     ("release ", _release),
     ("bury ", _bury),
-    ("kick ", lambda r: Kick(_num(r, U32, last=True)[0])),
+    ("kick ", lambda r: Kick(_strtoul(r, 32))),
     ("kick-job ", lambda r: KickJob(_jid(r))),
     ("touch ", lambda r: Touch(_jid(r))),
     ("stats-job ", lambda r: StatsJob(_jid(r))),
