@@ -245,6 +245,7 @@ def server(kind: Kind, exes: Exes) -> Iterator[Running]:
                 if kind.server == "spoolq":
                     cmd = [*exes.spoolq, "-l", "127.0.0.1", "-p", str(port)]
                     if kind.disk:
+                        (base / "spool").mkdir(exist_ok=True)  # like beanstalkd, it needs the directory
                         cmd += ["-b", str(base / "spool")]
                 else:
                     assert exes.beanstalkd is not None

@@ -446,6 +446,7 @@ def pystalk_server() -> Iterator[tuple[str, int]]:
     """One server for the pystalk tests, spawned as its integration suite spawns beanstalkd."""
     pytest.importorskip("pystalk", reason="pystalk is not installed (pip install pystalk)")
     wal = short_tmpdir()
+    (wal / "wal").mkdir()  # beanstalkd needs its -b directory to exist (so does spoolq-beanstalkd)
     b = Beanstalkd("-b", str(wal / "wal"))
     time.sleep(0.25)  # pystalk's suite gives beanstalkd this long
     assert b.proc.poll() is None, b.log()
@@ -620,6 +621,7 @@ def test_pystalk_socket_timeouts(pystalk_server: tuple[str, int], tube: str) -> 
 @pytest.mark.parametrize("sync", [["-f", "0"], []], ids=["f0", "default-f"])
 def test_jobs_survive_sigkill(servers: Servers, tmp_path: Path, sync: list[str]) -> None:
     spool = tmp_path / "spool"
+    spool.mkdir()  # beanstalkd needs its -b directory to exist (so does spoolq-beanstalkd)
     b = servers.start("-b", str(spool), *sync, grace=0)
     # (about durability, not start-up time: connect as soon as it accepts)
     with greenstalk.Client(b.raw_socket(), encoding=None, use="t+1", watch="t+1") as c:

@@ -851,6 +851,7 @@ def test_tube_names(bs: Beanstalkd, w: Wire) -> None:
 
 
 def test_tube_names_with_special_characters(start: Callable[..., Beanstalkd], tmp_path: Path) -> None:
+    (tmp_path / "spool").mkdir()  # beanstalkd needs its -b directory to exist
     bs = start("-b", str(tmp_path / "spool"))
     w = bs.connect()
     tubes = ["a+b", "x/y;z", "$money", "f(x)", "q_u.e-ue", "bt_x", "mix+/;$()_.-9"]

@@ -85,6 +85,7 @@ TTR_HEADER: Final = "beanstalk-ttr"
 SAFETY_MARGIN: Final = 1.0
 CHANNEL_CACHE_MAX: Final = 4096
 TUBE_ORDER_PRUNE: Final = 4096
+PAUSE_READING_AT: Final = 1 << 16  # bytes buffered behind a pending reply before reading pauses
 
 _hdr_dec = msgspec.msgpack.Decoder(dict[str, str])
 
@@ -504,6 +505,7 @@ class Conn(asyncio.BufferedProtocol):
         self._wait_until: float | None = None  # loop time a reserve-with-timeout gives up
         self._timer: asyncio.TimerHandle | None = None
         self._eof = False  # the client half-closed: answer what it sent, then close
+        self._paused = False  # reading paused while a reply is pending and much is buffered
 
     # -- transport ---------------------------------------------------------------------
 
@@ -550,6 +552,9 @@ class Conn(asyncio.BufferedProtocol):
             return
         if not self.busy:
             self.process()
+        elif self.decoder.buffered > PAUSE_READING_AT and self.transport is not None:
+            self.transport.pause_reading()  # a reply is pending: do not buffer without bound
+            self._paused = True
 
     def eof_received(self) -> bool | None:
         """The client sent all it will: answer every command it sent (in order), then close."""
@@ -562,6 +567,9 @@ class Conn(asyncio.BufferedProtocol):
 
     def resume(self) -> None:
         self.busy = False
+        if self._paused and self.transport is not None and not self.closed:
+            self._paused = False
+            self.transport.resume_reading()
         if (self.decoder.buffered or self._eof) and not self.closed:
             self.process()
 

@@ -102,11 +102,41 @@ def _parse_args(argv: list[str]) -> dict[str, Any]:
         except ValueError:
             raise SystemExit(f"spoolq-beanstalkd: bad value for {flag}\n{USAGE}") from None
         i += 1
-    if not 0 < opts["max_job_size"] <= 1 << 30:
-        raise SystemExit("spoolq-beanstalkd: -z must be 1 to 1073741824")
+    if opts["max_job_size"] < 0:
+        raise SystemExit("spoolq-beanstalkd: -z must be 0 to 1073741824")
+    if opts["max_job_size"] > 1 << 30:  # as beanstalkd: capped, with a warning
+        print("spoolq-beanstalkd: maximum job size was set to 1073741824", file=sys.stderr)
+        opts["max_job_size"] = 1 << 30
+    if not 0 <= opts["port"] <= 65535:  # beanstalkd wraps it around; a port nobody asked for is worse
+        raise SystemExit(f"spoolq-beanstalkd: -p must be 0 to 65535, not {opts['port']}")
     if opts["fsync_ms"] < 0:
         raise SystemExit("spoolq-beanstalkd: -f must be >= 0")
     return opts
+
+
+EXIT_LOCK = 10  # beanstalkd's exit status when it cannot lock its -b directory
+_locks: list[Any] = []
+
+
+def _lock_dir(path: str) -> str | None:
+    """Lock the ``-b`` directory for this process, as beanstalkd locks its binlog directory.
+
+    Returns an error message if the directory is missing or another server holds it. The lock
+    (``flock`` on ``DIR/lock``) lasts until this process exits, however it exits.
+    """
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        return f"failed to lock spool dir {path}: {e.strerror}"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return f"failed to lock spool dir {path}: another server uses it"
+    _locks.append(fd)
+    return None
 
 
 def bind(addr: str, port: int) -> socket.socket:
@@ -131,6 +161,11 @@ def bind(addr: str, port: int) -> socket.socket:
 def main(argv: list[str] | None = None) -> int:
     """``spoolq-beanstalkd``: a beanstalkd drop-in that keeps its jobs in a spoolq spool."""
     opts = _parse_args(sys.argv[1:] if argv is None else argv)
+    if opts["dir"] is not None:
+        err = _lock_dir(opts["dir"])
+        if err:
+            print(f"spoolq-beanstalkd: {err}", file=sys.stderr)
+            return EXIT_LOCK
     # Listen first, before the heavy imports: clients that connect meanwhile wait in the backlog.
     try:
         sock = bind(opts["addr"], opts["port"])
