@@ -175,7 +175,7 @@ def find_spoolq_beanstalkd() -> list[str]:
     found = shutil.which("spoolq-beanstalkd")
     if found:
         return [found]
-    return [sys.executable, "-c", "import sys; from spoolq._bsmain import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from spoolq.beanstalk.standalone import main; sys.exit(main())"]
 
 
 def _shm_dir_of(pid: int) -> str | None:
@@ -245,6 +245,7 @@ def server(kind: Kind, exes: Exes) -> Iterator[Running]:
                 if kind.server == "spoolq":
                     cmd = [*exes.spoolq, "-l", "127.0.0.1", "-p", str(port)]
                     if kind.disk:
+                        (base / "spool").mkdir(exist_ok=True)  # like beanstalkd, it needs the directory
                         cmd += ["-b", str(base / "spool")]
                 else:
                     assert exes.beanstalkd is not None

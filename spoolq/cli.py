@@ -422,7 +422,7 @@ def node(config_path: str | None, spool_dir: str | None, listen: str | None, tls
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def beanstalkd(args: tuple[str, ...]) -> None:
     """Run a standalone beanstalkd-compatible server (takes beanstalkd's flags; -h for them)."""
-    from ._bsmain import main as bs_main
+    from .beanstalk.standalone import main as bs_main
 
     sys.exit(bs_main(list(args)))
 

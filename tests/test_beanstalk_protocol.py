@@ -744,7 +744,7 @@ BAD_FORMAT_LINES = [
     "put 4294967296 0 60 1", "put 0 4294967296 60 1", "put 0 0 4294967296 1", "put 0 0 60 1 x", "put 0 0 60 1 ",
     "put 0 0 60 99999999999999999999999", "put 0x1 0 60 1", "put 1e3 0 60 1", "put +1 0 60 1",
     "reserve ", "reserve x", "reserve-jobs 1", "reserve-with-timeout", "reserve-with-timeout x",
-    "reserve-with-timeout -1", "reserve-with-timeout 2147483648", "reserve-job", "reserve-job x",
+    "reserve-job", "reserve-job x",
     "delete x", "delete -1", "delete 1 2", "delete 1x", "delete 18446744073709551616", "delete ",
     "release 1", "release 1 2", "release 1 2 x", "release 1 4294967296 0", "bury 1", "bury 1 x", "touch x",
     "kick x", "kick ", "kick-job x", "peek x", "peek-ready x", "peek-delayed x", "peek-buried x",
@@ -756,9 +756,23 @@ BAD_FORMAT_LINES = [
     "use " + "a" * 201, "watch " + "a" * 201, "ignore " + "a" * 201, "stats-tube " + "a" * 201,
     "pause-tube", "pause-tube x", "pause-tube x y", "pause-tube x -1", "pause-tube -x 1",
     "pause-tube x 4294967296", "pause-tube x 1 ",
-    # stricter than beanstalkd, which reads these with strtoul and ignores what follows the number
-    "kick -1", "kick 1 2", "kick 4294967296", "reserve-with-timeout 1 x",
+    # kick and reserve-with-timeout read their number as strtoul/strtol do: only no digits is bad
+    "kick 18446744073709551616", "reserve-with-timeout ",
 ]
+
+
+def test_kick_and_reserve_timeout_read_numbers_like_strtoul(w: Wire) -> None:
+    # issue 10 item 6: beanstalkd answers these (checked against beanstalkd 1.12 in
+    # test_beanstalk_differential.py); spoolq said BAD_FORMAT
+    for line in ("kick 1.5", "kick 1 ", "kick 99999999999", "kick -1", "kick +1", "kick 1x", "kick 4294967296"):
+        assert w.cmd(line) == b"KICKED 0", line
+    j = w.put(b"a")
+    assert w.job("reserve-with-timeout 1.5") == (j, b"a")
+    assert w.cmd(f"release {j} 0 0") == b"RELEASED"
+    assert w.job("reserve-with-timeout 0 ") == (j, b"a")
+    assert w.cmd(f"bury {j} 0") == b"BURIED"
+    assert w.cmd("kick -1") == b"KICKED 1"  # -1 is the largest bound, as strtoul makes it
+
 
 
 def test_bad_format(w: Wire) -> None:
@@ -837,6 +851,7 @@ def test_tube_names(bs: Beanstalkd, w: Wire) -> None:
 
 
 def test_tube_names_with_special_characters(start: Callable[..., Beanstalkd], tmp_path: Path) -> None:
+    (tmp_path / "spool").mkdir()  # beanstalkd needs its -b directory to exist
     bs = start("-b", str(tmp_path / "spool"))
     w = bs.connect()
     tubes = ["a+b", "x/y;z", "$money", "f(x)", "q_u.e-ue", "bt_x", "mix+/;$()_.-9"]
@@ -891,9 +906,20 @@ def test_largest_numbers(w: Wire) -> None:
     assert w.job("reserve-with-timeout 2147483647") == (j, b"far")
 
 
-def test_a_job_reserved_max_attempts_times_is_buried(w: Wire) -> None:
-    # spoolq's mapping (see spoolq/beanstalk.py): a job that used up the channel's max_attempts (20) is a
-    # dead letter, and dead letters are buried jobs; beanstalkd itself would release it forever
+def test_tubes_have_no_attempt_limit_by_default(w: Wire) -> None:
+    # issue 10 item 1: beanstalkd releases a job forever (spoolq buried it at the 20th release)
+    j = w.put(b"again")
+    for _ in range(25):
+        assert w.job("reserve-with-timeout 0") == (j, b"again")
+        assert w.cmd(f"release {j} 0 0") == b"RELEASED"
+    st = w.yaml(f"stats-job {j}")
+    assert (st["state"], st["releases"], st["reserves"], st["buries"]) == ("ready", 25, 25, 0)
+
+
+def test_a_job_reserved_max_attempts_times_is_buried(start: Callable[..., Beanstalkd]) -> None:
+    # with --max-attempts N a job that used up its attempts is a dead letter, and dead letters are
+    # buried jobs; the automatic bury is counted like a bury
+    w = start("--max-attempts", "20").connect()
     j = w.put(b"poison")
     for _ in range(19):
         assert w.job("reserve-with-timeout 0") == (j, b"poison")

@@ -164,8 +164,8 @@ class Node:
             shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             self.url = f"{'https' if tls else 'http'}://{shown}:{bound[1]}"
             if self.config.beanstalk:
-                from .._bsmain import bind
-                from ..beanstalk import Server as BeanstalkServer
+                from ..beanstalk.server import Server as BeanstalkServer
+                from ..beanstalk.standalone import bind
 
                 addr = self.config.beanstalk
                 if addr.startswith("unix:"):

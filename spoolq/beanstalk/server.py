@@ -56,111 +56,41 @@ import contextlib
 import logging
 import os
 import platform
-import re
 import resource
 import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from ._bell import BellHub
-from .errors import LeaseError, SpoolqError, StorageError, StorageFull
-from .message import CHANNEL_RE, MAX_SECONDS
+from .._bell import BellHub
+from ..errors import LeaseError, SpoolqError, StorageError, StorageFull
+from ..message import MAX_SECONDS
+from . import wire
+from .names import channel_tube, tube_channel
+from .wire import DEFAULT_MAX_JOB_SIZE, yaml_dict, yaml_list, yaml_str
 
 if TYPE_CHECKING:
-    from .lease import Lease
-    from .spool import Job, Spool
+    from ..lease import Lease
+    from ..spool import Job, Spool, Stats
 
-__all__ = ["Server", "tube_channel", "channel_tube", "run_standalone"]
+__all__ = ["Server", "channel_tube", "tube_channel"]
 
 log = logging.getLogger("spoolq.beanstalk")
 
-LINE_MAX: Final = 224  # beanstalkd's command buffer, "\r\n" included
-NAME_MAX: Final = 200
 DEFAULT_TTR: Final = 60
-DEFAULT_MAX_JOB_SIZE: Final = (1 << 16) - 1
 TTR_HEADER: Final = "beanstalk-ttr"
 SAFETY_MARGIN: Final = 1.0
-U32: Final = (1 << 32) - 1
-U64: Final = (1 << 64) - 1
-I64: Final = (1 << 63) - 1  # the largest job number SQLite can hold
-INT_MAX: Final = (1 << 31) - 1
-NAME_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-+/;.$_()")
-ESCAPE_PREFIX: Final = "bt_"
+CHANNEL_CACHE_MAX: Final = 4096
+TUBE_ORDER_PRUNE: Final = 4096
+PAUSE_READING_AT: Final = 1 << 16  # bytes buffered behind a pending reply before reading pauses
 
 _hdr_dec = msgspec.msgpack.Decoder(dict[str, str])
-_PUT = re.compile(r" *([0-9]+) +([0-9]+) +([0-9]+) +([0-9]+)")
 
 
-# -- names ---------------------------------------------------------------------------------
-
-
-def valid_tube(name: str) -> bool:
-    return 0 < len(name) <= NAME_MAX and name[0] != "-" and all(c in NAME_CHARS for c in name)
-
-
-def tube_channel(tube: str) -> str | None:
-    """The channel holding a tube's jobs, or ``None`` if it cannot be named.
-
-    Tube names that are channel names are used as they are. Others (with
-    ``+ / ; $ ( )``) become ``bt_`` followed by the name with each such
-    character written ``_XX`` (hex); a plain channel whose name looks like
-    that would be shown as the decoded tube.
-    """
-    if CHANNEL_RE.fullmatch(tube):
-        return tube
-    out = ESCAPE_PREFIX + "".join(c if c.isalnum() or c in ".-" else f"_{ord(c):02x}" for c in tube)
-    return out if len(out) <= NAME_MAX else None
-
-
-def channel_tube(channel: str) -> str:
-    """The tube name a channel is shown as (the inverse of :func:`tube_channel`)."""
-    if not channel.startswith(ESCAPE_PREFIX):
-        return channel
-    rest = channel[len(ESCAPE_PREFIX):]
-    out = []
-    i = 0
-    try:
-        while i < len(rest):
-            if rest[i] == "_":
-                out.append(chr(int(rest[i + 1:i + 3], 16)))
-                i += 3
-            else:
-                out.append(rest[i])
-                i += 1
-    except ValueError:
-        return channel
-    tube = "".join(out)
-    # only what tube_channel would have made decodes; anything else is a plain channel name
-    return tube if valid_tube(tube) and tube_channel(tube) == channel else channel
-
-
-# -- numbers, the way beanstalkd reads them ------------------------------------------------
-
-
-def _num(s: str, limit: int, *, last: bool) -> tuple[int, str]:
-    """Read a decimal after optional spaces. ``last``: nothing may follow. Raises ValueError."""
-    i = 0
-    while i < len(s) and s[i] == " ":
-        i += 1
-    j = i
-    while j < len(s) and "0" <= s[j] <= "9":
-        j += 1
-    if j == i:
-        raise ValueError
-    v = int(s[i:j])
-    if v > limit or (last and j != len(s)):
-        raise ValueError
-    return v, s[j:]
-
-
-def _job_id(s: str, *, last: bool) -> tuple[int, str]:
-    """A job id (u64). Ids beyond what the spool can store belong to no job: they read as 0 (never a job)."""
-    job, rest = _num(s, U64, last=last)
-    return (job if job <= I64 else 0), rest
+# -- helpers -------------------------------------------------------------------------------
 
 
 def _seconds(n: int) -> float:
@@ -169,6 +99,7 @@ def _seconds(n: int) -> float:
 
 
 def _ttr_of(headers: bytes | None) -> float | None:
+    """The TTR kept in a job's encoded headers (the spool calls this when it leases)."""
     if not headers:
         return None
     try:
@@ -178,16 +109,77 @@ def _ttr_of(headers: bytes | None) -> float | None:
         return None
 
 
-def _yaml_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _lease_ttr(lease: Lease) -> float:
+    try:
+        return float(lease.headers.get(TTR_HEADER) or DEFAULT_TTR)
+    except ValueError:
+        return DEFAULT_TTR
 
 
 class _JobCounts:
-    __slots__ = ("buries", "delay", "kicks", "releases", "timeouts")
+    __slots__ = ("buries", "delay", "kicks", "releases", "reserves", "timeouts")
 
     def __init__(self) -> None:
         self.releases = self.buries = self.kicks = self.timeouts = 0
+        self.reserves = 0  # reserves through this server: a kick resets the spool's attempts, not this
         self.delay = -1  # -1: the delay given at put (not known here)
+
+
+class _JobStore:
+    """Every spool call the front-end makes, in one place.
+
+    The job-number operations live on the :class:`Spool` facade today and are
+    moving to a store object; only this adapter needs to follow them.
+    """
+
+    __slots__ = ("spool",)
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+
+    def send_jobs(self, items: list[tuple[bytes, str, int, float, dict[str, str] | None]]) -> list[Any]:
+        return self.spool.jobs.put(items)
+
+    def promote_due(self, channels: list[str]) -> int:
+        return self.spool.jobs.promote_due(channels)
+
+    def lease_any(self, channels: list[str]) -> tuple[Lease | None, float | None]:
+        return self.spool.jobs.lease_any(channels, visibility=DEFAULT_TTR, visibility_for=_ttr_of)
+
+    def lease_job(self, job: int) -> Lease | None:
+        return self.spool.jobs.lease(job, visibility=DEFAULT_TTR, visibility_for=_ttr_of)
+
+    def find_job(self, job: int) -> Job | None:
+        return self.spool.jobs.find(job)
+
+    def delete_job(self, job: int) -> bool:
+        return self.spool.jobs.delete(job)
+
+    def kick_jobs(self, channel: str, bound: int) -> list[int]:
+        return self.spool.jobs.kick(channel, bound)
+
+    def kick_job(self, job: int) -> bool:
+        return self.spool.jobs.kick_one(job)
+
+    def peek_ready(self, channel: str) -> tuple[int, bytes] | None:
+        msgs = self.spool.peek(channel, limit=1)
+        job = msgs[0].job if msgs else None
+        return None if job is None else (job, msgs[0].body)
+
+    def peek_delayed(self, channel: str) -> Job | None:
+        return self.spool.jobs.peek_delayed(channel)
+
+    def peek_buried(self, channel: str) -> Job | None:
+        return self.spool.jobs.peek_buried(channel)
+
+    def stats(self) -> Stats:
+        return self.spool.stats()
+
+    def sync(self) -> None:
+        self.spool.sync()
+
+    def sweep(self) -> dict[str, int]:
+        return self.spool.sweep()
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -198,6 +190,7 @@ class Server:
 
     def __init__(self, spool: Spool, *, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> None:
         self.spool = spool
+        self.store = _JobStore(spool)
         self.max_job_size = max_job_size
         self.conns: set[Conn] = set()
         self.waiting: set[Conn] = set()
@@ -220,6 +213,7 @@ class Server:
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._channels: dict[str, str | None] = {}
+        self._tube_order: dict[str, None] = {"default": None}
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -274,6 +268,8 @@ class Server:
     def channel(self, tube: str) -> str | None:
         ch = self._channels.get(tube, "")
         if ch == "":
+            if len(self._channels) >= CHANNEL_CACHE_MAX:  # 500k distinct "use x" must not stay in RAM
+                self._channels.clear()
             ch = self._channels[tube] = tube_channel(tube)
         return ch
 
@@ -298,27 +294,46 @@ class Server:
         for conn in list(self.waiting):
             conn.try_reserve()
 
+    def note_tube(self, tube: str) -> None:
+        """A connection uses or watches ``tube``: it exists from now on (creation order, see tubes)."""
+        if tube not in self._tube_order:
+            self._tube_order[tube] = None
+            if len(self._tube_order) > TUBE_ORDER_PRUNE:
+                self.tubes()  # forget the ones that no longer exist (bounded memory)
+
     def tubes(self) -> list[str]:
-        """Existing tubes: those holding jobs, those in use by a connection, and default."""
+        """Existing tubes: those holding jobs, those in use by a connection, and default.
+
+        In creation order, as beanstalkd lists them: a tube that stops existing (no job, nobody
+        using or watching it) is forgotten, and comes last when it is made again. Tubes found
+        only in the spool (jobs sent by other processes) are added in name order.
+        """
         names = {"default"}
         for conn in self.conns:
             names.add(conn.use)
             names.update(conn.watch)
-        for ch, st in self.spool.stats().channels.items():
+        for ch, st in self.store.stats().channels.items():
             if st.ready + st.delayed + st.leased + st.dead:
                 names.add(channel_tube(ch))
-        return sorted(names)
+        order = self._tube_order
+        for gone in [t for t in order if t not in names]:
+            del order[gone]
+        for t in sorted(names.difference(order)):
+            order[t] = None
+        return list(order)
 
     # -- puts: one transaction per loop turn ----------------------------------------------------
 
-    def queue_put(self, conn: Conn, body: bytes, tube: str, pri: int, delay: int, ttr: int) -> None:
+    def queue_put(self, conn: Conn, body: bytes, tube: str, pri: int, delay: int, ttr: int) -> bool:
+        """Queue a put; returns whether a flush is scheduled (if not, the caller flushes inline)."""
         self._puts.append((conn, body, tube, pri, delay, ttr))
         # With one client connected there is nothing to share a commit with: the parser flushes
-        # at once (see _process). With more, flush at the start of the next loop turn.
+        # at once (see Conn.process). With more, flush at the start of the next loop turn.
         if self._flush_handle is None and len(self.conns) > 1:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+        return self._flush_handle is not None
 
-    def _flush(self, inline: Conn | None = None) -> None:
+    def flush(self, inline: Conn | None = None) -> None:
         """Commit the queued puts in one transaction and answer them.
 
         ``inline``: called from that connection's own parsing loop, which goes
@@ -331,7 +346,7 @@ class Server:
             headers = {TTR_HEADER: str(ttr)} if ttr != DEFAULT_TTR else None
             items.append((body, self.channel(tube) or "default", pri, _seconds(delay), headers))
         try:
-            results: list[Any] = self.spool.jobs.put(items)
+            results: list[Any] = self.store.send_jobs(items)
         except StorageFull as e:
             log.error("put refused: %s", e)
             results = ["OUT_OF_MEMORY"] * len(puts)
@@ -345,10 +360,10 @@ class Server:
                 self.tube_jobs[tube] += 1
                 if delay:
                     self.counts(job).delay = delay
-                conn.reply(f"INSERTED {job}\r\n".encode())
+                conn.reply(wire.inserted(job))
             elif isinstance(r, SpoolqError):
                 log.error("put refused: %s", r)
-                conn.reply(b"INTERNAL_ERROR\r\n")
+                conn.reply(wire.INTERNAL_ERROR)
             else:
                 conn.reply(f"{r}\r\n".encode())
             if conn is inline:
@@ -373,16 +388,16 @@ class Server:
         whether anything was due.
         """
         try:
-            return self.spool.jobs.promote_due([ch for ch in channels if ch]) > 0
+            return self.store.promote_due([ch for ch in channels if ch]) > 0
         except SpoolqError as e:
             log.error("moving due delayed jobs failed: %s", e)
             return False
 
     def stats_yaml(self) -> bytes:
         self.expire_all()
-        st = self.spool.stats().channels
+        st = self.store.stats().channels
         if self.promote_due(ch for ch, x in st.items() if x.delayed):
-            st = self.spool.stats().channels
+            st = self.store.stats().channels
         ru = resource.getrusage(resource.RUSAGE_SELF)
         uname = platform.uname()
         c = self.cmds
@@ -401,16 +416,16 @@ class Server:
             ("current-producers", sum(1 for x in self.conns if x.producer)),
             ("current-workers", sum(1 for x in self.conns if x.worker)),
             ("current-waiting", len(self.waiting)), ("total-connections", self.total_connections),
-            ("pid", os.getpid()), ("version", _yaml_str(f"1.13+spoolq.{_version()}")),
+            ("pid", os.getpid()), ("version", yaml_str("1.13")),
             ("rusage-utime", f"{ru.ru_utime:.6f}"), ("rusage-stime", f"{ru.ru_stime:.6f}"),
             ("uptime", int(time.time() - self.started)),
             ("binlog-oldest-index", 0), ("binlog-current-index", 0), ("binlog-records-migrated", 0),
             ("binlog-records-written", 0), ("binlog-max-size", 10485760),
             ("draining", "true" if self.draining else "false"), ("id", self.instance_id),
-            ("hostname", _yaml_str(uname.node)), ("os", _yaml_str(uname.release)),
-            ("platform", _yaml_str(uname.machine)),
+            ("hostname", yaml_str(uname.node)), ("os", yaml_str(uname.version)),
+            ("platform", yaml_str(uname.machine)),
         ]
-        return _yaml(lines)
+        return yaml_dict(lines)
 
     def stats_tube_yaml(self, tube: str) -> bytes | None:
         if tube not in self.tubes():
@@ -418,13 +433,13 @@ class Server:
         ch = self.channel(tube)
         self.expire_all()
         self.promote_due([ch])
-        st = self.spool.stats().channels.get(ch or "")
+        st = self.store.stats().channels.get(ch or "")
         now = time.monotonic()
         until, secs = self.paused.get(tube, (0.0, 0))
         paused = until > now
         left = int(until - now) if paused else 0
         lines = [
-            ("name", _yaml_str(tube)),
+            ("name", yaml_str(tube)),
             ("current-jobs-urgent", st.urgent if st else 0), ("current-jobs-ready", st.ready if st else 0),
             ("current-jobs-reserved", st.leased if st else 0), ("current-jobs-delayed", st.delayed if st else 0),
             ("current-jobs-buried", st.dead if st else 0), ("total-jobs", self.tube_jobs[tube]),
@@ -434,7 +449,7 @@ class Server:
             ("cmd-delete", self.tube_deletes[tube]), ("cmd-pause-tube", self.tube_pauses[tube]),
             ("pause", secs if paused else 0), ("pause-time-left", left),
         ]
-        return _yaml(lines)
+        return yaml_dict(lines)
 
     def stats_job_yaml(self, job: Job) -> bytes:
         now = time.time()
@@ -446,12 +461,13 @@ class Server:
             left = 0
         delay = counts.delay if counts.delay >= 0 else 0
         lines = [
-            ("id", job.job), ("tube", _yaml_str(channel_tube(job.channel))), ("state", job.state),
+            ("id", job.job), ("tube", yaml_str(channel_tube(job.channel))), ("state", job.state),
             ("pri", job.priority), ("age", max(0, int(now - job.created_at))), ("delay", delay), ("ttr", ttr),
-            ("time-left", left), ("file", 0), ("reserves", job.attempts), ("timeouts", counts.timeouts),
+            ("time-left", left), ("file", 0), ("reserves", max(job.attempts, counts.reserves)),
+            ("timeouts", counts.timeouts),
             ("releases", counts.releases), ("buries", counts.buries), ("kicks", counts.kicks),
         ]
-        return _yaml(lines)
+        return yaml_dict(lines)
 
 
 def _ttr_of_job(job: Job) -> int:
@@ -462,25 +478,11 @@ def _ttr_of_job(job: Job) -> int:
         return DEFAULT_TTR
 
 
-def _yaml(pairs: list[tuple[str, Any]]) -> bytes:
-    return ("---\n" + "".join(f"{k}: {v}\n" for k, v in pairs)).encode()
-
-
-def _yaml_list(items: list[str]) -> bytes:
-    return ("---\n" + "".join(f"- {x}\n" for x in items)).encode()
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 # -- one connection ---------------------------------------------------------------------------
 
 
 class Conn(asyncio.BufferedProtocol):
-    """One client connection: parses commands in order and answers them in order.
+    """One client connection: decodes commands in order (see :mod:`.wire`) and answers them in order.
 
     A buffered protocol: the transport receives into one reused buffer. (A plain
     ``Protocol`` gets a fresh 256 KiB bytes object per ``recv``, which costs an
@@ -489,8 +491,9 @@ class Conn(asyncio.BufferedProtocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.store = server.store
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        self.decoder = wire.Decoder(server.max_job_size)
         self._rxview = memoryview(bytearray(65536))
         self.use = "default"
         self.watch: list[str] = ["default"]
@@ -499,13 +502,10 @@ class Conn(asyncio.BufferedProtocol):
         self.worker = False
         self.busy = False  # a reply is pending (a put being written, a reserve waiting)
         self.closed = False
-        self._body: tuple[int, int, int, int] | None = None  # (pri, delay, ttr, size) of a put
-        self._skip = 0  # body bytes still to throw away (JOB_TOO_BIG)
-        self._skip_reply = b""
-        self._discard_line = False
         self._wait_until: float | None = None  # loop time a reserve-with-timeout gives up
         self._timer: asyncio.TimerHandle | None = None
         self._eof = False  # the client half-closed: answer what it sent, then close
+        self._paused = False  # reading paused while a reply is pending and much is buffered
 
     # -- transport ---------------------------------------------------------------------
 
@@ -542,26 +542,38 @@ class Conn(asyncio.BufferedProtocol):
         self.data_received(self._rxview[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
-        self.buf += data
+        try:
+            self.decoder.receive_data(data)
+        except wire.WireError as e:  # cannot happen while reading pauses below; never grow without bound
+            log.error("beanstalk connection dropped: %s", e)
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+            return
         if not self.busy:
             self.process()
-
+        elif self.decoder.buffered > PAUSE_READING_AT and self.transport is not None:
+            self.transport.pause_reading()  # a reply is pending: do not buffer without bound
+            self._paused = True
 
     def eof_received(self) -> bool | None:
         """The client sent all it will: answer every command it sent (in order), then close."""
         self._eof = True
         if self.busy and self in self.server.waiting:  # half-closed while waiting: TIMED_OUT
-            self._finish_wait(b"TIMED_OUT\r\n")
+            self._finish_wait(wire.TIMED_OUT)
         elif not self.busy:
             self.process()
         return True  # keep the transport open for the replies; process() closes it when all are sent
 
     def resume(self) -> None:
         self.busy = False
-        if (self.buf or self._eof) and not self.closed:
+        if self._paused and self.transport is not None and not self.closed:
+            self._paused = False
+            self.transport.resume_reading()
+        if (self.decoder.buffered or self._eof) and not self.closed:
             self.process()
 
-    # -- parsing -----------------------------------------------------------------------
+    # -- dispatch ----------------------------------------------------------------------
 
     def process(self) -> None:
         self._process()
@@ -570,119 +582,56 @@ class Conn(asyncio.BufferedProtocol):
             self.transport.close()  # (the replies already written are sent first)
 
     def _process(self) -> None:
-        buf = self.buf
+        decoder = self.decoder
         while not self.busy and not self.closed:
-            if self._skip:
-                n = min(self._skip, len(buf))
-                del buf[:n]
-                self._skip -= n
-                if self._skip:
-                    return
-                self.reply(self._skip_reply)
-                continue
-            if self._body is not None:
-                pri, delay, ttr, size = self._body
-                if len(buf) < size + 2:
-                    return
-                body = bytes(buf[:size])
-                crlf = bytes(buf[size:size + 2])
-                del buf[:size + 2]
-                self._body = None
-                if crlf != b"\r\n":
-                    self.reply(b"EXPECTED_CRLF\r\n")
-                elif self.server.draining:
-                    self.reply(b"DRAINING\r\n")
-                else:
-                    self.busy = True
-                    srv = self.server
-                    srv.queue_put(self, body, self.use, pri, delay, ttr)
-                    if srv._flush_handle is None:  # alone on the server: commit and answer now, then go on
-                        srv._flush(inline=self)
-                continue
-            end = buf.find(b"\r\n")
-            if self._discard_line:
-                if end < 0:
-                    if len(buf) > 1:
-                        del buf[:-1]  # keep a trailing "\r"
-                    return
-                del buf[:end + 2]
-                self._discard_line = False
-                self.reply(b"BAD_FORMAT\r\n")
-                continue
-            if end < 0 or end + 2 > LINE_MAX:
-                if end < 0 and len(buf) < LINE_MAX:
-                    return  # wait for the rest of the line
-                self._discard_line = True  # overlong: throw it away up to its end
-                if end >= 0:
-                    continue
-                del buf[:-1]
+            ev = decoder.next_event()
+            if ev is None:
                 return
-            line = bytes(buf[:end])
-            del buf[:end + 2]
             try:
-                self.command(line)
+                self.handle(ev)
             except SpoolqError as e:  # the spool failed under us: tell the client, keep serving
-                log.error("beanstalk command %r failed: %s", line[:40], e)
-                self.reply(b"OUT_OF_MEMORY\r\n" if isinstance(e, StorageFull) else b"INTERNAL_ERROR\r\n")
+                log.error("beanstalk command %r failed: %s", ev, e)
+                self.reply(wire.OUT_OF_MEMORY if isinstance(e, StorageFull) else wire.INTERNAL_ERROR)
                 self.busy = False
 
-    def command(self, raw: bytes) -> None:
-        if b"\0" in raw:
-            self.reply(b"BAD_FORMAT\r\n")
-            return
-        line = raw.decode("latin-1")
-        for prefix, handler in _COMMANDS:
-            if line.startswith(prefix):
-                rest = line[len(prefix):]
-                try:
-                    handler(self, rest)
-                except ValueError:
-                    self.reply(b"BAD_FORMAT\r\n")
-                return
-        self.reply(b"UNKNOWN_COMMAND\r\n")
+    def handle(self, ev: wire.Event) -> None:
+        """Carry out one decoded command."""
+        name = ev.counted if isinstance(ev, wire.BadFormat) else wire.COMMAND_NAMES.get(type(ev))
+        if name:
+            self.server.cmds[name] += 1
+        handler = _HANDLERS.get(type(ev))
+        if handler is not None:
+            handler(self, ev)
+        else:
+            self.reply(wire.ERROR_REPLIES[type(ev)])
 
     # -- producer commands --------------------------------------------------------------
 
-    def c_put(self, rest: str) -> None:
-        m = _PUT.fullmatch(rest)  # the common, well-formed case; anything else takes the careful path
-        if m is not None and all(len(g) < 10 for g in m.groups()):
-            pri, delay, ttr, size = map(int, m.groups())
-            rest = ""
-        else:
-            pri, rest = _num(rest, U32, last=False)
-            delay, rest = _num(rest, U32, last=False)
-            ttr, rest = _num(rest, U32, last=False)
-            size, rest = _num(rest, U32, last=False)
-        self.server.cmds["put"] += 1
-        if size > self.server.max_job_size:
-            self._skip = size + 2
-            self._skip_reply = b"JOB_TOO_BIG\r\n"
-            return
-        if rest:
-            raise ValueError
-        self.producer = True
-        self._body = (pri, delay, max(1, ttr), size)
+    def c_put_start(self, ev: wire.PutStart) -> None:
+        if not ev.too_big:
+            self.producer = True
 
-    def c_use(self, rest: str) -> None:
-        name = self._name(rest)
-        self.server.cmds["use"] += 1
-        self.use = name
-        self.reply(f"USING {name}\r\n".encode())
+    def c_put(self, ev: wire.Put) -> None:
+        if self.server.draining:
+            self.reply(wire.DRAINING)
+            return
+        self.busy = True
+        srv = self.server
+        if not srv.queue_put(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr):
+            srv.flush(inline=self)  # alone on the server: commit and answer now, then go on
+
+    def c_use(self, ev: wire.Use) -> None:
+        self.server.note_tube(ev.tube)
+        self.use = ev.tube
+        self.reply(wire.using(ev.tube))
 
     # -- worker commands -----------------------------------------------------------------
 
-    def c_reserve(self, rest: str) -> None:
-        if rest:
-            raise ValueError
-        self.server.cmds["reserve"] += 1
+    def c_reserve(self, ev: wire.Reserve) -> None:
         self._start_wait(None)
 
-    def c_reserve_with_timeout(self, rest: str) -> None:
-        timeout, _ = _num(rest, U32, last=True)
-        if timeout > INT_MAX:
-            raise ValueError
-        self.server.cmds["reserve-with-timeout"] += 1
-        self._start_wait(float(timeout))
+    def c_reserve_with_timeout(self, ev: wire.ReserveWithTimeout) -> None:
+        self._start_wait(float(min(ev.timeout, MAX_SECONDS)) if ev.timeout >= 0 else None)
 
     def _start_wait(self, timeout: float | None) -> None:
         self.worker = True
@@ -710,18 +659,19 @@ class Conn(asyncio.BufferedProtocol):
             return
         now = time.time()
         self.expire(now)
-        lease, when = self.server.spool.jobs.lease_any(self._channels(), visibility=DEFAULT_TTR, visibility_for=_ttr_of)
+        lease, when = self.store.lease_any(self._channels())
         if lease is not None:
             self.reserved[lease.job] = lease
-            self._finish_wait(b"RESERVED %d %d\r\n%s\r\n" % (lease.job, len(lease.body), lease.body))
+            self.server.counts(lease.job).reserves += 1
+            self._finish_wait(wire.reserved(lease.job, lease.body))
             return
         soonest = min((x.deadline for x in self.reserved.values()), default=None)
         if soonest is not None and now >= soonest - SAFETY_MARGIN:
-            self._finish_wait(b"DEADLINE_SOON\r\n")
+            self._finish_wait(wire.DEADLINE_SOON)
             return
         loop = asyncio.get_running_loop()
         if self._eof or (self._wait_until is not None and loop.time() >= self._wait_until):
-            self._finish_wait(b"TIMED_OUT\r\n")
+            self._finish_wait(wire.TIMED_OUT)
             return
         # sleep until the earliest moment the answer could change
         at: list[float] = []
@@ -766,28 +716,27 @@ class Conn(asyncio.BufferedProtocol):
         """This connection's reservation of ``job``, taken out of its table (NOT_FOUND if none)."""
         lease = self._held(job)
         if lease is None:
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
             return None
         del self.reserved[job]
         return lease
 
-    def c_reserve_job(self, rest: str) -> None:
-        job, _ = _job_id(rest, last=True)
-        self.server.cmds["reserve-job"] += 1
+    def c_reserve_job(self, ev: wire.ReserveJob) -> None:
+        job = ev.job
         if job in self.reserved:
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
             return
-        lease = self.server.spool.jobs.lease(job, visibility=DEFAULT_TTR, visibility_for=_ttr_of)
+        lease = self.store.lease_job(job)
         if lease is None:
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
             return
         self.worker = True
         self.reserved[job] = lease
-        self.reply(b"RESERVED %d %d\r\n%s\r\n" % (job, len(lease.body), lease.body))
+        self.server.counts(job).reserves += 1
+        self.reply(wire.reserved(job, lease.body))
 
-    def c_delete(self, rest: str) -> None:
-        job, _ = _job_id(rest, last=True)
-        self.server.cmds["delete"] += 1
+    def c_delete(self, ev: wire.Delete) -> None:
+        job = ev.job
         lease = self._held(job)
         tube = None
         if lease is not None:
@@ -798,343 +747,193 @@ class Conn(asyncio.BufferedProtocol):
                 pass
             del self.reserved[job]
         else:
-            found = self.server.spool.jobs.find(job)
-            if found is not None and found.state != "reserved" and self.server.spool.jobs.delete(job):
+            found = self.store.find_job(job)
+            if found is not None and found.state != "reserved" and self.store.delete_job(job):
                 tube = channel_tube(found.channel)
         if tube is None:
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
             return
         self.server.tube_deletes[tube] += 1
         self.server.jobs.pop(job, None)
-        self.reply(b"DELETED\r\n")
+        self.reply(wire.DELETED)
 
-    def c_release(self, rest: str) -> None:
-        job, rest = _job_id(rest, last=False)
-        pri, rest = _num(rest, U32, last=False)
-        delay, _ = _num(rest, U32, last=True)
-        self.server.cmds["release"] += 1
+    def c_release(self, ev: wire.Release) -> None:
+        job, pri, delay = ev.job, ev.pri, ev.delay
         lease = self._take(job)
         if lease is None:
             return
         try:
             requeued = lease.nack(_seconds(delay), priority=pri)
         except LeaseError:
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
             return
         counts = self.server.counts(job)
         counts.releases += 1
         counts.delay = delay
         if requeued:
-            self.reply(b"RELEASED\r\n")
+            self.reply(wire.RELEASED)
         else:  # attempts used up: it is a dead letter now, which is a buried job
             counts.buries += 1
-            self.reply(b"BURIED\r\n")
+            self.reply(wire.BURIED)
         self.server.wake_waiters()
 
-    def c_bury(self, rest: str) -> None:
-        job, rest = _job_id(rest, last=False)
-        pri, _ = _num(rest, U32, last=True)
-        self.server.cmds["bury"] += 1
+    def c_bury(self, ev: wire.Bury) -> None:
+        job, pri = ev.job, ev.pri
         lease = self._take(job)
         if lease is None:
             return
         try:
             lease.dead("buried by a beanstalkd client", reason="buried", priority=pri)
         except LeaseError:
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
             return
         self.server.counts(job).buries += 1
-        self.reply(b"BURIED\r\n")
+        self.reply(wire.BURIED)
 
-    def c_touch(self, rest: str) -> None:
-        job, _ = _job_id(rest, last=True)
-        self.server.cmds["touch"] += 1
+    def c_touch(self, ev: wire.Touch) -> None:
+        job = ev.job
         lease = self._held(job)
         if lease is None:
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
             return
         try:
-            lease.touch(min(_ttr_of(lease._hdrs) or DEFAULT_TTR, MAX_SECONDS))
+            lease.touch(min(_lease_ttr(lease), MAX_SECONDS))
         except LeaseError:
             del self.reserved[job]
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
             return
-        self.reply(b"TOUCHED\r\n")
+        self.reply(wire.TOUCHED)
 
-    def c_watch(self, rest: str) -> None:
-        name = self._name(rest)
-        self.server.cmds["watch"] += 1
+    def c_watch(self, ev: wire.Watch) -> None:
+        name = ev.tube
+        self.server.note_tube(name)
         if name not in self.watch:
             self.watch.append(name)
-        self.reply(f"WATCHING {len(self.watch)}\r\n".encode())
+        self.reply(wire.watching(len(self.watch)))
 
-    def c_ignore(self, rest: str) -> None:
-        name = self._name(rest)
-        self.server.cmds["ignore"] += 1
+    def c_ignore(self, ev: wire.Ignore) -> None:
+        name = ev.tube
         if name in self.watch:
             if len(self.watch) == 1:
-                self.reply(b"NOT_IGNORED\r\n")
+                self.reply(wire.NOT_IGNORED)
                 return
             self.watch.remove(name)
-        self.reply(f"WATCHING {len(self.watch)}\r\n".encode())
+        self.reply(wire.watching(len(self.watch)))
 
     # -- other commands ------------------------------------------------------------------
 
     def _found(self, job: Job | None) -> None:
         if job is None:
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
         else:
-            self.reply(b"FOUND %d %d\r\n%s\r\n" % (job.job, len(job.body), job.body))
+            self.reply(wire.found(job.job, job.body))
 
-    def c_peek(self, rest: str) -> None:
-        job, _ = _job_id(rest, last=True)
-        self.server.cmds["peek"] += 1
-        self._found(self.server.spool.jobs.find(job))
+    def c_peek(self, ev: wire.Peek) -> None:
+        self._found(self.store.find_job(ev.job))
 
-    def c_peek_ready(self, rest: str) -> None:
-        if rest:
-            raise ValueError
-        self.server.cmds["peek-ready"] += 1
+    def c_peek_ready(self, ev: wire.PeekReady) -> None:
         ch = self.server.channel(self.use)
         self.server.promote_due([ch])
-        msgs = self.server.spool.peek(ch, limit=1) if ch else []
-        job = msgs[0].job if msgs else None
-        if job is None:
-            self.reply(b"NOT_FOUND\r\n")
+        got = self.store.peek_ready(ch) if ch else None
+        if got is None:
+            self.reply(wire.NOT_FOUND)
             return
-        self.reply(b"FOUND %d %d\r\n%s\r\n" % (job, len(msgs[0].body), msgs[0].body))
+        self.reply(wire.found(*got))
 
-    def c_peek_delayed(self, rest: str) -> None:
-        if rest:
-            raise ValueError
-        self.server.cmds["peek-delayed"] += 1
+    def c_peek_delayed(self, ev: wire.PeekDelayed) -> None:
         ch = self.server.channel(self.use)
         self.server.promote_due([ch])
-        self._found(self.server.spool.jobs.peek_delayed(ch) if ch else None)
+        self._found(self.store.peek_delayed(ch) if ch else None)
 
-    def c_peek_buried(self, rest: str) -> None:
-        if rest:
-            raise ValueError
-        self.server.cmds["peek-buried"] += 1
+    def c_peek_buried(self, ev: wire.PeekBuried) -> None:
         ch = self.server.channel(self.use)
-        self._found(self.server.spool.jobs.peek_buried(ch) if ch else None)
+        self._found(self.store.peek_buried(ch) if ch else None)
 
-    def c_kick(self, rest: str) -> None:
-        bound, _ = _num(rest, U32, last=True)
-        self.server.cmds["kick"] += 1
+    def c_kick(self, ev: wire.Kick) -> None:
+        bound = ev.bound
         ch = self.server.channel(self.use)
         if not ch or not bound:
-            self.reply(b"KICKED 0\r\n")
+            self.reply(wire.kicked(0))
             return
         self.server.promote_due([ch])  # a job whose delay is over is ready: not kicked
-        jobs = self.server.spool.jobs.kick(ch, bound)
+        jobs = self.store.kick_jobs(ch, bound)
         for job in jobs:
             self.server.counts(job).kicks += 1
-        self.reply(f"KICKED {len(jobs)}\r\n".encode())
+        self.reply(wire.kicked(len(jobs)))
         if jobs:
             self.server.wake_waiters()
 
-    def c_kick_job(self, rest: str) -> None:
-        job, _ = _job_id(rest, last=True)
-        self.server.cmds["kick-job"] += 1
-        if self.server.spool.jobs.kick_one(job):
+    def c_kick_job(self, ev: wire.KickJob) -> None:
+        job = ev.job
+        if self.store.kick_job(job):
             self.server.counts(job).kicks += 1
-            self.reply(b"KICKED\r\n")
+            self.reply(wire.KICKED)
             self.server.wake_waiters()
         else:
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
 
-    def c_stats_job(self, rest: str) -> None:
-        job, _ = _job_id(rest, last=True)
-        self.server.cmds["stats-job"] += 1
+    def c_stats_job(self, ev: wire.StatsJob) -> None:
+        job = ev.job
         self.server.expire_all()
-        found = self.server.spool.jobs.find(job)
+        found = self.store.find_job(job)
         if found is not None and found.state == "delayed" and self.server.promote_due([found.channel]):
-            found = self.server.spool.jobs.find(job)
+            found = self.store.find_job(job)
         if found is None:
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
             return
         self._ok(self.server.stats_job_yaml(found))
 
-    def c_stats_tube(self, rest: str) -> None:
-        name = self._name(rest)
-        self.server.cmds["stats-tube"] += 1
+    def c_stats_tube(self, ev: wire.StatsTube) -> None:
+        name = ev.tube
         data = self.server.stats_tube_yaml(name)
         if data is None:
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
         else:
             self._ok(data)
 
-    def c_stats(self, rest: str) -> None:
-        if rest:
-            raise ValueError
-        self.server.cmds["stats"] += 1
+    def c_stats(self, ev: wire.Stats) -> None:
         self._ok(self.server.stats_yaml())
 
-    def c_list_tubes(self, rest: str) -> None:
-        if rest:
-            raise ValueError
-        self.server.cmds["list-tubes"] += 1
-        self._ok(_yaml_list(self.server.tubes()))
+    def c_list_tubes(self, ev: wire.ListTubes) -> None:
+        self._ok(yaml_list(self.server.tubes()))
 
-    def c_list_tube_used(self, rest: str) -> None:
-        if rest:
-            raise ValueError
-        self.server.cmds["list-tube-used"] += 1
-        self.reply(f"USING {self.use}\r\n".encode())
+    def c_list_tube_used(self, ev: wire.ListTubeUsed) -> None:
+        self.reply(wire.using(self.use))
 
-    def c_list_tubes_watched(self, rest: str) -> None:
-        if rest:
-            raise ValueError
-        self.server.cmds["list-tubes-watched"] += 1
-        self._ok(_yaml_list(self.watch))
+    def c_list_tubes_watched(self, ev: wire.ListTubesWatched) -> None:
+        self._ok(yaml_list(self.watch))
 
-    def c_pause_tube(self, rest: str) -> None:
-        if not rest.startswith(" "):
-            raise ValueError
-        name, _, num = rest.lstrip(" ").partition(" ")
-        if not valid_tube(name) or self.server.channel(name) is None:
-            raise ValueError
-        delay, _ = _num(num, U32, last=True)
-        self.server.cmds["pause-tube"] += 1
+    def c_pause_tube(self, ev: wire.PauseTube) -> None:
+        name, delay = ev.tube, ev.delay
         if name not in self.server.tubes():
-            self.reply(b"NOT_FOUND\r\n")
+            self.reply(wire.NOT_FOUND)
             return
         self.server.paused[name] = (time.monotonic() + delay, delay)
         self.server.tube_pauses[name] += 1
-        self.reply(b"PAUSED\r\n")
+        self.reply(wire.PAUSED)
         self.server.wake_waiters()  # waiters re-plan their sleep around the pause
 
-    def c_quit(self, rest: str) -> None:
-        if rest:
-            raise ValueError
+    def c_quit(self, ev: wire.Quit) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.close()
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _name(self, rest: str) -> str:
-        name = rest  # right after the command's one space: "use  x" is BAD_FORMAT, as in beanstalkd
-        if not valid_tube(name) or self.server.channel(name) is None:
-            raise ValueError
-        return name
-
     def _ok(self, data: bytes) -> None:
-        self.reply(b"OK %d\r\n%s\r\n" % (len(data), data))
+        self.reply(wire.ok(data))
 
 
-# Checked in this order, as beanstalkd does: longer names that share a prefix come first.
-_COMMANDS: list[tuple[str, Callable[[Conn, str], None]]] = [
-    ("put ", Conn.c_put),
-    ("peek ", Conn.c_peek),
-    ("peek-ready", Conn.c_peek_ready),
-    ("peek-delayed", Conn.c_peek_delayed),
-    ("peek-buried", Conn.c_peek_buried),
-    ("reserve-with-timeout ", Conn.c_reserve_with_timeout),
-    ("reserve-job ", Conn.c_reserve_job),
-    ("reserve", Conn.c_reserve),
-    ("delete ", Conn.c_delete),
-    ("release ", Conn.c_release),
-    ("bury ", Conn.c_bury),
-    ("kick ", Conn.c_kick),
-    ("kick-job ", Conn.c_kick_job),
-    ("touch ", Conn.c_touch),
-    ("stats-job ", Conn.c_stats_job),
-    ("stats-tube ", Conn.c_stats_tube),
-    ("stats", Conn.c_stats),
-    ("use ", Conn.c_use),
-    ("watch ", Conn.c_watch),
-    ("ignore ", Conn.c_ignore),
-    ("list-tubes-watched", Conn.c_list_tubes_watched),
-    ("list-tube-used", Conn.c_list_tube_used),
-    ("list-tubes", Conn.c_list_tubes),
-    ("quit", Conn.c_quit),
-    ("pause-tube", Conn.c_pause_tube),
-]
 
 
-# -- the standalone server ----------------------------------------------------------------------
-
-
-def run_standalone(opts: dict[str, Any], sock: socket.socket) -> int:
-    """Run the standalone server (see ``spoolq._bsmain``) on an already listening socket."""
-    import signal
-    import sys
-    import tempfile
-
-    from .spool import Spool
-
-    logging.basicConfig(level=logging.WARNING - 10 * min(2, opts["verbose"]),
-                        format="spoolq-beanstalkd: %(levelname)s %(message)s")
-    tmp = None
-    path: str
-    durability: Literal["full", "normal"]
-    sync_ms: int | None
-    if opts["dir"] is None:
-        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        tmp = tempfile.mkdtemp(prefix="spoolq-beanstalkd-", dir=base)
-        path, durability, sync_ms = tmp, "normal", None
-    elif opts["never_sync"]:
-        path, durability, sync_ms = opts["dir"], "normal", None
-    elif opts["fsync_ms"] == 0:
-        path, durability, sync_ms = opts["dir"], "full", None
-    else:
-        path, durability, sync_ms = opts["dir"], "normal", opts["fsync_ms"]
-    try:
-        spool = Spool(path, durability=durability, max_message_size=max(1 << 20, opts["max_job_size"] + 4096))
-    except SpoolqError as e:
-        print(f"spoolq-beanstalkd: {e}", file=sys.stderr)
-        return 1
-
-    async def run() -> None:
-        server = Server(spool, max_job_size=opts["max_job_size"])
-        await server.listen(sock)
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-
-        def drain() -> None:
-            server.draining = True
-            log.warning("entering drain mode: puts are refused")
-
-        loop.add_signal_handler(signal.SIGUSR1, drain)
-        chores = [asyncio.create_task(_sweeper(spool))]
-        if sync_ms:
-            chores.append(asyncio.create_task(_syncer(spool, sync_ms / 1000.0)))
-        log.info("serving the beanstalkd protocol (spool %s, durability %s)", path, durability)
-        await stop.wait()
-        for c in chores:
-            c.cancel()
-        await server.close()
-
-    try:
-        asyncio.run(run())
-    finally:
-        spool.close()
-        if opts["addr"].startswith("unix:"):
-            with contextlib.suppress(OSError):
-                os.unlink(opts["addr"][5:])
-        if tmp is not None:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    return 0
-
-
-async def _sweeper(spool: Spool) -> None:
-    while True:
-        await asyncio.sleep(5.0)
-        with contextlib.suppress(SpoolqError):
-            await asyncio.to_thread(spool.sweep)
-
-
-async def _syncer(spool: Spool, every: float) -> None:
-    """beanstalkd's ``-f MS``: under durability normal, sync the spool at most every MS."""
-    while True:
-        await asyncio.sleep(every)
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(spool.sync)
-
-
+_HANDLERS: Final[dict[type, Callable[[Conn, Any], None]]] = {
+    wire.PutStart: Conn.c_put_start, wire.Put: Conn.c_put, wire.Use: Conn.c_use,
+    wire.Reserve: Conn.c_reserve, wire.ReserveWithTimeout: Conn.c_reserve_with_timeout,
+    wire.ReserveJob: Conn.c_reserve_job, wire.Delete: Conn.c_delete, wire.Release: Conn.c_release,
+    wire.Bury: Conn.c_bury, wire.Touch: Conn.c_touch, wire.Watch: Conn.c_watch, wire.Ignore: Conn.c_ignore,
+    wire.Peek: Conn.c_peek, wire.PeekReady: Conn.c_peek_ready, wire.PeekDelayed: Conn.c_peek_delayed,
+    wire.PeekBuried: Conn.c_peek_buried, wire.Kick: Conn.c_kick, wire.KickJob: Conn.c_kick_job,
+    wire.StatsJob: Conn.c_stats_job, wire.StatsTube: Conn.c_stats_tube, wire.Stats: Conn.c_stats,
+    wire.ListTubes: Conn.c_list_tubes, wire.ListTubeUsed: Conn.c_list_tube_used,
+    wire.ListTubesWatched: Conn.c_list_tubes_watched, wire.PauseTube: Conn.c_pause_tube, wire.Quit: Conn.c_quit,
+}

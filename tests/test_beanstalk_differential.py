@@ -1,0 +1,128 @@
+"""The same command sequences sent to real beanstalkd and to spoolq-beanstalkd; replies compared.
+
+Real beanstalkd (Debian's package, installed by .ci/run) runs on a free port in a temporary
+directory. Volatile fields (pid, uptime, ids, rusage, hostname) are left out of the comparison.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .nodes import free_port
+from .test_beanstalk_protocol import Beanstalkd, Wire, start  # noqa: F401 (the fixture below uses it)
+
+BEANSTALKD = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
+
+
+class RealBeanstalkd:
+    def __init__(self, *args: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="real-bs-"))
+        self.port = free_port()
+        self.proc = subprocess.Popen([BEANSTALKD, "-l", "127.0.0.1", "-p", str(self.port), *args],
+                                     cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def connect(self) -> Wire:
+        # the socket helper needs only an address and a process to poll (see test_beanstalk_protocol)
+        return Wire(self.raw_socket())
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    unix = None
+
+    def raw_socket(self, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+        return Beanstalkd.raw_socket(self, timeout)  # type: ignore[arg-type]
+
+    def log(self) -> str:
+        return ""
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def pair(start: Callable[..., Beanstalkd]) -> Iterator[tuple[Wire, Wire]]:  # noqa: F811
+    if not Path(BEANSTALKD).exists():
+        pytest.fail("beanstalkd is not installed (apt-get install beanstalkd; .ci/run does)")
+    real = RealBeanstalkd()
+    try:
+        ours = start()
+        yield real.connect(), ours.connect()
+    finally:
+        real.stop()
+
+
+def both(pair: tuple[Wire, Wire], line: str | bytes) -> bytes:
+    """Send ``line`` to both servers; their first reply lines must be equal; returns it."""
+    real, ours = pair
+    a, b = real.cmd(line), ours.cmd(line)
+    assert a == b, f"{line!r}: beanstalkd {a!r}, spoolq {b!r}"
+    return a
+
+
+def test_number_parsing_matches(pair: tuple[Wire, Wire]) -> None:  # item 6
+    for line in ("kick 1.5", "kick 1 ", "kick 99999999999", "kick -1", "kick +1", "kick 1x", "kick 4294967296",
+                 "kick 18446744073709551616", "delete 1x", "delete -5", "touch 99 ", "peek 1 ", "stats-job 1.5",
+                 "pause-tube default 1x", "pause-tube default -1"):
+        both(pair, line)
+    for w in pair:
+        w.put(b"a")
+    for line in ("reserve-with-timeout 1.5", "release 1 0 0", "reserve-with-timeout 0 ", "bury 1 0", "kick -1"):
+        real, ours = pair
+        a, b = real.cmd(line), ours.cmd(line)
+        assert a.split()[0] == b.split()[0], line
+        if a.startswith(b"RESERVED"):
+            real.line(), ours.line()
+
+
+def test_list_tubes_in_creation_order(pair: tuple[Wire, Wire]) -> None:  # item 7
+    for w in pair:
+        assert w.cmd("watch zz") == b"WATCHING 2"
+        assert w.cmd("watch aa") == b"WATCHING 3"
+        assert w.cmd("use mm") == b"USING mm"
+    real, ours = pair
+    assert real.yaml("list-tubes") == ours.yaml("list-tubes") == ["default", "zz", "aa", "mm"]
+
+
+def test_version_and_os(pair: tuple[Wire, Wire]) -> None:  # item 3
+    real, ours = pair
+    a, b = real.yaml("stats"), ours.yaml("stats")
+    assert str(b["version"]) == "1.13"
+    assert str(a["os"]) == str(b["os"])
+    assert set(a) <= set(b)
+
+
+def test_no_attempt_limit(pair: tuple[Wire, Wire]) -> None:  # item 1
+    for w in pair:
+        j = w.put(b"x")
+        for _ in range(22):
+            assert w.job("reserve-with-timeout 0") == (j, b"x")
+            assert w.cmd(f"release {j} 0 0") == b"RELEASED"
+    real, ours = pair
+    keys = ("state", "reserves", "releases", "buries")
+    a, b = real.yaml("stats-job 1"), ours.yaml("stats-job 1")
+    assert [a[k] for k in keys] == [b[k] for k in keys]
+
+
+def test_kick_keeps_reserves(pair: tuple[Wire, Wire]) -> None:  # item 5
+    for w in pair:
+        j = w.put(b"x")
+        w.job("reserve")
+        assert w.cmd(f"bury {j} 0") == b"BURIED"
+        assert w.cmd("kick 1") == b"KICKED 1"
+        w.job("reserve")
+        assert w.cmd(f"bury {j} 0") == b"BURIED"
+        assert w.cmd(f"kick-job {j}") == b"KICKED"
+    real, ours = pair
+    keys = ("state", "reserves", "buries", "kicks")
+    a, b = real.yaml("stats-job 1"), ours.yaml("stats-job 1")
+    assert [a[k] for k in keys] == [b[k] for k in keys]
