@@ -48,7 +48,7 @@ TOLERANCE = 2.0
 
 @contextmanager
 def takes_seconds(n: float) -> Iterator[None]:
-    """The block takes n seconds, up to 50 ms more (the tolerance of greenstalk's own suite)."""
+    """The block takes at least n seconds (and at most TOLERANCE more)."""
     t0 = time.monotonic()
     yield
     took = time.monotonic() - t0
