@@ -855,6 +855,13 @@ class JobOps:
         """The delayed message of ``channel`` that becomes ready first."""
         return self._jobs.peek_delayed(channel)
 
+    def own(self) -> int:
+        """Declare this object the spool's only user (its caller holds a lock on the directory, as a
+        standalone beanstalkd server does): job numbers are then reserved one transaction at a time, so
+        after a crash they go on at the last one plus one, and messages leased by a previous owner, who
+        is gone, are made ready now (their attempts stay counted). Returns how many were made ready."""
+        return self._jobs.own()
+
     def peek_buried(self, channel: str) -> Job | None:
         """The oldest dead letter of ``channel`` (beanstalkd: the next buried job)."""
         return self._jobs.peek_buried(channel)

@@ -210,6 +210,7 @@ def run_standalone(opts: dict[str, Any], sock: socket.socket) -> int:
     try:
         spool = Spool(path, durability=durability, max_message_size=max(1 << 20, opts["max_job_size"] + 4096),
                       max_attempts=opts["max_attempts"] or NO_ATTEMPT_LIMIT)
+        spool.jobs.own()  # -b is locked: we own it; jobs reserved when the last server died are ready again
     except SpoolqError as e:
         print(f"spoolq-beanstalkd: {e}", file=sys.stderr)
         return 1

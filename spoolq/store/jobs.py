@@ -232,6 +232,12 @@ class Jobs:
             self.bells.ring(_bell.channel_bell(self.names.channel_name(ch)))
         return ch is not None
 
+    def own(self) -> int:
+        """The caller owns the spool: dense job numbers, and leases of earlier owners ready now."""
+        self.commit.jobs.dense()
+        now = self.inbox.now_ms()
+        return int(self.db.txn(self.db.move, lambda c: c.execute(sql.RELEASE_ALL_LEASES, (now,)).rowcount))
+
     def peek_delayed(self, channel: str) -> Job | None:
         """The delayed message of ``channel`` that becomes ready first."""
         return self._peek(channel, "delayed", sql.PEEK_DELAYED)

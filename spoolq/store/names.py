@@ -165,6 +165,13 @@ class JobNumbers:
         self.next = 0
         self.end = 0
         self._block = 16
+        self._max_block = 4096
+
+    def dense(self) -> None:
+        """Reserve exactly the numbers a transaction uses: after a crash, numbering goes on at last + 1.
+
+        For a process that owns the spool; others reserving blocks would leave gaps anyway."""
+        self._block = self._max_block = 1
 
     def forget(self) -> None:
         """A transaction that reserved a block was rolled back: the block is gone with it."""
@@ -184,7 +191,7 @@ class JobNumbers:
         if first is not None:
             return first
         size = max(n, self._block)
-        self._block = min(self._block * 2, 4096)
+        self._block = min(self._block * 2, self._max_block)
         end = int(conn.execute(sql.NEXT_JOB_BLOCK, (size,)).fetchone()[0])
         first = end - size
         self.next = first + n

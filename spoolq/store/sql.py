@@ -179,6 +179,7 @@ JOB_LEASE_ROW: Final = (
 JOB_DELETE_READY: Final = "DELETE FROM inbox WHERE job=? AND lease_until<=?"
 JOB_DELETE_DELAYED: Final = "DELETE FROM delayed WHERE job=?"
 JOB_DELETE_DEAD: Final = "DELETE FROM dead WHERE job=? AND peer IS NULL"
+RELEASE_ALL_LEASES: Final = "UPDATE inbox SET lease_until=0 WHERE lease_until>?"
 KICK_DEAD: Final = "SELECT seq, job FROM dead WHERE channel=? AND peer IS NULL ORDER BY seq LIMIT ?"
 KICK_DELAYED: Final = "SELECT due, id, job FROM delayed WHERE channel=? ORDER BY due, id LIMIT ?"
 PEEK_DELAYED: Final = (

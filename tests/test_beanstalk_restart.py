@@ -1,0 +1,42 @@
+"""After kill -9, a standalone spoolq-beanstalkd on the same -b directory goes on as beanstalkd does:
+job ids continue at the last one plus one, and jobs that were reserved are ready at once (issue 10 item 4,
+the parts done so far)."""
+
+from __future__ import annotations
+
+import shutil
+
+from .test_beanstalk_protocol import Beanstalkd, Wire, short_tmpdir
+
+
+def _stats(w: Wire, key: bytes) -> int:
+    w.send(b"stats\r\n")
+    line = w.line()
+    assert line.startswith(b"OK ")
+    body = w.chunk(int(line.split()[1]))
+    for row in body.splitlines():
+        if row.startswith(key + b":"):
+            return int(row.split(b":")[1])
+    raise AssertionError(f"no {key!r} in stats")
+
+
+def test_ids_continue_and_reservations_die_with_the_server() -> None:
+    d = short_tmpdir()
+    try:
+        a = Beanstalkd("-b", str(d), "-f", "0")
+        w = a.connect()
+        assert [w.put(b"one"), w.put(b"two")] == [1, 2]
+        w.send(b"reserve\r\n")
+        job, body = w.job_reply()
+        assert (job, body) == (1, b"one")
+        a.kill()
+        b = Beanstalkd("-b", str(d), "-f", "0")
+        w2 = b.connect()
+        assert w2.put(b"three") == 3  # not 17: numbers are not reserved in blocks by a server that owns -b
+        assert _stats(w2, b"current-jobs-reserved") == 0
+        assert _stats(w2, b"current-jobs-ready") == 3  # the job reserved when the server died is ready again
+        w2.send(b"reserve-with-timeout 0\r\n")
+        assert w2.job_reply() == (1, b"one")
+        b.cleanup()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
