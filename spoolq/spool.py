@@ -23,7 +23,7 @@ from . import _bell
 from .codec import BATCH_BYTES, BATCH_MESSAGES
 from .consumer import Worker
 from .errors import InvalidArgument, InvalidType, MessageTooLarge, SpoolqError
-from .lease import Lease
+from .lease import Lease, load_secret
 from .message import (
     DEFAULT_PRIORITY,
     MAX_PRIORITY,
@@ -126,6 +126,11 @@ class Spool:
         self.db_path = self.path / "spool.db"
         self._db = Database(self.path, durability, busy_timeout)
         self.node_id: str = self._db.node_id
+        try:
+            self.lease_secret: bytes = load_secret(self.path)  # signs lease handles (Lease.handle)
+        except BaseException:
+            self._db.close()
+            raise
         self.bells = _bell.Bells(self.path / "bells")
         self._names = Names(self._db, self.node_id, max_attempts)
         self._commit = GroupCommit(self._db, self.bells, self._clock, retention_ms)
