@@ -1,6 +1,7 @@
 """Regression tests for the node/HTTP items of issue 8 (hardening).
 
-Each test failed on the code before its fix: forgeable lease handles (item 2), ...
+Each test failed on the code before its fix: forgeable lease handles (item 2), SSRF through ``to=``
+and peer details on the unauthenticated /healthz (item 1), ...
 Real `spoolq node` subprocesses on loopback; the spool on disk is opened by this process to check
 what changed.
 """
@@ -11,15 +12,18 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from spoolq import Spool
 from spoolq.errors import InvalidArgument, LeaseLost
 from spoolq.lease import Lease
+from spoolq.node.config import ConfigError, load_config, url_matches
 
+from .conftest import wait_for
 from .nodes import NodeProc
-from .test_api import Client, depth
+from .test_api import OCTETS, Client, depth
 
 # -- item 2: lease handles carry an HMAC under a per-spool secret -----------------------------
 
@@ -112,3 +116,78 @@ def test_the_secret_is_private_shared_and_kept(tmp_path: Path) -> None:
         assert c.lease_secret == before
     with Spool(tmp_path / "other") as other:
         assert other.lease_secret != before
+
+
+# -- item 1: to= over HTTP names a configured peer or an allowed URL; /healthz tells little -----
+
+ADMIN = "admin-token-0123456789abcdef"
+SENDER = "send-token-0123456789abcdef"
+
+
+def test_url_globs_match_within_their_parts() -> None:
+    p = "https://dc*.example.com:7070/*"
+    for url in ("https://dc1.example.com:7070", "https://dc1.example.com:7070/", "https://dc22.example.com:7070/x/y"):
+        assert url_matches(p, url), url
+    for url in ("https://dc1.evil.com/x.example.com:7070/", "https://dc1.example.com:7071",
+                "http://dc1.example.com:7070", "https://u@dc1.example.com:7070", "https://dc1.example.com:7070/?x=",
+                "https://dc1.example.com:7070/#x", "https://dc.a.example.com:7070", "https://dc1.example.com:7070/ x"):
+        assert not url_matches(p, url), url
+
+
+def test_allow_urls_is_validated_naming_the_key(tmp_path: Path) -> None:
+    for bad, shown in (('"https://x:1/*"', "node.allow_urls"), ('["ftp://x:1/*"]', "node.allow_urls[0]"),
+                       ('["https://x:1/*", "https://u@x:1/*"]', "node.allow_urls[1]"), ("[1]", "node.allow_urls[0]")):
+        f = tmp_path / "c.toml"
+        f.write_text(f"[node]\nallow_urls = {bad}\n")
+        with pytest.raises(ConfigError) as e:
+            load_config(f)
+        assert shown in str(e.value), (bad, e.value)
+    f.write_text('[node]\nallow_urls = ["https://dc*.example.com:7070/*"]\n')
+    assert load_config(f).allow_urls == ("https://dc*.example.com:7070/*",)
+
+
+def test_to_over_http_names_a_peer_or_an_allowed_url(tmp_path: Path) -> None:
+    """A client with the send scope cannot make the node post to any URL it likes."""
+    trap = NodeProc(tmp_path / "trap")  # a real server that would receive what the node forwards
+    try:
+        cfg = (f"[node]\nallow_urls = [\"http://127.0.0.1:{trap.port}\"]\n"
+               f"[peers.known]\nurl = \"http://127.0.0.1:9\"\n"
+               f"[tokens.s]\ntoken = \"{SENDER}\"\nscopes = [\"send\"]\n"
+               f"[tokens.a]\ntoken = \"{ADMIN}\"\nscopes = [\"admin\"]\n")
+        with NodeProc(tmp_path / "a", config=cfg) as a_node:
+            c = Client(a_node.url, token=SENDER)
+            for to in (f"http://127.0.0.2:{trap.port}", f"{trap.url}/x", f"{trap.url}/?x=", f"{trap.url}#x",
+                       "http://169.254.169.254/latest", "unknown-peer", "known|http://127.0.0.1:1"):
+                r = c.post("/v1/channels/ssrf/messages", json_body={"body": "x", "to": to})
+                assert (r.status, r.error) == (400, "invalid_argument"), (to, r)
+                assert "node.allow_urls" in r.json()["message"], r
+                r = c.post("/v1/channels/ssrf/messages", json_body={"messages": [{"body": "x", "to": ["known", to]}]})
+                assert r.status == 400, (to, r)
+                r = c.post("/v1/channels/ssrf/messages?to=" + quote(to, safe=""), data=b"x", headers=OCTETS)
+                assert r.status == 400 and "node.allow_urls" in r.json()["message"], (to, r)
+            with Spool(a_node.spool_dir) as disk:
+                assert disk.stats().peers == {} and disk.outbox_peers() == []  # nothing was stored
+            # a configured peer (by name or URL) and an allowed URL are fine
+            for to in ("known", "http://127.0.0.1:9", trap.url, f"known|{trap.url}/"):
+                r = c.post("/v1/channels/ssrf/messages", json_body={"body": "ok", "to": to})
+                assert r.status == 201, (to, r)
+            wait_for(lambda: Client(trap.url).stats()["channels"].get("ssrf", {}).get("ready") == 2, timeout=15)
+            # peers' URLs and last errors (quoting what they answered) need admin
+            admin = Client(a_node.url, token=ADMIN)
+            wait_for(lambda: admin.get("/v1/peers").json()["peers"].get("known", {}).get("last_error"), timeout=15)
+            h = Client(a_node.url).get("/healthz")
+            assert h.status == 200 and h.json()["status"] == "ok", h
+            assert b"127.0.0.1" not in h.body and b"last_error" not in h.body and b"url" not in h.body, h
+            assert h.json()["peers_down"] >= 1
+            assert c.get("/v1/peers").status == 403
+            assert Client(a_node.url).get("/v1/peers").status == 401
+            peers = admin.get("/v1/peers").json()["peers"]
+            assert peers["known"]["url"] == "http://127.0.0.1:9" and peers["known"]["up"] is False
+    finally:
+        trap.stop()
+
+
+def test_a_library_caller_may_still_send_to_any_url(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s") as s:
+        s.send(b"x", "c", to="http://10.0.0.2:7070")
+        assert s.outbox_peers() == ["http://10.0.0.2:7070"]

@@ -11,7 +11,8 @@ POST    /v1/acks                                     consume  ack many leases, a
 GET     /v1/stats                                    any      depths per channel and peer
 GET     /v1/dead, /v1/dead/{id}                      admin    list / show dead letters
 POST    /v1/dead/retry, /v1/dead/purge               admin    retry / purge dead letters (``dry_run``)
-GET     /healthz                                     none     liveness and peer health
+GET     /v1/peers                                    admin    peer health: URLs, failures, last errors
+GET     /healthz                                     none     liveness (peer details only without tokens)
 GET     /metrics                                     admin    Prometheus text format
 ======  ==========================================  =======  ============================================
 
@@ -47,6 +48,7 @@ from ..errors import (
 )
 from ..lease import Lease
 from ..message import MAX_SECONDS, check_seconds
+from ..routing import failover_parts
 
 if TYPE_CHECKING:
     from ..spool import Spool
@@ -63,7 +65,7 @@ class Node(Protocol):
 
     async def send(self, channel: str, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]: ...
     async def lease_async(self, channel: str, n: int, visibility: float, wait: float) -> list[Lease]: ...
-    def health(self) -> dict[str, Any]: ...
+    def health(self, detail: bool = True) -> dict[str, Any]: ...
 
 __all__ = ["build_app", "SCOPE"]
 
@@ -126,6 +128,7 @@ def build_app(node: Node) -> web.Application:
     add("GET", "/v1/dead/{id}", get_dead_one, "dead_one", "admin")
     add("POST", "/v1/dead/retry", post_dead_retry, "dead_retry", "admin")
     add("POST", "/v1/dead/purge", post_dead_purge, "dead_purge", "admin")
+    add("GET", "/v1/peers", get_peers, "peers", "admin")
     add("GET", "/healthz", get_healthz, "healthz", None)
     add("GET", "/metrics", get_metrics, "metrics", "admin")
     return app
@@ -302,6 +305,20 @@ def _send_options(item: dict[str, Any], where: str) -> dict[str, Any]:
     return opts
 
 
+def _check_to(node: Node, to: Any, where: str) -> None:
+    """Over HTTP, ``to`` names a configured peer or a URL ``node.allow_urls`` allows: a client must
+    not make the node post to any address it likes (SSRF). Other types are left to the spool."""
+    targets = [to] if isinstance(to, str) else to if isinstance(to, list) else []
+    for t in targets:
+        if not isinstance(t, str):
+            continue
+        for part in failover_parts(t):
+            if not node.config.allows_to(part):
+                raise InvalidArgument(
+                    f"{where}: {part[:200]!r} is not a configured peer or a URL allowed by node.allow_urls",
+                    hint="name a peer from the node's [peers.NAME], or add a matching glob to node.allow_urls")
+
+
 async def post_messages(request: web.Request) -> web.Response:
     node: Node = request.app[NODE]
     channel = request.match_info["channel"]
@@ -324,7 +341,10 @@ async def post_messages(request: web.Request) -> web.Response:
             where = f"messages[{i}]" if many else "message"
             if not isinstance(item, dict):
                 raise InvalidArgument(f"{where}: must be an object")
-            prepared.append((_body_of(item, where), _send_options(item, where)))
+            item_opts = _send_options(item, where)
+            if "to" in item_opts:
+                _check_to(node, item_opts["to"], f"{where}.to")
+            prepared.append((_body_of(item, where), item_opts))
         ids = await node.send(channel, prepared)
         return web.json_response({"ids": ids} if many else {"id": ids[0]}, status=201)
     body = await request.read()
@@ -348,6 +368,7 @@ async def post_messages(request: web.Request) -> web.Response:
     to = q.getall("to", [])
     if to:
         opts["to"] = to if len(to) > 1 else to[0]
+        _check_to(node, to, "to")
     headers = {k[len(HEADER_PREFIX):]: v for k, v in request.headers.items() if k.lower().startswith(HEADER_PREFIX)}
     if headers:
         opts["headers"] = {k.lower(): v for k, v in headers.items()}
@@ -533,8 +554,15 @@ async def post_dead_purge(request: web.Request) -> web.Response:
 
 
 async def get_healthz(request: web.Request) -> web.Response:
+    """Up or down. Peer URLs and their last errors (which quote what a peer answered) are only shown
+    here when the node has no tokens (loopback only); with tokens they need ``admin`` (/v1/peers)."""
     node: Node = request.app[NODE]
-    return web.json_response(node.health())
+    return web.json_response(node.health(detail=not node.config.tokens))
+
+
+async def get_peers(request: web.Request) -> web.Response:
+    node: Node = request.app[NODE]
+    return web.json_response({"peers": node.health()["peers"]})
 
 
 async def get_metrics(request: web.Request) -> web.Response:

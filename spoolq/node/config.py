@@ -10,6 +10,7 @@ Example ``spoolq.toml``::
     # tls_key = "/etc/spoolq/key.pem"
     # ca_file = "/etc/spoolq/ca.pem"   # trust for https:// peers (default: the system store)
     # beanstalk = "127.0.0.1:11300"    # also speak the beanstalkd protocol (loopback or unix:PATH)
+    # allow_urls = ["https://dc*.example.com:7070/*"]  # URLs an HTTP client may name in to= (globs)
 
     [peers.dc2]                        # a peer this node forwards to
     url = "https://dc2.example.com:7070"
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -94,6 +96,7 @@ class NodeConfig:
     log_json: bool = False
     beanstalk: str | None = None  # HOST:PORT or unix:PATH for the beanstalkd protocol front-end
     beanstalk_max_job_size: int = (1 << 16) - 1
+    allow_urls: tuple[str, ...] = ()  # globs of URLs an HTTP client may name in to= (besides peers)
     peers: tuple[PeerConfig, ...] = ()
     routes: tuple[Route, ...] = ()
     tokens: tuple[TokenConfig, ...] = ()
@@ -104,6 +107,17 @@ class NodeConfig:
             if p.name == name:
                 return p
         return None
+
+    def allows_to(self, target: str) -> bool:
+        """May an HTTP client name ``target`` in ``to=``? A configured peer's name or URL, or a URL
+        matching one of ``allow_urls`` (a library caller of ``Spool.send`` is not asked)."""
+        if not target.startswith(("http://", "https://")):
+            return self.peer(target) is not None
+        url = target.rstrip("/")
+        if any(p.url == url for p in self.peers):
+            return True
+        # the forwarder posts to the URL without its trailing slashes
+        return any(url_matches(pattern, target) or url_matches(pattern, url) for pattern in self.allow_urls)
 
     def with_overrides(self, **changes: Any) -> NodeConfig:
         """A copy with the given fields replaced (``None`` values are ignored)."""
@@ -129,6 +143,13 @@ class NodeConfig:
                         f"node.beanstalk: refusing to serve the beanstalkd protocol on {bhost}: {log_hint}",
                         hint="listen on 127.0.0.1 or a unix socket, and put a TLS/auth proxy in front if needed",
                     )
+        if not isinstance(self.allow_urls, tuple):
+            raise ConfigError("node.allow_urls: must be a list of URL globs such as 'https://dc*.example.com:7070/*'")
+        for i, pattern in enumerate(self.allow_urls):
+            reason = _bad_url_glob(pattern)
+            if reason:
+                raise ConfigError(f"node.allow_urls[{i}]: {reason}, not {pattern!r}",
+                                  hint="e.g. allow_urls = [\"https://dc*.example.com:7070/*\"]")
         if type(self.beanstalk_max_job_size) is not int or not 0 < self.beanstalk_max_job_size <= 1 << 30:
             raise ConfigError("node.beanstalk_max_job_size: must be 1 to 1073741824 bytes")
         if self.durability not in ("full", "normal"):
@@ -204,6 +225,45 @@ class NodeConfig:
                 hint="add [tokens.NAME] entries with scopes, or listen on 127.0.0.1",
             )
         return self
+
+
+# A URL an HTTP client names must not smuggle anything past a glob: no user info, query, fragment,
+# backslash or space. In a glob, ``*`` in the host or port matches within one label (no ``.``, ``/``
+# or ``:``, so ``dc*.example.com`` cannot match ``dc1.evil.com/x.example.com``); in the path it
+# matches anything.
+_URL_FORBIDDEN = re.compile(r"[@?#\\\s]")
+
+
+def _bad_url_glob(pattern: object) -> str | None:
+    if not isinstance(pattern, str):
+        return "must be a string"
+    if not pattern.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    if _URL_FORBIDDEN.search(pattern):
+        return "must not hold '@', '?', '#', '\\' or spaces"
+    if not pattern.split("://", 1)[1].split("/", 1)[0]:
+        return "needs a host"
+    return None
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    scheme, rest = pattern.split("://", 1)
+    authority, slash, path = rest.partition("/")
+    out = re.escape(scheme) + "://"
+    out += "".join("[^/:.]*" if c == "*" else re.escape(c) for c in authority)
+    if slash:
+        out += "/" + "".join(".*" if c == "*" else re.escape(c) for c in path)
+    return re.compile(out)
+
+
+def url_matches(pattern: str, url: str) -> bool:
+    """Does ``url`` match the ``allow_urls`` glob ``pattern``? (a URL without a path also as ``url/``)."""
+    if _URL_FORBIDDEN.search(url) or not url.startswith(("http://", "https://")):
+        return False
+    rx = _glob_regex(pattern)
+    if rx.fullmatch(url):
+        return True
+    return "/" not in url.split("://", 1)[1] and rx.fullmatch(url + "/") is not None
 
 
 def is_loopback(host: str) -> bool:
@@ -336,6 +396,10 @@ def load_config(path: str | os.PathLike[str] | None, **overrides: Any) -> NodeCo
         if not isinstance(scopes, list):
             raise ConfigError(f"tokens.{name}.scopes: must be a list such as ['peer']")
         tokens.append(TokenConfig(name, secret, frozenset(str(s) for s in scopes)))
+    if "allow_urls" in node:
+        if not isinstance(node["allow_urls"], list):
+            raise ConfigError("node.allow_urls: must be a list of URL globs such as 'https://dc*.example.com:7070/*'")
+        node["allow_urls"] = tuple(node["allow_urls"])
     for key in ("spool", "tls_cert", "tls_key", "ca_file"):
         if key in node:
             node[key] = _relative(node[key], base)

@@ -362,18 +362,24 @@ class Node:
         finally:
             self.bells.unsubscribe(bell, ev)
 
-    def health(self) -> dict[str, Any]:
+    def health(self, detail: bool = True) -> dict[str, Any]:
+        """Liveness; with ``detail``, each peer's URL, failures, backoff and last error (which may
+        quote a peer's reply: only for admins, or on a node without tokens)."""
         now = time.monotonic()
         peers = {}
+        up = down = 0
         for link in self.links.values():
             for t in link.targets:
+                up, down = (up + 1, down) if t.failures == 0 else (up, down + 1)
                 peers[t.name] = {
                     "url": t.url, "up": t.failures == 0, "failures": t.failures,
                     "backoff_seconds": round(max(0.0, t.retry_at - now), 3),
                     "last_error": t.last_error, "forwarded": link.forwarded,
                 }
-        return {"status": "ok", "node_id": self.spool.node_id, "version": __version__, "url": self.url,
-                "uptime_seconds": round(time.time() - self.started_at, 3), "peers": peers}
+        out: dict[str, Any] = {"status": "ok", "uptime_seconds": round(time.time() - self.started_at, 3)}
+        if not detail:
+            return {**out, "peers_up": up, "peers_down": down}
+        return {**out, "node_id": self.spool.node_id, "version": __version__, "url": self.url, "peers": peers}
 
 
 # -- running it -------------------------------------------------------------------------------
