@@ -503,6 +503,22 @@ class Spool:
             self._check_owner(x)
         self._inbox.ack_many(leases)
 
+    def release(self, leases: Sequence[Lease]) -> int:
+        """Give leases back unprocessed, as if they had not been taken: the messages are ready at
+        once and these deliveries do not count as attempts (nor toward ``max_attempts``).
+
+        For leases taken on behalf of a consumer that is gone before it saw them (the node uses it
+        for an HTTP long poll whose client disconnected). A consumer that saw a message should
+        ``nack`` it instead. Leases no longer held are skipped.
+
+        Returns:
+            How many leases were given back.
+        """
+        leases = list(leases)
+        for x in leases:
+            self._check_owner(x)
+        return self._inbox.release(leases) if leases else 0
+
     # the finishers a Lease calls (see lease.Finisher)
 
     def ack_lease(self, lease: Lease) -> None:

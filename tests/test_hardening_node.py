@@ -1,7 +1,8 @@
 """Regression tests for the node/HTTP items of issue 8 (hardening).
 
 Each test failed on the code before its fix: forgeable lease handles (item 2), SSRF through ``to=``
-and peer details on the unauthenticated /healthz (item 1), ...
+and peer details on the unauthenticated /healthz (item 1), a long poll whose client left taking a
+lease (item 4), ...
 Real `spoolq node` subprocesses on loopback; the spool on disk is opened by this process to check
 what changed.
 """
@@ -9,6 +10,7 @@ what changed.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +193,47 @@ def test_a_library_caller_may_still_send_to_any_url(tmp_path: Path) -> None:
     with Spool(tmp_path / "s") as s:
         s.send(b"x", "c", to="http://10.0.0.2:7070")
         assert s.outbox_peers() == ["http://10.0.0.2:7070"]
+
+
+# -- item 4: a long poll whose client left gives its lease back, uncounted --------------------
+
+
+def test_release_gives_leases_back_uncounted(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s") as s:
+        s.configure_channel("c", max_attempts=1)
+        s.send(b"x", "c")
+        for _ in range(3):  # releases do not spend the only attempt
+            got = s.lease_many("c", 5, visibility=600)
+            assert len(got) == 1 and got[0].attempts == 1
+            assert s.release(got) == 1
+            assert s.release(got) == 0  # no longer held: skipped
+            assert s.stats().channels["c"].ready == 1
+        x = s.lease("c")
+        assert x is not None and x.attempts == 1
+        x.ack()
+        assert s.release([x]) == 0
+
+
+def test_long_poll_of_a_client_that_left_takes_no_lease(api: Client, node: NodeProc, disk: Spool) -> None:
+    ch = "harden.gone"
+    host, port = node.url.removeprefix("http://").rsplit(":", 1)
+    body = b'{"wait": 30, "visibility": 600, "max": 10}'
+    socks = []
+    for _ in range(5):
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(b"POST /v1/channels/" + ch.encode() + b"/leases HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        socks.append(s)
+    api.stats()  # the node has read the polls by now (one event loop)
+    for s in socks:
+        s.close()
+    api.stats()
+    [mid] = [api.send(ch, {"body": "for someone who is still here"})["id"]]
+
+    def leased_by_me() -> list[dict[str, object]]:
+        return api.lease(ch, visibility=60)
+
+    got = wait_for(leased_by_me, timeout=10)
+    assert isinstance(got, list)
+    assert got[0]["id"] == mid and got[0]["attempts"] == 1, got
+    assert api.post(f"/v1/leases/{got[0]['lease']}/ack").status == 204

@@ -64,7 +64,9 @@ class Node(Protocol):
     spool: Spool
 
     async def send(self, channel: str, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]: ...
-    async def lease_async(self, channel: str, n: int, visibility: float, wait: float) -> list[Lease]: ...
+    async def lease_async(self, channel: str, n: int, visibility: float, wait: float,
+                          gone: Callable[[], bool] | None = None) -> list[Lease]: ...
+    async def release(self, leases: list[Lease]) -> None: ...
     def health(self, detail: bool = True) -> dict[str, Any]: ...
 
 __all__ = ["build_app", "SCOPE"]
@@ -435,8 +437,16 @@ async def post_leases(request: web.Request) -> web.Response:
     encoding = str(_param(request, data, "encoding", "auto"))
     if encoding not in ("auto", "base64"):
         raise InvalidArgument("encoding: must be 'auto' (text when it is UTF-8) or 'base64'")
-    leases = await node.lease_async(channel, n, visibility, wait)
+    leases = await node.lease_async(channel, n, visibility, wait, gone=lambda: _client_gone(request))
+    if leases and _client_gone(request):  # left while the last lease was taken: give them back
+        await node.release(leases)
+        leases = []
     return web.json_response({"leases": [_lease_json(x, encoding) for x in leases]})
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 async def post_ack(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -343,8 +344,14 @@ class Node:
 
     # -- consuming over HTTP ---------------------------------------------------------------
 
-    async def lease_async(self, channel: str, n: int, visibility: float, wait: float) -> list[Lease]:
-        """Lease without holding a thread while waiting: sleeps on the channel's bell."""
+    async def lease_async(self, channel: str, n: int, visibility: float, wait: float,
+                          gone: Callable[[], bool] | None = None) -> list[Lease]:
+        """Lease without holding a thread while waiting: sleeps on the channel's bell.
+
+        ``gone()`` says the client left: then nothing is leased, and leases just taken are given
+        back uncounted (``Spool.release``), so a message is not hidden from everyone for the
+        visibility nor spends an attempt on nobody.
+        """
         bell = channel_bell(channel)
         ev = self.bells.subscribe(bell)
         loop = asyncio.get_running_loop()
@@ -352,7 +359,12 @@ class Node:
         try:
             while True:
                 ev.clear()
+                if gone is not None and gone():
+                    return []
                 leases = await asyncio.to_thread(self.spool.lease_many, channel, n, visibility=visibility)
+                if leases and gone is not None and gone():
+                    await self.release(leases)
+                    return []
                 remaining = deadline - loop.time()
                 if leases or remaining <= 0 or self._stopping:
                     return leases
@@ -361,6 +373,15 @@ class Node:
                     await asyncio.wait_for(ev.wait(), min(remaining, 0.5))
         finally:
             self.bells.unsubscribe(bell, ev)
+
+    async def release(self, leases: list[Lease]) -> None:
+        """Give back leases whose client is gone (see ``lease_async``)."""
+        try:
+            n = await asyncio.to_thread(self.spool.release, leases)
+        except SpoolqError as e:  # they come back when their visibility runs out
+            log.warning("cannot give back %d leases of a client that left: %s", len(leases), e)
+            return
+        self.metrics.leases_released.inc(n)
 
     def health(self, detail: bool = True) -> dict[str, Any]:
         """Liveness; with ``detail``, each peer's URL, failures, backoff and last error (which may
