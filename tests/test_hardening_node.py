@@ -2,7 +2,7 @@
 
 Each test failed on the code before its fix: forgeable lease handles (item 2), SSRF through ``to=``
 and peer details on the unauthenticated /healthz (item 1), a long poll whose client left taking a
-lease (item 4), ...
+lease (item 4), idle and slow connections (item 5), ...
 Real `spoolq node` subprocesses on loopback; the spool on disk is opened by this process to check
 what changed.
 """
@@ -10,8 +10,10 @@ what changed.
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -237,3 +239,58 @@ def test_long_poll_of_a_client_that_left_takes_no_lease(api: Client, node: NodeP
     assert isinstance(got, list)
     assert got[0]["id"] == mid and got[0]["attempts"] == 1, got
     assert api.post(f"/v1/leases/{got[0]['lease']}/ack").status == 204
+
+
+# -- item 5: idle and slow connections are closed, capped, and do not lock anyone out ----------
+
+
+def _limit_fds() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))  # systemd's default
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def test_node_stays_reachable_under_1100_idle_and_slow_connections(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1300:  # this test process holds the 1,100 sockets
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    with NodeProc(tmp_path / "s", preexec_fn=_limit_fds) as n:
+        held: list[socket.socket] = []
+        try:
+            for i in range(1100):  # more than the 1,024 fds the node may open
+                s = _connect(n.url)
+                if i % 2:  # slowloris: half a request header, never finished
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                held.append(s)
+            start = time.monotonic()
+            r = Client(n.url).get("/healthz", timeout=15)
+            assert r.status == 200 and r.json()["status"] == "ok", r
+            assert time.monotonic() - start < 15
+            # still serving, and one line about the cap, not a traceback per connection
+            assert Client(n.url).get("/healthz", timeout=30).status == 200
+        finally:
+            for s in held:
+                s.close()
+        log = n.log()
+        assert log.count("connection cap reached") == 1, log[-3000:]
+        assert "Traceback" not in log and "out of system resource" not in log, log[-3000:]
+
+
+def test_idle_and_half_sent_connections_are_closed(tmp_path: Path) -> None:
+    with NodeProc(tmp_path / "s", config="[node]\nkeepalive_timeout = 0.5\nbody_timeout = 0.5\n") as n:
+        idle = _connect(n.url)
+        slow = _connect(n.url)
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        body = _connect(n.url)
+        body.sendall(b"POST /v1/channels/slow/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        for s in (idle, slow):
+            assert s.recv(1000) == b""  # closed by the node (the socket timeout is 10 s)
+        reply = body.recv(10000)
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+        for s in (idle, slow, body):
+            s.close()
+        with Spool(n.spool_dir) as disk:
+            assert depth(disk, "slow").ready == 0

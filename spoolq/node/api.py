@@ -93,6 +93,8 @@ def _spoolq_error(e: SpoolqError) -> web.Response:
         return _error(413 if e.code == "too_large" else 400, e.code, e.message, e.hint)
     if isinstance(e, MessageTooLarge):
         return _error(413, "too_large", e.message, e.hint)
+    if isinstance(e, BodyTimeout):
+        return _error(408, "timeout", e.message, e.hint, headers={"Connection": "close"})
     if isinstance(e, InvalidArgument):
         return _error(400, "invalid_argument", e.message, e.hint)
     if isinstance(e, NotFound):
@@ -220,7 +222,7 @@ async def post_batch(request: web.Request) -> web.Response:
         return _error(413, "too_large", f"batch of {request.content_length} bytes is over the limit of "
                       f"{cfg.max_batch_bytes}", "send smaller batches")
     try:
-        raw = await request.read()
+        raw = await _read(request)
     except web.HTTPRequestEntityTooLarge:  # no Content-Length, and more than client_max_size came
         node.metrics.receive_batches.labels("too_large").inc()
         raise
@@ -262,11 +264,28 @@ async def post_batch(request: web.Request) -> web.Response:
 # -- the JSON API ------------------------------------------------------------------------------
 
 
+class BodyTimeout(InvalidArgument):
+    """The request body did not arrive within ``node.body_timeout``."""
+
+
+async def _read(request: web.Request) -> bytes:
+    """The request body, which must arrive within ``node.body_timeout`` (a slow sender holds a
+    connection and a buffer; it gets 408)."""
+    node: Node = request.app[NODE]
+    try:
+        async with asyncio.timeout(node.config.body_timeout):
+            return await request.read()
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {node.config.body_timeout:g} seconds",
+                          hint="send the body at once; node.body_timeout sets the limit") from None
+
+
 async def _json(request: web.Request) -> Any:
     if not request.can_read_body:
         return {}
+    raw = await _read(request)
     try:
-        return await request.json(loads=json.loads)
+        return json.loads(raw.decode(request.charset or "utf-8"))
     except (ValueError, UnicodeDecodeError, LookupError) as e:  # LookupError: an unknown charset
         raise InvalidArgument(f"request body is not valid JSON: {e}",
                               hint="send Content-Type: application/json with a JSON object") from None
@@ -349,7 +368,7 @@ async def post_messages(request: web.Request) -> web.Response:
             prepared.append((_body_of(item, where), item_opts))
         ids = await node.send(channel, prepared)
         return web.json_response({"ids": ids} if many else {"id": ids[0]}, status=201)
-    body = await request.read()
+    body = await _read(request)
     q = request.query
     opts: dict[str, Any] = {}
     for k in ("priority",):

@@ -96,6 +96,9 @@ class NodeConfig:
     log_json: bool = False
     beanstalk: str | None = None  # HOST:PORT or unix:PATH for the beanstalkd protocol front-end
     beanstalk_max_job_size: int = (1 << 16) - 1
+    keepalive_timeout: float = 15.0  # close a connection without a complete request this long
+    body_timeout: float = 60.0  # a request body must arrive within this
+    max_connections: int = 900  # open HTTP connections (lowered to fit the process's fd limit)
     allow_urls: tuple[str, ...] = ()  # globs of URLs an HTTP client may name in to= (besides peers)
     peers: tuple[PeerConfig, ...] = ()
     routes: tuple[Route, ...] = ()
@@ -165,7 +168,10 @@ class NodeConfig:
                            ("node.max_batch_messages", self.max_batch_messages)):
             if type(value) is not int or value < 1:
                 raise ConfigError(f"{key}: must be a positive integer, not {value!r}")
-        for key, num in (("node.sweep_interval", self.sweep_interval), ("node.scan_interval", self.scan_interval),
+        if type(self.max_connections) is not int or self.max_connections < 1:
+            raise ConfigError(f"node.max_connections: must be a positive integer, not {self.max_connections!r}")
+        for key, num in (("node.keepalive_timeout", self.keepalive_timeout), ("node.body_timeout", self.body_timeout),
+                         ("node.sweep_interval", self.sweep_interval), ("node.scan_interval", self.scan_interval),
                          ("node.backoff_base", self.backoff_base), ("node.backoff_cap", self.backoff_cap)):
             if isinstance(num, bool) or not isinstance(num, (int, float)) or num <= 0:
                 raise ConfigError(f"{key}: must be a positive number of seconds, not {num!r}")

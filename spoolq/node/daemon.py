@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import signal
 import ssl
 import sys
@@ -36,6 +37,7 @@ from ..spool import Spool
 from .api import build_app
 from .config import NodeConfig, PeerConfig, load_config, parse_listen
 from .forwarder import PeerLink, Target
+from .gate import BACKLOG, Gate, effective_cap
 from .metrics import Metrics
 
 __all__ = ["Node", "run_node", "setup_logging"]
@@ -100,6 +102,8 @@ class Node:
         self._lock_fd: int | None = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self.gate: Gate | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._link_tasks: dict[str, asyncio.Task[None]] = {}
         self._outbox_event: asyncio.Event | None = None
@@ -149,13 +153,20 @@ class Node:
                 connector=aiohttp.TCPConnector(limit=0, limit_per_host=16),
                 headers={"User-Agent": f"spoolq/{__version__}"},
             )
-            self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+            self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False,
+                                         keepalive_timeout=self.config.keepalive_timeout)
             await self._runner.setup()
             tls = self._server_ssl()
-            site = web.TCPSite(self._runner, host, port, ssl_context=tls, reuse_address=True)
-            await site.start()
-            server = site._server
-            sock = server.sockets[0] if server is not None and server.sockets else None  # type: ignore[attr-defined]
+            assert self._runner.server is not None
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            cap = effective_cap(self.config.max_connections, None if soft == resource.RLIM_INFINITY else soft)
+            if cap < self.config.max_connections:
+                log.info("at most %d connections (node.max_connections is %d, the fd limit is %d)",
+                         cap, self.config.max_connections, soft)
+            self.gate = Gate(self._runner.server, cap)
+            self._listener = await asyncio.get_running_loop().create_server(
+                self.gate, host, port, ssl=tls, reuse_address=True, backlog=BACKLOG)
+            sock = self._listener.sockets[0] if self._listener.sockets else None
             bound = sock.getsockname() if sock is not None else (host, port)
             shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             self.url = f"{'https' if tls else 'http'}://{shown}:{bound[1]}"
@@ -205,10 +216,8 @@ class Node:
         if self._stopping:
             return
         self._stopping = True
-        if self._runner is not None:
-            with contextlib.suppress(Exception):
-                for site in list(self._runner.sites):
-                    await site.stop()  # stop taking new work
+        if self._listener is not None:
+            self._listener.close()  # stop taking new work
         if self.beanstalk is not None:
             with contextlib.suppress(Exception):
                 await self.beanstalk.close()
