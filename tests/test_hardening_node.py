@@ -2,13 +2,15 @@
 
 Each test failed on the code before its fix: forgeable lease handles (item 2), SSRF through ``to=``
 and peer details on the unauthenticated /healthz (item 1), a long poll whose client left taking a
-lease (item 4), idle and slow connections (item 5), ...
+lease (item 4), idle and slow connections (item 5), JSON API limits of their own (item 7), ...
 Real `spoolq node` subprocesses on loopback; the spool on disk is opened by this process to check
 what changed.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import resource
 import socket
@@ -294,3 +296,53 @@ def test_idle_and_half_sent_connections_are_closed(tmp_path: Path) -> None:
             s.close()
         with Spool(n.spool_dir) as disk:
             assert depth(disk, "slow").ready == 0
+
+
+# -- item 7: the JSON API has its own limits; compressed bodies cannot inflate past them --------
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
+    cfg = "[node]\nmax_request_bytes = 65536\nmax_request_messages = 10\n"
+    n = NodeProc(tmp_path_factory.mktemp("limited") / "spool", config=cfg)
+    yield n
+    assert n.stop() == 0, n.log()
+
+
+def test_json_requests_have_their_own_limits(limited: NodeProc) -> None:
+    c = Client(limited.url)
+    r = c.post("/v1/channels/lim/messages", json_body={"messages": [{"body": "x"}] * 11})
+    assert (r.status, r.error) == (413, "too_large") and "node.max_request_messages" in r.json()["hint"], r
+    r = c.post("/v1/channels/lim/messages", json_body={"messages": [{"body": "x" * 7000}] * 10})
+    assert (r.status, r.error) == (413, "too_large"), r
+    r = c.post("/v1/acks", json_body={"leases": ["x"] * 11})
+    assert (r.status, r.error) == (413, "too_large"), r
+    assert c.post("/v1/channels/lim/messages", json_body={"messages": [{"body": "x"}] * 10}).status == 201
+    with Spool(limited.spool_dir) as disk:
+        assert depth(disk, "lim").ready == 10
+
+
+def test_compressed_bodies_are_refused_before_inflating(limited: NodeProc) -> None:
+    c = Client(limited.url)
+    bomb = gzip.compress(json.dumps({"messages": [{"body": "x" * 1000}] * 50_000}).encode())  # 50 MB inflated
+    assert len(bomb) < 1 << 20
+    r = c.post("/v1/channels/bomb/messages", data=bomb,
+               headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert (r.status, r.error) == (415, "unsupported_encoding"), r
+    with Spool(limited.spool_dir) as disk:
+        assert depth(disk, "bomb").ready == 0
+
+
+def test_a_body_without_length_is_cut_at_the_limit(limited: NodeProc) -> None:
+    host, port = limited.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /v1/channels/chunked/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 16384
+        try:
+            for _ in range(64):  # 1 MiB, far over 64 KiB: the node answers 413 before the end
+                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except OSError:
+            pass  # the node closed the connection after answering
+        reply = s.recv(10000)
+    assert reply.startswith(b"HTTP/1.1 413"), reply

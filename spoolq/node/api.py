@@ -93,6 +93,10 @@ def _spoolq_error(e: SpoolqError) -> web.Response:
         return _error(413 if e.code == "too_large" else 400, e.code, e.message, e.hint)
     if isinstance(e, MessageTooLarge):
         return _error(413, "too_large", e.message, e.hint)
+    if isinstance(e, TooManyItems):
+        return _error(413, "too_large", e.message, e.hint)
+    if isinstance(e, UnsupportedEncoding):
+        return _error(415, "unsupported_encoding", e.message, e.hint)
     if isinstance(e, BodyTimeout):
         return _error(408, "timeout", e.message, e.hint, headers={"Connection": "close"})
     if isinstance(e, InvalidArgument):
@@ -222,7 +226,7 @@ async def post_batch(request: web.Request) -> web.Response:
         return _error(413, "too_large", f"batch of {request.content_length} bytes is over the limit of "
                       f"{cfg.max_batch_bytes}", "send smaller batches")
     try:
-        raw = await _read(request)
+        raw = await _read(request, cfg.max_batch_bytes)
     except web.HTTPRequestEntityTooLarge:  # no Content-Length, and more than client_max_size came
         node.metrics.receive_batches.labels("too_large").inc()
         raise
@@ -268,16 +272,43 @@ class BodyTimeout(InvalidArgument):
     """The request body did not arrive within ``node.body_timeout``."""
 
 
-async def _read(request: web.Request) -> bytes:
-    """The request body, which must arrive within ``node.body_timeout`` (a slow sender holds a
-    connection and a buffer; it gets 408)."""
+class TooManyItems(InvalidArgument):
+    """More messages or lease handles in one request than ``node.max_request_messages``."""
+
+
+class UnsupportedEncoding(InvalidArgument):
+    """A compressed request body (refused: it could inflate far past the limits)."""
+
+
+async def _read(request: web.Request, limit: int | None = None) -> bytes:
+    """The request body, at most ``limit`` bytes (default ``node.max_request_bytes``), which must
+    arrive within ``node.body_timeout`` (a slow sender holds a connection and a buffer: 408).
+
+    Read in chunks with a running count, so an oversized body without Content-Length is cut off
+    at the limit, not buffered whole. Compressed bodies are refused (415): aiohttp would inflate
+    them before any limit applies."""
     node: Node = request.app[NODE]
+    cfg = node.config
+    limit = cfg.max_request_bytes if limit is None else limit
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedEncoding(f"Content-Encoding {encoding[:40]!r} is not accepted",
+                                  hint="send the body uncompressed")
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    chunks: list[bytes] = []
+    total = 0
     try:
-        async with asyncio.timeout(node.config.body_timeout):
-            return await request.read()
+        async with asyncio.timeout(cfg.body_timeout):
+            async for chunk in request.content.iter_any():
+                total += len(chunk)
+                if total > limit:
+                    raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=total)
+                chunks.append(chunk)
     except TimeoutError:
         raise BodyTimeout(f"the request body did not arrive within {node.config.body_timeout:g} seconds",
                           hint="send the body at once; node.body_timeout sets the limit") from None
+    return b"".join(chunks)
 
 
 async def _json(request: web.Request) -> Any:
@@ -285,10 +316,20 @@ async def _json(request: web.Request) -> Any:
         return {}
     raw = await _read(request)
     try:
-        return json.loads(raw.decode(request.charset or "utf-8"))
+        text = raw.decode(request.charset or "utf-8")
+        if len(raw) <= 1 << 16:
+            return json.loads(text)
+        return await asyncio.to_thread(json.loads, text)  # large bodies: off the event loop
     except (ValueError, UnicodeDecodeError, LookupError) as e:  # LookupError: an unknown charset
         raise InvalidArgument(f"request body is not valid JSON: {e}",
                               hint="send Content-Type: application/json with a JSON object") from None
+
+
+def _count(node: Node, n: int, what: str) -> None:
+    limit = node.config.max_request_messages
+    if n > limit:
+        raise TooManyItems(f"{what}: {n} items in one request, over the limit of {limit}",
+                           hint="split the request; node.max_request_messages sets the limit")
 
 
 def _body_of(item: dict[str, Any], where: str) -> bytes:
@@ -352,6 +393,7 @@ async def post_messages(request: web.Request) -> web.Response:
             items = data["messages"]
             if not isinstance(items, list) or not items:
                 raise InvalidArgument("messages: must be a non-empty list")
+            _count(node, len(items), "messages")
             many = True
         elif isinstance(data, dict):
             items, many = [data], False
@@ -502,6 +544,7 @@ async def post_acks(request: web.Request) -> web.Response:
     handles = data.get("leases") if isinstance(data, dict) else None
     if not isinstance(handles, list) or not all(isinstance(h, str) for h in handles):
         raise InvalidArgument("leases: must be a list of lease handles")
+    _count(node, len(handles), "leases")
     leases = [Lease.from_handle(node.spool, h) for h in handles]
     await asyncio.to_thread(node.spool.ack_many, leases)
     return web.Response(status=204)

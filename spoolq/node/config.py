@@ -99,6 +99,8 @@ class NodeConfig:
     keepalive_timeout: float = 15.0  # close a connection without a complete request this long
     body_timeout: float = 60.0  # a request body must arrive within this
     max_connections: int = 900  # open HTTP connections (lowered to fit the process's fd limit)
+    max_request_bytes: int = 8 << 20  # a JSON API request body (peer batches: max_batch_bytes)
+    max_request_messages: int = 1000  # messages, or lease handles, in one JSON API request
     allow_urls: tuple[str, ...] = ()  # globs of URLs an HTTP client may name in to= (besides peers)
     peers: tuple[PeerConfig, ...] = ()
     routes: tuple[Route, ...] = ()
@@ -163,7 +165,9 @@ class NodeConfig:
                           ("node.ca_file", self.ca_file)):
             if path and not os.path.isfile(path):
                 raise ConfigError(f"{key}: no such file {path!r}")
-        for key, value in (("node.max_message_size", self.max_message_size),
+        for key, value in (("node.max_request_bytes", self.max_request_bytes),
+                           ("node.max_request_messages", self.max_request_messages),
+                           ("node.max_message_size", self.max_message_size),
                            ("node.max_batch_bytes", self.max_batch_bytes),
                            ("node.max_batch_messages", self.max_batch_messages)):
             if type(value) is not int or value < 1:
