@@ -2,7 +2,8 @@
 
 Each test failed on the code before its fix: forgeable lease handles (item 2), SSRF through ``to=``
 and peer details on the unauthenticated /healthz (item 1), a long poll whose client left taking a
-lease (item 4), idle and slow connections (item 5), JSON API limits of their own (item 7), ...
+lease (item 4), idle and slow connections (item 5), JSON API limits of their own (item 7), clear
+errors and quiet logs (item 10).
 Real `spoolq node` subprocesses on loopback; the spool on disk is opened by this process to check
 what changed.
 """
@@ -346,3 +347,83 @@ def test_a_body_without_length_is_cut_at_the_limit(limited: NodeProc) -> None:
             pass  # the node closed the connection after answering
         reply = s.recv(10000)
     assert reply.startswith(b"HTTP/1.1 413"), reply
+
+
+# -- item 10: clear errors for odd bytes and deep JSON, quiet logs, aiohttp's errors as JSON ----
+
+
+def _raw(url: str, request: bytes) -> bytes:
+    with _connect(url) as s:
+        s.sendall(request)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+            if b"\r\n\r\n" in out:
+                head, _, rest = out.partition(b"\r\n\r\n")
+                length = [int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")]
+                if length and len(rest) >= length[0]:
+                    return out
+
+
+def _status_and_json(reply: bytes) -> tuple[int, dict[str, object]]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+def test_non_utf8_bytes_in_headers_are_401_and_400(tmp_path: Path) -> None:
+    cfg = f"[tokens.a]\ntoken = \"{ADMIN}\"\nscopes = [\"admin\", \"send\"]\n"
+    with NodeProc(tmp_path / "s", config=cfg) as n:
+        status, body = _status_and_json(_raw(n.url, b"GET /v1/stats HTTP/1.1\r\nHost: x\r\n"
+                                             b"Authorization: Bearer \xff\xfe\xc3(\r\nConnection: close\r\n\r\n"))
+        assert (status, body["error"]) == (401, "unauthorized"), body
+        req = (b"POST /v1/channels/odd/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + ADMIN.encode()
+               + b"\r\nSpoolq-Header-Kind: \xff\xfe\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx")
+        status, body = _status_and_json(_raw(n.url, req))
+        assert (status, body["error"]) == (400, "invalid_argument"), body
+        with Spool(n.spool_dir) as disk:
+            assert depth(disk, "odd").ready == 0
+        assert "Traceback" not in n.log()
+
+
+def test_deeply_nested_json_is_400(api: Client, node: NodeProc) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    for path, body in (("/v1/channels/deep/messages", '{"messages": ' + deep + "}"), ("/v1/acks", deep),
+                       ("/v1/channels/deep/messages", '{"body": "x", "headers": ' + deep + "}")):
+        r = api.post(path, data=body.encode(), headers={"Content-Type": "application/json"})
+        assert (r.status, r.error) == (400, "invalid_argument"), (path, r)
+    assert "RecursionError" not in node.log()
+
+
+def test_misbehaving_clients_get_json_errors_and_one_log_line(tmp_path: Path) -> None:
+    with NodeProc(tmp_path / "s") as n:
+        for _ in range(20):  # an 8 KB+ header
+            reply = _raw(n.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+            status, body = _status_and_json(reply)
+            assert status in (400, 413, 431) and set(body) == {"error", "message", "hint"}, reply[:300]
+        for _ in range(20):  # a client that leaves mid-body
+            with _connect(n.url) as s:
+                s.sendall(b"POST /v1/channels/cut/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+        status, body = _status_and_json(_raw(n.url, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        assert (status, body["error"]) == (404, "not_found")
+        req = b"DELETE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        status, body = _status_and_json(_raw(n.url, req))
+        assert (status, body["error"]) == (405, "method_not_allowed")
+        assert Client(n.url).get("/healthz").status == 200
+        log = n.log()
+        assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]
+        assert log.count("refused a malformed HTTP request") == 1, log[-3000:]
+        assert log.count("left while sending") <= 1, log[-3000:]
+
+
+def test_a_bad_tls_certificate_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+    key.write_text("not a key\n")
+    f = tmp_path / "c.toml"
+    f.write_text(f"[node]\ntls_cert = {json.dumps(str(cert))}\ntls_key = {json.dumps(str(key))}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    assert "node.tls_cert" in str(e.value) or "node.tls_key" in str(e.value), e.value

@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+import aiohttp
 from aiohttp import web
 
 from ..codec import ACCEPTED, DUPLICATE, REJECTED, Result, check_message, decode_batch, encode_reply
@@ -49,6 +50,7 @@ from ..errors import (
 from ..lease import Lease
 from ..message import MAX_SECONDS, check_seconds
 from ..routing import failover_parts
+from .gate import quiet
 
 if TYPE_CHECKING:
     from ..spool import Spool
@@ -171,6 +173,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except SpoolqError as e:
         return _spoolq_error(e)
+    except ClientGone:
+        return _error(400, "client_gone", "the request body was cut off")
     except web.HTTPRequestEntityTooLarge as e:
         return _error(413, "too_large", f"request body over the limit: {e.text}", "send smaller batches")
     except web.HTTPNotFound:
@@ -198,12 +202,15 @@ def _auth(node: Node) -> Any:
             return _error(401, "unauthorized", "missing bearer token",
                           "send 'Authorization: Bearer <token>' with a token from the node's [tokens]",
                           headers={"WWW-Authenticate": "Bearer"})
-        given = presented.strip().encode()
+        try:
+            given = presented.strip().encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 (aiohttp keeps them as surrogates)
+            given = b""
         match = None
         for t in tokens:  # compare with every token, in constant time each
             if hmac.compare_digest(given, t.token.encode()):
                 match = t
-        if match is None:
+        if match is None or not given:
             return _error(401, "unauthorized", "unknown token", "check the token against the node's [tokens]",
                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         if scope != "any" and scope not in match.scopes:
@@ -272,6 +279,10 @@ class BodyTimeout(InvalidArgument):
     """The request body did not arrive within ``node.body_timeout``."""
 
 
+class ClientGone(Exception):
+    """The client disconnected mid-request: nothing to answer (logged once, rate-limited)."""
+
+
 class TooManyItems(InvalidArgument):
     """More messages or lease handles in one request than ``node.max_request_messages``."""
 
@@ -305,6 +316,9 @@ async def _read(request: web.Request, limit: int | None = None) -> bytes:
                 if total > limit:
                     raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=total)
                 chunks.append(chunk)
+    except (ConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
+        quiet.note("client-gone", f"a client left while sending its request body: {e}")
+        raise ClientGone() from None
     except TimeoutError:
         raise BodyTimeout(f"the request body did not arrive within {node.config.body_timeout:g} seconds",
                           hint="send the body at once; node.body_timeout sets the limit") from None
@@ -320,6 +334,9 @@ async def _json(request: web.Request) -> Any:
         if len(raw) <= 1 << 16:
             return json.loads(text)
         return await asyncio.to_thread(json.loads, text)  # large bodies: off the event loop
+    except RecursionError:
+        raise InvalidArgument("request body is nested too deeply",
+                              hint="send a flat JSON object as the API describes") from None
     except (ValueError, UnicodeDecodeError, LookupError) as e:  # LookupError: an unknown charset
         raise InvalidArgument(f"request body is not valid JSON: {e}",
                               hint="send Content-Type: application/json with a JSON object") from None
@@ -434,6 +451,12 @@ async def post_messages(request: web.Request) -> web.Response:
         _check_to(node, to, "to")
     headers = {k[len(HEADER_PREFIX):]: v for k, v in request.headers.items() if k.lower().startswith(HEADER_PREFIX)}
     if headers:
+        for k, v in headers.items():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidArgument(f"header Spoolq-Header-{k[:60]}: the value is not UTF-8 text",
+                                      hint="send header values as UTF-8 (or put bytes in the body)") from None
         opts["headers"] = {k.lower(): v for k, v in headers.items()}
     ids = await node.send(channel, [(body, opts)])
     return web.json_response({"id": ids[0]}, status=201)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -165,6 +166,8 @@ class NodeConfig:
                           ("node.ca_file", self.ca_file)):
             if path and not os.path.isfile(path):
                 raise ConfigError(f"{key}: no such file {path!r}")
+        if self.tls_cert and self.tls_key:
+            _check_tls(self.tls_cert, self.tls_key)
         for key, value in (("node.max_request_bytes", self.max_request_bytes),
                            ("node.max_request_messages", self.max_request_messages),
                            ("node.max_message_size", self.max_message_size),
@@ -274,6 +277,20 @@ def url_matches(pattern: str, url: str) -> bool:
     if rx.fullmatch(url):
         return True
     return "/" not in url.split("://", 1)[1] and rx.fullmatch(url + "/") is not None
+
+
+def _check_tls(cert: str, key: str) -> None:
+    """Load the certificate and key once, so a bad one is a config error naming the key, not a
+    traceback at start."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as e:
+        what = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
+        which = "node.tls_key" if "KEY" in str(what).upper() and "CERT" not in str(what).upper() else "node.tls_cert"
+        raise ConfigError(f"{which}: cannot load the certificate {cert!r} with the key {key!r}: {what}",
+                          hint="give a PEM certificate (chain) in node.tls_cert and its private key in "
+                               "node.tls_key") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["Gate", "effective_cap"]
+__all__ = ["Gate", "effective_cap", "Quiet", "quiet"]
 
 log = logging.getLogger("spoolq.node")
 
@@ -58,6 +58,52 @@ def _idle(handler: Any) -> bool:
     return not getattr(handler, "_request_in_progress", True) and not getattr(handler, "_messages", True)
 
 
+class Quiet:
+    """Log one line per kind of client misbehaviour, then at most one per ``every`` seconds
+    (with how many were not logged): a flood of bad clients must not flood the log."""
+
+    def __init__(self, every: float = LOG_EVERY, clock: Any = time.monotonic) -> None:
+        self.every = every
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def note(self, kind: str, text: str) -> None:
+        now = self._clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.every:
+            self._unlogged[kind] = self._unlogged.get(kind, 0) + 1
+            return
+        n = self._unlogged.pop(kind, 0)
+        more = f" ({n} more since the last report)" if n else ""
+        log.warning("%s%s", text, more)
+        self._last[kind] = now
+
+
+quiet = Quiet()
+
+_CODES = {400: "bad_request", 413: "too_large", 431: "headers_too_large"}
+
+
+class _Handler(web.RequestHandler):
+    """aiohttp's handler, answering its own errors (a malformed request, a header too long) in the
+    documented JSON shape, with one rate-limited log line instead of a traceback per request."""
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        reason = str(message or exc or "")[:200]
+        quiet.note(f"http-{status}", f"refused a malformed HTTP request ({status}): {reason}")
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started, cannot send another with the error")
+        body = {"error": _CODES.get(status, "bad_request"), "message": f"malformed HTTP request: {reason}",
+                "hint": "send a well-formed HTTP/1.1 request (headers at most 8 KiB)"}
+        resp = web.json_response(body, status=status)
+        resp.force_close()
+        return resp
+
+
 class Gate:
     """A protocol factory for ``loop.create_server`` in front of ``server`` (aiohttp's)."""
 
@@ -88,7 +134,8 @@ class Gate:
             victim.force_close()
             self.evicted += 1
             self._note("closing the longest-idle connections to admit new ones")
-        handler = self.server()
+        server: Any = self.server  # aiohttp's Server keeps its loop and handler options privately
+        handler = _Handler(self.server, loop=server._loop, **server._kwargs)
         self._opening.append((handler, self._clock()))
         return handler
 
