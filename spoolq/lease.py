@@ -9,16 +9,90 @@ with the :class:`Finisher` methods) does the work.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import os
+import re
+from pathlib import Path
 from typing import Protocol
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, LeaseLost, SpoolUnavailable
 from .message import MAX_PRIORITY, Message, _ms_of, decode_headers, id_text_from_bytes
 
-__all__ = ["Lease", "Finisher"]
+__all__ = ["Lease", "Finisher", "load_secret"]
+
+SECRET_FILE = "lease.key"
+SECRET_BYTES = 32
+MAC_BYTES = 16
+
+# channel.priority.idhex.attempts.mac: ASCII digits only (no int() leniency for "+1", " 1", "0_1" or
+# other scripts' digits), a 32-digit lowercase hex id, and a 22-character base64url HMAC tag.
+_HANDLE = re.compile(r"([1-9][0-9]{0,18})\.([0-9]{1,10})\.([0-9a-f]{32})\.([1-9][0-9]{0,18})\.([A-Za-z0-9_-]{22})")
+
+
+def load_secret(directory: Path, sync_dir: bool = True) -> bytes:
+    """The node's lease-handle secret: ``<directory>/lease.key``, 32 random bytes, created once.
+
+    Created atomically (written to a private temp file, fsynced, then hard-linked into place, which
+    fails if another process got there first), mode 0600; every process of the spool reads the same one.
+
+    Raises:
+        SpoolUnavailable: the file cannot be read or created, or does not hold 32 bytes.
+    """
+    path = directory / SECRET_FILE
+    hint = f"check the permissions of {directory}; delete {path} only if no lease handles are outstanding"
+    for _ in range(3):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise SpoolUnavailable(f"cannot read the lease secret {path}: {e}", hint=hint) from e
+        else:
+            if len(data) != SECRET_BYTES:
+                raise SpoolUnavailable(f"the lease secret {path} holds {len(data)} bytes, not {SECRET_BYTES}",
+                                       hint=hint)
+            return data
+        tmp = directory / f".{SECRET_FILE}.{os.getpid()}.{os.urandom(4).hex()}"
+        secret = os.urandom(SECRET_BYTES)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, secret)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                continue  # another process created it first: read theirs
+            finally:
+                os.unlink(tmp)
+        except OSError as e:
+            raise SpoolUnavailable(f"cannot create the lease secret {path}: {e}", hint=hint) from e
+        if sync_dir:
+            try:
+                dfd = os.open(directory, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            except OSError:
+                pass
+        return secret
+    raise SpoolUnavailable(f"cannot settle the lease secret {path}", hint=hint)
+
+
+def _tag(secret: bytes, text: str) -> str:
+    mac = hmac.new(secret, text.encode("ascii"), hashlib.sha256).digest()[:MAC_BYTES]
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
 
 class Finisher(Protocol):
     """What a lease needs of its spool."""
+
+    lease_secret: bytes
 
     def ack_lease(self, lease: Lease) -> None: ...
     def nack_lease(self, lease: Lease, delay: float | None, priority: int | None) -> bool: ...
@@ -102,8 +176,13 @@ class Lease:
 
     @property
     def handle(self) -> str:
-        """An opaque string that identifies this lease (see :meth:`from_handle`)."""
-        return f"{self._ch}.{self.priority}.{self._idb.hex()}.{self.attempts}"
+        """An opaque string that identifies this lease (see :meth:`from_handle`).
+
+        The lease key, then an HMAC-SHA-256 tag (16 bytes, base64url) of it under the spool's
+        secret, so a handle cannot be guessed from another one or from message ids.
+        """
+        text = f"{self._ch}.{self.priority}.{self._idb.hex()}.{self.attempts}"
+        return f"{text}.{_tag(self._spool.lease_secret, text)}"
 
     @classmethod
     def from_handle(cls, spool: Finisher, handle: str) -> Lease:
@@ -113,16 +192,20 @@ class Lease:
 
         Raises:
             InvalidArgument: the handle is malformed.
+            LeaseLost: the handle is well formed but its tag is not this spool's (forged or altered).
         """
-        try:
-            ch_s, pri_s, id_hex, att_s = handle.split(".")
-            ch, pri, att = int(ch_s), int(pri_s), int(att_s)
-            idb = bytes.fromhex(id_hex)
-            if len(idb) != 16 or not 1 <= ch < 1 << 63 or not 1 <= att < 1 << 63 or not 0 <= pri <= MAX_PRIORITY:
-                raise ValueError
-        except ValueError:
-            raise InvalidArgument(f"malformed lease handle {handle[:80]!r}",
-                                  hint="pass the 'lease' value the lease call returned") from None
+        m = _HANDLE.fullmatch(handle) if isinstance(handle, str) else None
+        ch = pri = att = 0
+        if m is not None:
+            ch, pri, att = int(m[1]), int(m[2]), int(m[4])
+        if m is None or not ch < 1 << 63 or not att < 1 << 63 or not pri <= MAX_PRIORITY:
+            raise InvalidArgument(f"malformed lease handle {str(handle)[:80]!r}",
+                                  hint="pass the 'lease' value the lease call returned")
+        text = handle[:m.start(5) - 1]
+        if not hmac.compare_digest(_tag(spool.lease_secret, text), m[5]):
+            raise LeaseLost(f"lease handle {handle[:80]!r} was not given out by this node",
+                            hint="pass the 'lease' value the lease call returned, unchanged")
+        idb = bytes.fromhex(m[3])
         return cls(spool, ch, spool.channel_name(ch), pri, idb, att, 0, b"", None, None, None, None, 0)
 
     @property

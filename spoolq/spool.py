@@ -24,7 +24,7 @@ from . import _bell
 from .codec import BATCH_BYTES, BATCH_MESSAGES
 from .consumer import Worker
 from .errors import InvalidArgument, InvalidType, MessageTooLarge, SpoolqError
-from .lease import Lease
+from .lease import Lease, load_secret
 from .message import (
     DEFAULT_PRIORITY,
     MAX_PRIORITY,
@@ -127,6 +127,11 @@ class Spool:
         self.db_path = self.path / "spool.db"
         self._db = Database(self.path, durability, busy_timeout)
         self.node_id: str = self._db.node_id
+        try:
+            self.lease_secret: bytes = load_secret(self.path)  # signs lease handles (Lease.handle)
+        except BaseException:
+            self._db.close()
+            raise
         self.bells = _bell.Bells(self.path / "bells")
         self._names = Names(self._db, self.node_id, max_attempts)
         self._commit = GroupCommit(self._db, self.bells, self._clock, retention_ms)
@@ -522,6 +527,22 @@ class Spool:
         for x in leases:
             self._check_owner(x)
         self._inbox.ack_many(leases)
+
+    def release(self, leases: Sequence[Lease]) -> int:
+        """Give leases back unprocessed, as if they had not been taken: the messages are ready at
+        once and these deliveries do not count as attempts (nor toward ``max_attempts``).
+
+        For leases taken on behalf of a consumer that is gone before it saw them (the node uses it
+        for an HTTP long poll whose client disconnected). A consumer that saw a message should
+        ``nack`` it instead. Leases no longer held are skipped.
+
+        Returns:
+            How many leases were given back.
+        """
+        leases = list(leases)
+        for x in leases:
+            self._check_owner(x)
+        return self._inbox.release(leases) if leases else 0
 
     # the finishers a Lease calls (see lease.Finisher)
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -61,7 +62,8 @@ class NodeProc(ServerProc):
     """A `spoolq node` process. ``url`` is its real address (read from <spool>/node.json)."""
 
     def __init__(self, spool_dir: Path, *, config: str | None = None, listen: str = "127.0.0.1:0",
-                 extra: list[str] | None = None, env: dict[str, str] | None = None, wait: bool = True) -> None:
+                 extra: list[str] | None = None, env: dict[str, str] | None = None, wait: bool = True,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.spool_dir.parent / f"{self.spool_dir.name}.node.log"
@@ -74,7 +76,8 @@ class NodeProc(ServerProc):
         full_env = python_env()
         full_env.update(env or {})
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=preexec_fn)
         self.url = ""
         if wait:
             self.wait_ready()

@@ -328,13 +328,19 @@ def test_lease_expiry_and_batch_acks_all_or_nothing(api: Client, disk: Spool) ->
         assert (r.status, r.error) == (400, "invalid_argument"), (bad, r)
 
 
+_TAG = "." + "A" * 22  # a well-formed (but wrong) HMAC tag
+
+
 @pytest.mark.parametrize("handle", [
-    "garbage", "1.2.3", "1.2.3.4.5", "x.1024.00000000000000000000000000000000.1",
-    "1.1024.abcd.1", "1.1024.0000000000000000000000000000000g.1", "1.-1.00000000000000000000000000000000.1",
-    "1.1024.00000000000000000000000000000000.0", "0.1024.00000000000000000000000000000000.1",
-    "1.4294967296.00000000000000000000000000000000.1",
-    # numbers too large for SQLite (Lease.from_handle does not bound them: these fail with 500)
-    f"{2**64}.1024.00000000000000000000000000000000.1", f"1.1024.00000000000000000000000000000000.{2**64}",
+    "garbage", "1.2.3", "1.2.3.4.5", "x.1024.00000000000000000000000000000000.1" + _TAG,
+    "1.1024.abcd.1" + _TAG, "1.1024.0000000000000000000000000000000g.1" + _TAG,
+    "1.-1.00000000000000000000000000000000.1" + _TAG,
+    "1.1024.00000000000000000000000000000000.0" + _TAG, "0.1024.00000000000000000000000000000000.1" + _TAG,
+    "1.4294967296.00000000000000000000000000000000.1" + _TAG,
+    "1.1024.00000000000000000000000000000000.1",  # the old format, without a tag
+    # numbers too large for SQLite
+    f"{2**64}.1024.00000000000000000000000000000000.1" + _TAG,
+    f"1.1024.00000000000000000000000000000000.{2**64}" + _TAG,
 ])
 def test_malformed_lease_handle_is_400(api: Client, handle: str) -> None:
     for op in ("ack", "nack", "touch"):
@@ -345,7 +351,7 @@ def test_malformed_lease_handle_is_400(api: Client, handle: str) -> None:
 
 
 def test_unknown_but_well_formed_lease_handle_is_lost(api: Client) -> None:
-    handle = f"999999.1024.{uuid.UUID(new_id()).hex}.1"
+    handle = f"999999.1024.{uuid.UUID(new_id()).hex}.1" + _TAG
     for op in ("ack", "nack", "touch"):
         r = api.post(f"/v1/leases/{handle}/{op}")
         assert (r.status, r.error) == (409, "lease_lost"), (op, r)

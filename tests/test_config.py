@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import trustme
 
 import spoolq.node.config
 from spoolq.errors import InvalidArgument
@@ -25,8 +26,10 @@ def write(tmp_path: Path, text: str, name: str = "spoolq.toml") -> Path:
 def test_full_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "dc3.token").write_text("  dc3-secret-token\n")
-    for name in ("cert.pem", "key.pem", "ca.pem"):
-        (tmp_path / name).write_text("-----BEGIN-----\n")
+    (tmp_path / "ca.pem").write_text("-----BEGIN-----\n")
+    cert = trustme.CA().issue_cert("127.0.0.1")  # the config loads the node's certificate and key
+    (tmp_path / "cert.pem").write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     p = write(tmp_path, f"""
         [node]
         spool = "{tmp_path / 'spool'}"

@@ -11,7 +11,8 @@ POST    /v1/acks                                     consume  ack many leases, a
 GET     /v1/stats                                    any      depths per channel and peer
 GET     /v1/dead, /v1/dead/{id}                      admin    list / show dead letters
 POST    /v1/dead/retry, /v1/dead/purge               admin    retry / purge dead letters (``dry_run``)
-GET     /healthz                                     none     liveness and peer health
+GET     /v1/peers                                    admin    peer health: URLs, failures, last errors
+GET     /healthz                                     none     liveness (peer details only without tokens)
 GET     /metrics                                     admin    Prometheus text format
 ======  ==========================================  =======  ============================================
 
@@ -31,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+import aiohttp
 from aiohttp import web
 
 from ..codec import ACCEPTED, DUPLICATE, REJECTED, Result, check_message, decode_batch, encode_reply
@@ -47,6 +49,8 @@ from ..errors import (
 )
 from ..lease import Lease
 from ..message import MAX_SECONDS, check_seconds
+from ..routing import failover_parts
+from .gate import quiet
 
 if TYPE_CHECKING:
     from ..spool import Spool
@@ -63,8 +67,10 @@ class Node(Protocol):
     stomp: Any  # spoolq.stomp.server.Server, when [stomp] is configured
 
     async def send(self, channel: str, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]: ...
-    async def lease_async(self, channel: str, n: int, visibility: float, wait: float) -> list[Lease]: ...
-    def health(self) -> dict[str, Any]: ...
+    async def lease_async(self, channel: str, n: int, visibility: float, wait: float,
+                          gone: Callable[[], bool] | None = None) -> list[Lease]: ...
+    async def release(self, leases: list[Lease]) -> None: ...
+    def health(self, detail: bool = True) -> dict[str, Any]: ...
 
 __all__ = ["build_app", "SCOPE"]
 
@@ -90,6 +96,12 @@ def _spoolq_error(e: SpoolqError) -> web.Response:
         return _error(413 if e.code == "too_large" else 400, e.code, e.message, e.hint)
     if isinstance(e, MessageTooLarge):
         return _error(413, "too_large", e.message, e.hint)
+    if isinstance(e, TooManyItems):
+        return _error(413, "too_large", e.message, e.hint)
+    if isinstance(e, UnsupportedEncoding):
+        return _error(415, "unsupported_encoding", e.message, e.hint)
+    if isinstance(e, BodyTimeout):
+        return _error(408, "timeout", e.message, e.hint, headers={"Connection": "close"})
     if isinstance(e, InvalidArgument):
         return _error(400, "invalid_argument", e.message, e.hint)
     if isinstance(e, NotFound):
@@ -127,6 +139,7 @@ def build_app(node: Node) -> web.Application:
     add("GET", "/v1/dead/{id}", get_dead_one, "dead_one", "admin")
     add("POST", "/v1/dead/retry", post_dead_retry, "dead_retry", "admin")
     add("POST", "/v1/dead/purge", post_dead_purge, "dead_purge", "admin")
+    add("GET", "/v1/peers", get_peers, "peers", "admin")
     add("GET", "/healthz", get_healthz, "healthz", None)
     add("GET", "/stomp", get_stomp_ws, "stomp", None)  # STOMP over WebSocket: CONNECT's passcode is the token
     add("GET", "/metrics", get_metrics, "metrics", "admin")
@@ -172,6 +185,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except SpoolqError as e:
         return _spoolq_error(e)
+    except ClientGone:
+        return _error(400, "client_gone", "the request body was cut off")
     except web.HTTPRequestEntityTooLarge as e:
         return _error(413, "too_large", f"request body over the limit: {e.text}", "send smaller batches")
     except web.HTTPNotFound:
@@ -199,12 +214,15 @@ def _auth(node: Node) -> Any:
             return _error(401, "unauthorized", "missing bearer token",
                           "send 'Authorization: Bearer <token>' with a token from the node's [tokens]",
                           headers={"WWW-Authenticate": "Bearer"})
-        given = presented.strip().encode()
+        try:
+            given = presented.strip().encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 (aiohttp keeps them as surrogates)
+            given = b""
         match = None
         for t in tokens:  # compare with every token, in constant time each
             if hmac.compare_digest(given, t.token.encode()):
                 match = t
-        if match is None:
+        if match is None or not given:
             return _error(401, "unauthorized", "unknown token", "check the token against the node's [tokens]",
                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         if scope != "any" and scope not in match.scopes:
@@ -227,7 +245,7 @@ async def post_batch(request: web.Request) -> web.Response:
         return _error(413, "too_large", f"batch of {request.content_length} bytes is over the limit of "
                       f"{cfg.max_batch_bytes}", "send smaller batches")
     try:
-        raw = await request.read()
+        raw = await _read(request, cfg.max_batch_bytes)
     except web.HTTPRequestEntityTooLarge:  # no Content-Length, and more than client_max_size came
         node.metrics.receive_batches.labels("too_large").inc()
         raise
@@ -270,14 +288,78 @@ async def post_batch(request: web.Request) -> web.Response:
 # -- the JSON API ------------------------------------------------------------------------------
 
 
+class BodyTimeout(InvalidArgument):
+    """The request body did not arrive within ``node.body_timeout``."""
+
+
+class ClientGone(Exception):
+    """The client disconnected mid-request: nothing to answer (logged once, rate-limited)."""
+
+
+class TooManyItems(InvalidArgument):
+    """More messages or lease handles in one request than ``node.max_request_messages``."""
+
+
+class UnsupportedEncoding(InvalidArgument):
+    """A compressed request body (refused: it could inflate far past the limits)."""
+
+
+async def _read(request: web.Request, limit: int | None = None) -> bytes:
+    """The request body, at most ``limit`` bytes (default ``node.max_request_bytes``), which must
+    arrive within ``node.body_timeout`` (a slow sender holds a connection and a buffer: 408).
+
+    Read in chunks with a running count, so an oversized body without Content-Length is cut off
+    at the limit, not buffered whole. Compressed bodies are refused (415): aiohttp would inflate
+    them before any limit applies."""
+    node: Node = request.app[NODE]
+    cfg = node.config
+    limit = cfg.max_request_bytes if limit is None else limit
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedEncoding(f"Content-Encoding {encoding[:40]!r} is not accepted",
+                                  hint="send the body uncompressed")
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        async with asyncio.timeout(cfg.body_timeout):
+            async for chunk in request.content.iter_any():
+                total += len(chunk)
+                if total > limit:
+                    raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=total)
+                chunks.append(chunk)
+    except (ConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
+        quiet.note("client-gone", f"a client left while sending its request body: {e}")
+        raise ClientGone() from None
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {node.config.body_timeout:g} seconds",
+                          hint="send the body at once; node.body_timeout sets the limit") from None
+    return b"".join(chunks)
+
+
 async def _json(request: web.Request) -> Any:
     if not request.can_read_body:
         return {}
+    raw = await _read(request)
     try:
-        return await request.json(loads=json.loads)
+        text = raw.decode(request.charset or "utf-8")
+        if len(raw) <= 1 << 16:
+            return json.loads(text)
+        return await asyncio.to_thread(json.loads, text)  # large bodies: off the event loop
+    except RecursionError:
+        raise InvalidArgument("request body is nested too deeply",
+                              hint="send a flat JSON object as the API describes") from None
     except (ValueError, UnicodeDecodeError, LookupError) as e:  # LookupError: an unknown charset
         raise InvalidArgument(f"request body is not valid JSON: {e}",
                               hint="send Content-Type: application/json with a JSON object") from None
+
+
+def _count(node: Node, n: int, what: str) -> None:
+    limit = node.config.max_request_messages
+    if n > limit:
+        raise TooManyItems(f"{what}: {n} items in one request, over the limit of {limit}",
+                           hint="split the request; node.max_request_messages sets the limit")
 
 
 def _body_of(item: dict[str, Any], where: str) -> bytes:
@@ -315,6 +397,20 @@ def _send_options(item: dict[str, Any], where: str) -> dict[str, Any]:
     return opts
 
 
+def _check_to(node: Node, to: Any, where: str) -> None:
+    """Over HTTP, ``to`` names a configured peer or a URL ``node.allow_urls`` allows: a client must
+    not make the node post to any address it likes (SSRF). Other types are left to the spool."""
+    targets = [to] if isinstance(to, str) else to if isinstance(to, list) else []
+    for t in targets:
+        if not isinstance(t, str):
+            continue
+        for part in failover_parts(t):
+            if not node.config.allows_to(part):
+                raise InvalidArgument(
+                    f"{where}: {part[:200]!r} is not a configured peer or a URL allowed by node.allow_urls",
+                    hint="name a peer from the node's [peers.NAME], or add a matching glob to node.allow_urls")
+
+
 async def post_messages(request: web.Request) -> web.Response:
     node: Node = request.app[NODE]
     channel = request.match_info["channel"]
@@ -327,6 +423,7 @@ async def post_messages(request: web.Request) -> web.Response:
             items = data["messages"]
             if not isinstance(items, list) or not items:
                 raise InvalidArgument("messages: must be a non-empty list")
+            _count(node, len(items), "messages")
             many = True
         elif isinstance(data, dict):
             items, many = [data], False
@@ -337,10 +434,13 @@ async def post_messages(request: web.Request) -> web.Response:
             where = f"messages[{i}]" if many else "message"
             if not isinstance(item, dict):
                 raise InvalidArgument(f"{where}: must be an object")
-            prepared.append((_body_of(item, where), _send_options(item, where)))
+            item_opts = _send_options(item, where)
+            if "to" in item_opts:
+                _check_to(node, item_opts["to"], f"{where}.to")
+            prepared.append((_body_of(item, where), item_opts))
         ids = await node.send(channel, prepared)
         return web.json_response({"ids": ids} if many else {"id": ids[0]}, status=201)
-    body = await request.read()
+    body = await _read(request)
     q = request.query
     opts: dict[str, Any] = {}
     for k in ("priority",):
@@ -361,8 +461,15 @@ async def post_messages(request: web.Request) -> web.Response:
     to = q.getall("to", [])
     if to:
         opts["to"] = to if len(to) > 1 else to[0]
+        _check_to(node, to, "to")
     headers = {k[len(HEADER_PREFIX):]: v for k, v in request.headers.items() if k.lower().startswith(HEADER_PREFIX)}
     if headers:
+        for k, v in headers.items():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidArgument(f"header Spoolq-Header-{k[:60]}: the value is not UTF-8 text",
+                                      hint="send header values as UTF-8 (or put bytes in the body)") from None
         opts["headers"] = {k.lower(): v for k, v in headers.items()}
     ids = await node.send(channel, [(body, opts)])
     return web.json_response({"id": ids[0]}, status=201)
@@ -427,8 +534,16 @@ async def post_leases(request: web.Request) -> web.Response:
     encoding = str(_param(request, data, "encoding", "auto"))
     if encoding not in ("auto", "base64"):
         raise InvalidArgument("encoding: must be 'auto' (text when it is UTF-8) or 'base64'")
-    leases = await node.lease_async(channel, n, visibility, wait)
+    leases = await node.lease_async(channel, n, visibility, wait, gone=lambda: _client_gone(request))
+    if leases and _client_gone(request):  # left while the last lease was taken: give them back
+        await node.release(leases)
+        leases = []
     return web.json_response({"leases": [_lease_json(x, encoding) for x in leases]})
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 async def post_ack(request: web.Request) -> web.Response:
@@ -465,6 +580,7 @@ async def post_acks(request: web.Request) -> web.Response:
     handles = data.get("leases") if isinstance(data, dict) else None
     if not isinstance(handles, list) or not all(isinstance(h, str) for h in handles):
         raise InvalidArgument("leases: must be a list of lease handles")
+    _count(node, len(handles), "leases")
     leases = [Lease.from_handle(node.spool, h) for h in handles]
     await asyncio.to_thread(node.spool.ack_many, leases)
     return web.Response(status=204)
@@ -546,8 +662,15 @@ async def post_dead_purge(request: web.Request) -> web.Response:
 
 
 async def get_healthz(request: web.Request) -> web.Response:
+    """Up or down. Peer URLs and their last errors (which quote what a peer answered) are only shown
+    here when the node has no tokens (loopback only); with tokens they need ``admin`` (/v1/peers)."""
     node: Node = request.app[NODE]
-    return web.json_response(node.health())
+    return web.json_response(node.health(detail=not node.config.tokens))
+
+
+async def get_peers(request: web.Request) -> web.Response:
+    node: Node = request.app[NODE]
+    return web.json_response({"peers": node.health()["peers"]})
 
 
 async def get_metrics(request: web.Request) -> web.Response:

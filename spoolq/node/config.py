@@ -12,6 +12,7 @@ Example ``spoolq.toml``::
     # beanstalk = "127.0.0.1:11300"    # also speak the beanstalkd protocol (loopback or unix:PATH)
     # [stomp]                           # also speak STOMP 1.2 (passcode = a token when [tokens] exist)
     # listen = "127.0.0.1:61613"        # tls_cert/tls_key for TLS; websocket = true: /stomp on node.listen
+    # allow_urls = ["https://dc*.example.com:7070/*"]  # URLs an HTTP client may name in to= (globs)
 
     [peers.dc2]                        # a peer this node forwards to
     url = "https://dc2.example.com:7070"
@@ -47,6 +48,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import ssl
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -138,6 +141,12 @@ class NodeConfig:
     log_json: bool = False
     beanstalk: str | None = None  # HOST:PORT or unix:PATH for the beanstalkd protocol front-end
     beanstalk_max_job_size: int = (1 << 16) - 1
+    keepalive_timeout: float = 15.0  # close a connection without a complete request this long
+    body_timeout: float = 60.0  # a request body must arrive within this
+    max_connections: int = 900  # open HTTP connections (lowered to fit the process's fd limit)
+    max_request_bytes: int = 8 << 20  # a JSON API request body (peer batches: max_batch_bytes)
+    max_request_messages: int = 1000  # messages, or lease handles, in one JSON API request
+    allow_urls: tuple[str, ...] = ()  # globs of URLs an HTTP client may name in to= (besides peers)
     peers: tuple[PeerConfig, ...] = ()
     routes: tuple[Route, ...] = ()
     tokens: tuple[TokenConfig, ...] = ()
@@ -150,6 +159,17 @@ class NodeConfig:
             if p.name == name:
                 return p
         return None
+
+    def allows_to(self, target: str) -> bool:
+        """May an HTTP client name ``target`` in ``to=``? A configured peer's name or URL, or a URL
+        matching one of ``allow_urls`` (a library caller of ``Spool.send`` is not asked)."""
+        if not target.startswith(("http://", "https://")):
+            return self.peer(target) is not None
+        url = target.rstrip("/")
+        if any(p.url == url for p in self.peers):
+            return True
+        # the forwarder posts to the URL without its trailing slashes
+        return any(url_matches(pattern, target) or url_matches(pattern, url) for pattern in self.allow_urls)
 
     def with_overrides(self, **changes: Any) -> NodeConfig:
         """A copy with the given fields replaced (``None`` values are ignored)."""
@@ -184,6 +204,13 @@ class NodeConfig:
                 raise ConfigError("stomp.tls_cert and stomp.tls_key: give both or neither")
             if not isinstance(self.stomp.websocket, bool):
                 raise ConfigError("stomp.websocket: must be true or false")
+        if not isinstance(self.allow_urls, tuple):
+            raise ConfigError("node.allow_urls: must be a list of URL globs such as 'https://dc*.example.com:7070/*'")
+        for i, pattern in enumerate(self.allow_urls):
+            reason = _bad_url_glob(pattern)
+            if reason:
+                raise ConfigError(f"node.allow_urls[{i}]: {reason}, not {pattern!r}",
+                                  hint="e.g. allow_urls = [\"https://dc*.example.com:7070/*\"]")
         if type(self.beanstalk_max_job_size) is not int or not 0 < self.beanstalk_max_job_size <= 1 << 30:
             raise ConfigError("node.beanstalk_max_job_size: must be 1 to 1073741824 bytes")
         if self.durability not in ("full", "normal"):
@@ -194,12 +221,19 @@ class NodeConfig:
                           ("node.ca_file", self.ca_file)):
             if path and not os.path.isfile(path):
                 raise ConfigError(f"{key}: no such file {path!r}")
-        for key, value in (("node.max_message_size", self.max_message_size),
+        if self.tls_cert and self.tls_key:
+            _check_tls(self.tls_cert, self.tls_key)
+        for key, value in (("node.max_request_bytes", self.max_request_bytes),
+                           ("node.max_request_messages", self.max_request_messages),
+                           ("node.max_message_size", self.max_message_size),
                            ("node.max_batch_bytes", self.max_batch_bytes),
                            ("node.max_batch_messages", self.max_batch_messages)):
             if type(value) is not int or value < 1:
                 raise ConfigError(f"{key}: must be a positive integer, not {value!r}")
-        for key, num in (("node.sweep_interval", self.sweep_interval), ("node.scan_interval", self.scan_interval),
+        if type(self.max_connections) is not int or self.max_connections < 1:
+            raise ConfigError(f"node.max_connections: must be a positive integer, not {self.max_connections!r}")
+        for key, num in (("node.keepalive_timeout", self.keepalive_timeout), ("node.body_timeout", self.body_timeout),
+                         ("node.sweep_interval", self.sweep_interval), ("node.scan_interval", self.scan_interval),
                          ("node.backoff_base", self.backoff_base), ("node.backoff_cap", self.backoff_cap)):
             if isinstance(num, bool) or not isinstance(num, (int, float)) or num <= 0:
                 raise ConfigError(f"{key}: must be a positive number of seconds, not {num!r}")
@@ -310,6 +344,59 @@ def _check_options(key: str, url: str, options: dict[str, Any], allowed: dict[st
                 raise ConfigError(f"{key}.{k}: must be a positive integer, not {v!r}")
         elif not isinstance(v, str) or not v:
             raise ConfigError(f"{key}.{k}: must be a non-empty string, not {v!r}")
+
+
+# A URL an HTTP client names must not smuggle anything past a glob: no user info, query, fragment,
+# backslash or space. In a glob, ``*`` in the host or port matches within one label (no ``.``, ``/``
+# or ``:``, so ``dc*.example.com`` cannot match ``dc1.evil.com/x.example.com``); in the path it
+# matches anything.
+_URL_FORBIDDEN = re.compile(r"[@?#\\\s]")
+
+
+def _bad_url_glob(pattern: object) -> str | None:
+    if not isinstance(pattern, str):
+        return "must be a string"
+    if not pattern.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    if _URL_FORBIDDEN.search(pattern):
+        return "must not hold '@', '?', '#', '\\' or spaces"
+    if not pattern.split("://", 1)[1].split("/", 1)[0]:
+        return "needs a host"
+    return None
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    scheme, rest = pattern.split("://", 1)
+    authority, slash, path = rest.partition("/")
+    out = re.escape(scheme) + "://"
+    out += "".join("[^/:.]*" if c == "*" else re.escape(c) for c in authority)
+    if slash:
+        out += "/" + "".join(".*" if c == "*" else re.escape(c) for c in path)
+    return re.compile(out)
+
+
+def url_matches(pattern: str, url: str) -> bool:
+    """Does ``url`` match the ``allow_urls`` glob ``pattern``? (a URL without a path also as ``url/``)."""
+    if _URL_FORBIDDEN.search(url) or not url.startswith(("http://", "https://")):
+        return False
+    rx = _glob_regex(pattern)
+    if rx.fullmatch(url):
+        return True
+    return "/" not in url.split("://", 1)[1] and rx.fullmatch(url + "/") is not None
+
+
+def _check_tls(cert: str, key: str) -> None:
+    """Load the certificate and key once, so a bad one is a config error naming the key, not a
+    traceback at start."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as e:
+        what = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
+        which = "node.tls_key" if "KEY" in str(what).upper() and "CERT" not in str(what).upper() else "node.tls_cert"
+        raise ConfigError(f"{which}: cannot load the certificate {cert!r} with the key {key!r}: {what}",
+                          hint="give a PEM certificate (chain) in node.tls_cert and its private key in "
+                               "node.tls_key") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -461,6 +548,10 @@ def load_config(path: str | os.PathLike[str] | None, **overrides: Any) -> NodeCo
         if not isinstance(scopes, list):
             raise ConfigError(f"tokens.{name}.scopes: must be a list such as ['peer']")
         tokens.append(TokenConfig(name, secret, frozenset(str(s) for s in scopes)))
+    if "allow_urls" in node:
+        if not isinstance(node["allow_urls"], list):
+            raise ConfigError("node.allow_urls: must be a list of URL globs such as 'https://dc*.example.com:7070/*'")
+        node["allow_urls"] = tuple(node["allow_urls"])
     for key in ("spool", "tls_cert", "tls_key", "ca_file"):
         if key in node:
             node[key] = _relative(node[key], base)

@@ -16,10 +16,12 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import signal
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -35,6 +37,7 @@ from ..spool import Spool
 from .api import build_app
 from .config import NodeConfig, PeerConfig, load_config, parse_listen
 from .forwarder import PeerLink, Sink, Target
+from .gate import BACKLOG, Gate, effective_cap
 from .metrics import Metrics
 
 __all__ = ["Node", "run_node", "setup_logging"]
@@ -99,6 +102,8 @@ class Node:
         self._lock_fd: int | None = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self.gate: Gate | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._link_tasks: dict[str, asyncio.Task[None]] = {}
         self._sinks: dict[tuple[str, str], Sink] = {}  # bridge peers: (name, _sink_key) -> sink
@@ -153,13 +158,20 @@ class Node:
                 connector=aiohttp.TCPConnector(limit=0, limit_per_host=16),
                 headers={"User-Agent": f"spoolq/{__version__}"},
             )
-            self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+            self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False,
+                                         keepalive_timeout=self.config.keepalive_timeout)
             await self._runner.setup()
             tls = self._server_ssl()
-            site = web.TCPSite(self._runner, host, port, ssl_context=tls, reuse_address=True)
-            await site.start()
-            server = site._server
-            sock = server.sockets[0] if server is not None and server.sockets else None  # type: ignore[attr-defined]
+            assert self._runner.server is not None
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            cap = effective_cap(self.config.max_connections, None if soft == resource.RLIM_INFINITY else soft)
+            if cap < self.config.max_connections:
+                log.info("at most %d connections (node.max_connections is %d, the fd limit is %d)",
+                         cap, self.config.max_connections, soft)
+            self.gate = Gate(self._runner.server, cap)
+            self._listener = await asyncio.get_running_loop().create_server(
+                self.gate, host, port, ssl=tls, reuse_address=True, backlog=BACKLOG)
+            sock = self._listener.sockets[0] if self._listener.sockets else None
             bound = sock.getsockname() if sock is not None else (host, port)
             shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             self.url = f"{'https' if tls else 'http'}://{shown}:{bound[1]}"
@@ -228,10 +240,8 @@ class Node:
         if self._stopping:
             return
         self._stopping = True
-        if self._runner is not None:
-            with contextlib.suppress(Exception):
-                for site in list(self._runner.sites):
-                    await site.stop()  # stop taking new work
+        if self._listener is not None:
+            self._listener.close()  # stop taking new work
         if self.beanstalk is not None:
             with contextlib.suppress(Exception):
                 await self.beanstalk.close()
@@ -409,8 +419,14 @@ class Node:
 
     # -- consuming over HTTP ---------------------------------------------------------------
 
-    async def lease_async(self, channel: str, n: int, visibility: float, wait: float) -> list[Lease]:
-        """Lease without holding a thread while waiting: sleeps on the channel's bell."""
+    async def lease_async(self, channel: str, n: int, visibility: float, wait: float,
+                          gone: Callable[[], bool] | None = None) -> list[Lease]:
+        """Lease without holding a thread while waiting: sleeps on the channel's bell.
+
+        ``gone()`` says the client left: then nothing is leased, and leases just taken are given
+        back uncounted (``Spool.release``), so a message is not hidden from everyone for the
+        visibility nor spends an attempt on nobody.
+        """
         bell = channel_bell(channel)
         ev = self.bells.subscribe(bell)
         loop = asyncio.get_running_loop()
@@ -418,7 +434,12 @@ class Node:
         try:
             while True:
                 ev.clear()
+                if gone is not None and gone():
+                    return []
                 leases = await asyncio.to_thread(self.spool.lease_many, channel, n, visibility=visibility)
+                if leases and gone is not None and gone():
+                    await self.release(leases)
+                    return []
                 remaining = deadline - loop.time()
                 if leases or remaining <= 0 or self._stopping:
                     return leases
@@ -428,23 +449,39 @@ class Node:
         finally:
             self.bells.unsubscribe(bell, ev)
 
-    def health(self) -> dict[str, Any]:
+    async def release(self, leases: list[Lease]) -> None:
+        """Give back leases whose client is gone (see ``lease_async``)."""
+        try:
+            n = await asyncio.to_thread(self.spool.release, leases)
+        except SpoolqError as e:  # they come back when their visibility runs out
+            log.warning("cannot give back %d leases of a client that left: %s", len(leases), e)
+            return
+        self.metrics.leases_released.inc(n)
+
+    def health(self, detail: bool = True) -> dict[str, Any]:
+        """Liveness; with ``detail``, each peer's URL, failures, backoff and last error (which may
+        quote a peer's reply: only for admins, or on a node without tokens)."""
+        from ..bridges import redact
+
         now = time.monotonic()
         peers = {}
+        up = down = 0
         for link in self.links.values():
             for t in link.targets:
+                up, down = (up + 1, down) if t.failures == 0 else (up, down + 1)
                 peers[t.name] = {
-                    "url": t.url, "up": t.failures == 0, "failures": t.failures,
+                    "url": redact(t.url), "up": t.failures == 0, "failures": t.failures,
                     "backoff_seconds": round(max(0.0, t.retry_at - now), 3),
                     "last_error": t.last_error, "forwarded": link.forwarded,
                 }
-        from ..bridges import redact
-
         sources = {name: {"url": redact(src.cfg.url), "channel": src.cfg.channel, "up": src.failures == 0,
                           "failures": src.failures, "last_error": src.last_error, "stored": src.stored}
                    for name, src in self.sources.items()}
-        return {"status": "ok", "node_id": self.spool.node_id, "version": __version__, "url": self.url,
-                "uptime_seconds": round(time.time() - self.started_at, 3), "peers": peers, "sources": sources}
+        out: dict[str, Any] = {"status": "ok", "uptime_seconds": round(time.time() - self.started_at, 3)}
+        if not detail:
+            return {**out, "peers_up": up, "peers_down": down}
+        return {**out, "node_id": self.spool.node_id, "version": __version__, "url": self.url, "peers": peers,
+                "sources": sources}
 
 
 def _sink_key(peer: PeerConfig) -> str:

@@ -117,6 +117,8 @@ class Metrics:
                                 ["route", "method", "status"], registry=r)
         self.request_seconds = Histogram("spoolq_http_request_seconds", "HTTP request latency by route",
                                          ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.leases_released = Counter("spoolq_leases_released",
+                                       "Leases given back uncounted because their HTTP client left", registry=r)
         self._collector: _SpoolCollector | None = None
 
     def watch(self, spool: Spool, links: Callable[[], list[LinkState]]) -> None:

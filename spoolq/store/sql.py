@@ -104,6 +104,11 @@ ACK: Final = "DELETE FROM inbox WHERE channel=? AND priority=? AND id=? AND atte
 LEASE_STATE: Final = "SELECT attempts, lease_until FROM inbox WHERE channel=? AND priority=? AND id=?"
 TOUCH: Final = "UPDATE inbox SET lease_until=? WHERE channel=? AND priority=? AND id=? AND attempts=? AND lease_until>?"
 RELEASE: Final = "UPDATE inbox SET lease_until=0 WHERE channel=? AND priority=? AND id=?"
+# give a lease back as if it never happened (its consumer is gone): ready, and not an attempt
+RELEASE_UNCOUNTED: Final = (
+    "UPDATE inbox SET lease_until=0, attempts=attempts-1 "
+    "WHERE channel=? AND priority=? AND id=? AND attempts=? AND lease_until>0"
+)
 REKEY_READY: Final = (
     "INSERT OR REPLACE INTO inbox(channel, priority, id, lease_until, attempts, job, body, headers, "
     "expires, origin, deliver_at) SELECT channel, ?, id, 0, attempts, job, body, headers, expires, "
