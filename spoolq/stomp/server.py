@@ -569,7 +569,7 @@ class Session:
                 if not leases:
                     continue
                 if self.closed or sub.id not in self.subs:
-                    await asyncio.to_thread(_give_back, leases)
+                    await asyncio.to_thread(_never_sent, server.spool, leases)
                     return
                 for i, lease in enumerate(leases):
                     try:
@@ -578,7 +578,7 @@ class Session:
                     except BaseException:
                         rest = [x for x in leases[i:] if all(p.lease is not x for p in sub.pending.values())]
                         if rest:
-                            await asyncio.to_thread(_give_back, rest)
+                            await asyncio.to_thread(_never_sent, server.spool, rest)
                         raise
                 if sub.ack == "auto":
                     await asyncio.to_thread(server.spool.ack_many, leases)
@@ -664,12 +664,18 @@ class Session:
 
 
 def _give_back(leases: list[Lease]) -> None:
-    """A disconnecting client's unacked messages: ready again at once.
+    """Messages a client saw and did not ack (it disconnected or unsubscribed): ready again at once.
 
-    The attempt stays counted: the spool has no public call to undo it (see report)."""
+    The delivery counts as an attempt (as RabbitMQ marks them redelivered), so a message that makes
+    every consumer crash ends in dead letters after ``max_attempts``."""
     for lease in leases:
         with contextlib.suppress(LeaseError):
             lease.nack(0)
+
+
+def _never_sent(spool: Spool, leases: list[Lease]) -> None:
+    """Leases taken for a subscription that was gone before they were sent: back, uncounted."""
+    spool.release(leases)
 
 
 def _ack_all(spool: Spool, leases: list[Lease]) -> None:
