@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from spoolq import Spool
 
-from .conftest import PYTHON, python_env
+from .conftest import PYTHON, python_env, wait_for
 
 
 def cli(*args: str, input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -119,3 +120,30 @@ def test_two_node_demo_delivers_everything_exactly_once() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     out = " ".join(r.stdout.split())  # rich wraps lines
     assert "Node B is down" in out and "all 1000 messages arrived exactly once" in out
+
+
+def test_outbox_status_per_peer(tmp_path: Path) -> None:
+    import json
+
+    from .nodes import NodeProc
+
+    d = tmp_path / "a"
+    with Spool(d) as s:
+        s.send_many([b"1", b"2", b"3"], "orders", to="dc2")
+    r = subprocess.run([PYTHON, "-m", "spoolq", "outbox", "--json", "--spool", str(d)], env=python_env(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["node_running"] is False and data["peers"]["dc2"]["waiting"] == 3
+    config = '[peers.dc2]\nurl = "http://127.0.0.1:9"\n'  # nothing listens there: the node backs off
+    with NodeProc(d, config=config) as node:
+        assert node.url
+        def status() -> dict[str, Any]:
+            r = subprocess.run([PYTHON, "-m", "spoolq", "outbox", "--json", "--spool", str(d)], env=python_env(),
+                               capture_output=True, text=True, timeout=60)
+            return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+        data = wait_for(lambda: (x := status())["peers"]["dc2"].get("up") is False and x, timeout=30)
+        assert data["node_running"] is True  # type: ignore[index]
+        dc2 = data["peers"]["dc2"]  # type: ignore[index]
+        assert dc2["waiting"] == 3 and dc2["failures"] >= 1 and "dc2" in dc2["last_error"]

@@ -252,5 +252,6 @@ def test_listen_notify_wakes_the_relay(pgdb: str, real_spool: Spool) -> None:
 
 
 def test_cli_outbox_group_help() -> None:
-    r = subprocess.run([PYTHON, "-m", "spoolq", "outbox"], env=python_env(), capture_output=True, text=True)
+    r = subprocess.run([PYTHON, "-m", "spoolq", "outbox", "--help"], env=python_env(), capture_output=True,
+                       text=True)
     assert r.returncode == 0 and "relay" in r.stdout
