@@ -3,7 +3,7 @@
 Each test failed on the code before its fix: forgeable lease handles (item 2), SSRF through ``to=``
 and peer details on the unauthenticated /healthz (item 1), a long poll whose client left taking a
 lease (item 4), idle and slow connections (item 5), JSON API limits of their own (item 7), clear
-errors and quiet logs (item 10).
+errors and quiet logs (item 10), forwarding that resumed late after a peer came back (item 9).
 Real `spoolq node` subprocesses on loopback; the spool on disk is opened by this process to check
 what changed.
 """
@@ -29,7 +29,7 @@ from spoolq.lease import Lease
 from spoolq.node.config import ConfigError, load_config, url_matches
 
 from .conftest import wait_for
-from .nodes import NodeProc
+from .nodes import NodeProc, free_port
 from .test_api import OCTETS, Client, depth
 
 # -- item 2: lease handles carry an HMAC under a per-spool secret -----------------------------
@@ -427,3 +427,45 @@ def test_a_bad_tls_certificate_is_a_config_error_naming_the_key(tmp_path: Path) 
     with pytest.raises(ConfigError) as e:
         load_config(f)
     assert "node.tls_cert" in str(e.value) or "node.tls_key" in str(e.value), e.value
+
+
+# -- item 9: forwarding resumes soon after an unreachable peer comes back -----------------------
+
+
+def _wait_failures(a: Client, peer: str, n: int) -> None:
+    def failed() -> bool:
+        p = a.get("/v1/peers").json()["peers"].get(peer)
+        return bool(p and p["failures"] >= n)
+
+    wait_for(failed, timeout=15)
+
+
+def test_forwarding_resumes_soon_after_an_unreachable_peer_is_back(tmp_path: Path) -> None:
+    """A backoff of 10 to 20 s is not waited out: the node probes the peer about once a second."""
+    port = free_port()
+    cfg = f"[node]\nbackoff_base = 20\nbackoff_cap = 60\n[peers.b]\nurl = \"http://127.0.0.1:{port}\"\n"
+    with NodeProc(tmp_path / "a", config=cfg) as a_node:
+        a = Client(a_node.url)
+        a.send("back", {"body": "x", "to": "b"})
+        _wait_failures(a, "b", 1)
+        assert a.get("/v1/peers").json()["peers"]["b"]["backoff_seconds"] > 5
+        with NodeProc(tmp_path / "b", listen=f"127.0.0.1:{port}") as b_node:
+            b = Client(b_node.url)
+            start = time.monotonic()
+            wait_for(lambda: b.stats()["channels"].get("back", {}).get("ready") == 1, timeout=8)
+            assert time.monotonic() - start < 8
+
+
+def test_a_starting_node_says_hello_to_its_peers(tmp_path: Path) -> None:
+    """B forwards to A and backs off while A is down; A, starting, tells B, which resumes at once."""
+    port = free_port()
+    b_cfg = f"[node]\nbackoff_base = 20\nbackoff_cap = 60\n[peers.a]\nurl = \"http://127.0.0.1:{port}\"\n"
+    with NodeProc(tmp_path / "b", config=b_cfg) as b_node:
+        b = Client(b_node.url)
+        b.send("hello", {"body": "x", "to": "a"})
+        _wait_failures(b, "a", 1)
+        a_cfg = f"[peers.b]\nurl = \"{b_node.url}\"\n"
+        with NodeProc(tmp_path / "a", config=a_cfg, listen=f"127.0.0.1:{port}") as a_node:
+            a = Client(a_node.url)
+            wait_for(lambda: a.stats()["channels"].get("hello", {}).get("ready") == 1, timeout=8)
+        assert b'route="/v1/hello",status="204"' in b.get("/metrics").body  # A said hello

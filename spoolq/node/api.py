@@ -4,6 +4,7 @@ Routes (scope needed when the node has tokens):
 
 ======  ==========================================  =======  ============================================
 POST    /v1/batches                                  peer     a MessagePack batch from a peer (codec.py)
+POST    /v1/hello                                    peer     a peer started: retry forwarding to it now
 POST    /v1/channels/{channel}/messages              send     send one (raw body) or many (JSON)
 POST    /v1/channels/{channel}/leases                consume  lease up to ``max``, long-poll ``wait``
 POST    /v1/leases/{lease}/ack|nack|touch            consume  finish or extend a lease
@@ -71,6 +72,7 @@ class Node(Protocol):
                           gone: Callable[[], bool] | None = None) -> list[Lease]: ...
     async def release(self, leases: list[Lease]) -> None: ...
     def health(self, detail: bool = True) -> dict[str, Any]: ...
+    def peer_hello(self) -> None: ...
 
 __all__ = ["build_app", "SCOPE"]
 
@@ -128,6 +130,7 @@ def build_app(node: Node) -> web.Application:
         SCOPE[name] = scope
 
     add("POST", "/v1/batches", post_batch, "batches", "peer")
+    add("POST", "/v1/hello", post_hello, "hello", "peer")
     add("POST", "/v1/channels/{channel}/messages", post_messages, "send", "send")
     add("POST", "/v1/channels/{channel}/leases", post_leases, "lease", "consume")
     add("POST", "/v1/leases/{lease}/ack", post_ack, "ack", "consume")
@@ -283,6 +286,14 @@ async def post_batch(request: web.Request) -> web.Response:
     node.metrics.received(accepted, len(final) - accepted - rejected, rejected)
     node.metrics.receive_batches.labels("ok").inc()
     return web.Response(body=encode_reply(final), content_type="application/x-msgpack")
+
+
+async def post_hello(request: web.Request) -> web.Response:
+    """A peer that (re)started says so: forwarding to peers that gave no reply resumes at once."""
+    node: Node = request.app[NODE]
+    await _read(request, 4096)  # nothing in it is needed; read it so the connection can be reused
+    node.peer_hello()
+    return web.Response(status=204)
 
 
 # -- the JSON API ------------------------------------------------------------------------------

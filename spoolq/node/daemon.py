@@ -199,6 +199,7 @@ class Node:
             ]
             await self._sync_links()
             self._sync_sources()
+            self._tasks.append(asyncio.create_task(self._say_hello(), name="hello"))
         except BaseException:
             await self.stop()
             raise
@@ -379,6 +380,29 @@ class Node:
                               backoff_cap=self.config.backoff_cap)
             self.sources[name] = loop
             self._source_tasks[name] = asyncio.create_task(loop.run(), name=f"source-{name}")
+
+    async def _say_hello(self) -> None:
+        """Tell each configured peer this node is up (``POST /v1/hello``), so a peer that backs off
+        from us after an outage tries again at once. Best effort: errors are ignored."""
+        assert self._session is not None
+        session = self._session
+
+        async def hello(peer: PeerConfig) -> None:
+            headers = {"Authorization": f"Bearer {peer.token}"} if peer.token else {}
+            ctx = self._ssl_for(peer, peer.url)
+            with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
+                async with session.post(peer.url + "/v1/hello", json={"node_id": self.spool.node_id},
+                                        headers=headers, timeout=aiohttp.ClientTimeout(total=5),
+                                        ssl=ctx if ctx is not None else True) as resp:
+                    await resp.read()
+
+        await asyncio.gather(*(hello(p) for p in self.config.peers), return_exceptions=True)
+
+    def peer_hello(self) -> None:
+        """A peer says it is up: end the backoff of every target that gave no reply."""
+        for link in self.links.values():
+            for t in link.targets:
+                link.peer_is_up(t)
 
     async def _outbox_bell_loop(self) -> None:
         assert self._outbox_event is not None

@@ -32,6 +32,13 @@ spoolq peer; ``spoolq.bridges`` has sinks for RabbitMQ, NATS JetStream and
 Redis Streams. Everything above (cursor, batching, backoff, dead letters,
 metrics) is the same for every sink.
 
+A target that gave no reply at all (connection refused, reset, timed out) is
+*probed* while it backs off: a ``GET /healthz`` every 0.5 to 1 s (jittered);
+any HTTP answer ends its backoff, so forwarding resumes within about a second
+of the peer coming back. A peer that answers with errors is not probed: its
+backoff applies in full. A node that starts says so to its configured peers
+(``POST /v1/hello``), which ends their backoff towards it at once.
+
 ``step()`` does one round and returns; ``run()`` repeats it until stopped,
 waking on the outbox bell, on a finished batch, or after ``scan_interval``.
 """
@@ -74,6 +81,8 @@ __all__ = ["HttpSink", "PeerLink", "Sink", "Target"]
 log = logging.getLogger("spoolq.forwarder")
 
 ERROR_LOG_INTERVAL = 30.0
+PROBE_INTERVAL = 1.0  # an unreachable peer is probed every 0.5 to 1 s
+PROBE_TIMEOUT = 2.0
 
 
 class Sink(Protocol):
@@ -104,6 +113,7 @@ class Target:
     last_error_at: float | None = None  # Unix time
     last_ok_at: float | None = None
     sink: Sink | None = field(default=None, repr=False)
+    unreachable: bool = False  # the last attempt got no reply at all (refused, reset, timed out)
     _logged_at: float = field(default=0.0, repr=False)
     _suppressed: int = field(default=0, repr=False)
 
@@ -280,6 +290,35 @@ class PeerLink:
         target.failures = 0
         target.retry_at = 0.0
 
+    # -- probing a peer that does not answer ----------------------------------------
+
+    def probing(self, now: float) -> list[Target]:
+        """Targets that gave no reply at all and are waiting out their backoff: these are probed
+        every ``PROBE_INTERVAL`` (jittered) instead, so forwarding resumes soon after they are back.
+        Backoff still applies in full to a peer that answers with errors."""
+        return [t for t in self.targets if t.unreachable and t.backing_off(now)]
+
+    def probe_delay(self) -> float:
+        return PROBE_INTERVAL * (0.5 + self.rng.random() / 2)
+
+    async def probe(self, target: Target) -> bool:
+        """A cheap ``GET /healthz``: any HTTP answer means the peer is back (its backoff ends)."""
+        try:
+            async with self.session.get(target.url + "/healthz", timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT),
+                                        ssl=target.ssl if target.ssl is not None else True) as resp:
+                await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+        self.peer_is_up(target)
+        return True
+
+    def peer_is_up(self, target: Target) -> None:
+        """The peer answers again (a probe, or its hello): try it now."""
+        if target.unreachable:
+            target.unreachable = False
+            target.retry_at = 0.0
+            self.wake.set()
+
     # -- the loop -------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -298,10 +337,17 @@ class PeerLink:
             now = self.clock()
             if nxt is not None and nxt > now:
                 timeout = min(timeout, nxt - now)
+            probing = self.probing(now)
+            probe_at = now + self.probe_delay() if probing else None
+            if probe_at is not None:
+                timeout = min(timeout, probe_at - now)
             try:
                 await asyncio.wait_for(self.wake.wait(), max(0.001, timeout))
             except TimeoutError:
                 pass
+            if probe_at is not None and not self.wake.is_set() and not self._stopping:
+                for t in self.probing(self.clock()):
+                    await self.probe(t)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking batches; let in-flight ones finish for ``grace`` seconds, then abandon them.
@@ -346,8 +392,10 @@ class HttpSink:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            target.unreachable = not isinstance(e, aiohttp.ClientResponseError)
             raise PeerError(f"cannot reach {target.name} at {target.url}: {type(e).__name__}: {e}",
                             hint="is the peer's daemon running and reachable?") from e
+        target.unreachable = False
         if status == 200:
             try:
                 return list(decode_reply(body, expected=n).results)
