@@ -47,6 +47,13 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 DURATION = Duration()
 
 
+READ_ONLY = click.option(
+    "--read-only",
+    is_flag=True,
+    help="Open the spool for inspection only (e.g. on a read-only mount): nothing is created or written.",
+)
+
+
 def spool_options(f: F) -> F:
     f = click.option(
         "--durability",
@@ -65,8 +72,8 @@ def spool_options(f: F) -> F:
     return f
 
 
-def open_spool(spool_dir: str | None, durability: str = "full") -> Spool:
-    return Spool(spool_dir, durability=durability)  # type: ignore[arg-type]
+def open_spool(spool_dir: str | None, durability: str = "full", read_only: bool = False) -> Spool:
+    return Spool(spool_dir, durability=durability, read_only=read_only)  # type: ignore[arg-type]
 
 
 def fail(e: SpoolqError) -> None:
@@ -185,10 +192,11 @@ def lease(
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@READ_ONLY
 @spool_options
-def stats(as_json: bool, spool_dir: str | None, durability: str) -> None:
+def stats(as_json: bool, spool_dir: str | None, durability: str, read_only: bool) -> None:
     """Messages per channel (ready, delayed, leased, dead) and per peer outbox."""
-    with open_spool(spool_dir, durability) as spool:
+    with open_spool(spool_dir, durability, read_only) as spool:
         st = spool.stats()
         node = spool.node_id
         path = str(spool.path)
@@ -258,11 +266,12 @@ def _dead_row(d: DeadLetter) -> dict[str, Any]:
 @dead_filters
 @click.option("--limit", type=int, default=None, help="Show at most this many.")
 @click.option("--json", "as_json", is_flag=True)
+@READ_ONLY
 @spool_options
 def dead_ls(channel: str | None, reason: str | None, older_than: float | None, newer_than: float | None,
-            limit: int | None, as_json: bool, spool_dir: str | None, durability: str) -> None:
+            limit: int | None, as_json: bool, spool_dir: str | None, durability: str, read_only: bool) -> None:
     """List dead letters, oldest first."""
-    with open_spool(spool_dir, durability) as spool:
+    with open_spool(spool_dir, durability, read_only) as spool:
         rows = spool.dead_letters(channel=channel, reason=reason, older_than=older_than,
                                   newer_than=newer_than, limit=limit)
     if as_json:
@@ -280,10 +289,11 @@ def dead_ls(channel: str | None, reason: str | None, older_than: float | None, n
 
 @dead.command("show")
 @click.argument("message_id")
+@READ_ONLY
 @spool_options
-def dead_show(message_id: str, spool_dir: str | None, durability: str) -> None:
+def dead_show(message_id: str, spool_dir: str | None, durability: str, read_only: bool) -> None:
     """Show one dead letter, body included."""
-    with open_spool(spool_dir, durability) as spool:
+    with open_spool(spool_dir, durability, read_only) as spool:
         d = spool.dead_letter(message_id)
     rec = _dead_row(d)
     rec["headers"] = d.message.headers
@@ -475,14 +485,16 @@ def demo(local: bool, producers: int | None, messages: int | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--token", envvar="SPOOLQ_TOKEN", default=None,
               help="An admin token of the running node, for peer health [env: SPOOLQ_TOKEN].")
+@READ_ONLY
 @spool_options
 @click.pass_context
-def outbox(ctx: click.Context, as_json: bool, token: str | None, spool_dir: str | None, durability: str) -> None:
+def outbox(ctx: click.Context, as_json: bool, token: str | None, spool_dir: str | None, durability: str,
+           read_only: bool) -> None:
     """Per peer: messages waiting, in flight, dead, the oldest's age, and (from the running node) whether
     it is up, its failures, last error and next retry. Subcommand `relay`: the transactional outbox."""
     if ctx.invoked_subcommand is not None:
         return
-    with open_spool(spool_dir, durability) as spool:
+    with open_spool(spool_dir, durability, read_only) as spool:
         st = spool.stats()
         path = spool.path
     health = _node_peers(path, token)

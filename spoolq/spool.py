@@ -91,6 +91,9 @@ class Spool:
             channels without their own setting (default 20).
         seen_retention: seconds an accepted id is remembered for dedup.
         clock: returns the time in Unix seconds (tests pass a fake clock).
+        read_only: open an existing spool for inspection only (a read-only
+            mount, another user's spool): nothing is created or written, and
+            every call that would write raises ``SpoolUnavailable``.
 
     Raises:
         SpoolUnavailable: the directory or database cannot be created or written.
@@ -107,6 +110,7 @@ class Spool:
         seen_retention: float = DEFAULT_SEEN_RETENTION,
         clock: Callable[[], float] | None = None,
         busy_timeout: float = BUSY_TIMEOUT,
+        read_only: bool = False,
     ) -> None:
         if durability not in ("full", "normal"):
             raise InvalidArgument(
@@ -125,7 +129,7 @@ class Spool:
         self._clock = clock or time.time
         self.path = Path(path) if path is not None else default_spool_path()
         self.db_path = self.path / "spool.db"
-        self._db = Database(self.path, durability, busy_timeout)
+        self._db = Database(self.path, durability, busy_timeout, read_only=read_only)
         self.node_id: str = self._db.node_id
         try:
             self.lease_secret: bytes = load_secret(self.path)  # signs lease handles (Lease.handle)

@@ -168,3 +168,27 @@ def test_consumers_can_drain_a_full_disk(tmp_path: Path) -> None:
             s.ack_many(leases)
         assert got == ids
         s.close()
+
+
+def test_a_spool_on_a_read_only_mount_can_be_inspected(tmp_path: Path) -> None:
+    from .conftest import small_tmpfs
+
+    with small_tmpfs(tmp_path / "fs", "16m") as mnt:
+        with Spool(mnt / "s") as s:
+            s.send_many([b"a", b"b"], "c")
+            node = s.node_id
+        r = subprocess.run(["mount", "-o", "remount,ro", str(mnt)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip("cannot remount read-only here: " + r.stderr.decode(errors="replace"))
+        with pytest.raises(spoolq.SpoolUnavailable):
+            Spool(mnt / "s")  # a normal open needs to write
+        with Spool(mnt / "s", read_only=True) as ro:
+            assert ro.node_id == node
+            assert ro.stats().channels["c"].ready == 2
+            assert [m.body for m in ro.peek("c")] == [b"a", b"b"]
+            with pytest.raises(spoolq.SpoolUnavailable):
+                ro.send(b"x", "c")
+        r2 = subprocess.run([PYTHON, "-m", "spoolq", "stats", "--read-only", "--json", "--spool", str(mnt / "s")],
+                            env=python_env(), capture_output=True, text=True, timeout=60)
+        assert r2.returncode == 0, r2.stderr
+        assert '"ready": 2' in r2.stdout

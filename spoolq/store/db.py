@@ -182,16 +182,21 @@ class Database:
         busy_timeout: seconds to wait for another process's write lock.
     """
 
-    def __init__(self, path: Path, durability: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
+    def __init__(self, path: Path, durability: str, busy_timeout: float = BUSY_TIMEOUT, *,
+                 read_only: bool = False) -> None:
         self.path = path
         self.db_path = path / DB_NAME
         self.busy_timeout = busy_timeout
         self.closed = False
+        self.read_only = read_only
         self._conns: list[sqlite3.Connection] = []
         self.read_lock = threading.Lock()
         self.on_rollback: Callable[[], None] = lambda: None
         self._marks = _spool_marks(path, self.db_path)
         self._refuse_damaged()
+        if read_only:
+            self._open_read_only()
+            return
         self._open_dir()
         try:
             self._gate_fd = os.open(path / "write.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -211,6 +216,46 @@ class Database:
         self.sync_dir()
 
     # -- opening ------------------------------------------------------------------------------
+
+    def _open_read_only(self) -> None:
+        """For inspection (a read-only mount, another user's spool): nothing is created or written;
+        every write raises :class:`SpoolUnavailable`."""
+        if not self.db_path.is_file():
+            raise SpoolUnavailable(f"there is no spool at {self.path} (no {DB_NAME})",
+                                   hint="check the path; a read-only open never creates a spool")
+        try:
+            self._gate_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SpoolUnavailable(f"cannot open {self.path}: {e.strerror or e}") from e
+        try:
+            self.gate = WriteGate(self, self._gate_fd)
+            conn = None
+            for mode in ("mode=ro", "immutable=1"):  # immutable: a read-only mount cannot hold the -shm file
+                try:
+                    conn = sqlite3.connect(f"file:{self.db_path}?{mode}", uri=True, isolation_level=None,
+                                           check_same_thread=False, timeout=5)
+                    conn.execute(sql.USER_VERSION).fetchone()
+                    break
+                except sqlite3.Error:
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+            if conn is None:
+                raise SpoolUnavailable(f"cannot open {self.db_path} read-only", hint="check its permissions")
+            self._conns.append(conn)
+            self.create = self.move = self.read_conn = conn
+            version = conn.execute(sql.USER_VERSION).fetchone()[0]
+            if version > sql.SCHEMA_VERSION:
+                raise SpoolVersionError(
+                    f"the spool at {self.path} has schema version {version}, newer than this spoolq "
+                    f"understands ({sql.SCHEMA_VERSION})", hint="upgrade spoolq (pip install -U spoolq)")
+            if version == 0:
+                raise self._damaged() if self._marks else SpoolUnavailable(f"{self.db_path} holds no spool")
+            self.node_id = str(conn.execute(sql.NODE_ID).fetchone()[0])
+        except BaseException:
+            self._close_conns()
+            os.close(self._gate_fd)
+            raise
 
     def _damaged(self) -> SpoolCorrupt:
         return SpoolCorrupt(
@@ -446,6 +491,11 @@ class Database:
     # -- the reserve: room for consumers to drain a full disk ---------------------------------
 
     def ensure_reserve(self) -> None:
+        if self.read_only:
+            return
+        self._ensure_reserve()
+
+    def _ensure_reserve(self) -> None:
         """Keep ``RESERVE_BYTES`` of disk for moves and removals (acks, leases) when the disk fills up.
 
         Created only while there is plenty of room (eight times its size), so a
