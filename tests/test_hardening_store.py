@@ -192,3 +192,39 @@ def test_a_spool_on_a_read_only_mount_can_be_inspected(tmp_path: Path) -> None:
                             env=python_env(), capture_output=True, text=True, timeout=60)
         assert r2.returncode == 0, r2.stderr
         assert '"ready": 2' in r2.stdout
+
+
+def test_a_held_write_lock_does_not_stall_a_node_serving_beanstalkd(tmp_path: Path) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    from .nodes import NodeProc
+
+    d = tmp_path / "n"
+    node = NodeProc(d, extra=["--beanstalk", "127.0.0.1:0"])
+    try:
+        host, port = json.loads((d / "node.json").read_text())["beanstalk"].rsplit(":", 1)
+        lock = sqlite3.connect(d / "spool.db", isolation_level=None, timeout=30)
+        lock.execute("BEGIN IMMEDIATE")  # as another process would hold it
+        put_reply: list[bytes] = []
+
+        def put() -> None:
+            with socket.create_connection((host, int(port)), timeout=60) as s:
+                s.sendall(b"use brand-new\r\nput 0 0 60 2\r\nhi\r\n")
+                data = b""
+                while data.count(b"\r\n") < 2:
+                    data += s.recv(100)
+                put_reply.append(data)
+
+        t = threading.Thread(target=put)
+        t.start()
+        with urllib.request.urlopen(node.url + "/healthz", timeout=10) as r:  # answered while the put waits
+            assert r.status == 200
+        assert not put_reply and t.is_alive()
+        lock.execute("ROLLBACK")
+        lock.close()
+        t.join(60)
+        assert put_reply and b"INSERTED" in put_reply[0]
+    finally:
+        node.stop()

@@ -20,9 +20,10 @@ import resource
 import signal
 import ssl
 import sys
+import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -43,6 +44,7 @@ from .metrics import Metrics
 __all__ = ["Node", "run_node", "setup_logging"]
 
 log = logging.getLogger("spoolq.node")
+T = TypeVar("T")
 
 LOCK_FILE = "node.lock"
 INFO_FILE = "node.json"
@@ -76,6 +78,29 @@ def setup_logging(json_lines: bool = False, level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class _LoopThread:
+    """An event loop in a thread of its own, for a front-end that runs spool calls inline."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on this loop; await its result from another loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 # -- the node -----------------------------------------------------------------------------------
@@ -113,6 +138,7 @@ class Node:
         self._unknown_warned: set[str] = set()
         self._stopping = False
         self.beanstalk: Any = None
+        self._beanstalk_loop: _LoopThread | None = None
         self.beanstalk_addr: str | None = None
         self.stomp: Any = None  # spoolq.stomp.server.Server when [stomp] is configured
         self.stomp_addr: str | None = None
@@ -185,8 +211,17 @@ class Node:
                 else:
                     bhost, bport = parse_listen(addr, key="node.beanstalk")
                     bsock = bind(bhost, bport)
-                self.beanstalk = BeanstalkServer(self.spool, max_job_size=self.config.beanstalk_max_job_size)
-                await self.beanstalk.listen(bsock)
+                spool, size = self.spool, self.config.beanstalk_max_job_size
+
+                async def serve_beanstalk() -> Any:
+                    server = BeanstalkServer(spool, max_job_size=size)
+                    await server.listen(bsock)
+                    return server
+
+                # its quick spool calls run inline on its loop: a loop of its own keeps a held write lock
+                # from stalling HTTP, /healthz and forwarding
+                self._beanstalk_loop = _LoopThread("spoolq-beanstalk")
+                self.beanstalk = await self._beanstalk_loop.call(serve_beanstalk())
                 bname = bsock.getsockname()
                 self.beanstalk_addr = addr if addr.startswith("unix:") else f"{bname[0]}:{bname[1]}"
             if self.config.stomp is not None:
@@ -243,9 +278,12 @@ class Node:
         self._stopping = True
         if self._listener is not None:
             self._listener.close()  # stop taking new work
-        if self.beanstalk is not None:
+        if self.beanstalk is not None and self._beanstalk_loop is not None:
             with contextlib.suppress(Exception):
-                await self.beanstalk.close()
+                await self._beanstalk_loop.call(self.beanstalk.close())
+        if self._beanstalk_loop is not None:
+            await asyncio.to_thread(self._beanstalk_loop.stop)
+            self._beanstalk_loop = None
         if self.stomp is not None:
             with contextlib.suppress(Exception):
                 await self.stomp.close()
