@@ -228,3 +228,23 @@ def test_a_held_write_lock_does_not_stall_a_node_serving_beanstalkd(tmp_path: Pa
         assert put_reply and b"INSERTED" in put_reply[0]
     finally:
         node.stop()
+
+
+def test_waiting_on_an_unwritable_bells_directory_is_a_clear_error(tmp_path: Path) -> None:
+    from .conftest import small_tmpfs
+
+    with Spool(tmp_path / "s") as s:
+        s.send(b"a", "c")
+    shutil.rmtree(tmp_path / "s" / "bells")
+    # A read-only file system over bells/: unwritable even for root, which ignores permission bits.
+    with small_tmpfs(tmp_path / "s" / "bells", "1m") as bells:
+        r = subprocess.run(["mount", "-o", "remount,ro", str(bells)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip("cannot remount read-only here: " + r.stderr.decode(errors="replace"))
+        with Spool(tmp_path / "s") as s:
+            with pytest.raises(spoolq.SpoolUnavailable) as e:
+                s.lease("other", wait=0.2)
+            assert "bells" in (e.value.hint or "")
+            lease = s.lease("c", wait=0.2)  # a message that is there needs no wait: still served
+            assert lease is not None and lease.body == b"a"
+            lease.ack()
