@@ -64,6 +64,29 @@ def test_newer_schema_is_refused_untouched(spool_dir: Path) -> None:
     assert (spool_dir / "spool.db").read_bytes()[:100] == before[:100]
 
 
+def test_a_version_1_spool_is_upgraded_in_place_keeping_its_messages(spool_dir: Path) -> None:
+    s = Spool(spool_dir)
+    node = s.node_id
+    s.send(b"kept", "jobs")
+    s.close()
+    c = sqlite3.connect(spool_dir / "spool.db")  # make it what spoolq 0.1 wrote: no v2 tables
+    for table in ("held", "audit", "events"):
+        c.execute(f"DROP TABLE {table}")
+    c.execute("PRAGMA user_version=1")
+    c.commit()
+    c.close()
+    s = Spool(spool_dir)
+    assert s.node_id == node
+    lease = s.lease("jobs")
+    assert lease is not None and lease.body == b"kept"
+    s.close()
+    c = sqlite3.connect(spool_dir / "spool.db")
+    assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"held", "audit", "events"} <= tables
+    c.close()
+
+
 def test_foreign_sqlite_database_is_refused(spool_dir: Path) -> None:
     spool_dir.mkdir()
     c = sqlite3.connect(spool_dir / "spool.db")

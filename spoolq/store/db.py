@@ -388,7 +388,13 @@ class Database:
                     if stmt.strip():
                         conn.execute(stmt)
                 conn.execute(sql.INIT_META, (id_text(_take_ids(1)), time.time()))
-                conn.execute(f"PRAGMA user_version={sql.SCHEMA_VERSION}")
+                version = 1
+            while version < sql.SCHEMA_VERSION:  # one transaction: a crash leaves the old version whole
+                for stmt in sql.MIGRATIONS[version].strip().split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                version += 1
+            conn.execute(f"PRAGMA user_version={sql.SCHEMA_VERSION}")
 
         self.txn(self.move, check)
         return str(self.read_conn.execute(sql.NODE_ID).fetchone()[0])

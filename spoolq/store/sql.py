@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 SCHEMA: Final = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -46,6 +46,29 @@ CREATE INDEX inbox_expires ON inbox(expires) WHERE expires IS NOT NULL;
 CREATE INDEX delayed_expires ON delayed(expires) WHERE expires IS NOT NULL;
 CREATE INDEX outbox_expires ON outbox(expires) WHERE expires IS NOT NULL;
 """
+# v2's tables are created by MIGRATIONS[1], for a new spool as for an old one
+
+# Each step takes a spool from version N to N+1; a new spool runs SCHEMA and then every step.
+MIGRATIONS: Final[dict[int, str]] = {
+    # v2: held messages (Postfix's hold queue: neither leased nor forwarded until released),
+    # the audit of destructive admin actions, and the per-message event log behind trace.
+    1: """
+CREATE TABLE held(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL, place INTEGER NOT NULL,
+    channel INTEGER NOT NULL, peer INTEGER, priority INTEGER NOT NULL, due INTEGER,
+    job INTEGER, attempts INTEGER NOT NULL DEFAULT 0, body BLOB NOT NULL, headers BLOB,
+    expires INTEGER, origin INTEGER, deliver_at INTEGER, held_at INTEGER NOT NULL);
+CREATE INDEX held_by_id ON held(id);
+CREATE INDEX held_by_channel ON held(channel, seq);
+CREATE TABLE audit(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, who TEXT NOT NULL,
+    action TEXT NOT NULL, target TEXT NOT NULL, count INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '');
+CREATE TABLE events(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL, at INTEGER NOT NULL,
+    kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '');
+CREATE INDEX events_by_id ON events(id, seq);
+""",
+}
 
 # -- opening ---------------------------------------------------------------------------------
 
