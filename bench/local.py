@@ -50,6 +50,10 @@ afterwards):
     leases + acks 10,000 messages one at a time and reports its peak RSS; target < 60 MB. The figure is
     VmHWM from /proc/self/status; ``ru_maxrss`` is shown too, but on Linux it keeps the parent's peak across
     fork + exec, so in a child of this (large) benchmark process it overstates the consumer.
+11. ``send`` from 1, 2, 4 and 8 producer processes at once (spawned, as web server workers are), durability
+    full; peer: raw SQLite FULL 1 row/txn (autocommitted INSERT, default busy timeout) from the same number
+    of processes. Rate = all messages / (last end - first start); p50/p99 of one call over every producer.
+    Target: >= 1.0x raw (>= 0.95x with 1 process) and p99 <= 25 ms.
 
 Method: the machine is shared and noisy. Rows 1-9 are measured in 3 rounds (row 10 once); a round runs every
 variant of the row (spoolq and its peers) once, in an order rotated every round, and the table shows the
@@ -91,6 +95,7 @@ from _common import (
     Variant,
     arg_parser,
     fmt_met,
+    fmt_ms,
     fmt_rate,
     fmt_ratio,
     free_port,
@@ -113,6 +118,7 @@ from _common import (
     values,
     version,
 )
+from _procs import many_producers
 
 from spoolq import Spool
 
@@ -129,7 +135,8 @@ DEEP_CHANNEL = "deep"  # the backlog's channel; the consume rows read it
 THREADS = 8
 LATENCY_RATE = 1_000
 RSS_ACKS = 10_000
-ALL_ROWS = tuple(range(1, 11))
+ALL_ROWS = tuple(range(1, 12))
+PROCS = (1, 2, 4, 8)
 DEEP_ROWS = (9, 10)
 
 
@@ -155,6 +162,7 @@ class Counts:
     bs_f0_put: int = 15_000
     bs_f0_get: int = 10_000
     bs_mem: int = 60_000
+    procs_send: int = 30_000
     latency_seconds: float = 5.0
 
     def quick(self) -> Counts:
@@ -677,6 +685,7 @@ class Bench:
             8: self.row8,
             9: self.row9,
             10: self.row10,
+            11: self.row11,
         }
         return run_rows(self.rows, rows)
 
@@ -863,6 +872,32 @@ class Bench:
             )
         ]
 
+    def row11(self) -> list[TableRow]:
+        n = self.counts.procs_send
+        out: list[TableRow] = []
+        for procs in PROCS:
+            mine, raw = f"spoolq send full, {procs} processes", f"raw SQLite FULL 1 row/txn, {procs} processes"
+            vs = [
+                Variant(mine, functools.partial(many_producers, "spoolq", procs, n, CAP)),
+                Variant(raw, functools.partial(many_producers, "raw", procs, n, CAP)),
+            ]
+            got = self.interleave(f"11.{procs}", vs)
+            m = [median([v[i] for v in got[mine]]) for i in range(3)]
+            r = [median([v[i] for v in got[raw]]) for i in range(3)]
+            factor = 0.95 if procs == 1 else 1.0
+            ok = None if m[0] is None or r[0] is None or m[2] is None else m[0] >= factor * r[0] and m[2] <= 25
+            out.append(
+                TableRow(
+                    f"11. send, {procs} process{'es' if procs > 1 else ''}, full",
+                    f"{fmt_rate(m[0])} (p50 {fmt_ms(m[1])}, p99 {fmt_ms(m[2])})",
+                    f"raw SQLite FULL, {procs} proc.: {fmt_rate(r[0])} (p50 {fmt_ms(r[1])}, p99 {fmt_ms(r[2])})",
+                    fmt_ratio(m[0], r[0]),
+                    f">= {factor:g}x raw, p99 <= 25 ms",
+                    fmt_met(ok),
+                )
+            )
+        return out
+
     # the report -------------------------------------------------------------------------------------------
 
     def intro(self) -> list[str]:
@@ -894,6 +929,8 @@ def _show(value: object) -> str:
         return fmt_rate(value)
     if isinstance(value, tuple) and len(value) == 2:
         return f"p50 {value[0]:.3f} ms, p99 {value[1]:.3f} ms"
+    if isinstance(value, tuple) and len(value) == 3:
+        return f"{fmt_rate(value[0])}, p50 {value[1]:.3f} ms, p99 {value[2]:.3f} ms"
     return str(value)
 
 
@@ -920,7 +957,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 round, smaller counts, skip the 1M rows (9, 10)")
     parser.add_argument("--skip-peers", action="store_true", help="leave out persist-queue and beanstalkd")
     only = rows_option(ALL_ROWS, "1,3,9")
-    parser.add_argument("--only", type=only, default=None, metavar="ROW,ROW", help="run these rows (1-10)")
+    parser.add_argument("--only", type=only, default=None, metavar="ROW,ROW", help="run these rows (1-11)")
     parser.add_argument("--deep", type=int, default=1_000_000, metavar="N", help="backlog size of rows 9 and 10")
     args = parser.parse_args(argv)
     if args.only is None:

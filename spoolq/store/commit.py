@@ -216,6 +216,7 @@ class GroupCommit:
             else:
                 self._leading = False
             mu.release()
+        self.db.sync_created()  # outside the gate: others write while this waits for the disk
         w.done = True
         for b in w.bells:
             self.bells.ring(b)
@@ -306,6 +307,12 @@ class GroupCommit:
                     self._write_batch([w])
                 except BaseException as e2:
                     w.error = e2
+            batch = [w for w in batch if w.error is None]
+        try:
+            self.db.sync_created()  # outside the gate: others write while this waits for the disk
+        except BaseException as e:
+            for w in batch:
+                w.error = e
             return
         bells: set[str] = set()
         for w in batch:

@@ -2,8 +2,12 @@
 
 A :class:`Database` owns the three connections of one spool object:
 
-``create``  writes that create messages (send, receive); ``synchronous=FULL``
-            under ``full`` durability, so they are synced before they return.
+``create``  writes that create messages (send, receive). Under ``full``
+            durability the writer syncs the WAL itself (:meth:`Database.sync_created`)
+            after its commit and *after* releasing the write lock, before it
+            reports success: the lock covers only the write into the page cache,
+            so other writers (threads or processes) commit while this one
+            waits for the disk, and concurrent syncs share the disk's flushes.
 ``move``    writes that only move or remove messages (lease, ack, nack, touch,
             dead-lettering, outbox clean-up): ``synchronous=NORMAL``. Losing
             one to a power cut only repeats a delivery.
@@ -11,6 +15,16 @@ A :class:`Database` owns the three connections of one spool object:
 
 Every write transaction holds the :class:`WriteGate`. WAL frames are ordered,
 so a synced commit also makes every earlier one durable.
+
+Why an ``fdatasync`` of ``spool.db-wal`` after a ``synchronous=NORMAL`` commit is
+as durable as a ``synchronous=FULL`` commit: FULL differs from NORMAL in WAL
+mode only by that one sync of the WAL at commit. The frames are in the file
+(the page cache) when the commit returns; syncing the file then makes them
+durable. Should a checkpoint copy them into the database and a later writer
+restart the WAL over them before our sync, the checkpoint synced the WAL
+before copying and the database after (both under NORMAL), so they are
+durable in the database. The WAL file cannot be removed while this process
+holds its connections open (only the last connection to close removes it).
 """
 
 from __future__ import annotations
@@ -190,6 +204,9 @@ class Database:
         self.closed = False
         self.read_only = read_only
         self._conns: list[sqlite3.Connection] = []
+        self.durable = False  # sync_created() syncs (full durability)
+        self._wal_fd = -1
+        self._wal_mu = threading.Lock()
         self.read_lock = threading.Lock()
         self.on_rollback: Callable[[], None] = lambda: None
         self._marks = _spool_marks(path, self.db_path)
@@ -204,13 +221,17 @@ class Database:
             raise SpoolUnavailable(f"cannot open {path / 'write.lock'}: {e.strerror or e}") from e
         try:
             self.gate = WriteGate(self, self._gate_fd)
-            self.create = self._connect("FULL" if durability == "full" else "NORMAL")
+            self.create = self._connect("NORMAL")  # synced by sync_created() under full durability
             self.move = self._connect("NORMAL")
             self.read_conn = self._connect("NORMAL")
             self.node_id = self._init_schema()
+            self.durable = durability == "full"
+            self._wal_fd = self._open_wal()
             self.ensure_reserve()
         except BaseException:
             self._close_conns()
+            if self._wal_fd >= 0:
+                os.close(self._wal_fd)
             os.close(self._gate_fd)
             raise
         self.sync_dir()
@@ -412,6 +433,42 @@ class Database:
         finally:
             os.close(fd)
 
+    def _open_wal(self) -> int:
+        """A descriptor of ``spool.db-wal`` for :meth:`sync_created` (-1 when there is none yet)."""
+        try:
+            return os.open(str(self.db_path) + "-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return -1
+
+    def sync_created(self) -> None:
+        """Make every commit of the ``create`` connection so far durable (under ``full``; else nothing).
+
+        Called after the commit, *without* the write gate held (see the module docstring).
+        Raises StorageError when the disk refuses the sync: the caller must not report the
+        write as durable.
+        """
+        if not self.durable:
+            return
+        fd = self._wal_fd
+        try:
+            if fd < 0 or os.fstat(fd).st_nlink == 0:  # no WAL seen yet, or it was replaced: open it anew
+                with self._wal_mu:
+                    fd = self._wal_fd
+                    if fd < 0 or os.fstat(fd).st_nlink == 0:
+                        new = self._open_wal()
+                        if new < 0:
+                            self.sync()  # no WAL file: the commit went to the database itself
+                            return
+                        if fd >= 0:
+                            os.close(fd)
+                        self._wal_fd = fd = new
+            os.fdatasync(fd)
+        except OSError as e:
+            raise StorageError(
+                f"cannot sync the spool at {self.path} to disk: {e.strerror or e}; the write may not be durable",
+                hint="check the disk (dmesg); retry the send (a retry with the same id is not a duplicate)",
+            ) from e
+
     def sync(self) -> None:
         """fsync the database and its WAL now."""
         for path in (str(self.db_path) + "-wal", str(self.db_path)):
@@ -578,4 +635,8 @@ class Database:
         with self.gate, self.read_lock:
             self.closed = True
             self._close_conns()
+        with self._wal_mu:
+            if self._wal_fd >= 0:
+                os.close(self._wal_fd)
+                self._wal_fd = -1
         os.close(self._gate_fd)
