@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from ..spool import Spool
 
-from .. import __version__
+from .. import __version__, _loop
 
 DEFAULT_MAX_JOB_SIZE = (1 << 16) - 1
 NO_ATTEMPT_LIMIT = 1 << 62  # beanstalkd tubes have no attempt limit (spoolq's channels default to 20)
@@ -231,14 +231,15 @@ def run_standalone(opts: dict[str, Any], sock: socket.socket) -> int:
         chores = [asyncio.create_task(_sweeper(spool))]
         if sync_ms:
             chores.append(asyncio.create_task(_syncer(spool, sync_ms / 1000.0)))
-        log.info("serving the beanstalkd protocol (spool %s, durability %s)", path, durability)
+        log.info("serving the beanstalkd protocol (spool %s, durability %s, event loop %s)", path, durability,
+                 type(loop).__module__)
         await stop.wait()
         for c in chores:
             c.cancel()
         await server.close()
 
     try:
-        asyncio.run(run())
+        _loop.run(run())
     finally:
         spool.close()
         if opts["addr"].startswith("unix:"):

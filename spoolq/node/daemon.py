@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
-from .. import __version__
+from .. import __version__, _loop
 from .._bell import OUTBOX, BellHub, channel_bell
 from ..codec import BATCH_BYTES, BATCH_MESSAGES, MAX_IN_FLIGHT
 from ..errors import SpoolqError, SpoolUnavailable
@@ -84,7 +84,7 @@ class _LoopThread:
     """An event loop in a thread of its own, for a front-end that runs spool calls inline."""
 
     def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = _loop.new_event_loop()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
@@ -243,6 +243,7 @@ class Node:
         log.info("node %s listening on %s (spool %s, durability %s, %s, %d peers, %d routes)",
                  self.spool.node_id, self.url, self.spool.path, self.spool.durability, auth,
                  len(self.config.peers), len(self.config.routes))
+        log.info("event loop: %s (SPOOLQ_LOOP=asyncio forces asyncio's)", type(asyncio.get_running_loop()).__module__)
         if self.beanstalk_addr:
             log.info("beanstalkd protocol on %s", self.beanstalk_addr)
         return self.url
@@ -601,4 +602,4 @@ async def _serve(config: NodeConfig) -> int:
 def run_node(config: NodeConfig) -> int:
     """Run a node until SIGTERM/SIGINT; returns the exit status."""
     setup_logging(config.log_json)
-    return asyncio.run(_serve(config))
+    return _loop.run(_serve(config))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ssl as ssl_mod
 import sys
 
+from .. import _loop
 from ..node.config import ConfigError, is_loopback, parse_listen
 from ..spool import Spool
 from .server import Token, serve
@@ -30,7 +30,7 @@ def run(spool_dir: str | None, listen: str, *, durability: str = "full", tls_cer
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(spool, host, port, ssl=ctx, tokens=tokens or (), ready=ready,
+            _loop.run(serve(spool, host, port, ssl=ctx, tokens=tokens or (), ready=ready,
                               heartbeat=heartbeat))
     finally:
         spool.close()
