@@ -10,14 +10,31 @@ every call of every producer.
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from _common import MASK, POOL, latency_ms, reap, tmpdir
+from _common import (
+    MASK,
+    POOL,
+    TableRow,
+    Variant,
+    fmt_met,
+    fmt_ms,
+    fmt_rate,
+    fmt_ratio,
+    latency_ms,
+    median,
+    reap,
+    tmpdir,
+)
 
 Kind = Literal["spoolq", "raw"]
+Figures = tuple[float, float, float]  # (messages per second in all, p50 ms, p99 ms)
+Interleave = Callable[[str, list[Variant[Figures]]], dict[str, list[Figures]]]
 CHANNEL = "bench"
 LAT_KEEP = 200_000  # latencies kept per producer (bounded memory)
 
@@ -78,7 +95,7 @@ def _setup_raw(path: Path) -> None:
         conn.close()
 
 
-def many_producers(kind: Kind, procs: int, n: int, cap: float) -> tuple[float, float, float]:
+def many_producers(kind: Kind, procs: int, n: int, cap: float) -> Figures:
     """``procs`` producer processes sending ``n`` messages in all (or for ``cap`` seconds).
 
     Returns (messages per second in all, p50 ms, p99 ms of one send call).
@@ -103,8 +120,16 @@ def many_producers(kind: Kind, procs: int, n: int, cap: float) -> tuple[float, f
         for w in workers:
             w.start()
         try:
-            for _ in workers:
-                ready.get(timeout=60)
+            deadline = time.monotonic() + 60
+            waiting = len(workers)
+            while waiting:
+                try:
+                    ready.get(timeout=0.5)
+                    waiting -= 1
+                except queue.Empty:
+                    dead = [w.exitcode for w in workers if w.exitcode is not None]
+                    if dead or time.monotonic() > deadline:
+                        raise RuntimeError(f"a producer did not start (exit codes {dead})") from None
             go.set()
             results = [out.get(timeout=cap + 60) for _ in workers]
         finally:
@@ -118,3 +143,30 @@ def many_producers(kind: Kind, procs: int, n: int, cap: float) -> tuple[float, f
     if total == 0 or last <= first:
         raise RuntimeError("nothing was sent")
     return total / (last - first), p50, p99
+
+
+def many_producers_rows(procs_list: Sequence[int], n: int, cap: float, interleave: Interleave) -> list[TableRow]:
+    """Row 11 of bench/local.py: for each number of processes, spoolq and raw SQLite in the same rounds."""
+    out: list[TableRow] = []
+    for procs in procs_list:
+        mine, raw = f"spoolq send full, {procs} processes", f"raw SQLite FULL 1 row/txn, {procs} processes"
+        vs: list[Variant[Figures]] = [
+            Variant(mine, lambda p=procs: many_producers("spoolq", p, n, cap)),  # type: ignore[misc]
+            Variant(raw, lambda p=procs: many_producers("raw", p, n, cap)),  # type: ignore[misc]
+        ]
+        got = interleave(f"11.{procs}", vs)
+        m = [median([v[i] for v in got[mine]]) for i in range(3)]
+        r = [median([v[i] for v in got[raw]]) for i in range(3)]
+        factor = 0.95 if procs == 1 else 1.0
+        ok = None if m[0] is None or r[0] is None or m[2] is None else m[0] >= factor * r[0] and m[2] <= 25
+        out.append(
+            TableRow(
+                f"11. send, {procs} process{'es' if procs > 1 else ''}, full",
+                f"{fmt_rate(m[0])} (p50 {fmt_ms(m[1])}, p99 {fmt_ms(m[2])})",
+                f"raw SQLite FULL, {procs} proc.: {fmt_rate(r[0])} (p50 {fmt_ms(r[1])}, p99 {fmt_ms(r[2])})",
+                fmt_ratio(m[0], r[0]),
+                f">= {factor:g}x raw, p99 <= 25 ms",
+                fmt_met(ok),
+            )
+        )
+    return out

@@ -41,6 +41,9 @@ Rows:
  4. 8 clients (processes): (a) put, then (b) reserve + delete: spoolq ``full`` vs beanstalkd ``-f0``
     (in-memory beanstalkd for reference). Target: >= 1.0x beanstalkd -f0.
 
+Rows 1-3 also run the in-memory (rows 1, 3) or ``full`` (row 2) spoolq server on asyncio's own event loop
+(``SPOOLQ_LOOP=asyncio``) next to the default one (uvloop, when installed), and print the ratio of the two.
+
 Durability is not the same on the consume side: spoolq ``full`` syncs every put before ``INSERTED``, but its
 leases and acks (reserve, delete) are committed with SQLite ``synchronous=NORMAL`` (see ``spoolq/spool.py``,
 "Durability"), while beanstalkd ``-f 0`` fsyncs its binlog after every write, deletes included. The output says so.
@@ -152,11 +155,20 @@ class Kind:
     disk: bool  # a -b directory
     sync_every_op: bool  # fsync per put (and per delete for beanstalkd)
     args: tuple[str, ...]
+    loop: str = "default"  # spoolq's event loop: "default" (uvloop when installed) or "asyncio" (SPOOLQ_LOOP)
 
 
 S_FULL = Kind("spoolq full", "spoolq full (-b DIR -f 0)", "spoolq", True, True, ("-f", "0"))
 S_NORMAL = Kind("spoolq normal", "spoolq normal (-b DIR -F)", "spoolq", True, False, ("-F",))
 S_MEM = Kind("spoolq in-memory", "spoolq in-memory (no -b)", "spoolq", False, False, ())
+S_FULL_AIO = Kind(
+    "spoolq full, asyncio loop", "spoolq full (-b DIR -f 0), SPOOLQ_LOOP=asyncio", "spoolq", True, True, ("-f", "0"),
+    "asyncio",
+)
+S_MEM_AIO = Kind(
+    "spoolq in-memory, asyncio loop", "spoolq in-memory (no -b), SPOOLQ_LOOP=asyncio", "spoolq", False, False, (),
+    "asyncio",
+)
 B_F0 = Kind("beanstalkd -f0", "beanstalkd -b DIR -f 0", "beanstalkd", True, True, ("-f", "0"))
 B_MEM = Kind("beanstalkd in-memory", "beanstalkd in-memory (no -b)", "beanstalkd", False, False, ())
 
@@ -255,8 +267,13 @@ def server(kind: Kind, exes: Exes) -> Iterator[Running]:
                         cmd += ["-b", str(base / "binlog")]
                 cmd += list(kind.args)
                 errpath = base / f"stderr-{attempt}.txt"
+                env = {k: v for k, v in os.environ.items() if k != "SPOOLQ_LOOP"}
+                if kind.loop != "default":
+                    env["SPOOLQ_LOOP"] = kind.loop
                 with open(errpath, "wb") as err:
-                    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+                    proc = subprocess.Popen(
+                        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env
+                    )
                 try:
                     if _ready(port, proc, time.monotonic() + 20):
                         if kind.server == "spoolq" and not kind.disk:
@@ -534,25 +551,46 @@ class Bench:
         return TableRow(f"{name} — {mine.label}", fmt_rate(me), peer_text, ratio_text, target, fmt_met(ok))
 
     def row1(self) -> list[TableRow]:
-        kinds = [S_NORMAL, S_MEM, B_F0, B_MEM]
+        kinds = [S_NORMAL, S_MEM, S_MEM_AIO, B_F0, B_MEM]
         med = self.interleave("1", kinds, lambda k: lambda: put_one(k, self.exes, self.count(k, "put")))
         name = "1. put, 1 client"
-        return [self._row(name, s, med, [B_MEM, B_F0], B_MEM, 0.5) for s in (S_NORMAL, S_MEM)]
+        return [
+            *(self._row(name, s, med, [B_MEM, B_F0], B_MEM, 0.5) for s in (S_NORMAL, S_MEM, S_MEM_AIO)),
+            self._loops(name, S_MEM, S_MEM_AIO, med),
+        ]
 
     def row2(self) -> list[TableRow]:
-        kinds = [S_FULL, B_F0]
+        kinds = [S_FULL, S_FULL_AIO, B_F0]
         med = self.interleave("2", kinds, lambda k: lambda: put_one(k, self.exes, self.count(k, "put")))
-        return [self._row("2. put, 1 client", S_FULL, med, [B_F0], B_F0, 1.0)]
+        name = "2. put, 1 client"
+        return [
+            *(self._row(name, s, med, [B_F0], B_F0, 1.0) for s in (S_FULL, S_FULL_AIO)),
+            self._loops(name, S_FULL, S_FULL_AIO, med),
+        ]
 
     def row3(self) -> list[TableRow]:
-        kinds = [S_FULL, S_NORMAL, S_MEM, B_F0, B_MEM]
+        kinds = [S_FULL, S_NORMAL, S_MEM, S_MEM_AIO, B_F0, B_MEM]
         med = self.interleave("3", kinds, lambda k: lambda: get_one(k, self.exes, self.count(k, "get")))
         name = "3. reserve + delete, 1 client"
         return [
             self._row(name, S_FULL, med, [B_F0, B_MEM], B_F0, 1.0),
             self._row(name, S_NORMAL, med, [B_MEM, B_F0], B_MEM, 0.5),
             self._row(name, S_MEM, med, [B_MEM, B_F0], B_MEM, 0.5),
+            self._row(name, S_MEM_AIO, med, [B_MEM, B_F0], B_MEM, 0.5),
+            self._loops(name, S_MEM, S_MEM_AIO, med),
         ]
+
+    def _loops(self, name: str, default: Kind, aio: Kind, med: dict[str, float | None]) -> TableRow:
+        """spoolq on its default loop (uvloop) against the same server on asyncio's loop, same run."""
+        me, base = med.get(default.key), med.get(aio.key)
+        return TableRow(
+            f"{name} — {default.key}: default loop (uvloop) vs asyncio's",
+            fmt_rate(me),
+            f"{aio.label}: {fmt_rate(base)}",
+            f"{fmt_ratio(me, base)} asyncio loop",
+            "-",
+            "-",
+        )
 
     def row4(self) -> list[TableRow]:
         kinds = [S_FULL, B_F0, B_MEM]
