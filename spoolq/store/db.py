@@ -468,8 +468,9 @@ class Database:
             os.fdatasync(fd)
         except OSError as e:
             raise StorageError(
-                f"cannot sync the spool at {self.path} to disk: {e.strerror or e}; the write may not be durable",
-                hint="check the disk (dmesg); retry the send (a retry with the same id is not a duplicate)",
+                f"cannot sync the spool at {self.path} to disk: {e.strerror or e}; the message was written but "
+                "may not survive a power loss",
+                hint="check the disk (dmesg); a retry of the send with the same id is not a duplicate",
             ) from e
 
     def sync(self) -> None:
