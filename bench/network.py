@@ -24,10 +24,10 @@ Rows:
     forward) and stops at the first poll (every 20 ms, ``GET /healthz`` on A: the ``forwarded`` count of peer b,
     which counts messages B acknowledged after committing them) that shows all of them forwarded. B's inbox
     is counted afterwards and must hold them all. Measured with the default ``max_in_flight`` (4) and with
-    ``max_in_flight = 1``. Reference in the same run: raw SQLite (stdlib sqlite3, WAL, ``synchronous=FULL``, a
-    ``WITHOUT ROWID`` table of 16-byte random ids and 100-byte bodies) inserting as many rows in transactions
-    of 10,000 (``executemany``); target (issue 15) >= 0.25x of it. Peer figures are the ones quoted in the issue
-    (dropr, RabbitMQ), not measured here.
+    ``max_in_flight = 1``. Reference in the same run: raw SQLite FULL 10,000 rows/txn as ``bench/local.py``
+    measures it (stdlib sqlite3, WAL, ``synchronous=FULL``, ``t(id INTEGER PRIMARY KEY, body BLOB)``,
+    ``executemany`` of 10,000 100-byte bodies per transaction), as many rows; target (issue 15) >= 0.25x of it.
+    Peer figures are the ones quoted in the issue (dropr, RabbitMQ), not measured here.
  2. End-to-end latency at 100, 1,000 and 10,000 msg/s, 5 s each (2 s with ``--quick``): a producer process sends
     on A (``send(body, "lat", to="b")``, the body starts with ``time.time()`` as text), A's daemon forwards, a
     consumer process on B does ``lease(wait=...)`` + ``ack`` one at a time and records ``time.time() - sent
@@ -521,25 +521,24 @@ class RawResult:
 
 
 def raw_sqlite_full(n: int, rows_per_txn: int = RAW_ROWS_PER_TXN) -> RawResult:
-    """The reference of row 1: stdlib sqlite3, WAL, ``synchronous=FULL``, a table keyed like the inbox
-    (16-byte random id, 100-byte body, ``WITHOUT ROWID``), ``BEGIN IMMEDIATE`` / ``executemany`` of
-    ``rows_per_txn`` rows / ``COMMIT``, ``n`` rows in all."""
+    """The reference of row 1, as ``bench/local.py`` measures it: stdlib sqlite3, WAL, ``synchronous=FULL``,
+    table ``t(id INTEGER PRIMARY KEY, body BLOB)``, ``BEGIN IMMEDIATE`` / ``executemany`` of ``rows_per_txn``
+    100-byte bodies / ``COMMIT``, ``n`` rows in all."""
     with tmpdir("spoolq-net-raw-") as base:
         conn = sqlite3.connect(base / "raw.db", isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("CREATE TABLE t(id BLOB PRIMARY KEY, body BLOB) WITHOUT ROWID")
-            sql = "INSERT INTO t(id, body) VALUES (?, ?)"
-            ids = os.urandom(16 * n)
-            rows = [(ids[16 * j : 16 * j + 16], POOL[j & MASK]) for j in range(n)]
+            conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
+            sql = "INSERT INTO t(body) VALUES (?)"
+            rows = [(POOL[k & MASK],) for k in range(rows_per_txn)]
             start = time.perf_counter()
             end = time.monotonic() + 120
             done = 0
             while done < n and time.monotonic() < end:
                 k = min(rows_per_txn, n - done)
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(sql, rows[done : done + k])
+                conn.executemany(sql, rows[:k])
                 conn.execute("COMMIT")
                 done += k
             return RawResult(done, time.perf_counter() - start)
