@@ -160,7 +160,7 @@ def _consumer(b_dir: str, n: int, out: Any, ready: Any) -> None:
             x = s.lease("lat", wait=0.5)
             if x is None:
                 continue
-            got.append((x.id, time.time()))
+            got.append((x.id.replace("-", ""), time.time()))
             x.ack()
     out.put(got)
 
@@ -283,7 +283,7 @@ def main() -> int:
                 if delay > 0:
                     time.sleep(delay)
                 t0 = time.time()
-                mid = s.send(b"x" * 100, "lat", to="b")
+                mid = s.send(b"x" * 100, "lat", to="b").replace("-", "")
                 sent[mid] = t0
                 returned.append(time.time() - t0)
         got = out.get(timeout=150)
