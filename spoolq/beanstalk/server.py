@@ -55,7 +55,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import platform
 import resource
 import socket
 import time
@@ -82,6 +81,7 @@ log = logging.getLogger("spoolq.beanstalk")
 
 DEFAULT_TTR: Final = 60
 TTR_HEADER: Final = "beanstalk-ttr"
+DELAY_HEADER: Final = "beanstalk-delay"  # the delay given at put, for stats-job (after a restart too)
 SAFETY_MARGIN: Final = 1.0
 CHANNEL_CACHE_MAX: Final = 4096
 TUBE_ORDER_PRUNE: Final = 4096
@@ -117,12 +117,24 @@ def _lease_ttr(lease: Lease) -> float:
 
 
 class _JobCounts:
+    """stats-job counters of a job that was released, buried, kicked or timed out (others need none:
+    their reserves are the spool's attempts). Saved in the spool, so they survive a restart."""
+
     __slots__ = ("buries", "delay", "kicks", "releases", "reserves", "timeouts")
 
-    def __init__(self) -> None:
+    def __init__(self, reserves: int = 0) -> None:
         self.releases = self.buries = self.kicks = self.timeouts = 0
-        self.reserves = 0  # reserves through this server: a kick resets the spool's attempts, not this
-        self.delay = -1  # -1: the delay given at put (not known here)
+        self.reserves = reserves  # a kick resets the spool's attempts, not this
+        self.delay = -1  # -1: the delay given at put (in the job's headers)
+
+    def row(self, job: int) -> tuple[int, int, int, int, int, int, int]:
+        return (job, self.delay, self.reserves, self.timeouts, self.releases, self.buries, self.kicks)
+
+    @classmethod
+    def of_row(cls, row: tuple[int, int, int, int, int, int]) -> _JobCounts:
+        c = cls()
+        c.delay, c.reserves, c.timeouts, c.releases, c.buries, c.kicks = row
+        return c
 
 
 class _JobStore:
@@ -178,6 +190,12 @@ class _JobStore:
     def sync(self) -> None:
         self.spool.sync()
 
+    def load_stats(self) -> dict[int, tuple[int, int, int, int, int, int]]:
+        return self.spool.jobs.load_stats()
+
+    def save_stats(self, rows: list[tuple[int, int, int, int, int, int, int]], gone: list[int]) -> None:
+        self.spool.jobs.save_stats(rows, gone)
+
     def sweep(self) -> dict[str, int]:
         return self.spool.sweep()
 
@@ -214,6 +232,9 @@ class Server:
         self._tasks: list[asyncio.Task[Any]] = []
         self._channels: dict[str, str | None] = {}
         self._tube_order: dict[str, None] = {"default": None}
+        self._dirty: set[int] = set()  # jobs whose counters changed since they were last saved
+        self._gone: set[int] = set()  # jobs deleted whose saved counters are to be removed
+        self._save_handle: asyncio.Handle | None = None
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -226,6 +247,13 @@ class Server:
             srv = await loop.create_server(lambda: Conn(self), sock=sock)
         self._servers.append(srv)
         if not self._tasks:
+            try:
+                saved = self.store.load_stats()
+            except SpoolqError as e:
+                log.error("the saved per-job counters could not be read (stats-job shows them from 0): %s", e)
+                saved = {}
+            for job, row in saved.items():
+                self.jobs.setdefault(job, _JobCounts.of_row(row))
             self.hub.start()
             self.hub.listen(False)  # until a reserve waits (see add_waiter)
             self._tasks = [asyncio.create_task(self._bell_loop(), name="beanstalk-bells"),
@@ -273,11 +301,48 @@ class Server:
             ch = self._channels[tube] = tube_channel(tube)
         return ch
 
-    def counts(self, job: int) -> _JobCounts:
+    def counts(self, job: int, attempts: int = 0) -> _JobCounts:
+        """The counters of ``job`` (made when it first needs them, with ``attempts`` reserves so far),
+        to be changed now: they are saved at the end of this turn of the event loop."""
         c = self.jobs.get(job)
         if c is None:
-            c = self.jobs[job] = _JobCounts()
+            c = self.jobs[job] = _JobCounts(attempts)
+        self.changed(job)
         return c
+
+    def reserved_job(self, job: int) -> None:
+        """``job`` was reserved: count it where the spool's attempts would not (after a kick)."""
+        c = self.jobs.get(job)
+        if c is not None:
+            c.reserves += 1
+            self.changed(job)
+
+    def deleted_job(self, job: int) -> None:
+        if self.jobs.pop(job, None) is not None:
+            self._dirty.discard(job)
+            self._gone.add(job)
+            self._schedule_save()
+
+    def changed(self, job: int) -> None:
+        self._dirty.add(job)
+        self._schedule_save()
+
+    def _schedule_save(self) -> None:
+        if self._save_handle is None:
+            self._save_handle = asyncio.get_running_loop().call_soon(self.save_counts)
+
+    def save_counts(self) -> None:
+        """Save the changed counters in one transaction (every change of one loop turn together)."""
+        self._save_handle = None
+        rows = [self.jobs[j].row(j) for j in self._dirty if j in self.jobs]
+        gone = list(self._gone)
+        self._dirty.clear()
+        self._gone.clear()
+        if rows or gone:
+            try:
+                self.store.save_stats(rows, gone)
+            except SpoolqError as e:
+                log.error("per-job counters not saved (stats-job may show older ones after a restart): %s", e)
 
     def add_waiter(self, conn: Conn) -> None:
         """``conn`` waits in a reserve. Listen to bells while anyone waits: other processes' sends
@@ -344,6 +409,8 @@ class Server:
         items = []
         for _conn, body, tube, pri, delay, ttr in puts:
             headers = {TTR_HEADER: str(ttr)} if ttr != DEFAULT_TTR else None
+            if delay:
+                headers = {**(headers or {}), DELAY_HEADER: str(delay)}
             items.append((body, self.channel(tube) or "default", pri, _seconds(delay), headers))
         try:
             results: list[Any] = self.store.send_jobs(items)
@@ -353,13 +420,11 @@ class Server:
         except StorageError as e:
             log.error("put failed: %s", e)
             results = ["INTERNAL_ERROR"] * len(puts)
-        for (conn, _b, tube, _p, delay, _t), r in zip(puts, results, strict=True):
+        for (conn, _b, tube, _p, _d, _t), r in zip(puts, results, strict=True):
             if isinstance(r, int):
                 job = r
                 self.total_jobs += 1
                 self.tube_jobs[tube] += 1
-                if delay:
-                    self.counts(job).delay = delay
                 conn.reply(wire.inserted(job))
             elif isinstance(r, SpoolqError):
                 log.error("put refused: %s", r)
@@ -399,7 +464,7 @@ class Server:
         if self.promote_due(ch for ch, x in st.items() if x.delayed):
             st = self.store.stats().channels
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        uname = platform.uname()
+        uname = os.uname()  # what beanstalkd reports (platform.uname would cost start-up time)
         c = self.cmds
         total = {k: sum(getattr(x, k) for x in st.values()) for k in ("urgent", "ready", "leased", "delayed", "dead")}
         lines = [
@@ -422,7 +487,7 @@ class Server:
             ("binlog-oldest-index", 0), ("binlog-current-index", 0), ("binlog-records-migrated", 0),
             ("binlog-records-written", 0), ("binlog-max-size", 10485760),
             ("draining", "true" if self.draining else "false"), ("id", self.instance_id),
-            ("hostname", yaml_str(uname.node)), ("os", yaml_str(uname.version)),
+            ("hostname", yaml_str(uname.nodename)), ("os", yaml_str(uname.version)),
             ("platform", yaml_str(uname.machine)),
         ]
         return yaml_dict(lines)
@@ -459,7 +524,7 @@ class Server:
             left = max(0, int(job.due - now))
         else:
             left = 0
-        delay = counts.delay if counts.delay >= 0 else 0
+        delay = counts.delay if counts.delay >= 0 else _int_header(job.headers, DELAY_HEADER)
         lines = [
             ("id", job.job), ("tube", yaml_str(channel_tube(job.channel))), ("state", job.state),
             ("pri", job.priority), ("age", max(0, int(now - job.created_at))), ("delay", delay), ("ttr", ttr),
@@ -468,6 +533,13 @@ class Server:
             ("releases", counts.releases), ("buries", counts.buries), ("kicks", counts.kicks),
         ]
         return yaml_dict(lines)
+
+
+def _int_header(headers: dict[str, str], name: str) -> int:
+    try:
+        return max(0, int(headers.get(name) or 0))
+    except ValueError:
+        return 0
 
 
 def _ttr_of_job(job: Job) -> int:
@@ -662,7 +734,7 @@ class Conn(asyncio.BufferedProtocol):
         lease, when = self.store.lease_any(self._channels())
         if lease is not None:
             self.reserved[lease.job] = lease
-            self.server.counts(lease.job).reserves += 1
+            self.server.reserved_job(lease.job)
             self._finish_wait(wire.reserved(lease.job, lease.body))
             return
         soonest = min((x.deadline for x in self.reserved.values()), default=None)
@@ -706,7 +778,7 @@ class Conn(asyncio.BufferedProtocol):
             if lease.deadline <= now:
                 del self.reserved[job]
                 self.server.job_timeouts += 1
-                self.server.counts(job).timeouts += 1
+                self.server.counts(job, lease.attempts).timeouts += 1
 
     def _held(self, job: int) -> Lease | None:
         self.expire(time.time())
@@ -732,7 +804,7 @@ class Conn(asyncio.BufferedProtocol):
             return
         self.worker = True
         self.reserved[job] = lease
-        self.server.counts(job).reserves += 1
+        self.server.reserved_job(job)
         self.reply(wire.reserved(job, lease.body))
 
     def c_delete(self, ev: wire.Delete) -> None:
@@ -754,7 +826,7 @@ class Conn(asyncio.BufferedProtocol):
             self.reply(wire.NOT_FOUND)
             return
         self.server.tube_deletes[tube] += 1
-        self.server.jobs.pop(job, None)
+        self.server.deleted_job(job)
         self.reply(wire.DELETED)
 
     def c_release(self, ev: wire.Release) -> None:
@@ -767,7 +839,7 @@ class Conn(asyncio.BufferedProtocol):
         except LeaseError:
             self.reply(wire.NOT_FOUND)
             return
-        counts = self.server.counts(job)
+        counts = self.server.counts(job, lease.attempts)
         counts.releases += 1
         counts.delay = delay
         if requeued:
@@ -787,7 +859,7 @@ class Conn(asyncio.BufferedProtocol):
         except LeaseError:
             self.reply(wire.NOT_FOUND)
             return
-        self.server.counts(job).buries += 1
+        self.server.counts(job, lease.attempts).buries += 1
         self.reply(wire.BURIED)
 
     def c_touch(self, ev: wire.Touch) -> None:
