@@ -391,6 +391,7 @@ class Database:
                     f"understands ({sql.SCHEMA_VERSION}); it was left untouched",
                     hint="upgrade spoolq (pip install -U spoolq) to open this spool",
                 )
+            changed = False
             if version == 0:
                 if self._marks and not conn.execute(sql.TABLE_COUNT).fetchone()[0]:
                     raise self._damaged()
@@ -404,12 +405,15 @@ class Database:
                         conn.execute(stmt)
                 conn.execute(sql.INIT_META, (id_text(_take_ids(1)), time.time()))
                 version = 1
+                changed = True
             while version < sql.SCHEMA_VERSION:  # one transaction: a crash leaves the old version whole
                 for stmt in sql.MIGRATIONS[version].strip().split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
                 version += 1
-            conn.execute(f"PRAGMA user_version={sql.SCHEMA_VERSION}")
+                changed = True
+            if changed:  # opening an up-to-date spool writes nothing (it may be on a full disk)
+                conn.execute(f"PRAGMA user_version={sql.SCHEMA_VERSION}")
 
         self.txn(self.move, check)
         return str(self.read_conn.execute(sql.NODE_ID).fetchone()[0])
@@ -615,6 +619,28 @@ class Database:
         with self.read_lock:
             self.check_open()
             return self.retry(attempt)
+
+    def read_nowait(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """:meth:`read`, but never waiting: ``(False, None)`` when the read connection is in use by
+        another thread or SQLite says busy (the caller then reads from a thread). For an event loop
+        (a WAL read does not wait for writers; ``busy_timeout`` is 0)."""
+        if not self.read_lock.acquire(blocking=False):
+            return False, None
+        conn = self.read_conn
+        try:
+            self.check_open()
+            conn.execute("BEGIN")
+            try:
+                return True, fn(conn)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if is_busy(e):
+                return False, None
+            raise storage_error(e, self.db_path) from e
+        finally:
+            self.read_lock.release()
 
     def check_open(self) -> None:
         if self.closed:
