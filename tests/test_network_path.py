@@ -101,3 +101,24 @@ def test_a_send_wakes_the_forwarder_at_once(tmp_path: Path) -> None:
             assert time.monotonic() - t0 < 4.0
 
     run_pair(tmp_path, body)
+
+
+def test_outbox_batch_nowait_reads_or_says_it_would_wait(tmp_path: Path) -> None:
+    from spoolq import Spool
+
+    with Spool(tmp_path / "s") as s:
+        ids = s.send_many([b"a", b"b", b"c"], "c", to="http://127.0.0.1:1")
+        peer = "http://127.0.0.1:1"
+        got = s.outbox_batch_nowait(peer, max_messages=2)
+        assert got is not None and [r.body for r in got] == [b"a", b"b"]
+        assert got == s.outbox_batch(peer, max_messages=2)
+        rest = s.outbox_batch_nowait(peer, after=got[-1].key)
+        assert rest is not None and [r.body for r in rest] == [b"c"] and len(ids) == 3
+        with s._db.read_lock:  # another thread is reading: it would wait, so it does not
+            assert s.outbox_batch_nowait(peer) is None
+        assert s.outbox_batch_nowait("unknown-peer") is None  # a name to look up: not on the loop
+        assert s.outbox_batch("unknown-peer") == []
+    with Spool(tmp_path / "s") as fresh:  # names not cached yet in this object: it would read them
+        assert fresh.outbox_batch_nowait(peer) is None
+        assert [r.body for r in fresh.outbox_batch(peer)] == [b"a", b"b", b"c"]
+        assert [r.body for r in fresh.outbox_batch_nowait(peer) or []] == [b"a", b"b", b"c"]
