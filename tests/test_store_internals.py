@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 import spoolq
 from spoolq import Spool
+from spoolq.store import db as db_module
 
 
 def test_disk_full_surfaces_and_leaves_no_partial_message(real_spool: Spool) -> None:
@@ -35,68 +37,69 @@ def test_disk_full_surfaces_and_leaves_no_partial_message(real_spool: Spool) -> 
 def test_normal_durability_setting(spool_dir: Path) -> None:
     s = Spool(spool_dir, durability="normal")
     assert s._db.create.execute("PRAGMA synchronous").fetchone()[0] == 1
-    assert not s._db.durable
     s.close()
+    assert not s._db.sync_creates
     f = Spool(spool_dir)
-    # NORMAL commits everywhere; under full the writer syncs the WAL itself (see the next test)
+    # writes that create messages commit with NORMAL and are then synced outside the write gate (issue 15)
     assert f._db.create.execute("PRAGMA synchronous").fetchone()[0] == 1
-    assert f._db.move.execute("PRAGMA synchronous").fetchone()[0] == 1
-    assert f._db.durable
+    assert f._db.sync_creates
+    assert f._db.move.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL for moves and removals
     f.close()
     with pytest.raises(spoolq.InvalidArgument):
         Spool(spool_dir, durability="sometimes")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("threads", [1, 4])
-def test_full_syncs_the_wal_after_each_create_outside_the_gate(
-    spool_dir: Path, monkeypatch: pytest.MonkeyPatch, threads: int
-) -> None:
-    """Under full, every send returns only after an fdatasync of spool.db-wal that began after its
-    commit; the sync runs without the write gate, so other writers are not held up by the disk."""
-    import threading
 
+
+class _Syncs:
+    """Records the fdatasync calls of the store (and makes them): which file, and whether the gate was held."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.calls: list[tuple[int, bool]] = []
+        self.real = db_module._datasync
+
+    def __call__(self, fd: int) -> None:
+        self.calls.append((os.fstat(fd).st_ino, self.spool._db.gate.owned()))
+        self.real(fd)
+
+
+def test_full_durability_syncs_the_wal_outside_the_gate(spool_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = Spool(spool_dir)
-    s.send(b"warm", "c")
-    wal = os.stat(spool_dir / "spool.db-wal")
-    syncs: list[tuple[int, bool, bool]] = []  # (rows committed when the sync began, gate owned, flock held)
-    real = os.fdatasync
-
-    def spy(fd: int) -> None:
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) == (wal.st_dev, wal.st_ino):
-            rows = s._db.read_conn.execute("SELECT count(*) FROM inbox").fetchone()[0]
-            syncs.append((rows, s._db.gate.owned(), s._db.gate.held))
-        real(fd)
-
-    monkeypatch.setattr(os, "fdatasync", spy)
-    returned: list[int] = []
-    lock = threading.Lock()
-
-    def sender() -> None:
-        for _ in range(20):
-            s.send(b"x", "c")
-            n = len(syncs)
-            with lock:
-                returned.append(n)
-
-    pool = [threading.Thread(target=sender) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join(60)
-    monkeypatch.setattr(os, "fdatasync", real)
-    assert len(returned) == 20 * threads
-    assert all(n >= 1 for n in returned)  # no send returned before a sync of the WAL
-    assert 1 <= len(syncs) <= 20 * threads
-    assert all(not owned and not held for _, owned, held in syncs)
-    assert syncs[-1][0] == 1 + 20 * threads  # the last sync began after the last commit
+    syncs = _Syncs(s)
+    monkeypatch.setattr(db_module, "_datasync", syncs)
+    s.send(b"one", "c")
+    s.send_many([b"a", b"b"], "c")
+    wal = os.stat(spool_dir / "spool.db-wal").st_ino
+    assert syncs.calls == [(wal, False), (wal, False)]  # one sync per commit, of the WAL, without the gate
+    lease = s.lease("c")
+    assert lease is not None
+    lease.ack()  # moves and removals are not synced
+    assert len(syncs.calls) == 2
     s.close()
-
     n = Spool(spool_dir, durability="normal")
-    monkeypatch.setattr(os, "fdatasync", spy)
-    before = len(syncs)
-    n.send(b"y", "c")
-    assert len(syncs) == before  # normal: no sync per send
+    syncs_n = _Syncs(n)
+    monkeypatch.setattr(db_module, "_datasync", syncs_n)
+    n.send(b"x", "c")
+    assert syncs_n.calls == []
     n.close()
 
 
+def test_concurrent_creators_share_syncs(spool_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Spool(spool_dir)
+    syncs = _Syncs(s)
+    monkeypatch.setattr(db_module, "_datasync", syncs)
+    per_thread, threads = 50, 8
+
+    def send() -> None:
+        for _ in range(per_thread):
+            s.send(b"x", "c")
+
+    ts = [threading.Thread(target=send) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert s.stats().channels["c"].ready == per_thread * threads
+    assert 0 < len(syncs.calls) < per_thread * threads
+    s.close()

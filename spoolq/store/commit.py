@@ -209,6 +209,7 @@ class GroupCommit:
                     self.db.execute_gated(self.db.create, sql.INSERT_ONE, (ch, pri, idb, job, body))
                 else:
                     self._write_batch([w])
+            self.db.sync_created()  # outside the gate: other writers go on meanwhile
         finally:
             mu.acquire()
             if self._queue:
@@ -216,7 +217,6 @@ class GroupCommit:
             else:
                 self._leading = False
             mu.release()
-        self.db.sync_created()  # outside the gate: others write while this waits for the disk
         w.done = True
         for b in w.bells:
             self.bells.ring(b)
@@ -307,16 +307,19 @@ class GroupCommit:
                     self._write_batch([w])
                 except BaseException as e2:
                     w.error = e2
-            batch = [w for w in batch if w.error is None]
+            if all(w.error is not None for w in batch):
+                return
         try:
-            self.db.sync_created()  # outside the gate: others write while this waits for the disk
+            self.db.sync_created()  # outside the gate: other writers go on meanwhile
         except BaseException as e:
             for w in batch:
-                w.error = e
+                if w.error is None:
+                    w.error = e
             return
         bells: set[str] = set()
         for w in batch:
-            bells |= w.bells
+            if w.error is None:
+                bells |= w.bells
         for b in bells:
             self.bells.ring(b)
 

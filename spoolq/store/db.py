@@ -3,11 +3,11 @@
 A :class:`Database` owns the three connections of one spool object:
 
 ``create``  writes that create messages (send, receive). Under ``full``
-            durability the writer syncs the WAL itself (:meth:`Database.sync_created`)
-            after its commit and *after* releasing the write lock, before it
-            reports success: the lock covers only the write into the page cache,
-            so other writers (threads or processes) commit while this one
-            waits for the disk, and concurrent syncs share the disk's flushes.
+            durability they are synced before they return: the commit itself
+            runs ``synchronous=NORMAL`` and :meth:`Database.sync_created` then
+            syncs the WAL *outside* the write gate, so other writers (a
+            consumer's acks, the daemon's settling) are not held up by the sync,
+            and concurrent creators share one (issue 15).
 ``move``    writes that only move or remove messages (lease, ack, nack, touch,
             dead-lettering, outbox clean-up): ``synchronous=NORMAL``. Losing
             one to a power cut only repeats a delivery.
@@ -15,16 +15,6 @@ A :class:`Database` owns the three connections of one spool object:
 
 Every write transaction holds the :class:`WriteGate`. WAL frames are ordered,
 so a synced commit also makes every earlier one durable.
-
-Why an ``fdatasync`` of ``spool.db-wal`` after a ``synchronous=NORMAL`` commit is
-as durable as a ``synchronous=FULL`` commit: FULL differs from NORMAL in WAL
-mode only by that one sync of the WAL at commit. The frames are in the file
-(the page cache) when the commit returns; syncing the file then makes them
-durable. Should a checkpoint copy them into the database and a later writer
-restart the WAL over them before our sync, the checkpoint synced the WAL
-before copying and the database after (both under NORMAL), so they are
-durable in the database. The WAL file cannot be removed while this process
-holds its connections open (only the last connection to close removes it).
 """
 
 from __future__ import annotations
@@ -187,6 +177,9 @@ def storage_error(e: sqlite3.Error, path: Path) -> SpoolqError:
     return StorageError(f"spool storage error at {path}: {msg}", hint="see the SQLite message; retrying may help")
 
 
+_datasync: Final = getattr(os, "fdatasync", os.fsync)  # what SQLite uses for the WAL on Linux; fsync elsewhere
+
+
 class Database:
     """The SQLite side of one spool object: directory, connections, transactions.
 
@@ -205,12 +198,15 @@ class Database:
         self.read_only = read_only
         self.version = sql.SCHEMA_VERSION  # the schema version of the open spool
         self._conns: list[sqlite3.Connection] = []
-        self.durable = False  # sync_created() syncs (full durability)
-        self._wal_fd = -1
-        self._wal_mu = threading.Lock()
         self.read_lock = threading.Lock()
         self.on_rollback: Callable[[], None] = lambda: None
         self._marks = _spool_marks(path, self.db_path)
+        self.sync_creates = durability == "full" and not read_only
+        self._commits = 0  # commits on `create` known to be done (sync_created), and how many are synced
+        self._synced = 0
+        self._count_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._wal_fd = -1
         self._refuse_damaged()
         if read_only:
             self._open_read_only()
@@ -222,17 +218,15 @@ class Database:
             raise SpoolUnavailable(f"cannot open {path / 'write.lock'}: {e.strerror or e}") from e
         try:
             self.gate = WriteGate(self, self._gate_fd)
-            self.create = self._connect("NORMAL")  # synced by sync_created() under full durability
+            self.create = self._connect("FULL" if durability == "full" else "NORMAL")
             self.move = self._connect("NORMAL")
             self.read_conn = self._connect("NORMAL")
             self.node_id = self._init_schema()
-            self.durable = durability == "full"
-            self._wal_fd = self._open_wal()
+            if self.sync_creates:  # the schema was written synced; from now on see sync_created()
+                self.retry(lambda: self.create.execute("PRAGMA synchronous=NORMAL"))
             self.ensure_reserve()
         except BaseException:
             self._close_conns()
-            if self._wal_fd >= 0:
-                os.close(self._wal_fd)
             os.close(self._gate_fd)
             raise
         self.sync_dir()
@@ -436,43 +430,6 @@ class Database:
         finally:
             os.close(fd)
 
-    def _open_wal(self) -> int:
-        """A descriptor of ``spool.db-wal`` for :meth:`sync_created` (-1 when there is none yet)."""
-        try:
-            return os.open(str(self.db_path) + "-wal", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return -1
-
-    def sync_created(self) -> None:
-        """Make every commit of the ``create`` connection so far durable (under ``full``; else nothing).
-
-        Called after the commit, *without* the write gate held (see the module docstring).
-        Raises StorageError when the disk refuses the sync: the caller must not report the
-        write as durable.
-        """
-        if not self.durable:
-            return
-        fd = self._wal_fd
-        try:
-            if fd < 0 or os.fstat(fd).st_nlink == 0:  # no WAL seen yet, or it was replaced: open it anew
-                with self._wal_mu:
-                    fd = self._wal_fd
-                    if fd < 0 or os.fstat(fd).st_nlink == 0:
-                        new = self._open_wal()
-                        if new < 0:
-                            self.sync()  # no WAL file: the commit went to the database itself
-                            return
-                        if fd >= 0:
-                            os.close(fd)
-                        self._wal_fd = fd = new
-            os.fdatasync(fd)
-        except OSError as e:
-            raise StorageError(
-                f"cannot sync the spool at {self.path} to disk: {e.strerror or e}; the message was written but "
-                "may not survive a power loss",
-                hint="check the disk (dmesg); a retry of the send with the same id is not a duplicate",
-            ) from e
-
     def sync(self) -> None:
         """fsync the database and its WAL now."""
         for path in (str(self.db_path) + "-wal", str(self.db_path)):
@@ -555,6 +512,40 @@ class Database:
                     raise
                 return self.retry(attempt)
 
+    def sync_created(self) -> None:
+        """Make the commit just done on ``create`` durable (under ``full``; a no-op under ``normal``).
+
+        Call it after the commit, without holding the gate. WAL frames are written in order, so one
+        ``fdatasync`` of the WAL makes every commit finished before it durable: a caller whose
+        commit was covered by a sync that started after it returns at once, and concurrent callers
+        share one sync. A checkpoint in between is safe too: under ``synchronous=NORMAL`` SQLite
+        syncs the WAL before it checkpoints, and the database file after.
+
+        Raises:
+            StorageError: the sync failed (the commit may not be durable).
+        """
+        if not self.sync_creates:
+            return
+        with self._count_lock:
+            self._commits += 1
+            mine = self._commits
+        with self._sync_lock:
+            if self._synced >= mine:
+                return
+            target = self._commits
+            try:
+                fd = self._wal_fd
+                if fd < 0 or os.fstat(fd).st_nlink == 0:  # first use, or the WAL was removed and made again
+                    if fd >= 0:
+                        os.close(fd)
+                    self._wal_fd = -1
+                    fd = self._wal_fd = os.open(f"{self.db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+                _datasync(fd)
+            except OSError as e:
+                raise StorageError(f"cannot sync the spool at {self.path}: {e.strerror or e}",
+                                   hint="check the disk; the last messages written may not be durable") from e
+            self._synced = target
+
     # -- the reserve: room for consumers to drain a full disk ---------------------------------
 
     def ensure_reserve(self) -> None:
@@ -628,6 +619,28 @@ class Database:
             self.check_open()
             return self.retry(attempt)
 
+    def read_nowait(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """:meth:`read`, but never waiting: ``(False, None)`` when the read connection is in use by
+        another thread or SQLite says busy (the caller then reads from a thread). For an event loop
+        (a WAL read does not wait for writers; ``busy_timeout`` is 0)."""
+        if not self.read_lock.acquire(blocking=False):
+            return False, None
+        conn = self.read_conn
+        try:
+            self.check_open()
+            conn.execute("BEGIN")
+            try:
+                return True, fn(conn)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if is_busy(e):
+                return False, None
+            raise storage_error(e, self.db_path) from e
+        finally:
+            self.read_lock.release()
+
     def check_open(self) -> None:
         if self.closed:
             raise SpoolUnavailable(f"the spool at {self.path} is closed", hint="open a new Spool")
@@ -647,8 +660,8 @@ class Database:
         with self.gate, self.read_lock:
             self.closed = True
             self._close_conns()
-        with self._wal_mu:
+        os.close(self._gate_fd)
+        with self._sync_lock:
             if self._wal_fd >= 0:
                 os.close(self._wal_fd)
                 self._wal_fd = -1
-        os.close(self._gate_fd)
