@@ -1,0 +1,23 @@
+"""The ``spoolq`` command line: a thin shell over :class:`spoolq.Spool` and a node's HTTP API.
+
+One module per concern; each defines its commands and this package adds them to the ``main`` group
+(``spoolq = spoolq.cli:main``):
+
+- ``messaging``: send, lease, stats, check
+- ``dead``: dead letters (ls, show, retry, purge)
+- ``outbox``: per peer status, and the transactional outbox relay
+- ``worker``: run a handler on a channel
+- ``servers``: node, beanstalkd, stomp
+- ``demos``: demo, showcase
+"""
+
+from __future__ import annotations
+
+from . import dead, demos, messaging, outbox, servers, worker
+from ._main import main
+
+for _cmd in (messaging.send, messaging.lease, messaging.stats, messaging.check, dead.dead, worker.worker,
+             servers.node, servers.beanstalkd, servers.stomp, demos.demo, outbox.outbox, demos.showcase):
+    main.add_command(_cmd)
+
+__all__ = ["main"]
