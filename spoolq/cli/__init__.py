@@ -9,15 +9,18 @@ One module per concern; each defines its commands and this package adds them to 
 - ``worker``: run a handler on a channel
 - ``servers``: node, beanstalkd, stomp
 - ``demos``: demo, showcase
+- ``top``: the live view of channels and peers
+- ``_http``: the client of a node's HTTP API (``--node URL --token T``)
 """
 
 from __future__ import annotations
 
-from . import dead, demos, messaging, outbox, servers, worker
+from . import dead, demos, messaging, outbox, servers, top, worker
 from ._main import main
 
 for _cmd in (messaging.send, messaging.lease, messaging.stats, messaging.check, dead.dead, worker.worker,
-             servers.node, servers.beanstalkd, servers.stomp, demos.demo, outbox.outbox, demos.showcase):
+             servers.node, servers.beanstalkd, servers.stomp, demos.demo, outbox.outbox, demos.showcase,
+             top.top):
     main.add_command(_cmd)
 
 __all__ = ["main"]
