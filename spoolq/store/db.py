@@ -189,6 +189,7 @@ class Database:
         self.busy_timeout = busy_timeout
         self.closed = False
         self.read_only = read_only
+        self.version = sql.SCHEMA_VERSION  # the schema version of the open spool
         self._conns: list[sqlite3.Connection] = []
         self.read_lock = threading.Lock()
         self.on_rollback: Callable[[], None] = lambda: None
@@ -252,6 +253,7 @@ class Database:
             if version == 0:
                 raise self._damaged() if self._marks else SpoolUnavailable(f"{self.db_path} holds no spool")
             self.node_id = str(conn.execute(sql.NODE_ID).fetchone()[0])
+            self.version = int(version)  # may be older than SCHEMA_VERSION: nothing can migrate it
         except BaseException:
             self._close_conns()
             os.close(self._gate_fd)
