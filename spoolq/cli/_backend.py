@@ -18,14 +18,12 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from ..admin import AdminMessage
 from ..errors import NotFound, PeerError, SpoolqError
 from ..spool import Spool
 from ._http import NodeClient
-
-if TYPE_CHECKING:  # TEMP until the admin branch is merged
-    from ..admin import AdminMessage  # type: ignore[import-not-found]
 
 WHO = "cli"
 LONG_CALL = 600.0  # seconds a node may take over one admin call (holding 100k messages by filter)
@@ -44,7 +42,7 @@ class Backend(Protocol):
     def audit_log(self, limit: int) -> list[dict[str, Any]]: ...
 
 
-def message_dict(m: AdminMessage) -> dict[str, Any]:  # type: ignore[no-any-unimported]
+def message_dict(m: AdminMessage) -> dict[str, Any]:
     """An ``AdminMessage`` in the HTTP API's shape (with the body when ``find`` read it)."""
     d: dict[str, Any] = m.as_dict()
     if m.body is not None:
@@ -77,22 +75,22 @@ class LocalBackend:
 
     def browse(self, filters: Mapping[str, Any], after: str | None, limit: int) -> tuple[list[dict[str, Any]],
                                                                                          str | None]:
-        rows, nxt = self.spool.admin.browse(dict(filters), after, limit)  # type: ignore[attr-defined]  # TEMP
+        rows, nxt = self.spool.admin.browse(dict(filters), after, limit)
         return [m.as_dict() for m in rows], nxt
 
     def find(self, message_id: str) -> list[dict[str, Any]]:
-        return [message_dict(m) for m in self.spool.admin.find(message_id)]  # type: ignore[attr-defined]  # TEMP
+        return [message_dict(m) for m in self.spool.admin.find(message_id)]
 
     def act(self, action: str, ids: Sequence[str] | None, filters: Mapping[str, Any] | None, dry_run: bool,
             progress: Progress | None) -> tuple[int, int]:
-        fn = getattr(self.spool.admin, action)  # type: ignore[attr-defined]  # TEMP
+        fn = getattr(self.spool.admin, action)
         matched, changed = fn(list(ids) if ids is not None else None,
                               filter=dict(filters) if filters is not None else None,
                               dry_run=dry_run, who=WHO, progress=progress)
         return int(matched), int(changed)
 
     def audit_log(self, limit: int) -> list[dict[str, Any]]:
-        return [e.as_dict() for e in self.spool.admin.audit_log(limit)]  # type: ignore[attr-defined]  # TEMP
+        return [e.as_dict() for e in self.spool.admin.audit_log(limit)]
 
 
 class NodeBackend:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..errors import InvalidArgument
 from ..message import DeadLetter
+from ._backend import WHO
 from ._common import DURATION, READ_ONLY, F, body_text, err, open_spool, out, spool_options
 
 
@@ -91,7 +92,7 @@ def dead_retry(ids: tuple[str, ...], channel: str | None, reason: str | None, ol
     """Make dead letters ready again (attempts reset), or re-queue them for their peer."""
     sel = _selection(ids, all_, channel, reason, older_than, newer_than)
     with open_spool(spool_dir, durability) as spool:
-        done = spool.retry_dead(dry_run=dry_run, **sel)
+        done = spool.retry_dead(dry_run=dry_run, who=WHO, **sel)
     verb = "would retry" if dry_run else "retried"
     for d in done:
         click.echo(f"{verb} {d.id} ({d.channel}{' -> ' + d.peer if d.peer else ''}, {d.reason})")
@@ -117,5 +118,5 @@ def dead_purge(ids: tuple[str, ...], channel: str | None, reason: str | None, ol
             return
         if n and not yes and not click.confirm(f"purge {n} dead letters for good?"):
             sys.exit(1)
-        n = spool.purge_dead(**sel)
+        n = spool.purge_dead(who=WHO, **sel)
     click.echo(f"purged {n} dead letters")
