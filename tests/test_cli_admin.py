@@ -103,3 +103,198 @@ def test_top_against_a_node(tmp_path: Path) -> None:
     assert r.returncode == 1 and "cannot reach the node" in r.stderr
     r = cli("top", "--node", "ftp://x", "--once")
     assert r.returncode == 2 and "http://" in r.stderr
+
+
+# -- ls and show ----------------------------------------------------------------------------
+
+
+def test_ls_and_show_on_a_spool(spool_dir: Path) -> None:
+    with Spool(spool_dir) as s:
+        ready = s.send(b'{"order": 42}', "orders", headers={"tenant": "acme"}, priority=5)
+        later = s.send(b"later", "orders", delay=3600)
+        binary = s.send(bytes(range(256)), "blobs")
+        nasty = s.send(b"\x1b[2J\x1b[31mboo", "orders", to="dc2")
+    d = str(spool_dir)
+    rows = jlines(cli("ls", "--json", "--spool", d))
+    assert sorted(r["id"] for r in rows) == sorted([ready, later, binary, nasty])
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[ready]["state"] == "ready" and by_id[ready]["priority"] == 5 and by_id[ready]["size"] == 13
+    assert by_id[later]["state"] == "delayed" and by_id[later]["due"] > 0
+    assert by_id[nasty]["peer"] == "dc2" and by_id[nasty]["place"] == "outbox"
+    assert [r["id"] for r in jlines(cli("ls", "orders", "--state", "delayed", "--json", "--spool", d))] == [later]
+    assert [r["id"] for r in jlines(cli("ls", "--header", "tenant=acme", "--json", "--spool", d))] == [ready]
+    assert [r["id"] for r in jlines(cli("ls", "--peer", "dc2", "--json", "--spool", d))] == [nasty]
+    assert [r["id"] for r in jlines(cli("ls", "--max-priority", "10", "--json", "--spool", d))] == [ready]
+    # the table: one line per message, a terminal escape in a body shown, not played
+    r = cli("ls", "--spool", d)
+    assert r.returncode == 0 and "\x1b" not in r.stdout
+    assert len(r.stdout.splitlines()) == 5 and "\\x1b[2J" in r.stdout and "4 messages" in r.stderr
+    # show: pretty JSON, headers; binary bodies as base64 and --raw gives the bytes back
+    r = cli("show", ready, "--spool", d)
+    assert r.returncode == 0 and '"order": 42' in r.stdout and "tenant: acme" in r.stdout
+    shown = json.loads(cli("show", ready, "--json", "--spool", d).stdout)["messages"]
+    assert shown[0]["body_json"] == {"order": 42} and shown[0]["headers"] == {"tenant": "acme"}
+    raw = subprocess.run([PYTHON, "-m", "spoolq", "show", binary, "--raw", "--spool", d], capture_output=True,
+                         env=python_env(), timeout=60)
+    assert raw.returncode == 0 and raw.stdout == bytes(range(256))
+    assert "base64" in cli("show", binary, "--spool", d).stdout
+    assert "\x1b" not in cli("show", nasty, "--spool", d).stdout
+    with Spool(spool_dir) as s:
+        lease = s.lease("orders")
+        assert lease is not None and lease.id == ready
+        lease.ack()
+    r = cli("show", ready, "--spool", d)
+    assert r.returncode == 1 and "no message" in r.stderr and "spoolq dead show" in r.stderr
+    r = cli("show", "not-an-id", "--spool", d)
+    assert r.returncode == 2 and "UUID" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ls_follows_the_cursor_and_stops_at_limit(spool_dir: Path) -> None:
+    with Spool(spool_dir) as s:
+        sent = s.send_many([b"m%d" % i for i in range(2500)], "bulk")
+    d = str(spool_dir)
+    every = [r["id"] for r in jlines(cli("ls", "bulk", "--json", "--spool", d))]
+    assert len(every) == 2500 and set(every) == set(sent)  # three pages, nothing twice
+    r = cli("ls", "bulk", "--json", "--limit", "1200", "--spool", d)
+    first = [x["id"] for x in jlines(r)]
+    assert len(first) == 1200 and "--after" in r.stderr
+    cursor = r.stderr.split("--after", 1)[1].split()[0]
+    rest = [x["id"] for x in jlines(cli("ls", "bulk", "--json", "--after", cursor, "--spool", d))]
+    assert len(rest) == 1300 and not set(first) & set(rest) and set(first) | set(rest) == set(sent)
+    r = cli("ls", "bulk", "--after", "garbage!", "--spool", d)
+    assert r.returncode == 2 and "after" in r.stderr
+
+
+# -- acting on messages -----------------------------------------------------------------------
+
+
+def test_hold_release_requeue_delete_on_a_spool(spool_dir: Path) -> None:
+    d = str(spool_dir)
+    with Spool(spool_dir) as s:
+        jobs = s.send_many([b"1", b"2", b"3"], "jobs")
+        later = s.send(b"later", "jobs", delay=3600)
+    # a dry run counts and changes nothing
+    r = cli("hold", "--channel", "jobs", "--dry-run", "--spool", d)
+    assert r.returncode == 0 and "would hold: 4 of 4" in r.stdout
+    with Spool(spool_dir) as s:
+        assert s.stats().channels["jobs"].held == 0
+    r = cli("hold", "--channel", "jobs", "--json", "--spool", d)
+    assert jlines(r) == [{"action": "hold", "matched": 4, "changed": 4, "dry_run": False}]
+    with Spool(spool_dir) as s:
+        assert s.lease("jobs") is None and s.stats().channels["jobs"].held == 4
+    # release two by id (one from standard input): they are leasable again, in their old state
+    r = cli("release", jobs[0], "-", "--spool", d, input=later + "\n")
+    assert r.returncode == 0 and "released 2 messages" in r.stdout
+    with Spool(spool_dir) as s:
+        st = s.stats().channels["jobs"]
+        assert (st.ready, st.delayed, st.held) == (1, 1, 2)
+    # requeue: delayed and held ones ready now
+    r = cli("requeue", "--channel", "jobs", "--spool", d)
+    assert r.returncode == 0 and "requeued 3 messages" in r.stdout
+    with Spool(spool_dir) as s:
+        st = s.stats().channels["jobs"]
+        assert (st.ready, st.delayed, st.held) == (4, 0, 0)
+        lease = s.lease("jobs", visibility=3600)
+        assert lease is not None  # a leased message is matched, never deleted
+    r = cli("delete", "--channel", "jobs", "--dry-run", "--spool", d)
+    assert "would delete: 3 of 4" in r.stdout and "leased" in r.stdout
+    r = cli("delete", "--channel", "jobs", "--spool", d)  # not a terminal: no question asked
+    assert r.returncode == 0 and "deleted 3 messages" in r.stdout
+    with Spool(spool_dir) as s:
+        st = s.stats().channels["jobs"]
+        assert (st.ready, st.leased) == (0, 1)
+    audit = jlines(cli("audit", "--json", "--spool", d))
+    assert [(e["who"], e["action"], e["count"]) for e in audit] == [
+        ("cli", "delete", 3), ("cli", "requeue", 3), ("cli", "release", 2), ("cli", "hold", 4)]
+    r = cli("audit", "--spool", d)
+    assert r.returncode == 0 and "requeue" in r.stdout
+
+
+def test_dead_retry_and_purge_are_audited(spool_dir: Path) -> None:
+    d = str(spool_dir)
+    with Spool(spool_dir) as s:
+        s.send_many([b"a", b"b"], "c")
+        for _ in range(2):
+            lease = s.lease("c")
+            assert lease is not None
+            lease.dead("bad")
+        first = s.dead_letters()[0].id
+    assert cli("dead", "retry", first, "--spool", d).returncode == 0
+    assert cli("dead", "purge", "--all", "--yes", "--spool", d).returncode == 0
+    audit = jlines(cli("audit", "--json", "--spool", d))
+    assert [(e["who"], e["action"], e["count"]) for e in audit] == [("cli", "dead-purge", 1), ("cli", "dead-retry", 1)]
+
+
+def test_bad_selections_change_nothing(spool_dir: Path) -> None:
+    d = str(spool_dir)
+    with Spool(spool_dir) as s:
+        mid = s.send(b"x", "jobs")
+    cases = [
+        (["hold"], "no messages selected"),
+        (["hold", mid, "--channel", "jobs"], "not both"),
+        (["delete", "nope"], "UUID"),
+        (["hold", "--header", "novalue"], "NAME=VALUE"),
+        (["hold", "--state", "gone", "--all"], "--state"),
+        (["release", "-"], "no ids"),
+        (["ls", "--older-than", "soon"], "duration"),
+        (["show", mid, "--raw", "--json"], "--raw"),
+    ]
+    for args, what in cases:
+        r = cli(*args, "--spool", d, input="")
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert what in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    r = cli("hold", "--all", "--read-only", "--spool", d)
+    assert r.returncode == 2  # no such option: actions write
+    with Spool(spool_dir) as s:
+        assert s.stats().channels["jobs"].ready == 1 and s.admin.audit_log() == []
+
+
+def test_progress_bar_and_confirmation_on_a_terminal(spool_dir: Path) -> None:
+    """On a terminal: a progress bar while holding, and delete asks first (answering no deletes nothing)."""
+    import os
+    import pty
+    import select
+    import time
+
+    with Spool(spool_dir) as s:
+        s.send_many([b"x"] * 3000, "bulk")
+
+    def run_on_pty(args: list[str], answer: bytes | None = None) -> tuple[int, str]:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([PYTHON, "-m", "spoolq", *args], stdin=slave, stdout=slave, stderr=slave,
+                                env={**python_env(), "COLUMNS": "120", "TERM": "xterm"}, close_fds=True)
+        os.close(slave)
+        seen = b""
+        deadline = time.monotonic() + 120
+        try:
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([master], [], [], 1.0)
+                if ready:
+                    try:
+                        chunk = os.read(master, 65536)
+                    except OSError:  # the child closed the terminal
+                        break
+                    if not chunk:
+                        break
+                    seen += chunk
+                    if answer is not None and b"[y/N]" in seen:
+                        os.write(master, answer)
+                        answer = None
+                elif proc.poll() is not None:
+                    break
+            return proc.wait(60), seen.decode(errors="replace")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+
+    rc, text = run_on_pty(["hold", "--channel", "bulk", "--spool", str(spool_dir)])
+    assert rc == 0 and "3000/3000" in text and "held 3000 messages" in text
+    rc, text = run_on_pty(["delete", "--channel", "bulk", "--spool", str(spool_dir)], answer=b"n\n")
+    assert rc == 1 and "for good?" in text and "nothing deleted" in text
+    with Spool(spool_dir) as s:
+        assert s.stats().channels["bulk"].held == 3000
+    # not a terminal: no bar, no question
+    r = cli("delete", "--channel", "bulk", "--spool", str(spool_dir))
+    assert r.returncode == 0 and "3000/3000" not in r.stdout + r.stderr and "deleted 3000" in r.stdout

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, NotFound
 from . import _format as fmt
 from ._backend import open_backend
 from ._common import READ_ONLY, err, out, spool_options
@@ -58,13 +58,14 @@ def ls(channel: str | None, limit: int | None, after: str | None, as_json: bool,
     filters = filters_of({**kw, "channel": channel})
     shown = 0
     cursor = after
+    head = None if as_json else " ".join(name.upper().ljust(w) if w else name.upper() for name, w in COLUMNS)
     with open_backend(node_url, token, spool_dir, durability, read_only) as backend:
-        if not as_json:
-            head = " ".join(name.upper().ljust(w) if w else name.upper() for name, w in COLUMNS)
-            click.echo(click.style(head, bold=True) if out.is_terminal else head)
         while True:
             want = PAGE if limit is None else min(PAGE, limit - shown)
             rows, cursor = backend.browse(filters, cursor, want)
+            if head is not None:  # once the first page came back: an error is then the only output
+                click.echo(click.style(head, bold=True) if out.is_terminal else head)
+                head = None
             for m in rows:
                 click.echo(json.dumps(m) if as_json else _line(m))
             shown += len(rows)
@@ -91,7 +92,11 @@ def show(message_id: str, as_json: bool, raw: bool, node_url: str | None, token:
     if as_json and raw:
         raise InvalidArgument("--json and --raw do not go together", hint="pick one")
     with open_backend(node_url, token, spool_dir, durability, read_only) as backend:
-        copies = backend.find(message_id.strip())
+        try:
+            copies = backend.find(message_id.strip())
+        except NotFound as e:
+            raise NotFound(e.message, hint="it may have been acked or forwarded; a dead letter: spoolq dead show ID"
+                           ) from None
     if as_json:
         click.echo(json.dumps({"messages": copies}, indent=2))
         return

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -57,16 +58,19 @@ def outbox(ctx: click.Context, as_json: bool, node_url: str | None, token: str |
         return
     t = Table(title=f"outbox of {escape(source)}" + ("" if live is not None else
                                                      "  (no node running: no peer health)"), title_justify="left")
-    for col in ("peer", "state", "waiting", "in flight", "held", "dead", "oldest", "batch", "sent/s",
-                "last success", "next retry", "failures", "last error"):
-        t.add_column(col, justify="left" if col in ("peer", "state", "last error") else "right")
+    for col in ("peer", "state", "waiting", "in flight", "held", "dead", "oldest", "batch", "sent/s", "last ok",
+                "next retry", "last error"):
+        left = col in ("peer", "state", "last error")
+        t.add_column(col, justify="left" if left else "right", no_wrap=col != "last error",
+                     overflow="fold" if col == "last error" else "ellipsis")
     for name, r in sorted(rows.items()):
         t.add_row(escape(fmt.safe(name)), _state(r), *(str(r.get(k, "-")) for k in ("waiting", "in_flight", "held",
                                                                                      "dead")),
                   fmt.age(r.get("oldest_age")), _opt(r.get("batch_size")),
                   "-" if r.get("rate") is None else f"{float(r['rate']):.1f}", fmt.until(r.get("last_success")),
-                  _retry(r), _opt(r.get("failures")), escape(fmt.safe(r.get("last_error") or "-"))[:80])
-    out.print(t)
+                  _retry(r), escape(fmt.safe(r.get("last_error") or "-"))[:200])
+    wide = out if out.is_terminal else Console(highlight=False, color_system=None, width=max(out.width, 200))
+    wide.print(t)
 
 
 def _opt(v: Any) -> str:
