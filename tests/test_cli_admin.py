@@ -9,7 +9,7 @@ from typing import Any
 
 from spoolq import Spool
 
-from .conftest import PYTHON, python_env
+from .conftest import PYTHON, python_env, wait_for
 from .nodes import NodeProc
 
 ADMIN = "admin-token-0123456789abcdef"
@@ -298,3 +298,93 @@ def test_progress_bar_and_confirmation_on_a_terminal(spool_dir: Path) -> None:
     # not a terminal: no bar, no question
     r = cli("delete", "--channel", "bulk", "--spool", str(spool_dir))
     assert r.returncode == 0 and "3000/3000" not in r.stdout + r.stderr and "deleted 3000" in r.stdout
+
+
+# -- against a running node -------------------------------------------------------------------
+
+
+def test_admin_commands_against_a_node(tmp_path: Path) -> None:
+    d = tmp_path / "a"
+    with Spool(d) as s:
+        jobs = s.send_many([b'{"n": 1}', b"two"], "jobs")
+        out = s.send(b"for dc2", "orders", to="dc2")
+    config = TOKENS + '[node]\nbackoff_cap = 0.5\n\n[peers.dc2]\nurl = "http://127.0.0.1:9"\n'  # dc2 is down
+    with NodeProc(d, config=config) as node:
+        env = {"SPOOLQ_NODE": node.url, "SPOOLQ_TOKEN": ADMIN}
+        rows = jlines(cli("ls", "--json", env=env))
+        assert sorted(r["id"] for r in rows) == sorted([*jobs, out])
+        assert [r["id"] for r in jlines(cli("ls", "--peer", "dc2", "--json", env=env))] == [out]
+        shown = json.loads(cli("show", jobs[0], "--json", env=env).stdout)["messages"]
+        assert shown[0]["body_json"] == {"n": 1}
+        r = cli("show", jobs[1], env=env)
+        assert r.returncode == 0 and "two" in r.stdout
+        # the same JSON shapes as on the spool directory (the age aside)
+        local = jlines(cli("ls", "jobs", "--json", "--read-only", "--spool", str(d)))
+        remote = jlines(cli("ls", "jobs", "--json", env=env))
+        assert [{**x, "age": 0} for x in local] == [{**x, "age": 0} for x in remote]
+
+        r = cli("hold", "--peer", "dc2", "--dry-run", env=env)
+        assert "would hold: 1 of 1" in r.stdout
+        assert jlines(cli("hold", out, "--json", env=env)) == [
+            {"action": "hold", "matched": 1, "changed": 1, "dry_run": False}]
+        peers = json.loads(cli("outbox", "--json", env=env).stdout)["peers"]
+        assert peers["dc2"]["held"] == 1 and peers["dc2"]["waiting"] == 0
+        assert peers["dc2"]["state"] in ("unreachable", "backing_off", "idle") and "batch_size" in peers["dc2"]
+        r = cli("outbox", env=env)
+        assert r.returncode == 0 and "dc2" in r.stdout and "batch" in r.stdout
+        # the outbox of the spool directory asks the node running on it for the live part
+        peers = json.loads(cli("outbox", "--json", "--spool", str(d), env={"SPOOLQ_TOKEN": ADMIN}).stdout)["peers"]
+        assert peers["dc2"]["held"] == 1 and "state" in peers["dc2"]
+        assert jlines(cli("release", out, "--json", env=env))[0]["changed"] == 1
+        assert jlines(cli("flush", "dc2", "--json", env=env)) == [{"flushed": ["dc2"]}]
+        assert jlines(cli("flush", "--json", "--spool", str(d), env={"SPOOLQ_TOKEN": ADMIN})) == [
+            {"flushed": ["dc2"]}]
+        r = cli("flush", "nowhere", env=env)
+        assert r.returncode == 1 and "no peer 'nowhere'" in r.stderr
+        r = cli("delete", jobs[1], "--yes", env=env)
+        assert r.returncode == 0 and "deleted 1 message" in r.stdout
+        audit = jlines(cli("audit", "--json", env=env))
+        assert [(e["who"], e["action"], e["count"]) for e in audit] == [
+            ("ops", "delete", 1), ("ops", "release", 1), ("ops", "hold", 1)]
+        # the node checks what the CLI passes on, and nothing changes
+        r = cli("ls", "--after", "bogus", env=env)
+        assert r.returncode == 2 and "after" in r.stderr and "Traceback" not in r.stderr
+        r = cli("hold", "--channel", "jobs", env={**env, "SPOOLQ_TOKEN": SENDER})
+        assert r.returncode == 1 and "admin" in r.stderr
+        r = cli("ls", env={**env, "SPOOLQ_TOKEN": "wrong-token-0123456789"})
+        assert r.returncode == 1 and "token" in r.stderr and "ID" not in r.stdout
+        r = cli("show", "01a2373a-5d08-7a56-8d08-9db9806b66d9", env=env)
+        assert r.returncode == 1 and "no message" in r.stderr
+        assert len(jlines(cli("audit", "--json", env=env))) == 3
+    r = cli("flush", "--spool", str(d))
+    assert r.returncode == 1 and "no node runs on" in r.stderr and "--node" in r.stderr  # the node is gone
+
+
+def test_held_on_a_is_forwarded_to_b_only_once_released(tmp_path: Path) -> None:
+    """Two nodes: a message held (by the CLI, on A's spool directory) stays on A while a later one goes
+    to B; released (by the CLI, through A's API), it arrives on B."""
+    with Spool(tmp_path / "a") as s:
+        held = s.send(b"held one", "hop", to="b")
+        after = s.send(b"after", "hop", to="b")
+    r = cli("hold", held, "--spool", str(tmp_path / "a"))  # before A runs: A never had it in its outbox
+    assert r.returncode == 0 and "held 1 message" in r.stdout
+    b = NodeProc(tmp_path / "b")
+    a = NodeProc(tmp_path / "a", config=TOKENS + f'[node]\nbackoff_cap = 0.5\n\n[peers.b]\nurl = "{b.url}"\n')
+    try:
+        on_a = {"SPOOLQ_NODE": a.url, "SPOOLQ_TOKEN": ADMIN}
+        on_b = {"SPOOLQ_NODE": b.url}  # B has no tokens: loopback only, no token needed
+
+        def ids_on_b() -> list[str]:
+            return [m["id"] for m in jlines(cli("ls", "hop", "--json", env=on_b))]
+
+        wait_for(lambda: ids_on_b() == [after], timeout=60)
+        assert [m["id"] for m in jlines(cli("ls", "--state", "held", "--json", env=on_a))] == [held]
+        assert jlines(cli("release", held, "--json", env=on_a))[0]["changed"] == 1
+        assert jlines(cli("flush", "b", "--json", env=on_a)) == [{"flushed": ["b"]}]
+        wait_for(lambda: sorted(ids_on_b()) == sorted([held, after]), timeout=60)
+        assert jlines(cli("ls", "--json", env=on_a)) == []
+        audit = jlines(cli("audit", "--json", env=on_a))
+        assert [(e["who"], e["action"]) for e in audit] == [("ops", "release"), ("cli", "hold")]
+    finally:
+        assert a.stop() == 0, a.log()
+        assert b.stop() == 0, b.log()
