@@ -388,3 +388,37 @@ def test_held_on_a_is_forwarded_to_b_only_once_released(tmp_path: Path) -> None:
     finally:
         assert a.stop() == 0, a.log()
         assert b.stop() == 0, b.log()
+
+
+def test_dead_letter_commands_against_a_node(tmp_path: Path) -> None:
+    d = tmp_path / "a"
+    with Spool(d) as s:
+        s.send_many([b"bad", bytes([0xFF, 0xFE])], "c")
+        for _ in range(2):
+            lease = s.lease("c")
+            assert lease is not None
+            lease.dead("[bold]cannot parse\x1b[31m")
+        ids = [x.id for x in s.dead_letters()]
+    with NodeProc(d) as node:  # no tokens: loopback only, "local" in the audit
+        env = {"SPOOLQ_NODE": node.url}
+        rows = jlines(cli("dead", "ls", "--json", env=env))
+        assert [r["id"] for r in rows] == ids and rows[0]["reason"] == "rejected"
+        r = cli("dead", "ls", env=env)
+        assert r.returncode == 0 and "[bold]" in r.stdout and "\x1b" not in r.stdout  # markup shown, not obeyed
+        shown = json.loads(cli("dead", "show", ids[1], env=env).stdout)
+        assert shown["body_base64"] == "//4=" and shown["detail"].startswith("[bold]")
+        assert json.loads(cli("dead", "show", ids[0], env=env).stdout)["body"] == "bad"
+        r = cli("dead", "show", "01a2373a-5d08-7a56-8d08-9db9806b66d9", env=env)
+        assert r.returncode == 1 and "no dead letter" in r.stderr
+        r = cli("dead", "retry", ids[0], "--dry-run", env=env)
+        assert "would retry 1" in r.stderr and len(jlines(cli("dead", "ls", "--json", env=env))) == 2
+        r = cli("dead", "retry", ids[0], env=env)
+        assert r.returncode == 0 and f"retried {ids[0]}" in r.stdout
+        assert "would purge 1" in cli("dead", "purge", "--all", "--dry-run", env=env).stdout
+        r = cli("dead", "purge", "--all", "--yes", env=env)
+        assert r.returncode == 0 and "purged 1" in r.stdout
+        assert jlines(cli("dead", "ls", "--json", env=env)) == []
+        audit = jlines(cli("audit", "--json", env=env))
+        assert [(e["who"], e["action"], e["count"]) for e in audit] == [("local", "dead-purge", 1),
+                                                                        ("local", "dead-retry", 1)]
+        assert [m["id"] for m in jlines(cli("ls", "c", "--json", env=env))] == [ids[0]]
