@@ -422,3 +422,33 @@ def test_dead_letter_commands_against_a_node(tmp_path: Path) -> None:
         assert [(e["who"], e["action"], e["count"]) for e in audit] == [("local", "dead-purge", 1),
                                                                         ("local", "dead-retry", 1)]
         assert [m["id"] for m in jlines(cli("ls", "c", "--json", env=env))] == [ids[0]]
+
+
+def test_the_token_is_not_handed_to_a_redirect() -> None:
+    """A node never redirects: the CLI reports a 3xx instead of sending its bearer token elsewhere."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:9/stolen")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Redirecting)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        r = cli("ls", "--node", f"http://127.0.0.1:{srv.server_port}", "--token", ADMIN)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(10)
+    assert r.returncode == 1 and "302" in r.stderr
+    assert seen == ["/v1/admin/messages?limit=1000"]

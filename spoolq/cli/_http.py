@@ -33,6 +33,16 @@ def node_options(f: F) -> F:
     return f
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A node never redirects; following one would hand the bearer token to another address."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 class NodeClient:
     """GET and POST JSON to one node, with a bearer token."""
 
@@ -61,7 +71,7 @@ class NodeClient:
             req.add_header("Authorization", f"Bearer {self.token}")
         where = f"{req.get_method()} {req.full_url}"
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with _OPENER.open(req, timeout=self.timeout) as resp:
                 raw = resp.read(MAX_REPLY + 1)
         except urllib.error.HTTPError as e:
             raise _http_error(e, where) from None
