@@ -189,7 +189,10 @@ class AdminOps:
         Raises:
             NotFound: the id is nowhere (a dead letter is shown by ``spool.dead_letter``).
         """
-        idb = parse_ids([message_id])[0]
+        try:
+            idb = id_bytes(message_id)
+        except InvalidArgument as e:
+            raise _bad("id", str(e), e.hint) from None
         found = self._admin.find([idb])
         if not found:
             raise NotFound(f"no message with id {message_id} is stored (not in any inbox, outbox or hold)",
@@ -203,6 +206,7 @@ class AdminOps:
                                   hint="an empty filter ({}) selects every message")
         if type(dry_run) is not bool:
             raise _bad("dry_run", f"must be true or false, not {type(dry_run).__name__}")
+        who = _name("who", who)
         idbs = parse_ids(ids) if ids is not None else None
         f = parse_filter(filter) if filter is not None else None
         matched, changed = self._admin.act(action, idbs, f, dry_run, progress)

@@ -86,6 +86,7 @@ def test_hold_release_requeue_delete_and_the_audit(api: Client) -> None:
     assert r.json() == {"matched": 1, "changed": 1, "dry_run": False}
     assert lease_bodies(api, "acts") == ["b"]
     assert api.get("/v1/stats").json()["channels"]["acts"]["held"] == 1
+    assert 'spoolq_channel_messages{channel="acts",state="held"} 1.0' in api.get("/metrics").body.decode()
     r = api.post("/v1/admin/release", json_body={"filter": {"channel": "acts"}})
     assert r.json() == {"matched": 1, "changed": 1, "dry_run": False}
     assert lease_bodies(api, "acts") == ["a"]
@@ -115,7 +116,7 @@ def test_hold_release_requeue_delete_and_the_audit(api: Client) -> None:
     ("GET", "/v1/admin/messages?chanel=typo", None, "chanel"),
     ("GET", "/v1/admin/messages?state=ready&state=held", None, "state"),
     ("GET", "/v1/admin/messages?header=nothing", None, "header"),
-    ("GET", "/v1/admin/messages/not-an-id", None, "ids"),
+    ("GET", "/v1/admin/messages/not-an-id", None, "id:"),
     ("GET", "/v1/admin/audit?limit=100000", None, "limit"),
     ("POST", "/v1/admin/hold", {}, "ids or a filter"),
     ("POST", "/v1/admin/hold", {"ids": "abc"}, "ids"),

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import json
 import sqlite3
@@ -298,11 +299,9 @@ class Admin:
             if d is None:
                 continue
             body, job, expires, origin, _deliver_at = d
-            base = self._message(r, now, body[:PREVIEW_BYTES])
-            out.append(AdminMessage(**{**{k: getattr(base, k) for k in base.__slots__},  # type: ignore[attr-defined]
-                                       "headers": decode_headers(r[9]), "body": body, "job": job,
-                                       "expires_at": expires / 1000.0 if expires else None,
-                                       "origin": self.names.origin_name(origin)}))
+            out.append(dataclasses.replace(
+                self._message(r, now, body[:PREVIEW_BYTES]), headers=decode_headers(r[9]), body=body, job=job,
+                expires_at=expires / 1000.0 if expires else None, origin=self.names.origin_name(origin)))
         return out
 
     def _locate(self, conn: sqlite3.Connection, idbs: Sequence[bytes]) -> list[Row]:
@@ -359,11 +358,13 @@ class Admin:
         if idbs is not None:
             for i in range(0, len(idbs), ID_CHUNK):
                 part = idbs[i:i + ID_CHUNK]
+                locate = functools.partial(self._locate, idbs=part)
                 if dry_run:
-                    rows = self.db.read(lambda c, part=part: self._locate(c, part))  # type: ignore[misc]
-                    m, n = len(rows), sum(1 for r in rows if _can(action, r, self.now_ms()))
+                    rows = self.db.read(locate)
+                    now = self.now_ms()
+                    m, n = len(rows), sum(1 for r in rows if _can(action, r, now))
                 else:
-                    m, n = self._apply(action, lambda c, part=part: self._locate(c, part))  # type: ignore[misc]
+                    m, n = self._apply(action, locate)
                 matched += m
                 changed += n
                 if progress is not None:
@@ -381,7 +382,7 @@ class Admin:
                 now = self.now_ms()
                 changed += sum(1 for r in rows if _can(action, r, now))
             elif rows:
-                changed += self._apply(action, lambda c, rows=rows: rows)[1]  # type: ignore[misc]
+                changed += self._apply(action, functools.partial(_given, rows))[1]
             if progress is not None:
                 progress(matched, changed)
             if cursor is None:
@@ -509,6 +510,10 @@ def _groups(conn: sqlite3.Connection, next_group: str) -> list[tuple[int, int]] 
         out.append((g, p))
         if len(out) > MAX_GROUPS:
             return None
+
+
+def _given(rows: list[Row], _conn: sqlite3.Connection) -> list[Row]:
+    return rows
 
 
 def _can(action: str, r: Row, now: int) -> bool:

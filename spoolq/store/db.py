@@ -371,7 +371,7 @@ class Database:
 
     def _init_schema(self) -> str:
         def check(conn: sqlite3.Connection) -> None:
-            version = conn.execute(sql.USER_VERSION).fetchone()[0]
+            version = start = conn.execute(sql.USER_VERSION).fetchone()[0]
             if version > sql.SCHEMA_VERSION:
                 raise SpoolVersionError(
                     f"the spool at {self.path} has schema version {version}, newer than this spoolq "
@@ -396,7 +396,8 @@ class Database:
                     if stmt.strip():
                         conn.execute(stmt)
                 version += 1
-            conn.execute(f"PRAGMA user_version={sql.SCHEMA_VERSION}")
+            if version != start:  # an open of a current spool writes nothing (it may be on a full disk)
+                conn.execute(f"PRAGMA user_version={sql.SCHEMA_VERSION}")
 
         self.txn(self.move, check)
         return str(self.read_conn.execute(sql.NODE_ID).fetchone()[0])
