@@ -176,6 +176,8 @@ def test_hold_release_requeue_delete_on_a_spool(spool_dir: Path) -> None:
     # a dry run counts and changes nothing
     r = cli("hold", "--channel", "jobs", "--dry-run", "--spool", d)
     assert r.returncode == 0 and "would hold: 4 of 4" in r.stdout
+    assert jlines(cli("hold", "--channel", "jobs", "--dry-run", "--json", "--spool", d)) == [
+        {"action": "hold", "matched": 4, "changed": 4, "dry_run": True}]  # JSON only on stdout
     with Spool(spool_dir) as s:
         assert s.stats().channels["jobs"].held == 0
     r = cli("hold", "--channel", "jobs", "--json", "--spool", d)

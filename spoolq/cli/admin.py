@@ -107,16 +107,16 @@ def _action(action: str) -> click.Command:
         sel = None if chosen is not None else filters
         with open_backend(node_url, token, spool_dir, durability) as backend:
             matched, would = _run(backend, action, chosen, sel, True, 0, "")
-            if dry_run or not as_json:
-                msg = f"{'would ' + action if dry_run else action}: {would} of {matched} matched message" \
-                      f"{'' if matched == 1 else 's'}"
-                skipped = matched - would
-                note = f" ({skipped} not in a state to {action}: leased, or already so)" if skipped else ""
-                (click.echo if dry_run else err.print)(msg + note)
+            skipped = matched - would
+            count = (f"{'would ' + action if dry_run else action}: {would} of {matched} matched message"
+                     f"{'' if matched == 1 else 's'}"
+                     + (f" ({skipped} not in a state to {action}: leased, or already so)" if skipped else ""))
             if dry_run:
-                if as_json:
-                    click.echo(json.dumps({"action": action, "matched": matched, "changed": would, "dry_run": True}))
+                click.echo(json.dumps({"action": action, "matched": matched, "changed": would, "dry_run": True})
+                           if as_json else count)
                 return
+            if not as_json:
+                err.print(count, highlight=False)
             if (action == "delete" and would and not yes and sys.stdin.isatty()
                     and not click.confirm(f"delete {would} messages for good?", err=True)):
                 err.print("nothing deleted")
