@@ -93,6 +93,9 @@ def test_top_against_a_node(tmp_path: Path) -> None:
                             "--json"))
         assert rounds[1]["channels"]["orders"]["ready"] == 2
         assert rounds[1]["peers"]["dc2"]["waiting"] == 1 and "up" in rounds[1]["peers"]["dc2"]
+        assert rounds[1]["peers"]["dc2"]["state"] in ("unreachable", "backing_off", "idle", "up")
+        r = cli("top", "--node", node.url, "--token", ADMIN, "--once")
+        assert r.returncode == 0 and "dc2" in r.stdout and "state" in r.stdout
         assert rounds[0]["source"] == f"node {node.url}"
         # a token without the admin scope still sees the depths (no peer health)
         rounds = jlines(cli("top", "--node", node.url, "--token", SENDER, "--once", "--json"))

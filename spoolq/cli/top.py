@@ -29,8 +29,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import PeerError
+from ..errors import NotFound, PeerError
 from ..spool import Spool
+from . import _format as fmt
 from ._common import DURATION, err, open_spool, out, spool_options
 from ._http import NodeClient, node_options
 
@@ -120,6 +121,14 @@ def node_snapshot(client: NodeClient) -> Snapshot:
         row = peers.setdefault(name, {"waiting": 0, "in_flight": 0, "held": 0, "dead": 0, "oldest_age": None})
         row.update(up=h.get("up"), forwarded=h.get("forwarded"), last_error=h.get("last_error"),
                    next_retry=h.get("backoff_seconds"))
+    if health:  # an admin token: the forwarder's view of each peer (a node older than the admin API has none)
+        try:
+            states = client.get("/v1/admin/outbox").get("peers") or []
+        except NotFound:
+            states = []
+        for p in states if isinstance(states, list) else []:
+            if isinstance(p, dict) and p.get("peer") in peers:
+                peers[p["peer"]].update({k: p[k] for k in ("state", "in_flight", "batch_size") if k in p})
     return Snapshot(t, channels if isinstance(channels, dict) else {}, peers, f"node {client.base}")
 
 
@@ -138,6 +147,16 @@ def _rate(v: float | None) -> str:
     return "-" if v is None else f"{v:+.1f}" if v else "0"
 
 
+def _peer_state(p: dict[str, Any]) -> str:
+    """The forwarder's state (up, idle, backing_off, unreachable), else up/down from the peer's health."""
+    state = p.get("state")
+    if state is None:
+        up = p.get("up")
+        return "-" if up is None else ("up" if up else "[red]down[/red]")
+    text = escape(fmt.safe(state))
+    return f"[red]{text}[/red]" if state in ("unreachable", "backing_off") else text
+
+
 def render(frame: Frame) -> Group:
     snap = frame.snap
     every = f"every {frame.interval:.1f}s" if frame.interval else "rates from the next round"
@@ -146,21 +165,20 @@ def render(frame: Frame) -> Group:
         ct.add_column(col, justify="left" if col == "channel" else "right")
     for name, c in sorted(snap.channels.items()):
         r = frame.channel_rates.get(name, {})
-        ct.add_row(escape(name), *(_num(c.get(s, 0)) for s in CHANNEL_STATES), _num(c.get("dead", 0)),
+        ct.add_row(escape(fmt.safe(name)), *(_num(c.get(s, 0)) for s in CHANNEL_STATES), _num(c.get("dead", 0)),
                    _age(c.get("oldest_age")), _rate(r.get("net_rate")), _rate(r.get("dead_rate")))
     parts: list[Any] = [ct]
     if snap.peers:
         pt = Table(title="peers", title_justify="left")
-        for col in ("peer", "up", "waiting", "in flight", "held", "dead", "oldest (s)", "sent/s", "next retry (s)",
+        for col in ("peer", "state", "waiting", "in flight", "held", "dead", "oldest (s)", "sent/s", "next retry (s)",
                     "last error"):
-            pt.add_column(col, justify="left" if col in ("peer", "last error") else "right")
+            pt.add_column(col, justify="left" if col in ("peer", "state", "last error") else "right")
         for name, p in sorted(snap.peers.items()):
-            up = p.get("up")
             sent = frame.peer_rates.get(name)
-            pt.add_row(escape(name), "-" if up is None else ("yes" if up else "[red]no[/red]"), _num(p.get("waiting")),
+            pt.add_row(escape(fmt.safe(name)), _peer_state(p), _num(p.get("waiting")),
                        _num(p.get("in_flight")), _num(p.get("held", 0)), _num(p.get("dead")), _age(p.get("oldest_age")),
                        "-" if sent is None else f"{sent:.1f}", _age(p.get("next_retry")),
-                       escape(str(p.get("last_error") or ""))[:60])
+                       escape(fmt.safe(p.get("last_error") or ""))[:60])
         parts.append(pt)
     if not snap.channels and not snap.peers:
         parts.append(Text("(no channels and no peers yet)"))
