@@ -662,7 +662,16 @@ class Spool:
         A read: nothing is claimed. The daemon is the only forwarder of a spool
         (it holds a lock), and it keeps the key of the last message it took.
         """
-        return self._outbox.batch(peer, after, max_messages, max_bytes)
+        got = self._outbox.batch(peer, after, max_messages, max_bytes)
+        assert got is not None  # only a nowait read gives up
+        return got
+
+    def outbox_batch_nowait(self, peer: str, *, after: tuple[int, bytes] | None = None,
+                            max_messages: int = BATCH_MESSAGES,
+                            max_bytes: int = BATCH_BYTES) -> list[OutboxRecord] | None:
+        """:meth:`outbox_batch` for an event loop: ``None`` when it would have to wait for anything
+        (the read connection busy in another thread, a name not yet cached); then read from a thread."""
+        return self._outbox.batch(peer, after, max_messages, max_bytes, nowait=True)
 
     def outbox_settle(
         self,
@@ -898,6 +907,16 @@ class JobOps:
         after a crash they go on at the last one plus one, and messages leased by a previous owner, who
         is gone, are made ready now (their attempts stay counted). Returns how many were made ready."""
         return self._jobs.own()
+
+    def load_stats(self) -> dict[int, tuple[int, int, int, int, int, int]]:
+        """beanstalkd's per-job counters saved by :meth:`save_stats`, by job number: (delay, reserves,
+        timeouts, releases, buries, kicks). Rows of jobs that no longer exist are removed."""
+        return self._jobs.load_stats()
+
+    def save_stats(self, rows: Sequence[tuple[int, int, int, int, int, int, int]], gone: Sequence[int]) -> None:
+        """Save per-job counters (each row: job number, then the fields of :meth:`load_stats`) and forget
+        those of the ``gone`` job numbers, in one transaction."""
+        self._jobs.save_stats(rows, gone)
 
     def peek_buried(self, channel: str) -> Job | None:
         """The oldest dead letter of ``channel`` (beanstalkd: the next buried job)."""
