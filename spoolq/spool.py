@@ -899,6 +899,16 @@ class JobOps:
         is gone, are made ready now (their attempts stay counted). Returns how many were made ready."""
         return self._jobs.own()
 
+    def load_stats(self) -> dict[int, tuple[int, int, int, int, int, int]]:
+        """beanstalkd's per-job counters saved by :meth:`save_stats`, by job number: (delay, reserves,
+        timeouts, releases, buries, kicks). Rows of jobs that no longer exist are removed."""
+        return self._jobs.load_stats()
+
+    def save_stats(self, rows: Sequence[tuple[int, int, int, int, int, int, int]], gone: Sequence[int]) -> None:
+        """Save per-job counters (each row: job number, then the fields of :meth:`load_stats`) and forget
+        those of the ``gone`` job numbers, in one transaction."""
+        self._jobs.save_stats(rows, gone)
+
     def peek_buried(self, channel: str) -> Job | None:
         """The oldest dead letter of ``channel`` (beanstalkd: the next buried job)."""
         return self._jobs.peek_buried(channel)

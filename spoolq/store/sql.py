@@ -51,7 +51,8 @@ CREATE INDEX outbox_expires ON outbox(expires) WHERE expires IS NOT NULL;
 # Each step takes a spool from version N to N+1; a new spool runs SCHEMA and then every step.
 MIGRATIONS: Final[dict[int, str]] = {
     # v2: held messages (Postfix's hold queue: neither leased nor forwarded until released),
-    # the audit of destructive admin actions, and the per-message event log behind trace.
+    # the audit of destructive admin actions, the per-message event log behind trace, and the
+    # beanstalkd front-end's per-job counters (stats-job after a restart, as beanstalkd's binlog keeps them).
     1: """
 CREATE TABLE held(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL, place INTEGER NOT NULL,
@@ -68,8 +69,19 @@ CREATE TABLE events(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL, at INTEGER NOT NULL,
     kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '');
 CREATE INDEX events_by_id ON events(id, seq);
+CREATE TABLE job_stats(
+    job INTEGER PRIMARY KEY, delay INTEGER NOT NULL, reserves INTEGER NOT NULL, timeouts INTEGER NOT NULL,
+    releases INTEGER NOT NULL, buries INTEGER NOT NULL, kicks INTEGER NOT NULL);
 """,
 }
+
+# -- beanstalkd per-job counters (only jobs that were released, buried, kicked or timed out have a row) ---
+
+JOB_STATS_ALL: Final = "SELECT job, delay, reserves, timeouts, releases, buries, kicks FROM job_stats"
+JOB_STATS_PUT: Final = "INSERT OR REPLACE INTO job_stats VALUES (?, ?, ?, ?, ?, ?, ?)"
+JOB_STATS_DELETE: Final = "DELETE FROM job_stats WHERE job=?"
+JOB_STATS_PRUNE: Final = """DELETE FROM job_stats WHERE job NOT IN (
+    SELECT job FROM inbox UNION ALL SELECT job FROM delayed UNION ALL SELECT job FROM dead WHERE job IS NOT NULL)"""
 
 # -- opening ---------------------------------------------------------------------------------
 
