@@ -6,8 +6,9 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from .conftest import python_env
+from .conftest import python_env, wait_for
 from .nodes import free_port
 from .test_beanstalk_protocol import Beanstalkd, beanstalkd_command, short_tmpdir, start  # noqa: F401
 
@@ -64,3 +65,44 @@ def test_data_sent_behind_a_waiting_reserve_is_not_buffered_without_bound(
         pass
     s.close()
     assert sent < (64 << 20), f"the server read {sent} bytes behind a pending reserve"
+
+
+def test_flags_exit_as_beanstalkd_does() -> None:
+    """The same flags given to real beanstalkd and to spoolq-beanstalkd: the same exit code, or both keep
+    running. The one difference kept on purpose: -p 99999 (beanstalkd wraps it to another port)."""
+    real = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
+    d = short_tmpdir()
+
+    def real_briefly(*args: str) -> int | None:
+        p = subprocess.Popen([real, "-l", "127.0.0.1", "-p", str(free_port()), *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            return p.wait(3)
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            p.wait(10)
+            return None
+
+    try:
+        (d / "held").mkdir()
+        holder = subprocess.Popen([real, "-l", "127.0.0.1", "-p", str(free_port()), "-b", str(d / "held")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            cases = [("-b", str(d / "missing")), ("-z", "0"), ("-z", "2000000000"), ("-V",)]
+            for args in cases:
+                assert real_briefly(*args) == run_briefly(*args), args
+            wait_for(lambda: holder.poll() is None and any(  # the holder has locked its directory
+                line.split()[4] == str(holder.pid) for line in Path("/proc/locks").read_text().splitlines()))
+            assert real_briefly("-b", str(d / "held")) == 10
+        finally:
+            holder.terminate()
+            holder.wait(10)
+        ours = Beanstalkd("-b", str(d / "held"))
+        try:
+            ours.connect()
+            assert run_briefly("-b", str(d / "held")) == 10
+        finally:
+            ours.cleanup()
+        assert real_briefly("-p", "99999") is None and run_briefly("-p", "99999") not in (None, 0)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
