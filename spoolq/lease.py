@@ -95,7 +95,8 @@ class Finisher(Protocol):
     lease_secret: bytes
 
     def ack_lease(self, lease: Lease) -> None: ...
-    def nack_lease(self, lease: Lease, delay: float | None, priority: int | None) -> bool: ...
+    def nack_lease(self, lease: Lease, delay: float | None, priority: int | None,
+                   reason: str | None = None) -> bool: ...
     def touch_lease(self, lease: Lease, visibility: float) -> int: ...
     def dead_lease(self, lease: Lease, reason: str, detail: str, priority: int | None) -> None: ...
     def origin_name(self, ref: int | None) -> str: ...
@@ -255,18 +256,20 @@ class Lease:
         """
         self._spool.ack_lease(self)
 
-    def nack(self, delay: float | None = None, *, priority: int | None = None) -> bool:
+    def nack(self, delay: float | None = None, *, priority: int | None = None, reason: str | None = None) -> bool:
         """Processing failed: make the message ready again after ``delay`` seconds.
 
         Without ``delay``, the wait is exponential backoff with jitter from the
         attempt count. When the channel's ``max_attempts`` is used up, the
         message goes to dead letters instead.
 
+        ``reason`` (why it failed) is kept in the event log (``spoolq trace``).
+
         Returns:
             ``True`` if the message will be delivered again, ``False`` if it
             became a dead letter.
         """
-        return self._spool.nack_lease(self, delay, priority)
+        return self._spool.nack_lease(self, delay, priority, reason)
 
     def touch(self, visibility: float = 30.0) -> None:
         """Extend the lease to ``visibility`` seconds from now."""

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -47,6 +47,8 @@ from .routing import Route, check_to
 from .store import sql
 from .store.commit import GroupCommit, WriteRequest
 from .store.db import BUSY_TIMEOUT, Database
+from .store.events import EventLog
+from .store.events import detail as event_detail
 from .store.inbox import ChannelStats, Inbox, PeerStats, Stats
 from .store.jobs import Job, Jobs
 from .store.names import Names
@@ -94,6 +96,8 @@ class Spool:
         read_only: open an existing spool for inspection only (a read-only
             mount, another user's spool): nothing is created or written, and
             every call that would write raises ``SpoolUnavailable``.
+        trace: keep the per-message event log (:meth:`trace_events`, ``spoolq
+            trace``), written in the same transaction as each change (default on).
 
     Raises:
         SpoolUnavailable: the directory or database cannot be created or written.
@@ -111,6 +115,7 @@ class Spool:
         clock: Callable[[], float] | None = None,
         busy_timeout: float = BUSY_TIMEOUT,
         read_only: bool = False,
+        trace: bool = True,
     ) -> None:
         if durability not in ("full", "normal"):
             raise InvalidArgument(
@@ -138,10 +143,12 @@ class Spool:
             raise
         self.bells = _bell.Bells(self.path / "bells")
         self._names = Names(self._db, self.node_id, max_attempts)
-        self._commit = GroupCommit(self._db, self.bells, self._clock, retention_ms)
+        self.trace = bool(trace) and not read_only
+        self._commit = GroupCommit(self._db, self.bells, self._clock, retention_ms, self._names, self.trace)
         self._inbox = Inbox(self._db, self._names, self._commit.jobs, self.bells, self._clock,
-                            functools.partial(Lease, self), retention_ms)
-        self._outbox = Outbox(self._db, self._names, self._commit)
+                            functools.partial(Lease, self), retention_ms, self.trace)
+        self._outbox = Outbox(self._db, self._names, self._commit, self.trace)
+        self._events = EventLog(self._db, self._clock)
         self._routes = RoutesFile(self.path, self._db.sync_dir)
         self.jobs = JobOps(self, Jobs(self._db, self._names, self._inbox, self._commit, self.bells))
         self._watches = _ThreadWatches(self.path / "bells")
@@ -194,9 +201,10 @@ class Spool:
             body = check_body(body, self.max_message_size)
         if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
             check_priority(priority)
+        w = WriteRequest()
         if to is None:
             to = self._routes.route(channel)
-        w = WriteRequest()
+            w.route = self._routes.matched(channel) if to is not None else None
         if to is None and not delay and ttl is None and headers is None and id is None:
             if ch is None:
                 ch = self._names.create_channel(channel)
@@ -316,6 +324,7 @@ class Spool:
             to = opts.get("to")
             if to is None:
                 to = self._routes.route(channel)
+                w.route = self._routes.matched(channel) if to is not None else w.route
             self._check_options([body], to, opts.get("delay", 0), opts.get("ttl"), opts.get("headers"))
             mid = opts.get("id")
             checked.append((body, channel, priority, to, None if mid is None else id_bytes(mid), opts))
@@ -379,9 +388,10 @@ class Spool:
         if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
             check_priority(priority)
         n = len(blist)
+        w = WriteRequest()
         if to is None:
             to = self._routes.route(channel)
-        w = WriteRequest()
+            w.route = self._routes.matched(channel) if to is not None else None
         if ids is not None:
             if len(ids) != n:
                 raise InvalidArgument(f"got {len(ids)} ids for {n} bodies", hint="pass one id per body")
@@ -561,8 +571,10 @@ class Spool:
         v = check_seconds("visibility", visibility, allow_zero=False)
         return self._inbox.touch(lease, _ms(v))  # type: ignore[arg-type]
 
-    def nack_lease(self, lease: Lease, delay: float | None, priority: int | None = None) -> bool:
-        """``lease.nack()``: ready again after ``delay`` (default: backoff), or dead when attempts are used up."""
+    def nack_lease(self, lease: Lease, delay: float | None, priority: int | None = None,
+                   reason: str | None = None) -> bool:
+        """``lease.nack()``: ready again after ``delay`` (default: backoff), or dead when attempts are used up.
+        ``reason`` goes to the event log."""
         self._check_owner(lease)
         if delay is None:
             d_ms = int(backoff(lease.attempts) * 1000)
@@ -570,7 +582,7 @@ class Spool:
             d_ms = int(check_seconds("delay", delay) * 1000)  # type: ignore[operator]
         if priority is not None:
             check_priority(priority)
-        return self._inbox.nack(lease, d_ms, priority)
+        return self._inbox.nack(lease, d_ms, priority, reason)
 
     def dead_lease(self, lease: Lease, reason: str, detail: str, priority: int | None = None) -> None:
         """``lease.dead()``."""
@@ -667,10 +679,39 @@ class Spool:
         done: Sequence[tuple[int, bytes]] = (),
         dead: Sequence[tuple[tuple[int, bytes], str, str]] = (),
         retry: Sequence[tuple[int, bytes]] = (),
+        *,
+        target: tuple[str, str] | None = None,
+        duplicates: Collection[bytes] = (),
     ) -> None:
         """Apply a peer's answer in one transaction: remove ``done`` keys (accepted or duplicate),
-        move ``dead`` ones (key, reason, detail) to dead letters, count a try on ``retry`` ones."""
-        self._outbox.settle(peer, self._now_ms(), done, dead, retry)
+        move ``dead`` ones (key, reason, detail) to dead letters, count a try on ``retry`` ones.
+
+        ``target`` (name, URL) is the peer that answered and ``duplicates`` the ids of ``done`` it
+        already had, for the event log."""
+        self._outbox.settle(peer, self._now_ms(), done, dead, retry, target, duplicates)
+
+    # -- the event log (spoolq trace) ---------------------------------------------------------
+
+    def trace_events(self, message_id: str | bytes) -> list[dict[str, Any]]:
+        """What happened to a message on this node, oldest first: ``{"at", "kind", "detail"}``
+        (``at`` in Unix seconds). Empty when nothing is logged (or ``trace`` is off)."""
+        idb = id_bytes(message_id)
+        return [{"at": at / 1000.0, "kind": kind, "detail": d} for at, kind, d in self._events.of(idb)]
+
+    def trace_forward_failed(self, peer: str, ids: Sequence[bytes], target: tuple[str, str], error: str) -> None:
+        """Log a failed attempt to forward ``ids`` to ``target`` (name, URL): they stay in the outbox."""
+        if self.trace and ids:
+            d = event_detail(peer=peer, target=target[0], url=target[1], error=error[:500])
+            now = self._now_ms()
+            flat: list[Any] = []
+            for idb in ids:
+                flat += (idb, now, "forward_failed", d)
+            self._events.add(flat)
+
+    def prune_events(self, max_age: float | None, max_rows: int | None) -> int:
+        """Bound the event log: drop events older than ``max_age`` seconds and the oldest beyond
+        ``max_rows``, a few thousand per transaction. Returns how many went. The node calls it."""
+        return self._events.prune(max_age, max_rows)
 
     # -- dead letters -------------------------------------------------------------------------
 

@@ -41,7 +41,8 @@ from .. import _bell
 from ..errors import LeaseLost
 from . import sql
 from .db import Database
-from .names import JobNumbers
+from .events import ACTOR, detail, record
+from .names import JobNumbers, Names
 
 __all__ = ["WriteRequest", "GroupCommit"]
 
@@ -57,6 +58,7 @@ class WriteRequest:
     __slots__ = (
         "ack_leases",
         "acks",
+        "actor",
         "bells",
         "callback",
         "dedup",
@@ -69,6 +71,8 @@ class WriteRequest:
         "layout",
         "outbox",
         "probe",
+        "route",
+        "sender",
         "waiter",
     )
 
@@ -88,6 +92,9 @@ class WriteRequest:
         self.callback: Callable[[], None] | None = None
         self.acks: list[tuple[int, int, bytes, int]] = []  # lease keys to end in the same transaction
         self.ack_leases: list[Any] = []  # the leases themselves, for the error when one is not held
+        self.actor = ACTOR.get()  # who sends, for the event log: (by, client address)
+        self.sender: str | None = None  # a batch received from this peer node (the event log says so)
+        self.route: str | None = None  # the route (channel glob) that sent the outbox rows, if one did
 
     def is_plain(self) -> bool:
         return self.layout == "plain" and not (self.dedup or self.delayed or self.outbox or self.acks)
@@ -96,8 +103,11 @@ class WriteRequest:
 class GroupCommit:
     """Commits write requests for one spool object (see the module docstring)."""
 
-    def __init__(self, db: Database, bells: _bell.Bells, clock: Callable[[], float], seen_retention_ms: int) -> None:
+    def __init__(self, db: Database, bells: _bell.Bells, clock: Callable[[], float], seen_retention_ms: int,
+                 names: Names | None = None, trace: bool = False) -> None:
         self.db = db
+        self.names = names
+        self.trace = trace and names is not None  # write events (store/events.py) with every commit
         self.bells = bells
         self.clock = clock
         self.seen_retention_ms = seen_retention_ms
@@ -133,7 +143,8 @@ class GroupCommit:
             writes[-1].callback = on_done  # a group is taken from the queue whole, so the last is done last
             self._enqueue(writes)
             return
-        if len(writes) == 1 and writes[0].jobs is None and len(writes[0].inbox) == 1 and writes[0].is_plain():
+        if (len(writes) == 1 and writes[0].jobs is None and len(writes[0].inbox) == 1 and writes[0].is_plain()
+                and not self.trace):
             if self._write_one(writes[0]):
                 return
         own = writes[-1]
@@ -375,6 +386,8 @@ class GroupCommit:
             if outbox:
                 sql.insert_many(conn, "outbox", sql.OUTBOX_COLS, 9, outbox)
             now = int(self.clock() * 1000)
+            if self.trace:
+                record(conn, self._events(kept, now))
             for w in batch:
                 for i, key in enumerate(w.acks):
                     if conn.execute(sql.ACK, (*key, now)).rowcount != 1:
@@ -387,6 +400,45 @@ class GroupCommit:
 
         self.db.txn(self.db.create, write)
 
+    def _events(self, kept: list[tuple[WriteRequest, list[Any], list[Any], list[Any]]], now: int) -> list[Any]:
+        """The event rows of a batch (flat, see ``events.record``): created, received, acked.
+
+        One detail string per (channel, peer, actor) in the batch, reused for its rows."""
+        assert self.names is not None
+        names = self.names
+        ev: list[Any] = []
+        details: dict[tuple[Any, ...], str] = {}
+        for w, ib, dl, ob in kept:
+            by, client = w.actor
+            sender = w.sender
+            if sender is not None:
+                for rows, result in ((ib, "new"), (dl, "new"), (_dup_rows(w), "duplicate")):
+                    for r in rows:
+                        key = (r[0], sender, result)
+                        d = details.get(key)
+                        if d is None:
+                            d = details[key] = detail(channel=names.channel_name(r[0]), result=result,
+                                                      **{"from": sender})
+                        ev += (r[2], now, "received", d)
+                continue
+            for rows in (ib, dl):
+                for r in rows:
+                    key = (r[0], None, by, client)
+                    d = details.get(key)
+                    if d is None:
+                        d = details[key] = detail(channel=names.channel_name(r[0]), by=by, client=client)
+                    ev += (r[2], now, "created", d)
+            for r in ob:
+                key = (r[3], r[0], by, client, w.route)
+                d = details.get(key)
+                if d is None:
+                    d = details[key] = detail(channel=names.channel_name(r[3]), by=by, client=client,
+                                              to=names.peer_name(r[0]), route=w.route)
+                ev += (r[2], now, "created", d)
+            for key in w.acks:
+                ev += (key[2], now, "acked", "{}")
+        return ev
+
     def _write_plain(self, batch: list[WriteRequest]) -> bool:
         """Write a batch of plain messages as ONE autocommitted statement, if it is one.
 
@@ -394,6 +446,8 @@ class GroupCommit:
         the GIL, and retaking it while other senders run Python costs tens of
         microseconds, so BEGIN/INSERT/COMMIT would cost three of those per sync.
         """
+        if self.trace:  # the events go in the same transaction: not one statement any more
+            return False
         rows: list[tuple[Any, ...]] = []
         for w in batch:
             if not w.is_plain():
@@ -454,3 +508,10 @@ class GroupCommit:
             w.dups = set(ids) - accepted
 
 
+
+
+def _dup_rows(w: WriteRequest) -> list[Any]:
+    """The rows of ``w`` that were dropped as duplicates (ready or delayed)."""
+    if not w.dups:
+        return []
+    return [r for rows in (w.inbox, w.delayed) for r in rows if r[2] in w.dups]

@@ -311,6 +311,16 @@ def insert_many(conn: Any, table: str, cols: str, width: int, params: list[Any])
         total -= size
 
 
+# -- the event log (trace) ------------------------------------------------------------------
+
+EVENT_COLS: Final = "(id, at, kind, detail)"
+EVENTS_OF: Final = "SELECT at, kind, detail FROM events WHERE id=? ORDER BY seq LIMIT ?"
+EVENTS_FIRST_KEPT: Final = "SELECT seq FROM events WHERE at>=? ORDER BY seq LIMIT 1"
+EVENTS_LAST: Final = "SELECT max(seq) FROM events"
+EVENTS_FIRST: Final = "SELECT min(seq) FROM events"
+EVENTS_DELETE_BEFORE: Final = "DELETE FROM events WHERE seq<?"
+
+
 # -- checking (read-only) --------------------------------------------------------------------
 
 CHECK_INTEGRITY: Final = "PRAGMA integrity_check"
