@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .cli_trace import trace
 from .errors import InvalidArgument, SpoolqError
 from .message import DeadLetter
 from .spool import Spool
@@ -98,6 +99,9 @@ def main() -> None:
 
     Every command works on a spool directory (--spool, or $SPOOLQ_SPOOL).
     """
+
+
+main.add_command(trace)
 
 
 def _body_text(body: bytes) -> dict[str, str]:

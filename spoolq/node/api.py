@@ -15,6 +15,7 @@ POST    /v1/dead/retry, /v1/dead/purge               admin    retry / purge dead
 GET     /v1/peers                                    admin    peer health: URLs, failures, last errors
 GET     /healthz                                     none     liveness (peer details only without tokens)
 GET     /metrics                                     admin    Prometheus text format
+GET     /v1/admin/trace/{id}                         admin    one message's events here, and its next hops
 ======  ==========================================  =======  ============================================
 
 Errors are JSON ``{"error": CODE, "message": ..., "hint": ...}`` with a 4xx or
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hmac
 import json
 import logging
@@ -51,6 +53,8 @@ from ..errors import (
 from ..lease import Lease
 from ..message import MAX_SECONDS, check_seconds
 from ..routing import failover_parts
+from ..store.events import ACTOR
+from . import trace_api
 from .gate import quiet
 
 if TYPE_CHECKING:
@@ -146,6 +150,7 @@ def build_app(node: Node) -> web.Application:
     add("GET", "/healthz", get_healthz, "healthz", None)
     add("GET", "/stomp", get_stomp_ws, "stomp", None)  # STOMP over WebSocket: CONNECT's passcode is the token
     add("GET", "/metrics", get_metrics, "metrics", "admin")
+    trace_api.install(app, add, NODE)
     return app
 
 
@@ -210,6 +215,7 @@ def _auth(node: Node) -> Any:
         scope = SCOPE.get(name or "", None)
         tokens = node.config.tokens
         if scope is None or not tokens:
+            ACTOR.set(("http", request.remote))  # who sends, for the event log (spoolq trace)
             return await handler(request)
         header = request.headers.get("Authorization", "")
         kind, _, presented = header.partition(" ")
@@ -232,6 +238,7 @@ def _auth(node: Node) -> Any:
             return _error(403, "forbidden", f"token {match.name!r} lacks the {scope!r} scope",
                           f"add {scope!r} to tokens.{match.name}.scopes")
         request["token"] = match.name
+        ACTOR.set((f"token:{match.name}", request.remote))
         return await handler(request)
 
     return auth
@@ -572,7 +579,10 @@ async def post_nack(request: web.Request) -> web.Response:
     if delay is None and "delay" in request.query:
         delay = request.query["delay"]
     d = _num(delay, "delay") if delay is not None else None
-    await asyncio.to_thread(lease.nack, d)
+    reason = data.get("reason") if isinstance(data, dict) else None
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 1000):
+        raise InvalidArgument("reason: must be a string of at most 1000 characters (why processing failed)")
+    await asyncio.to_thread(functools.partial(lease.nack, d, reason=reason))
     return web.Response(status=204)
 
 

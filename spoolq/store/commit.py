@@ -414,16 +414,16 @@ class GroupCommit:
             if sender is not None:
                 for rows, result in ((ib, "new"), (dl, "new"), (_dup_rows(w), "duplicate")):
                     for r in rows:
-                        key = (r[0], sender, result)
-                        d = details.get(key)
+                        rkey: tuple[Any, ...] = (r[0], sender, result)
+                        d = details.get(rkey)
                         if d is None:
-                            d = details[key] = detail(channel=names.channel_name(r[0]), result=result,
+                            d = details[rkey] = detail(channel=names.channel_name(r[0]), result=result,
                                                       **{"from": sender})
                         ev += (r[2], now, "received", d)
                 continue
             for rows in (ib, dl):
                 for r in rows:
-                    key = (r[0], None, by, client)
+                    key: tuple[Any, ...] = (r[0], None, by, client)
                     d = details.get(key)
                     if d is None:
                         d = details[key] = detail(channel=names.channel_name(r[0]), by=by, client=client)
@@ -435,8 +435,8 @@ class GroupCommit:
                     d = details[key] = detail(channel=names.channel_name(r[3]), by=by, client=client,
                                               to=names.peer_name(r[0]), route=w.route)
                 ev += (r[2], now, "created", d)
-            for key in w.acks:
-                ev += (key[2], now, "acked", "{}")
+            for ack in w.acks:
+                ev += (ack[2], now, "acked", "{}")
         return ev
 
     def _write_plain(self, batch: list[WriteRequest]) -> bool:
