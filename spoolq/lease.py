@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -98,6 +99,7 @@ class Finisher(Protocol):
     def nack_lease(self, lease: Lease, delay: float | None, priority: int | None,
                    reason: str | None = None) -> bool: ...
     def touch_lease(self, lease: Lease, visibility: float) -> int: ...
+    def forward_lease(self, lease: Lease, to: str | Sequence[str]) -> None: ...
     def dead_lease(self, lease: Lease, reason: str, detail: str, priority: int | None) -> None: ...
     def origin_name(self, ref: int | None) -> str: ...
     def channel_name(self, ch: int) -> str: ...
@@ -270,6 +272,16 @@ class Lease:
             became a dead letter.
         """
         return self._spool.nack_lease(self, delay, priority, reason)
+
+    def forward(self, to: str | Sequence[str]) -> None:
+        """Hand the message on to peer(s) ``to`` (names or URLs) under the same id, and ack it, in one
+        transaction: how a program on a relay node passes messages along (``spoolq trace`` follows
+        them, since the id stays the same). A node does not relay received messages by itself.
+
+        Raises:
+            LeaseExpired, LeaseLost: the lease is no longer held; nothing happened.
+        """
+        self._spool.forward_lease(self, to)
 
     def touch(self, visibility: float = 30.0) -> None:
         """Extend the lease to ``visibility`` seconds from now."""

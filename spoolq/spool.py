@@ -565,6 +565,14 @@ class Spool:
         self._check_owner(lease)
         self._inbox.ack(lease)
 
+    def forward_lease(self, lease: Lease, to: str | Sequence[str]) -> None:
+        """``lease.forward(to)``: hand the message on to peer(s) ``to`` under the same id, and ack it."""
+        self._check_owner(lease)
+        peers = check_to(to)
+        assert peers is not None
+        pids = [p for p in (self._names.peer(x) for x in peers) if p is not None]
+        self._inbox.forward(lease, pids, peers)
+
     def touch_lease(self, lease: Lease, visibility: float) -> int:
         """``lease.touch()``; returns the new deadline (Unix ms)."""
         self._check_owner(lease)

@@ -311,6 +311,30 @@ class Inbox:
 
             raise self.db.read(diagnose) from None
 
+    def forward(self, lease: LeaseKey, peers: Sequence[int], names: Sequence[str]) -> None:
+        """Hand a leased message on to ``peers`` (outbox rows with the same id) and ack it, in one
+        transaction: a relay node passes messages along under their end-to-end id."""
+        now = self.now_ms()
+        ch, pri, idb, attempts = lease.key
+
+        def forward(conn: sqlite3.Connection) -> bool:
+            for p in peers:
+                conn.execute(sql.LEASED_TO_OUTBOX, (p, ch, pri, idb, attempts, now))
+            if conn.execute(sql.ACK, (*lease.key, now)).rowcount != 1:
+                raise Rollback()
+            if self.trace:
+                ev: list[Any] = []
+                for name in names:
+                    ev += (idb, now, "relayed", event_detail(to=name))
+                record(conn, ev)
+            return True
+
+        try:
+            self.db.txn(self.db.move, forward)
+        except Rollback:
+            raise self.db.read(lambda c: self.lease_error(c, lease, now)) from None
+        self.bells.ring(_bell.OUTBOX)
+
     def release(self, leases: Sequence[LeaseKey]) -> int:
         """Give held leases back uncounted (ready at once, attempts as before); returns how many were
         still held. One transaction; leases no longer held are skipped."""

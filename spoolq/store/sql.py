@@ -143,6 +143,12 @@ INBOX_TO_DELAYED: Final = (
     "WHERE channel=? AND priority=? AND id=?"
 )
 INBOX_DELETE: Final = "DELETE FROM inbox WHERE channel=? AND priority=? AND id=?"
+# a leased message handed on to a peer (a relay): copied into the outbox, then acked
+LEASED_TO_OUTBOX: Final = (
+    "INSERT OR IGNORE INTO outbox(peer, priority, id, channel, body, headers, expires, origin, deliver_at) "
+    "SELECT ?, priority, id, channel, body, headers, expires, origin, deliver_at FROM inbox "
+    "WHERE channel=? AND priority=? AND id=? AND attempts=? AND lease_until>?"
+)
 PEEK_READY: Final = LEASE_SELECT
 
 # -- dead letters ----------------------------------------------------------------------------
