@@ -305,6 +305,7 @@ class Spool:
                 ch = self._names.create_channel(channel)
             first = _take_ids(len(bodies))
             w.inbox = [(ch, DEFAULT_PRIORITY, (first + i).to_bytes(16, "big"), b) for i, b in enumerate(bodies)]
+            w.block = len(bodies)
             w.bells.add(_bell.channel_bell(channel))
             return w, [id_text(first + i) for i in range(len(bodies))]
         return w, self._add_items(w, [(body, channel, opts) for body, opts in items])
@@ -401,6 +402,7 @@ class Spool:
         else:
             first = _take_ids(n) if n else 0
             idbs = [(first + i).to_bytes(16, "big") for i in range(n)]
+            w.block = n  # consecutive ids: the event log writes their events with one statement
             idlist = [id_text(first + i) for i in range(n)] if texts else []
         if n == 0:
             return None, []

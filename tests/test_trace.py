@@ -268,3 +268,20 @@ def test_trace_config_is_validated() -> None:
                         ({"trace_max_rows": 1.5}, "node.trace_max_rows")):
         with pytest.raises(InvalidArgument, match=key):
             NodeConfig(**kwargs).validate()
+
+
+def test_events_of_a_block_of_sends_name_each_copy(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s") as s:
+        before = s.send_many([b"0"] * 5, "other")  # rows of other blocks are not taken for this one's
+        out = s.send_many([b"a", b"b", b"c"], "jobs", to=["p1", "http://127.0.0.1:9"])
+        later = s.send_many([b"d", b"e"], "jobs", delay=60)
+        full = s.send_many([b"f", b"g"], "jobs", ttl=60, headers={"k": "v"})
+        after = s.send_many([b"1"] * 5, "other")
+        for mid in out:
+            events = s.trace_events(mid)
+            assert [e["kind"] for e in events] == ["created", "created"]
+            assert {e["detail"]["to"] for e in events} == {"p1", "http://127.0.0.1:9"}
+        for mid in [*later, *full, *before, *after]:
+            events = s.trace_events(mid)
+            assert [(e["kind"], e["detail"]["channel"]) for e in events] == [
+                ("created", "other" if mid in before + after else "jobs")]

@@ -60,6 +60,7 @@ class WriteRequest:
         "acks",
         "actor",
         "bells",
+        "block",
         "callback",
         "dedup",
         "delayed",
@@ -95,6 +96,7 @@ class WriteRequest:
         self.actor = ACTOR.get()  # who sends, for the event log: (by, client address)
         self.sender: str | None = None  # a batch received from this peer node (the event log says so)
         self.route: str | None = None  # the route (channel glob) that sent the outbox rows, if one did
+        self.block = 0  # its rows are one block of this many consecutive new ids (one channel and priority)
 
     def is_plain(self) -> bool:
         return self.layout == "plain" and not (self.dedup or self.delayed or self.outbox or self.acks)
@@ -387,7 +389,8 @@ class GroupCommit:
                 sql.insert_many(conn, "outbox", sql.OUTBOX_COLS, 9, outbox)
             now = int(self.clock() * 1000)
             if self.trace:
-                record(conn, self._events(kept, now))
+                blocks: list[tuple[str, tuple[Any, ...]]] = []
+                record(conn, self._events(kept, now, blocks), blocks)
             for w in batch:
                 for i, key in enumerate(w.acks):
                     if conn.execute(sql.ACK, (*key, now)).rowcount != 1:
@@ -400,8 +403,10 @@ class GroupCommit:
 
         self.db.txn(self.db.create, write)
 
-    def _events(self, kept: list[tuple[WriteRequest, list[Any], list[Any], list[Any]]], now: int) -> list[Any]:
-        """The event rows of a batch (flat, see ``events.record``): created, received, acked.
+    def _events(self, kept: list[tuple[WriteRequest, list[Any], list[Any], list[Any]]], now: int,
+                blocks: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """The event rows of a batch (flat, see ``events.record``): created, received, acked; the
+        ``created`` events of a block of new ids are added to ``blocks`` instead (one statement).
 
         One detail string per (channel, peer, actor) in the batch, reused for its rows."""
         assert self.names is not None
@@ -421,6 +426,9 @@ class GroupCommit:
                                                       **{"from": sender})
                         ev += (r[2], now, "received", d)
                 continue
+            if w.block > 1 and not w.dedup:
+                self._block(w, ib, dl, ob, now, blocks)
+                ib, dl, ob = [], [], []
             for rows in (ib, dl):
                 for r in rows:
                     key: tuple[Any, ...] = (r[0], None, by, client)
@@ -438,6 +446,24 @@ class GroupCommit:
             for ack in w.acks:
                 ev += (ack[2], now, "acked", "{}")
         return ev
+
+    def _block(self, w: WriteRequest, ib: list[Any], dl: list[Any], ob: list[Any], now: int,
+               blocks: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """The ``created`` events of a request whose rows are one block of consecutive new ids (of one
+        channel and priority; one copy per peer for the outbox), as range statements."""
+        assert self.names is not None
+        by, client = w.actor
+        if ib or dl:
+            rows, statement = (ib, sql.EVENTS_OF_INBOX_BLOCK) if ib else (dl, sql.EVENTS_OF_DELAYED_BLOCK)
+            d = detail(channel=self.names.channel_name(rows[0][0]), by=by, client=client)
+            blocks.append((statement, (now, d, rows[0][0], rows[0][1], rows[0][2], rows[-1][2])))
+            return
+        n = w.block
+        for i in range(0, len(ob), n):  # the block once per peer
+            first, last = ob[i], ob[i + n - 1]
+            d = detail(channel=self.names.channel_name(first[3]), by=by, client=client,
+                       to=self.names.peer_name(first[0]), route=w.route)
+            blocks.append((sql.EVENTS_OF_OUTBOX_BLOCK, (now, d, first[0], first[1], first[2], last[2])))
 
     def _write_plain(self, batch: list[WriteRequest]) -> bool:
         """Write a batch of plain messages as ONE autocommitted statement, if it is one.

@@ -74,11 +74,17 @@ def cached_detail(key: tuple[Any, ...], make: Callable[[], str]) -> str:
     return d
 
 
-def record(conn: sqlite3.Connection, flat: list[Any]) -> None:
+def record(conn: sqlite3.Connection, flat: list[Any], blocks: list[tuple[str, tuple[Any, ...]]] | None = None) -> None:
     """Write events, given flat as ``[id, at, kind, detail, id, at, kind, detail, ...]``, on ``conn``
-    inside the caller's transaction. The one way an event is written."""
+    inside the caller's transaction. The one way an event is written.
+
+    ``blocks``: ``(statement, params)`` of ``sql.EVENTS_OF_*_BLOCK``: the ``created`` events of a
+    block of consecutive new ids (``send_many``), copied from the rows just written in SQL."""
     if flat:
         sql.insert_many(conn, "events", sql.EVENT_COLS, 4, flat)
+    if blocks:
+        for statement, params in blocks:
+            conn.execute(statement, params)
 
 
 class EventLog:

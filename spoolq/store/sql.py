@@ -320,6 +320,11 @@ def insert_many(conn: Any, table: str, cols: str, width: int, params: list[Any])
 # -- the event log (trace) ------------------------------------------------------------------
 
 EVENT_COLS: Final = "(id, at, kind, detail)"
+# the "created" events of a block of consecutive new ids, from the rows just written (no row in Python)
+_EVENTS_OF_BLOCK: Final = "INSERT INTO events(id, at, kind, detail) SELECT id, ?, 'created', ? "
+EVENTS_OF_INBOX_BLOCK: Final = _EVENTS_OF_BLOCK + "FROM inbox WHERE channel=? AND priority=? AND id BETWEEN ? AND ?"
+EVENTS_OF_DELAYED_BLOCK: Final = _EVENTS_OF_BLOCK + "FROM delayed WHERE channel=? AND due=? AND id BETWEEN ? AND ?"
+EVENTS_OF_OUTBOX_BLOCK: Final = _EVENTS_OF_BLOCK + "FROM outbox WHERE peer=? AND priority=? AND id BETWEEN ? AND ?"
 EVENTS_OF: Final = "SELECT at, kind, detail FROM events WHERE id=? ORDER BY seq LIMIT ?"
 EVENTS_FIRST_KEPT: Final = "SELECT seq FROM events WHERE at>=? ORDER BY seq LIMIT 1"
 EVENTS_LAST: Final = "SELECT max(seq) FROM events"
