@@ -285,3 +285,21 @@ def test_events_of_a_block_of_sends_name_each_copy(tmp_path: Path) -> None:
             events = s.trace_events(mid)
             assert [(e["kind"], e["detail"]["channel"]) for e in events] == [
                 ("created", "other" if mid in before + after else "jobs")]
+
+
+def test_beanstalkd_reserves_are_logged(tmp_path: Path) -> None:
+    clock = Clock()
+    with Spool(tmp_path / "s", clock=clock) as s:
+        (job,) = s.jobs.put([(b"x", "tube", 10, 0.0, None)])
+        assert isinstance(job, int)
+        lease, _ = s.jobs.lease_any(["tube"], visibility=5)
+        assert lease is not None
+        assert lease.nack(0)  # released at once: not an expiry
+        again = s.jobs.lease(job, visibility=5)
+        assert again is not None
+        clock.t += 6  # this lease runs out
+        third, _ = s.jobs.lease_any(["tube"], visibility=5)
+        assert third is not None
+        third.ack()
+        assert [e["kind"] for e in s.trace_events(lease.id)] == [
+            "created", "leased", "nacked", "leased", "lease_expired", "leased", "acked"]
