@@ -48,7 +48,6 @@ from .store import sql
 from .store.commit import GroupCommit, WriteRequest
 from .store.db import BUSY_TIMEOUT, Database
 from .store.events import EventLog
-from .store.events import detail as event_detail
 from .store.inbox import ChannelStats, Inbox, PeerStats, Stats
 from .store.jobs import Job, Jobs
 from .store.names import Names
@@ -148,7 +147,7 @@ class Spool:
         self._inbox = Inbox(self._db, self._names, self._commit.jobs, self.bells, self._clock,
                             functools.partial(Lease, self), retention_ms, self.trace)
         self._outbox = Outbox(self._db, self._names, self._commit, self.trace)
-        self._events = EventLog(self._db, self._clock)
+        self.event_log = EventLog(self._db, self._clock, self.trace)  # pruning, failed forwards (the node)
         self._routes = RoutesFile(self.path, self._db.sync_dir)
         self.jobs = JobOps(self, Jobs(self._db, self._names, self._inbox, self._commit, self.bells))
         self._watches = _ThreadWatches(self.path / "bells")
@@ -705,23 +704,7 @@ class Spool:
     def trace_events(self, message_id: str | bytes) -> list[dict[str, Any]]:
         """What happened to a message on this node, oldest first: ``{"at", "kind", "detail"}``
         (``at`` in Unix seconds). Empty when nothing is logged (or ``trace`` is off)."""
-        idb = id_bytes(message_id)
-        return [{"at": at / 1000.0, "kind": kind, "detail": d} for at, kind, d in self._events.of(idb)]
-
-    def trace_forward_failed(self, peer: str, ids: Sequence[bytes], target: tuple[str, str], error: str) -> None:
-        """Log a failed attempt to forward ``ids`` to ``target`` (name, URL): they stay in the outbox."""
-        if self.trace and ids:
-            d = event_detail(peer=peer, target=target[0], url=target[1], error=error[:500])
-            now = self._now_ms()
-            flat: list[Any] = []
-            for idb in ids:
-                flat += (idb, now, "forward_failed", d)
-            self._events.add(flat)
-
-    def prune_events(self, max_age: float | None, max_rows: int | None) -> int:
-        """Bound the event log: drop events older than ``max_age`` seconds and the oldest beyond
-        ``max_rows``, a few thousand per transaction. Returns how many went. The node calls it."""
-        return self._events.prune(max_age, max_rows)
+        return self.event_log.of(id_bytes(message_id))
 
     # -- dead letters -------------------------------------------------------------------------
 

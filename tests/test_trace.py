@@ -252,12 +252,12 @@ def test_prune_by_age_and_by_rows(tmp_path: Path) -> None:
         old = s.send_many([b"o"] * 3000, "jobs")
         clock.t += 3600
         new = s.send_many([b"n"] * 7000, "jobs")
-        assert s.prune_events(7200, None) == 0
-        assert s.prune_events(1800, None) == 3000  # by age: the first hour goes
+        assert s.event_log.prune(7200, None) == 0
+        assert s.event_log.prune(1800, None) == 3000  # by age: the first hour goes
         assert s.trace_events(old[-1]) == [] and len(s.trace_events(new[0])) == 1
-        assert s.prune_events(None, 1000) == 6000  # by rows: the newest 1000 stay
+        assert s.event_log.prune(None, 1000) == 6000  # by rows: the newest 1000 stay
         assert s.trace_events(new[-1000]) and not s.trace_events(new[-1001])
-        assert s.prune_events(1800, 1000) == 0
+        assert s.event_log.prune(1800, 1000) == 0
 
 
 def test_trace_config_is_validated() -> None:
@@ -303,3 +303,21 @@ def test_beanstalkd_reserves_are_logged(tmp_path: Path) -> None:
         third.ack()
         assert [e["kind"] for e in s.trace_events(lease.id)] == [
             "created", "leased", "nacked", "leased", "lease_expired", "leased", "acked"]
+
+
+def test_a_version_1_spool_read_only_has_no_events(tmp_path: Path) -> None:
+    import sqlite3
+
+    d = tmp_path / "s"
+    with Spool(d) as s:
+        mid = s.send(b"x", "jobs")
+    c = sqlite3.connect(d / "spool.db")  # what spoolq 0.1 wrote: no events table
+    for table in ("held", "audit", "events"):
+        c.execute(f"DROP TABLE {table}")
+    c.execute("PRAGMA user_version=1")
+    c.commit()
+    c.close()
+    with Spool(d, read_only=True) as s:
+        assert s.trace is False and s.trace_events(mid) == []
+    r = cli("trace", mid, "--spool", str(d))
+    assert r.returncode == 0 and "no events" in r.stdout

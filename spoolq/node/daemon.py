@@ -480,7 +480,7 @@ class Node:
             if self.spool.trace:
                 cfg = self.config
                 try:
-                    n = await asyncio.to_thread(self.spool.prune_events, cfg.trace_retention, cfg.trace_max_rows)
+                    n = await asyncio.to_thread(self.spool.event_log.prune, cfg.trace_retention, cfg.trace_max_rows)
                     if n:
                         log.debug("pruned %d events from the trace log", n)
                 except SpoolqError as e:

@@ -286,7 +286,7 @@ class PeerLink:
         if not self.spool.trace:
             return
         try:
-            await asyncio.to_thread(self.spool.trace_forward_failed, self.name, [b.id for b in batch],
+            await asyncio.to_thread(self.spool.event_log.forward_failed, self.name, [b.id for b in batch],
                                     (target.name, target.url), str(e))
         except SpoolqError as err:
             log.debug("peer %s: cannot log a failed attempt: %s", target.name, err)

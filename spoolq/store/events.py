@@ -44,6 +44,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, Final
 
+from ..errors import SpoolqError
 from . import sql
 from .db import Database
 
@@ -90,15 +91,16 @@ def record(conn: sqlite3.Connection, flat: list[Any], blocks: list[tuple[str, tu
 class EventLog:
     """Reading and bounding one spool's event log."""
 
-    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float], enabled: bool) -> None:
         self.db = db
         self.clock = clock
+        self.enabled = enabled
 
-    def of(self, idb: bytes, limit: int = MAX_EVENTS) -> list[tuple[int, str, dict[str, Any]]]:
-        """The events of one message id, oldest first: ``(at ms, kind, detail)``."""
+    def of(self, idb: bytes, limit: int = MAX_EVENTS) -> list[dict[str, Any]]:
+        """The events of one message id, oldest first: ``{"at": Unix seconds, "kind", "detail"}``."""
         try:
             rows = self.db.read(lambda c: c.execute(sql.EVENTS_OF, (idb, limit)).fetchall())
-        except Exception as e:  # a v1 spool opened read-only has no events table: nothing logged
+        except SpoolqError as e:  # a v1 spool opened read-only has no events table: nothing logged
             if "no such table" in str(e):
                 return []
             raise
@@ -108,13 +110,20 @@ class EventLog:
                 d = json.loads(text) if text else {}
             except ValueError:
                 d = {"text": text}
-            out.append((int(at), str(kind), d if isinstance(d, dict) else {"value": d}))
+            out.append({"at": at / 1000.0, "kind": str(kind), "detail": d if isinstance(d, dict) else {"value": d}})
         return out
 
-    def add(self, flat: list[Any]) -> None:
-        """Write events that go with no state change (a forward attempt that failed)."""
-        if flat:
-            self.db.txn(self.db.move, lambda c: record(c, flat))
+    def forward_failed(self, peer: str, ids: list[bytes], target: tuple[str, str], error: str) -> None:
+        """Log a failed attempt to forward ``ids`` to ``target`` (name, URL); they stay in the outbox.
+        Its own small transaction: nothing else changes (see the module docstring)."""
+        if not self.enabled or not ids:
+            return
+        d = detail(peer=peer, target=target[0], url=target[1], error=error[:500])
+        now = int(self.clock() * 1000)
+        flat: list[Any] = []
+        for idb in ids:
+            flat += (idb, now, "forward_failed", d)
+        self.db.txn(self.db.move, lambda c: record(c, flat))
 
     def prune(self, max_age: float | None, max_rows: int | None) -> int:
         """Delete events older than ``max_age`` seconds and the oldest beyond ``max_rows``;
