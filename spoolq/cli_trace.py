@@ -10,7 +10,7 @@ import datetime
 import json
 import ssl
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -19,7 +19,9 @@ from rich.table import Table
 
 from .errors import InvalidArgument
 from .message import id_bytes
-from .tracing import Timeline, follow
+
+if TYPE_CHECKING:
+    from .tracing import Timeline
 
 __all__ = ["trace"]
 
@@ -110,6 +112,7 @@ def trace(message_id: str, node_url: str | None, token: str | None, config_path:
     answered, 3 when some hop could not be reached, 1 when the first node failed.
     """
     from .node.config import NodeConfig, load_config
+    from .tracing import follow  # aiohttp: imported only when tracing
 
     id_bytes(message_id)  # a bad id is refused before anything is asked
     if not 0 < timeout <= 600:
