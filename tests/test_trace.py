@@ -47,7 +47,8 @@ def http(url: str, token: str | None = None, data: bytes | None = None) -> tuple
         req.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
+            raw = r.read()
+            return r.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
 
@@ -150,7 +151,8 @@ def test_trace_follows_a_message_over_three_nodes(cluster: Cluster, tmp_path: Pa
 
 
 def test_trace_api_refuses_bad_requests(cluster: Cluster) -> None:
-    a = cluster.start("a", config=node_config() + tokens_toml("a", ["send", "admin"]))
+    a = cluster.start("a", config=node_config() + tokens_toml("a", ["send", "admin"])
+                      + '\n[tokens.consumer]\ntoken = "consumer-token-a-0123456789"\nscopes = ["consume"]\n')
     url = f"{a.url}/v1/admin/trace/"
     status, data = http(url + "not-an-id", TOKENS["a"])
     assert status == 400 and data["error"] == "invalid_argument" and "UUID" in data["message"]
@@ -162,6 +164,23 @@ def test_trace_api_refuses_bad_requests(cluster: Cluster) -> None:
     assert status == 403 and "admin" in data["message"]
     status, data = http(url + mid, TOKENS["a"])  # unknown id: no events, no hops
     assert status == 200 and data["events"] == [] and data["next"] == [] and data["trace"] is True
+    # a nack over HTTP keeps its reason; a reason that is not a short string changes nothing
+    status, sent = http(f"{a.url}/v1/channels/jobs/messages", TOKENS["a"], b'{"body": "x"}')
+    assert status == 201
+    status, _ = http(f"{a.url}/v1/channels/jobs/leases", TOKENS["a"], b"{}")
+    assert status == 403  # the token has no consume scope: nothing leased
+    with Spool(a.spool_dir) as s:
+        lease = s.lease("jobs", visibility=60)
+        assert lease is not None
+    nack = f"{a.url}/v1/leases/{lease.handle}/nack"
+    for bad in (b'{"reason": 5}', b'{"reason": "' + b"x" * 1001 + b'"}'):
+        status, data = http(nack, "consumer-token-a-0123456789", bad)
+        assert status == 400 and "reason" in data["message"]
+    status, _ = http(nack, "consumer-token-a-0123456789", b'{"delay": 0, "reason": "upstream 503"}')
+    assert status == 204
+    status, data = http(url + sent["id"], TOKENS["a"])
+    assert [(e["kind"], e["detail"].get("reason")) for e in data["events"]][-1] == ("nacked", "upstream 503")
+    assert data["events"][0]["detail"]["by"] == "token:ops"
     # the CLI says so, and refuses a bad id before asking anything
     r = cli("trace", mid, "--node", a.url, "--token", TOKENS["a"])
     assert r.returncode == 0 and "no events" in r.stdout
