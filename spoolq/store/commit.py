@@ -110,6 +110,7 @@ class GroupCommit:
         self.db = db
         self.names = names
         self.trace = trace and names is not None  # write events (store/events.py) with every commit
+        self._details: dict[tuple[Any, ...], str] = {}  # event details by (channel, peer, actor[, route])
         self.bells = bells
         self.clock = clock
         self.seen_retention_ms = seen_retention_ms
@@ -145,8 +146,7 @@ class GroupCommit:
             writes[-1].callback = on_done  # a group is taken from the queue whole, so the last is done last
             self._enqueue(writes)
             return
-        if (len(writes) == 1 and writes[0].jobs is None and len(writes[0].inbox) == 1 and writes[0].is_plain()
-                and not self.trace):
+        if len(writes) == 1 and writes[0].jobs is None and len(writes[0].inbox) == 1 and writes[0].is_plain():
             if self._write_one(writes[0]):
                 return
         own = writes[-1]
@@ -216,10 +216,19 @@ class GroupCommit:
         try:
             with self.db.gate:
                 job = self.jobs.take_reserved(1)
-                if job is not None:
+                if job is not None and not self.trace:
                     # one autocommitted INSERT is one transaction: no BEGIN/COMMIT round trips
                     ch, pri, idb, body = w.inbox[0]
                     self.db.execute_gated(self.db.create, sql.INSERT_ONE, (ch, pri, idb, job, body))
+                elif job is not None:  # with its event: still no list, dedup or batch machinery
+                    ch, pri, idb, body = w.inbox[0]
+                    ev = [idb, int(self.clock() * 1000), "created", self._created(ch, None, w)]
+
+                    def write(conn: sqlite3.Connection) -> None:
+                        conn.execute(sql.INSERT_ONE, (ch, pri, idb, job, body))
+                        record(conn, ev)
+
+                    self.db.txn(self.db.create, write)  # a rollback forgets the reserved block (on_rollback)
                 else:
                     self._write_batch([w])
         finally:
@@ -412,7 +421,9 @@ class GroupCommit:
         assert self.names is not None
         names = self.names
         ev: list[Any] = []
-        details: dict[tuple[Any, ...], str] = {}
+        details = self._details
+        if len(details) > 4096:
+            details.clear()
         for w, ib, dl, ob in kept:
             by, client = w.actor
             sender = w.sender
@@ -434,18 +445,34 @@ class GroupCommit:
                     key: tuple[Any, ...] = (r[0], None, by, client)
                     d = details.get(key)
                     if d is None:
-                        d = details[key] = detail(channel=names.channel_name(r[0]), by=by, client=client)
+                        d = self._created(r[0], None, w)
                     ev += (r[2], now, "created", d)
             for r in ob:
                 key = (r[3], r[0], by, client, w.route)
                 d = details.get(key)
                 if d is None:
-                    d = details[key] = detail(channel=names.channel_name(r[3]), by=by, client=client,
-                                              to=names.peer_name(r[0]), route=w.route)
+                    d = self._created(r[3], r[0], w)
                 ev += (r[2], now, "created", d)
             for ack in w.acks:
                 ev += (ack[2], now, "acked", "{}")
         return ev
+
+    def _created(self, ch: int, peer: int | None, w: WriteRequest) -> str:
+        """The detail of a ``created`` event (cached: the same few strings serve every send)."""
+        by, client = w.actor
+        key = (ch, None, by, client) if peer is None else (ch, peer, by, client, w.route)
+        d = self._details.get(key)
+        if d is None:
+            assert self.names is not None
+            if len(self._details) > 4096:
+                self._details.clear()
+            if peer is None:
+                d = detail(channel=self.names.channel_name(ch), by=by, client=client)
+            else:
+                d = detail(channel=self.names.channel_name(ch), by=by, client=client,
+                           to=self.names.peer_name(peer), route=w.route)
+            self._details[key] = d
+        return d
 
     def _block(self, w: WriteRequest, ib: list[Any], dl: list[Any], ob: list[Any], now: int,
                blocks: list[tuple[str, tuple[Any, ...]]]) -> None:
