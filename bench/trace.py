@@ -209,15 +209,17 @@ def main() -> int:
     for r in rows:
         title, fn, n = ROWS[r]
         count = max(100, int(n * args.scale))
-        runs = interleave(str(r), [Variant(f"trace {'on' if on else 'off'}", lambda on=on: fn(on, count))
-                                   for on in (True, False)], args.rounds, lambda v, _l: f"{v:,.0f}/s")
+        variants = [Variant(f"trace {'on' if on else 'off'}", lambda on=on, fn=fn, count=count: fn(on, count))
+                    for on in (True, False)]
+        runs = interleave(str(r), variants, args.rounds, lambda v, _l: f"{v:,.0f}/s")
         on, off = median(values(runs["trace on"])), median(values(runs["trace off"]))
         results.append((r, title, count, on, off))
-    print(f"\n| row | what | messages | trace on | trace off | on / off |\n|---|---|---|---|---|---|")
+    print("\n| row | what | messages | trace on | trace off | on / off |\n|---|---|---|---|---|---|")
     for r, title, count, on, off in results:
         ratio = f"{on / off:.2f}" if on and off else "n/a"
         print(f"| {r} | {title} | {count:,} | {on or 0:,.0f}/s | {off or 0:,.0f}/s | {ratio} |")
-    print(f"\nmedians of {args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.2f}; nproc {os.cpu_count()}")
+    load = os.getloadavg()[0]
+    print(f"\nmedians of {args.rounds} interleaved rounds; load average {load:.2f}; nproc {os.cpu_count()}")
     log("done")
     return 0
 

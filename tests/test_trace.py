@@ -340,3 +340,13 @@ def test_a_version_1_spool_read_only_has_no_events(tmp_path: Path) -> None:
         assert s.trace is False and s.trace_events(mid) == []
     r = cli("trace", mid, "--spool", str(d))
     assert r.returncode == 0 and "no events" in r.stdout
+
+
+def test_a_dead_letter_keeps_its_new_priority_with_the_log_on(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s") as s:
+        mid = s.send(b"x", "jobs", priority=8)
+        lease = s.lease("jobs")
+        assert lease is not None
+        lease.dead("no", priority=9)  # beanstalkd's bury with a priority
+        assert s.dead_letter(mid).message.priority == 9
+        assert [e["kind"] for e in s.trace_events(mid)][-1] == "dead"

@@ -126,8 +126,10 @@ def promote_one(conn: sqlite3.Connection, ch: int, due: int, idb: bytes) -> None
 
 
 def inbox_to_dead(conn: sqlite3.Connection, ch: int, pri: int, idb: bytes, reason: str, detail: str, now: int,
-                  trace: bool = False) -> None:
+                  trace: bool = False, priority: int | None = None) -> None:
     conn.execute(sql.INBOX_TO_DEAD, (reason, detail, now, ch, pri, idb))
+    if priority is not None and priority != pri:  # before any other insert: it names last_insert_rowid()
+        conn.execute(sql.DEAD_SET_PRIORITY, (priority,))
     conn.execute(sql.INBOX_DELETE, (ch, pri, idb))
     if trace:
         record(conn, [idb, now, "dead", event_detail(reason=reason, detail=detail)])
@@ -397,9 +399,7 @@ class Inbox:
 
         def kill(conn: sqlite3.Connection) -> None:
             self._check_held(conn, lease, now)
-            inbox_to_dead(conn, ch, pri, idb, reason, detail, now, self.trace)
-            if priority is not None and priority != pri:
-                conn.execute(sql.DEAD_SET_PRIORITY, (priority,))
+            inbox_to_dead(conn, ch, pri, idb, reason, detail, now, self.trace, priority)
 
         self.db.txn(self.db.move, kill)
 
