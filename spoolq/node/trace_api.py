@@ -29,11 +29,10 @@ Add = Callable[[str, str, Handler, str, "str | None"], None]
 MAX_ID_TEXT = 64
 
 
-def install(app: web.Application, add: Add, node_key: web.AppKey[Any]) -> None:
-    """Add the trace route to ``app`` through ``build_app``'s ``add`` (name, scope)."""
+def install(add: Add, node: Any) -> None:
+    """Add the trace route through ``build_app``'s ``add`` (method, path, handler, name, scope)."""
 
     async def get_trace(request: web.Request) -> web.Response:
-        node = request.app[node_key]
         text = request.match_info["id"]
         if len(text) > MAX_ID_TEXT:
             raise InvalidArgument(f"a message id is a UUID of 36 characters, not {len(text)} characters",
