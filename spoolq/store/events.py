@@ -33,7 +33,8 @@ Kinds (``detail`` keys in brackets)::
     acked           []
     dead            [reason, detail]
     retried         []                                  a dead letter put back
-    held, released, deleted                             admin actions (``spoolq hold`` ...)
+    relayed         [to]                                ``Lease.forward``: handed on under the same id
+    held, released, requeued, deleted  [by]             admin actions (``spoolq hold`` ...)
 """
 
 from __future__ import annotations
