@@ -10,6 +10,7 @@ hops over HTTP and prints one timeline, naming a hop it cannot reach.
 from __future__ import annotations
 
 import json
+import time
 import subprocess
 import urllib.error
 import urllib.request
@@ -365,3 +366,20 @@ def test_admin_actions_are_logged(tmp_path: Path) -> None:
         assert [e["kind"] for e in s.trace_events(mid)] == ["created", "held", "released", "held", "requeued"]
         assert [e["kind"] for e in s.trace_events(gone)] == ["created", "deleted"]
         assert s.trace_events(gone)[-1]["detail"] == {"by": "library"}
+
+
+def test_prune_by_age_keeps_the_recent_events_of_an_old_message(tmp_path: Path) -> None:
+    clock = Clock()
+    clock.t = time.time()
+    with Spool(tmp_path / "s", clock=clock) as s:
+        old = s.send(b"x", "jobs")  # its id is from now
+        clock.t += 7200
+        lease = s.lease("jobs")  # two hours later, still there
+        assert lease is not None
+        many = s.send_many([b"y"] * 12000, "other")  # more than one prune chunk
+        clock.t += 3600
+        assert s.event_log.prune(5400, None) == 1  # only the old message's first event is old enough
+        assert [e["kind"] for e in s.trace_events(old)] == ["leased"]
+        assert s.trace_events(many[0]) and s.trace_events(many[-1])
+        clock.t += 3600
+        assert s.event_log.prune(5400, None) == 12001

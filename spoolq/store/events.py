@@ -4,8 +4,14 @@ Theory of operation
 ===================
 
 ``events`` holds one row per thing that happened to a message on this node:
-``(seq, id, at, kind, detail)``, ``at`` in Unix ms, ``detail`` a small JSON
-object as text. Rows are written by :func:`record`, always on the connection
+``(id, n, at, kind, detail)``, ``at`` in Unix ms, ``detail`` a small JSON
+object as text. The table is keyed ``(id, n)`` *without rowid*: one b-tree,
+so an event costs one page write, not a table page and an index page. ``n``
+orders the events of one id within a millisecond: it comes from a per-process
+counter that starts at a random point (statement number times 4096 plus the
+row's place in the statement), so two processes logging the same id in the same
+millisecond cannot clash in practice; ``INSERT OR IGNORE`` makes sure an event
+can never fail the change it describes. Rows are written by :func:`record`, always on the connection
 and inside the transaction of the state change they describe (a send's
 group commit, a lease, an ack, a settled batch): the log costs no extra
 transaction and no extra sync, and a rolled-back change leaves no event.
@@ -18,8 +24,12 @@ per request or lease round (see ``detail``) and reused for every row.
 
 The log is bounded by the node, off its event loop (:meth:`EventLog.prune`):
 by age (``trace_retention``) and by rows (``trace_max_rows``), in chunks of
-``PRUNE_CHUNK`` rows per transaction so a large prune never holds the write
-lock for long. ``seq`` grows with time, so both bounds are one range delete.
+about ``PRUNE_CHUNK`` rows per transaction so a large prune never holds the
+write lock for long. Ids begin with their creation time (ms), so events older
+than the cutoff belong to ids below the cutoff's id: the age prune walks that
+id range in chunks and deletes the rows whose ``at`` is old too (a long-lived
+message keeps its recent events). The row bound counts the table (a scan of
+the one b-tree, on the read connection) and drops the events of the oldest ids.
 
 Kinds (``detail`` keys in brackets)::
 
@@ -40,7 +50,9 @@ Kinds (``detail`` keys in brackets)::
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
+import random
 import sqlite3
 from collections.abc import Callable
 from typing import Any, Final
@@ -57,6 +69,7 @@ ACTOR: contextvars.ContextVar[tuple[str, str | None]] = contextvars.ContextVar(
     "spoolq_actor", default=("library", None))
 
 PRUNE_CHUNK: Final = 5000
+_STATEMENTS = itertools.count(random.getrandbits(40))  # next() is atomic: no lock
 MAX_EVENTS: Final = 10_000  # per id, read at most
 _DETAILS: dict[tuple[Any, ...], str] = {}
 
@@ -80,13 +93,24 @@ def record(conn: sqlite3.Connection, flat: list[Any], blocks: list[tuple[str, tu
     """Write events, given flat as ``[id, at, kind, detail, id, at, kind, detail, ...]``, on ``conn``
     inside the caller's transaction. The one way an event is written.
 
-    ``blocks``: ``(statement, params)`` of ``sql.EVENTS_OF_*_BLOCK``: the ``created`` events of a
-    block of consecutive new ids (``send_many``), copied from the rows just written in SQL."""
-    if flat:
-        sql.insert_many(conn, "events", sql.EVENT_COLS, 4, flat)
+    ``blocks``: ``(statement, params)`` of ``sql.EVENTS_OF_*_BLOCK`` without their first parameter
+    (``n``): the ``created`` events of a block of consecutive new ids (``send_many``), copied from
+    the rows just written in SQL."""
+    total = len(flat) // 4
+    pos = 0
+    while total:
+        for size in sql.CHUNKS:
+            if size <= total:
+                break
+        end = pos + 4 * size
+        params = flat[pos:end] if (pos or end != len(flat)) else flat[:]
+        params.append(next(_STATEMENTS) << 12)
+        conn.execute(sql.event_rows(size), params)
+        pos = end
+        total -= size
     if blocks:
-        for statement, params in blocks:
-            conn.execute(statement, params)
+        for statement, args in blocks:
+            conn.execute(statement, (next(_STATEMENTS) << 12, *args))
 
 
 class EventLog:
@@ -127,39 +151,45 @@ class EventLog:
         self.db.txn(self.db.move, lambda c: record(c, flat))
 
     def prune(self, max_age: float | None, max_rows: int | None) -> int:
-        """Delete events older than ``max_age`` seconds and the oldest beyond ``max_rows``;
-        returns how many. Runs in chunks of ``PRUNE_CHUNK`` rows, one transaction each."""
-        bound = self._bound(max_age, max_rows)
-        if bound is None:
-            return 0
+        """Delete events older than ``max_age`` seconds and those of the oldest ids beyond
+        ``max_rows``; returns how many. About ``PRUNE_CHUNK`` rows per transaction."""
         total = 0
-        while True:
-            def step(c: sqlite3.Connection) -> int:
-                first = c.execute(sql.EVENTS_FIRST).fetchone()[0]
-                if first is None or first >= bound:
-                    return 0
-                return int(c.execute(sql.EVENTS_DELETE_BEFORE, (min(bound, first + PRUNE_CHUNK),)).rowcount)
+        if max_age is not None:
+            cutoff = int(self.clock() * 1000) - int(max_age * 1000)
+            if cutoff > 0:
+                total += self._prune_age(cutoff)
+        if max_rows is not None:
+            total += self._prune_rows(max_rows)
+        return total
 
-            n = self.db.txn(self.db.move, step)
-            total += n
+    def _prune_age(self, cutoff: int) -> int:
+        top = (cutoff << 80).to_bytes(16, "big")  # ids made before the cutoff sort below this
+        low = b""
+        total = 0
+        while low < top:
+            row = self._one(sql.EVENTS_BOUNDARY, (low, top, PRUNE_CHUNK))
+            high = top if row is None else bytes(row[0])
+            total += self._delete(sql.EVENTS_DELETE_OLD, (low, high, cutoff))
+            low = high
+        return total
+
+    def _prune_rows(self, max_rows: int) -> int:
+        total = 0
+        row = self._one(sql.EVENTS_COUNT, ())
+        excess = (int(row[0]) if row is not None else 0) - max_rows
+        while excess > 0:
+            row = self._one(sql.EVENTS_NTH, (min(excess, PRUNE_CHUNK),))
+            if row is None:
+                break
+            n = self._delete(sql.EVENTS_DELETE_BELOW, (bytes(row[0]),))
             if not n:
-                return total
+                break
+            total += n
+            excess -= n
+        return total
 
-    def _bound(self, max_age: float | None, max_rows: int | None) -> int | None:
-        """The first ``seq`` to keep."""
-        now = int(self.clock() * 1000)
+    def _one(self, statement: str, args: tuple[Any, ...]) -> Any:
+        return self.db.read(lambda c: c.execute(statement, args).fetchone())
 
-        def look(c: sqlite3.Connection) -> int | None:
-            keep: int | None = None
-            last = c.execute(sql.EVENTS_LAST).fetchone()[0]
-            if last is None:
-                return None
-            if max_age is not None:
-                row = c.execute(sql.EVENTS_FIRST_KEPT, (now - int(max_age * 1000),)).fetchone()
-                keep = int(row[0]) if row is not None else int(last) + 1
-            if max_rows is not None:
-                by_rows = int(last) - max_rows + 1
-                keep = by_rows if keep is None else max(keep, by_rows)
-            return keep
-
-        return self.db.read(look)
+    def _delete(self, statement: str, args: tuple[Any, ...]) -> int:
+        return int(self.db.txn(self.db.move, lambda c: c.execute(statement, args).rowcount))
