@@ -10,8 +10,8 @@ hops over HTTP and prints one timeline, naming a hop it cannot reach.
 from __future__ import annotations
 
 import json
-import time
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
