@@ -11,6 +11,7 @@ import json
 import ssl
 import sys
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["trace"]
 
-_DETAIL_ORDER = ("channel", "by", "client", "to", "route", "from", "result", "peer", "target", "url", "until",
+_DETAIL_ORDER = ("channel", "by", "client", "to", "route", "from", "peer", "target", "url", "result", "until",
                  "attempt", "delay", "reason", "error", "detail")
 
 
@@ -33,15 +34,30 @@ def _when(at: float) -> str:
     return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def _detail_text(d: dict[str, Any]) -> str:
+def _detail_text(d: dict[str, Any], labels: dict[str, str]) -> str:
     keys = [k for k in _DETAIL_ORDER if k in d] + sorted(k for k in d if k not in _DETAIL_ORDER)
     parts = []
     for k in keys:
         v = d[k]
         if k == "until" and isinstance(v, (int, float)):
             v = _when(float(v))[11:]
+        elif k == "from" and isinstance(v, str) and v in labels:
+            v = labels[v]
         parts.append(f"{k}={v}")
     return " ".join(parts)
+
+
+def _labels(tl: Timeline) -> dict[str, str]:
+    """Node id -> how to show it: the peer name its upstream gave it (the first node: its URL's
+    host:port), and the end of its id (ids are time-ordered: their beginnings look alike)."""
+    out: dict[str, str] = {}
+    for h in tl.hops:
+        if h.node and h.node not in out:
+            name = h.peer
+            if name in ("start", "local"):
+                name = urlsplit(h.url).netloc if h.url else "local"
+            out[h.node] = f"{name} (…{h.node[-6:]})"
+    return out
 
 
 def _hop_tokens(values: tuple[str, ...]) -> dict[str, str]:
@@ -65,24 +81,37 @@ def _local_answer(message_id: str, spool_dir: str | None, peers_cfg: Any) -> dic
             "events": [{**e, "node": me} for e in events]}
 
 
+def _collapsed(events: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int, float]]:
+    """Failed attempts repeated with the same error (a peer down for hours) as one row with a count."""
+    out: list[tuple[dict[str, Any], int, float]] = []
+    for e in events:
+        if out and e["kind"] == "forward_failed":
+            prev, n, _ = out[-1]
+            if prev["kind"] == e["kind"] and prev["node"] == e["node"] and prev["detail"] == e["detail"]:
+                out[-1] = (prev, n + 1, e["at"])
+                continue
+        out.append((e, 1, e["at"]))
+    return out
+
+
 def render(tl: Timeline, console: Console) -> None:
-    names = {h.node: h.peer for h in tl.hops if h.node}
+    labels = _labels(tl)
     table = Table(title=f"message {tl.id}", show_lines=False)
     for col in ("time (UTC)", "node", "event", "detail"):
         table.add_column(col, overflow="fold")
-    for e in tl.events:
-        node = names.get(e["node"], "")
-        label = f"{node} ({e['node'][:8]})" if node and node not in ("start", "local") else e["node"][:8]
+    for e, repeats, last in _collapsed(tl.events):
+        label = labels.get(e["node"], e["node"])
         style = {"dead": "bold red", "forward_failed": "yellow", "lease_expired": "yellow", "acked": "green",
                  "forwarded": "cyan", "received": "cyan"}.get(e["kind"], "")
         table.add_row(_when(e["at"]), escape(label), f"[{style}]{e['kind']}[/{style}]" if style else e["kind"],
-                      escape(_detail_text(e["detail"])))
+                      escape(_detail_text(e["detail"], labels)
+                             + (f" (x{repeats}, the last at {_when(last)[11:]})" if repeats > 1 else "")))
     if tl.events:
         console.print(table)
     else:
         console.print(f"no events for message {tl.id} on the nodes reached")
     for h in tl.unreachable:
-        via = f" (named by node {h.via[:8]})" if h.via else ""
+        via = f" (named by {labels.get(h.via, h.via)})" if h.via else ""
         console.print(f"[bold red]could not reach hop {escape(h.peer)}[/bold red] at {escape(str(h.url))}{via}: "
                       f"{escape(h.error or '')}", highlight=False)
 
