@@ -383,3 +383,26 @@ def test_prune_by_age_keeps_the_recent_events_of_an_old_message(tmp_path: Path) 
         assert s.trace_events(many[0]) and s.trace_events(many[-1])
         clock.t += 3600
         assert s.event_log.prune(5400, None) == 12001
+
+
+def test_the_table_collapses_repeated_failures_and_names_nodes() -> None:
+    from rich.console import Console
+
+    from spoolq.cli_trace import render
+    from spoolq.tracing import Hop, Timeline
+
+    a, b = "01a2375a-0000-7000-8000-00000000aaaa", "01a2375a-0000-7000-8000-00000000bbbb"
+    fail = {"peer": "b", "url": "http://b:7070", "error": "refused"}
+    tl = Timeline("01a2375a-7329-7660-9fb8-c90c6e6375dc", events=[
+        {"at": 1.0, "node": a, "peer": "start", "kind": "created", "detail": {"channel": "jobs"}},
+        *({"at": 2.0 + i, "node": a, "peer": "start", "kind": "forward_failed", "detail": fail} for i in range(5)),
+        {"at": 9.0, "node": a, "peer": "start", "kind": "forwarded", "detail": {"peer": "b"}},
+        {"at": 9.5, "node": b, "peer": "b", "kind": "received", "detail": {"from": a}},
+    ], hops=[Hop("start", "http://a:7070", node=a), Hop("b", "http://b:7070", via=a, node=b),
+             Hop("c", "http://c:7070", via=b, error="cannot connect")])
+    console = Console(width=200, record=True)
+    render(tl, console)
+    text = console.export_text()
+    assert text.count("forward_failed") == 1 and "(x5, the last at 00:00:06.000)" in text
+    assert "a:7070 (…00aaaa)" in text and "b (…00bbbb)" in text and "from=a:7070 (…00aaaa)" in text
+    assert "could not reach hop c at http://c:7070 (named by b (…00bbbb)): cannot connect" in text
