@@ -13,17 +13,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import threading
 import time
-import weakref
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import _bell
-from .admin import AdminOps
 from .codec import BATCH_BYTES, BATCH_MESSAGES
-from .consumer import Worker
 from .errors import InvalidArgument, InvalidType, MessageTooLarge, SpoolqError
 from .lease import Lease, load_secret
 from .message import (
@@ -46,7 +42,6 @@ from .message import (
 from .retry import backoff
 from .routing import Route, check_to
 from .store import sql
-from .store.admin import Admin
 from .store.commit import GroupCommit, WriteRequest
 from .store.db import BUSY_TIMEOUT, Database
 from .store.events import EventLog
@@ -55,6 +50,10 @@ from .store.jobs import Job, Jobs
 from .store.names import Names
 from .store.outbox import Incoming, Outbox, OutboxRecord
 from .store.routes import RoutesFile
+
+if TYPE_CHECKING:
+    from .admin import AdminOps
+    from .consumer import Worker
 
 __all__ = [
     "SCHEMA_VERSION", "ChannelStats", "PeerStats", "Spool", "Stats", "Route", "OutboxRecord", "Job", "JobOps",
@@ -152,8 +151,20 @@ class Spool:
         self.event_log = EventLog(self._db, self._clock, self.trace)  # pruning, failed forwards (the node)
         self._routes = RoutesFile(self.path, self._db.sync_dir)
         self.jobs = JobOps(self, Jobs(self._db, self._names, self._inbox, self._commit, self.bells))
-        self._watches = _ThreadWatches(self.path / "bells")
-        self.admin = AdminOps(Admin(self._db, self._names, self.bells, self._clock, self.trace))  # browse, hold...
+        self._watches = _bell.ThreadWatches(self.path / "bells")
+        self._admin: AdminOps | None = None
+
+    @property
+    def admin(self) -> AdminOps:
+        """Queue administration (browse, hold, release, requeue, delete, audit): see :mod:`spoolq.admin`.
+        Made on first use, so that programs which never administer (a beanstalkd server starting up)
+        do not import it."""
+        if self._admin is None:
+            from .admin import AdminOps
+            from .store.admin import Admin
+
+            self._admin = AdminOps(Admin(self._db, self._names, self.bells, self._clock, self.trace))
+        return self._admin
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -585,8 +596,7 @@ class Spool:
 
     def nack_lease(self, lease: Lease, delay: float | None, priority: int | None = None,
                    reason: str | None = None) -> bool:
-        """``lease.nack()``: ready again after ``delay`` (default: backoff), or dead when attempts are used up.
-        ``reason`` goes to the event log."""
+        """``lease.nack()``: ready again after ``delay`` (default: backoff), or dead when attempts are used up."""
         self._check_owner(lease)
         if delay is None:
             d_ms = int(backoff(lease.attempts) * 1000)
@@ -645,6 +655,8 @@ class Spool:
         with backoff. SIGTERM/SIGINT stop the worker gracefully.
         """
         check_channel(channel)
+        from .consumer import Worker  # on first use: a front-end starting up needs no worker
+
         return Worker(self, channel, handler, concurrency=concurrency, visibility=visibility, grace=grace)
 
     # -- routes -------------------------------------------------------------------------------
@@ -705,13 +717,9 @@ class Spool:
         duplicates: Collection[bytes] = (),
     ) -> None:
         """Apply a peer's answer in one transaction: remove ``done`` keys (accepted or duplicate),
-        move ``dead`` ones (key, reason, detail) to dead letters, count a try on ``retry`` ones.
-
-        ``target`` (name, URL) is the peer that answered and ``duplicates`` the ids of ``done`` it
-        already had, for the event log."""
+        move ``dead`` ones (key, reason, detail) to dead letters, count a try on ``retry`` ones. For
+        the event log: ``target`` (name, URL) answered, and already had the ``duplicates`` ids."""
         self._outbox.settle(peer, self._now_ms(), done, dead, retry, target, duplicates)
-
-    # -- the event log (spoolq trace) ---------------------------------------------------------
 
     def trace_events(self, message_id: str | bytes) -> list[dict[str, Any]]:
         """What happened to a message on this node, oldest first: ``{"at", "kind", "detail"}``
@@ -955,30 +963,6 @@ class JobOps:
     def peek_buried(self, channel: str) -> Job | None:
         """The oldest dead letter of ``channel`` (beanstalkd: the next buried job)."""
         return self._jobs.peek_buried(channel)
-
-
-class _ThreadWatches:
-    """One bell watcher per thread that waits in ``lease`` (creating one per wait costs milliseconds)."""
-
-    def __init__(self, directory: Path) -> None:
-        self._directory = directory
-        self._tls = threading.local()
-        self._lock = threading.Lock()
-        self._all: weakref.WeakSet[_bell.Watch] = weakref.WeakSet()
-
-    def for_thread(self) -> _bell.Watch:
-        w: _bell.Watch | None = getattr(self._tls, "watch", None)
-        if w is None:
-            w = _bell.Watch(self._directory)
-            self._tls.watch = w
-            with self._lock:
-                self._all.add(w)
-        return w
-
-    def close(self) -> None:
-        with self._lock:
-            for w in list(self._all):
-                w.close()
 
 
 def _max(a: Any, b: Any) -> Any:

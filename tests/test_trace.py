@@ -388,7 +388,7 @@ def test_prune_by_age_keeps_the_recent_events_of_an_old_message(tmp_path: Path) 
 def test_the_table_collapses_repeated_failures_and_names_nodes() -> None:
     from rich.console import Console
 
-    from spoolq.cli_trace import render
+    from spoolq.cli.trace import render
     from spoolq.tracing import Hop, Timeline
 
     a, b = "01a2375a-0000-7000-8000-00000000aaaa", "01a2375a-0000-7000-8000-00000000bbbb"

@@ -1,7 +1,4 @@
-"""``spoolq trace ID``: one message, every hop (see ``spoolq.tracing``).
-
-Kept apart from ``cli.py`` so it moves as one piece into ``spoolq/cli/trace.py``.
-"""
+"""``spoolq trace ID``: one message, every hop (see ``spoolq.tracing``)."""
 
 from __future__ import annotations
 
@@ -18,11 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import InvalidArgument
-from .message import id_bytes
+from ..errors import InvalidArgument
+from ..message import id_bytes
 
 if TYPE_CHECKING:
-    from .tracing import Timeline
+    from ..tracing import Timeline
 
 __all__ = ["trace"]
 
@@ -71,8 +68,8 @@ def _hop_tokens(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def _local_answer(message_id: str, spool_dir: str | None, peers_cfg: Any) -> dict[str, Any]:
-    from .node.trace_api import next_hops
-    from .spool import Spool
+    from ..node.trace_api import next_hops
+    from ..spool import Spool
 
     with Spool(spool_dir, read_only=True) as spool:
         events = spool.trace_events(message_id)
@@ -140,8 +137,8 @@ def trace(message_id: str, node_url: str | None, token: str | None, config_path:
     be asked are named, with the reason. Exit status 0 when the first node
     answered, 3 when some hop could not be reached, 1 when the first node failed.
     """
-    from .node.config import NodeConfig, load_config
-    from .tracing import follow  # aiohttp: imported only when tracing
+    from ..node.config import NodeConfig, load_config
+    from ..tracing import follow  # aiohttp: imported only when tracing
 
     id_bytes(message_id)  # a bad id is refused before anything is asked
     if not 0 < timeout <= 600:
