@@ -214,9 +214,10 @@ def test_greenstalk_ttr_deadline_soon_and_touch(gs: Callable[..., greenstalk.Cli
 def test_greenstalk_ttr_runs_out_to_another_client(gs: Callable[..., greenstalk.Client[Any]]) -> None:
     c = gs()
     jid = c.put("gets away", ttr=1)
-    job = c.reserve()
     with greenstalk.Client(gs_address(c)) as other:
+        other.stats()  # connected before the TTR starts
         with takes_seconds(1):
+            job = c.reserve()
             assert other.reserve(timeout=5).id == jid  # ready again when the TTR is over
         with pytest.raises(greenstalk.NotFoundError):
             c.delete(job)  # reserved by the other client now

@@ -62,142 +62,37 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-import msgspec
-
 from .._bell import BellHub
 from ..errors import LeaseError, SpoolqError, StorageError, StorageFull
 from ..message import MAX_SECONDS
 from . import wire
+from .jobs import (
+    DEFAULT_TTR,
+    DELAY_HEADER,
+    TTR_HEADER,
+    JobCounts,
+    JobStore,
+    int_header,
+    lease_ttr,
+    spool_seconds,
+    ttr_of_job,
+)
 from .names import channel_tube, tube_channel
 from .wire import DEFAULT_MAX_JOB_SIZE, yaml_dict, yaml_list, yaml_str
 
 if TYPE_CHECKING:
     from ..lease import Lease
-    from ..spool import Job, Spool, Stats
+    from ..spool import Job, Spool
 
 __all__ = ["Server", "channel_tube", "tube_channel"]
 
 log = logging.getLogger("spoolq.beanstalk")
 
-DEFAULT_TTR: Final = 60
-TTR_HEADER: Final = "beanstalk-ttr"
-DELAY_HEADER: Final = "beanstalk-delay"  # the delay given at put, for stats-job (after a restart too)
 SAFETY_MARGIN: Final = 1.0
 CHANNEL_CACHE_MAX: Final = 4096
 TUBE_ORDER_PRUNE: Final = 4096
 PAUSE_READING_AT: Final = 1 << 16  # bytes buffered behind a pending reply before reading pauses
 
-_hdr_dec = msgspec.msgpack.Decoder(dict[str, str])
-
-
-# -- helpers -------------------------------------------------------------------------------
-
-
-def _seconds(n: int) -> float:
-    """A beanstalkd duration (u32 seconds) as the spool takes it (at most MAX_SECONDS, about 30 years)."""
-    return float(min(n, MAX_SECONDS))
-
-
-def _ttr_of(headers: bytes | None) -> float | None:
-    """The TTR kept in a job's encoded headers (the spool calls this when it leases)."""
-    if not headers:
-        return None
-    try:
-        v = _hdr_dec.decode(headers).get(TTR_HEADER)
-        return float(v) if v is not None else None
-    except (msgspec.DecodeError, ValueError):
-        return None
-
-
-def _lease_ttr(lease: Lease) -> float:
-    try:
-        return float(lease.headers.get(TTR_HEADER) or DEFAULT_TTR)
-    except ValueError:
-        return DEFAULT_TTR
-
-
-class _JobCounts:
-    """stats-job counters of a job that was released, buried, kicked or timed out (others need none:
-    their reserves are the spool's attempts). Saved in the spool, so they survive a restart."""
-
-    __slots__ = ("buries", "delay", "kicks", "releases", "reserves", "timeouts")
-
-    def __init__(self, reserves: int = 0) -> None:
-        self.releases = self.buries = self.kicks = self.timeouts = 0
-        self.reserves = reserves  # a kick resets the spool's attempts, not this
-        self.delay = -1  # -1: the delay given at put (in the job's headers)
-
-    def row(self, job: int) -> tuple[int, int, int, int, int, int, int]:
-        return (job, self.delay, self.reserves, self.timeouts, self.releases, self.buries, self.kicks)
-
-    @classmethod
-    def of_row(cls, row: tuple[int, int, int, int, int, int]) -> _JobCounts:
-        c = cls()
-        c.delay, c.reserves, c.timeouts, c.releases, c.buries, c.kicks = row
-        return c
-
-
-class _JobStore:
-    """Every spool call the front-end makes, in one place.
-
-    The job-number operations live on the :class:`Spool` facade today and are
-    moving to a store object; only this adapter needs to follow them.
-    """
-
-    __slots__ = ("spool",)
-
-    def __init__(self, spool: Spool) -> None:
-        self.spool = spool
-
-    def send_jobs(self, items: list[tuple[bytes, str, int, float, dict[str, str] | None]]) -> list[Any]:
-        return self.spool.jobs.put(items)
-
-    def promote_due(self, channels: list[str]) -> int:
-        return self.spool.jobs.promote_due(channels)
-
-    def lease_any(self, channels: list[str]) -> tuple[Lease | None, float | None]:
-        return self.spool.jobs.lease_any(channels, visibility=DEFAULT_TTR, visibility_for=_ttr_of)
-
-    def lease_job(self, job: int) -> Lease | None:
-        return self.spool.jobs.lease(job, visibility=DEFAULT_TTR, visibility_for=_ttr_of)
-
-    def find_job(self, job: int) -> Job | None:
-        return self.spool.jobs.find(job)
-
-    def delete_job(self, job: int) -> bool:
-        return self.spool.jobs.delete(job)
-
-    def kick_jobs(self, channel: str, bound: int) -> list[int]:
-        return self.spool.jobs.kick(channel, bound)
-
-    def kick_job(self, job: int) -> bool:
-        return self.spool.jobs.kick_one(job)
-
-    def peek_ready(self, channel: str) -> tuple[int, bytes] | None:
-        msgs = self.spool.peek(channel, limit=1)
-        job = msgs[0].job if msgs else None
-        return None if job is None else (job, msgs[0].body)
-
-    def peek_delayed(self, channel: str) -> Job | None:
-        return self.spool.jobs.peek_delayed(channel)
-
-    def peek_buried(self, channel: str) -> Job | None:
-        return self.spool.jobs.peek_buried(channel)
-
-    def stats(self) -> Stats:
-        return self.spool.stats()
-
-    def sync(self) -> None:
-        self.spool.sync()
-
-    def load_stats(self) -> dict[int, tuple[int, int, int, int, int, int]]:
-        return self.spool.jobs.load_stats()
-
-    def save_stats(self, rows: list[tuple[int, int, int, int, int, int, int]], gone: list[int]) -> None:
-        self.spool.jobs.save_stats(rows, gone)
-
-    def sweep(self) -> dict[str, int]:
-        return self.spool.sweep()
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -208,7 +103,7 @@ class Server:
 
     def __init__(self, spool: Spool, *, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> None:
         self.spool = spool
-        self.store = _JobStore(spool)
+        self.store = JobStore(spool)
         self.max_job_size = max_job_size
         self.conns: set[Conn] = set()
         self.waiting: set[Conn] = set()
@@ -220,7 +115,7 @@ class Server:
         self.tube_deletes: Counter[str] = Counter()
         self.tube_pauses: Counter[str] = Counter()
         self.paused: dict[str, tuple[float, int]] = {}  # tube -> (until, seconds)
-        self.jobs: dict[int, _JobCounts] = {}
+        self.jobs: dict[int, JobCounts] = {}
         self.draining = False
         self.started = time.time()
         self.instance_id = os.urandom(8).hex()
@@ -253,7 +148,7 @@ class Server:
                 log.error("the saved per-job counters could not be read (stats-job shows them from 0): %s", e)
                 saved = {}
             for job, row in saved.items():
-                self.jobs.setdefault(job, _JobCounts.of_row(row))
+                self.jobs.setdefault(job, JobCounts.of_row(row))
             self.hub.start()
             self.hub.listen(False)  # until a reserve waits (see add_waiter)
             self._tasks = [asyncio.create_task(self._bell_loop(), name="beanstalk-bells"),
@@ -301,12 +196,12 @@ class Server:
             ch = self._channels[tube] = tube_channel(tube)
         return ch
 
-    def counts(self, job: int, attempts: int = 0) -> _JobCounts:
+    def counts(self, job: int, attempts: int = 0) -> JobCounts:
         """The counters of ``job`` (made when it first needs them, with ``attempts`` reserves so far),
         to be changed now: they are saved at the end of this turn of the event loop."""
         c = self.jobs.get(job)
         if c is None:
-            c = self.jobs[job] = _JobCounts(attempts)
+            c = self.jobs[job] = JobCounts(attempts)
         self.changed(job)
         return c
 
@@ -411,7 +306,7 @@ class Server:
             headers = {TTR_HEADER: str(ttr)} if ttr != DEFAULT_TTR else None
             if delay:
                 headers = {**(headers or {}), DELAY_HEADER: str(delay)}
-            items.append((body, self.channel(tube) or "default", pri, _seconds(delay), headers))
+            items.append((body, self.channel(tube) or "default", pri, spool_seconds(delay), headers))
         try:
             results: list[Any] = self.store.send_jobs(items)
         except StorageFull as e:
@@ -518,13 +413,13 @@ class Server:
 
     def stats_job_yaml(self, job: Job) -> bytes:
         now = time.time()
-        counts = self.jobs.get(job.job) or _JobCounts()
-        ttr = _ttr_of_job(job)
+        counts = self.jobs.get(job.job) or JobCounts()
+        ttr = ttr_of_job(job)
         if job.state in ("reserved", "delayed") and job.due is not None:
             left = max(0, int(job.due - now))
         else:
             left = 0
-        delay = counts.delay if counts.delay >= 0 else _int_header(job.headers, DELAY_HEADER)
+        delay = counts.delay if counts.delay >= 0 else int_header(job.headers, DELAY_HEADER)
         lines = [
             ("id", job.job), ("tube", yaml_str(channel_tube(job.channel))), ("state", job.state),
             ("pri", job.priority), ("age", max(0, int(now - job.created_at))), ("delay", delay), ("ttr", ttr),
@@ -533,21 +428,6 @@ class Server:
             ("releases", counts.releases), ("buries", counts.buries), ("kicks", counts.kicks),
         ]
         return yaml_dict(lines)
-
-
-def _int_header(headers: dict[str, str], name: str) -> int:
-    try:
-        return max(0, int(headers.get(name) or 0))
-    except ValueError:
-        return 0
-
-
-def _ttr_of_job(job: Job) -> int:
-    v = job.headers.get(TTR_HEADER)
-    try:
-        return int(v) if v is not None else DEFAULT_TTR
-    except ValueError:
-        return DEFAULT_TTR
 
 
 # -- one connection ---------------------------------------------------------------------------
@@ -835,7 +715,7 @@ class Conn(asyncio.BufferedProtocol):
         if lease is None:
             return
         try:
-            requeued = lease.nack(_seconds(delay), priority=pri)
+            requeued = lease.nack(spool_seconds(delay), priority=pri)
         except LeaseError:
             self.reply(wire.NOT_FOUND)
             return
@@ -869,7 +749,7 @@ class Conn(asyncio.BufferedProtocol):
             self.reply(wire.NOT_FOUND)
             return
         try:
-            lease.touch(min(_lease_ttr(lease), MAX_SECONDS))
+            lease.touch(min(lease_ttr(lease), MAX_SECONDS))
         except LeaseError:
             del self.reserved[job]
             self.reply(wire.NOT_FOUND)

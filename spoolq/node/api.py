@@ -13,6 +13,7 @@ GET     /v1/stats                                    any      depths per channel
 GET     /v1/dead, /v1/dead/{id}                      admin    list / show dead letters
 POST    /v1/dead/retry, /v1/dead/purge               admin    retry / purge dead letters (``dry_run``)
 GET     /v1/peers                                    admin    peer health: URLs, failures, last errors
+GET     /v1/admin/..., POST /v1/admin/...            admin    queue administration (``admin_api.py``)
 GET     /healthz                                     none     liveness (peer details only without tokens)
 GET     /metrics                                     admin    Prometheus text format
 ======  ==========================================  =======  ============================================
@@ -49,13 +50,15 @@ from ..errors import (
     StorageFull,
 )
 from ..lease import Lease
-from ..message import MAX_SECONDS, check_seconds
+from ..message import MAX_SECONDS, check_seconds, seconds_too_long
 from ..routing import failover_parts
+from . import admin_api
 from .gate import quiet
 
 if TYPE_CHECKING:
     from ..spool import Spool
     from .config import NodeConfig
+    from .forwarder import PeerLink
     from .metrics import Metrics
 
 
@@ -66,6 +69,7 @@ class Node(Protocol):
     metrics: Metrics
     spool: Spool
     stomp: Any  # spoolq.stomp.server.Server, when [stomp] is configured
+    links: dict[str, PeerLink]  # the forwarders, by outbox peer
 
     async def send(self, channel: str, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]: ...
     async def lease_async(self, channel: str, n: int, visibility: float, wait: float,
@@ -146,6 +150,7 @@ def build_app(node: Node) -> web.Application:
     add("GET", "/healthz", get_healthz, "healthz", None)
     add("GET", "/stomp", get_stomp_ws, "stomp", None)  # STOMP over WebSocket: CONNECT's passcode is the token
     add("GET", "/metrics", get_metrics, "metrics", "admin")
+    admin_api.install(add, node, _json)
     return app
 
 
@@ -509,8 +514,7 @@ def _num(value: Any, key: str) -> float:
 def _in_range(value: Any, key: str) -> None:
     """Refuse a duration too long to become a timestamp (it would overflow SQLite and the peer protocol)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_SECONDS:
-        raise InvalidArgument(f"{key}: {value!r} seconds is too long",
-                              hint=f"use at most {MAX_SECONDS:.0f} seconds (about 30 years)")
+        raise seconds_too_long(key, value)
 
 
 def _lease_json(x: Lease, encoding: str) -> dict[str, Any]:
@@ -659,7 +663,7 @@ async def post_dead_retry(request: web.Request) -> web.Response:
     data = await _json(request)
     sel = _selection(data, request)
     dry = bool(isinstance(data, dict) and data.get("dry_run"))
-    done = await asyncio.to_thread(lambda: node.spool.retry_dead(dry_run=dry, **sel))
+    done = await asyncio.to_thread(lambda: node.spool.retry_dead(dry_run=dry, who=admin_api.who(request), **sel))
     return web.json_response({"retried": [d.id for d in done], "dry_run": dry})
 
 
@@ -668,7 +672,7 @@ async def post_dead_purge(request: web.Request) -> web.Response:
     data = await _json(request)
     sel = _selection(data, request)
     dry = bool(isinstance(data, dict) and data.get("dry_run"))
-    n = await asyncio.to_thread(lambda: node.spool.purge_dead(dry_run=dry, **sel))
+    n = await asyncio.to_thread(lambda: node.spool.purge_dead(dry_run=dry, who=admin_api.who(request), **sel))
     return web.json_response({"purged": n, "dry_run": dry})
 
 

@@ -196,6 +196,7 @@ class Database:
         self.busy_timeout = busy_timeout
         self.closed = False
         self.read_only = read_only
+        self.version = sql.SCHEMA_VERSION  # the schema version of the open spool
         self._conns: list[sqlite3.Connection] = []
         self.read_lock = threading.Lock()
         self.on_rollback: Callable[[], None] = lambda: None
@@ -267,6 +268,7 @@ class Database:
             if version == 0:
                 raise self._damaged() if self._marks else SpoolUnavailable(f"{self.db_path} holds no spool")
             self.node_id = str(conn.execute(sql.NODE_ID).fetchone()[0])
+            self.version = int(version)  # may be older than SCHEMA_VERSION: nothing can migrate it
         except BaseException:
             self._close_conns()
             os.close(self._gate_fd)
@@ -384,14 +386,13 @@ class Database:
 
     def _init_schema(self) -> str:
         def check(conn: sqlite3.Connection) -> None:
-            version = conn.execute(sql.USER_VERSION).fetchone()[0]
+            version = start = conn.execute(sql.USER_VERSION).fetchone()[0]
             if version > sql.SCHEMA_VERSION:
                 raise SpoolVersionError(
                     f"the spool at {self.path} has schema version {version}, newer than this spoolq "
                     f"understands ({sql.SCHEMA_VERSION}); it was left untouched",
                     hint="upgrade spoolq (pip install -U spoolq) to open this spool",
                 )
-            changed = False
             if version == 0:
                 if self._marks and not conn.execute(sql.TABLE_COUNT).fetchone()[0]:
                     raise self._damaged()
@@ -405,14 +406,12 @@ class Database:
                         conn.execute(stmt)
                 conn.execute(sql.INIT_META, (id_text(_take_ids(1)), time.time()))
                 version = 1
-                changed = True
             while version < sql.SCHEMA_VERSION:  # one transaction: a crash leaves the old version whole
                 for stmt in sql.MIGRATIONS[version].strip().split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
                 version += 1
-                changed = True
-            if changed:  # opening an up-to-date spool writes nothing (it may be on a full disk)
+            if version != start:  # an open of a current spool writes nothing (it may be on a full disk)
                 conn.execute(f"PRAGMA user_version={sql.SCHEMA_VERSION}")
 
         self.txn(self.move, check)

@@ -61,6 +61,7 @@ CREATE TABLE held(
     expires INTEGER, origin INTEGER, deliver_at INTEGER, held_at INTEGER NOT NULL);
 CREATE INDEX held_by_id ON held(id);
 CREATE INDEX held_by_channel ON held(channel, seq);
+CREATE INDEX held_by_peer ON held(peer, seq) WHERE peer IS NOT NULL;
 CREATE TABLE audit(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, who TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, count INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '');
@@ -273,6 +274,8 @@ STATS_DELAYED: Final = "SELECT channel, count(*) FROM delayed GROUP BY channel"
 STATS_DEAD: Final = "SELECT channel, count(*) FROM dead WHERE peer IS NULL GROUP BY channel"
 STATS_OUTBOX: Final = "SELECT peer, count(*), sum(claim_until>?), min(id) FROM outbox GROUP BY peer"
 STATS_PEER_DEAD: Final = "SELECT peer, count(*) FROM dead WHERE peer IS NOT NULL GROUP BY peer"
+STATS_HELD: Final = "SELECT channel, count(*) FROM held WHERE peer IS NULL GROUP BY channel"
+STATS_PEER_HELD: Final = "SELECT peer, count(*) FROM held WHERE peer IS NOT NULL GROUP BY peer"
 
 
 # -- statements of many rows -----------------------------------------------------------------
