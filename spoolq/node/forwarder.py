@@ -170,6 +170,7 @@ class PeerLink:
         self.in_flight = 0  # batches
         self.in_flight_messages = 0
         self.forwarded = 0
+        self._backlog = False  # the last thread read was full: read from a thread until one comes back short
         self._done: collections.deque[tuple[float, int]] = collections.deque(maxlen=RATE_SAMPLES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -196,16 +197,15 @@ class PeerLink:
             if target is None:
                 break
             batch = None
-            if self.in_flight == 0:
+            if self.in_flight == 0 and not self._backlog:
                 # An idle link woken by a send: read a small first batch on the loop when that needs no
                 # wait (a thread hop costs more than the read), the rest from a thread (issue 15).
-                batch = self.spool.outbox_batch_nowait(
-                    self.name, after=self.cursor, max_messages=min(self.batch_messages, INLINE_MESSAGES),
-                    max_bytes=min(self.batch_bytes, INLINE_BYTES))
+                batch = self._read_inline()
             if batch is None:
                 batch = await asyncio.to_thread(
                     self.spool.outbox_batch, self.name, after=self.cursor,
                     max_messages=self.batch_messages, max_bytes=self.batch_bytes)
+                self._backlog = len(batch) >= self.batch_messages  # a full batch: more is likely waiting
             if not batch:
                 if self.cursor is not None and self.in_flight == 0:
                     self.cursor = None  # wrap around: revisit what failed or came in ahead of the cursor
@@ -220,6 +220,21 @@ class PeerLink:
             launched += 1
         return launched
 
+    def _read_inline(self) -> list[OutboxRecord] | None:
+        """A small batch read on the event loop, or ``None``: the read would wait, or the batch is full
+        (a backlog: then a full-sized batch is read from a thread instead, and no more inline reads are
+        tried until a batch comes back short of ``batch_messages``)."""
+        limit = min(self.batch_messages, INLINE_MESSAGES)
+        size_cap = min(self.batch_bytes, INLINE_BYTES)
+        batch = self.spool.outbox_batch_nowait(self.name, after=self.cursor, max_messages=limit, max_bytes=size_cap)
+        if batch is None:
+            return None
+        if len(batch) >= limit < self.batch_messages or (
+                sum(len(b.body) + 64 for b in batch) > size_cap // 2 and size_cap < self.batch_bytes):
+            self._backlog = True
+            return None
+        return batch
+
     async def _forward(self, target: Target, batch: list[OutboxRecord]) -> None:
         ok = False
         started = time.perf_counter()
@@ -231,6 +246,7 @@ class PeerLink:
             dead: list[tuple[tuple[int, bytes], str, str]] = [
                 (b.key, "expired", "ttl passed before it could be forwarded") for b in expired]
             retry: list[tuple[int, bytes]] = []
+            dups: set[bytes] = set()
             counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "retry": 0}
             if live:
                 sink = target.sink or HttpSink(self.session, target, self.node_id)
@@ -241,6 +257,7 @@ class PeerLink:
                         counts["accepted"] += 1
                     elif r.status == DUPLICATE:
                         done.append(b.key)
+                        dups.add(b.id)
                         counts["duplicate"] += 1
                     elif r.status == REJECTED and r.permanent:
                         dead.append((b.key, "rejected", f"peer {target.name}: {r.reason or 'rejected'}"))
@@ -248,7 +265,8 @@ class PeerLink:
                     else:
                         retry.append(b.key)
                         counts["retry"] += 1
-            await asyncio.to_thread(self.spool.outbox_settle, self.name, done, dead, retry)
+            await asyncio.to_thread(self.spool.outbox_settle, self.name, done, dead, retry,
+                                    target=(target.name, target.url), duplicates=dups)
             ok = not retry
             self.forwarded += len(done)
             if done:
@@ -266,6 +284,8 @@ class PeerLink:
             if e.status == 413 and len(batch) == 1:
                 # one message the peer will never take (over its batch size limit): give up on it
                 await self._give_up(batch[0].key, target, e)
+            else:
+                await self._log_failure(target, batch, e)
             self._failed(target, e)
         except SpoolqError as e:  # our own spool failed while settling: the messages stay, retried later
             self._failed(target, e)
@@ -298,6 +318,16 @@ class PeerLink:
             target._suppressed = 0
         else:
             target._suppressed += 1
+
+    async def _log_failure(self, target: Target, batch: list[OutboxRecord], e: Exception) -> None:
+        """Put the failed attempt in the event log of the batch's messages (they stay in the outbox)."""
+        if not self.spool.trace:
+            return
+        try:
+            await asyncio.to_thread(self.spool.event_log.forward_failed, self.name, [b.id for b in batch],
+                                    (target.name, target.url), str(e))
+        except SpoolqError as err:
+            log.debug("peer %s: cannot log a failed attempt: %s", target.name, err)
 
     async def _give_up(self, key: tuple[int, bytes], target: Target, e: PeerError) -> None:
         try:
