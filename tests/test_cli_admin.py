@@ -389,7 +389,8 @@ def test_held_on_a_is_forwarded_to_b_only_once_released(tmp_path: Path) -> None:
         assert jlines(cli("release", held, "--json", env=on_a))[0]["changed"] == 1
         assert jlines(cli("flush", "b", "--json", env=on_a)) == [{"flushed": ["b"]}]
         wait_for(lambda: sorted(ids_on_b()) == sorted([held, after]), timeout=60)
-        assert jlines(cli("ls", "--json", env=on_a)) == []
+        # B stored it before A heard B's answer: A's copy goes once it has
+        wait_for(lambda: jlines(cli("ls", "--json", env=on_a)) == [], timeout=60)
         audit = jlines(cli("audit", "--json", env=on_a))
         assert [(e["who"], e["action"]) for e in audit] == [("ops", "release"), ("cli", "hold")]
     finally:
