@@ -18,12 +18,10 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import _bell
-from .admin import AdminOps
 from .codec import BATCH_BYTES, BATCH_MESSAGES
-from .consumer import Worker
 from .errors import InvalidArgument, InvalidType, MessageTooLarge, SpoolqError
 from .lease import Lease, load_secret
 from .message import (
@@ -46,7 +44,6 @@ from .message import (
 from .retry import backoff
 from .routing import Route, check_to
 from .store import sql
-from .store.admin import Admin
 from .store.commit import GroupCommit, WriteRequest
 from .store.db import BUSY_TIMEOUT, Database
 from .store.inbox import ChannelStats, Inbox, PeerStats, Stats
@@ -54,6 +51,10 @@ from .store.jobs import Job, Jobs
 from .store.names import Names
 from .store.outbox import Incoming, Outbox, OutboxRecord
 from .store.routes import RoutesFile
+
+if TYPE_CHECKING:
+    from .admin import AdminOps
+    from .consumer import Worker
 
 __all__ = [
     "SCHEMA_VERSION", "ChannelStats", "PeerStats", "Spool", "Stats", "Route", "OutboxRecord", "Job", "JobOps",
@@ -147,7 +148,20 @@ class Spool:
         self._routes = RoutesFile(self.path, self._db.sync_dir)
         self.jobs = JobOps(self, Jobs(self._db, self._names, self._inbox, self._commit, self.bells))
         self._watches = _ThreadWatches(self.path / "bells")
-        self.admin = AdminOps(Admin(self._db, self._names, self.bells, self._clock))  # browse, hold, audit...
+        self._admin: AdminOps | None = None
+
+
+    @property
+    def admin(self) -> AdminOps:
+        """Queue administration (browse, hold, release, requeue, delete, audit): see :mod:`spoolq.admin`.
+        Made on first use, so that programs which never administer (a beanstalkd server starting up)
+        do not import it."""
+        if self._admin is None:
+            from .admin import AdminOps
+            from .store.admin import Admin
+
+            self._admin = AdminOps(Admin(self._db, self._names, self.bells, self._clock))
+        return self._admin
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -624,6 +638,8 @@ class Spool:
         with backoff. SIGTERM/SIGINT stop the worker gracefully.
         """
         check_channel(channel)
+        from .consumer import Worker  # on first use: a front-end starting up needs no worker
+
         return Worker(self, channel, handler, concurrency=concurrency, visibility=visibility, grace=grace)
 
     # -- routes -------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from .nodes import free_port
 from .test_beanstalk_protocol import Beanstalkd, beanstalkd_command, short_tmpdir, start  # noqa: F401
 
 
-def run_briefly(*args: str) -> int | None:
-    """Start spoolq-beanstalkd with ``args``; its exit status within 10 s, or None if it keeps running."""
-    p = subprocess.Popen([*beanstalkd_command(), "-l", "127.0.0.1", "-p", str(free_port()), *args],
+def run_briefly(*args: str, exe: list[str] | None = None) -> int | None:
+    """Start spoolq-beanstalkd (or ``exe``) with ``args``; its exit status within 3 s, or None if it keeps
+    running (then it is stopped)."""
+    p = subprocess.Popen([*(exe or beanstalkd_command()), "-l", "127.0.0.1", "-p", str(free_port()), *args],
                          env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         return p.wait(3)
@@ -74,14 +75,7 @@ def test_flags_exit_as_beanstalkd_does() -> None:
     d = short_tmpdir()
 
     def real_briefly(*args: str) -> int | None:
-        p = subprocess.Popen([real, "-l", "127.0.0.1", "-p", str(free_port()), *args],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            return p.wait(3)
-        except subprocess.TimeoutExpired:
-            p.terminate()
-            p.wait(10)
-            return None
+        return run_briefly(*args, exe=[real])
 
     try:
         (d / "held").mkdir()
