@@ -207,6 +207,7 @@ class Database:
         self._count_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._wal_fd = -1
+        self._db_fd = -1  # spool.db, open for as long as the connections are (see sync())
         self._refuse_damaged()
         if read_only:
             self._open_read_only()
@@ -219,6 +220,7 @@ class Database:
         try:
             self.gate = WriteGate(self, self._gate_fd)
             self.create = self._connect("FULL" if durability == "full" else "NORMAL")
+            self._db_fd = os.open(self.db_path, os.O_RDONLY | os.O_CLOEXEC)
             self.move = self._connect("NORMAL")
             self.read_conn = self._connect("NORMAL")
             self.node_id = self._init_schema()
@@ -227,6 +229,8 @@ class Database:
             self.ensure_reserve()
         except BaseException:
             self._close_conns()
+            if self._db_fd >= 0:
+                os.close(self._db_fd)
             os.close(self._gate_fd)
             raise
         self.sync_dir()
@@ -436,16 +440,25 @@ class Database:
             os.close(fd)
 
     def sync(self) -> None:
-        """fsync the database and its WAL now."""
-        for path in (str(self.db_path) + "-wal", str(self.db_path)):
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
+        """fsync the database and its WAL now.
+
+        ``spool.db`` is synced through a descriptor kept open as long as the connections: closing
+        *any* descriptor of a file drops every POSIX lock this process holds on it, SQLite's shared
+        lock included, and another process closing its last connection would then checkpoint and
+        delete the WAL under our connections ("database disk image is malformed"). The WAL carries no
+        lock, so it is opened and closed here.
+        """
+        try:
+            fd = os.open(str(self.db_path) + "-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass
+        else:
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        if self._db_fd >= 0:
+            os.fsync(self._db_fd)
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -544,7 +557,10 @@ class Database:
                     if fd >= 0:
                         os.close(fd)
                     self._wal_fd = -1
-                    fd = self._wal_fd = os.open(f"{self.db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        fd = self._wal_fd = os.open(f"{self.db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:  # checkpointed into spool.db and removed: sync that instead
+                        fd = self._db_fd
                 _datasync(fd)
             except OSError as e:
                 raise StorageError(f"cannot sync the spool at {self.path}: {e.strerror or e}",
@@ -665,6 +681,9 @@ class Database:
         with self.gate, self.read_lock:
             self.closed = True
             self._close_conns()
+            if self._db_fd >= 0:  # after the connections: closing it drops this process's locks on spool.db
+                os.close(self._db_fd)
+                self._db_fd = -1
         os.close(self._gate_fd)
         with self._sync_lock:
             if self._wal_fd >= 0:
