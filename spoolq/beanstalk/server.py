@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import resource
@@ -83,6 +84,7 @@ from .wire import DEFAULT_MAX_JOB_SIZE, yaml_dict, yaml_list, yaml_str
 if TYPE_CHECKING:
     from ..lease import Lease
     from ..spool import Job, Spool
+    from .early import EarlyConn
 
 __all__ = ["Server", "channel_tube", "tube_channel"]
 
@@ -132,6 +134,16 @@ class Server:
         self._save_handle: asyncio.Handle | None = None
 
     # -- life cycle ----------------------------------------------------------------------
+
+    async def adopt(self, conns: Iterable[EarlyConn]) -> None:
+        """Serve connections accepted before the server was ready (see :mod:`.early`), their early
+        bytes first, as if just read; a ``reserve-with-timeout`` among them counts from its arrival."""
+        loop = asyncio.get_running_loop()
+        for ec in conns:
+            try:
+                await loop.connect_accepted_socket(functools.partial(Conn, self, ec.chunks), sock=ec.sock)
+            except OSError:
+                ec.sock.close()
 
     async def listen(self, sock: socket.socket) -> None:
         """Serve connections on an already bound and listening socket."""
@@ -441,9 +453,11 @@ class Conn(asyncio.BufferedProtocol):
     mmap, an mremap and an munmap per command.)
     """
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, early: list[tuple[float, bytes]] | None = None) -> None:
         self.server = server
         self.store = server.store
+        self._early = early  # (time.monotonic() of arrival, bytes) read before the server was ready
+        self._arrived: float | None = None  # arrival of the early bytes being decoded
         self.transport: asyncio.Transport | None = None
         self.decoder = wire.Decoder(server.max_job_size)
         self._rxview = memoryview(bytearray(65536))
@@ -465,6 +479,10 @@ class Conn(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]
         self.server.conns.add(self)
         self.server.total_connections += 1
+        early, self._early = self._early, None
+        for arrived, data in early or ():  # before the transport reads anything new (it starts after this)
+            self._arrived = arrived
+            self.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -491,6 +509,7 @@ class Conn(asyncio.BufferedProtocol):
         return self._rxview
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._arrived = None
         self.data_received(self._rxview[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
@@ -589,7 +608,10 @@ class Conn(asyncio.BufferedProtocol):
         self.worker = True
         self.busy = True
         loop = asyncio.get_running_loop()
-        self._wait_until = None if timeout is None else loop.time() + timeout
+        start = loop.time()
+        if self._arrived is not None:  # read before the server was ready: count from its arrival
+            start -= max(0.0, time.monotonic() - self._arrived)
+        self._wait_until = None if timeout is None else start + timeout
         self.server.add_waiter(self)  # listening before the first look: no ring is missed
         self.try_reserve()
 
