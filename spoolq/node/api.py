@@ -15,6 +15,9 @@ POST    /v1/dead/retry, /v1/dead/purge               admin    retry / purge dead
 GET     /v1/peers                                    admin    peer health: URLs, failures, last errors
 GET     /healthz                                     none     liveness (peer details only without tokens)
 GET     /metrics                                     admin    Prometheus text format
+GET     /v1/admin/history                            admin    the last hour of counts and rates (history.py)
+GET     /ui/...                                      none     the dashboard's static files (ui/); its calls
+                                                              need ``admin``
 ======  ==========================================  =======  ============================================
 
 Errors are JSON ``{"error": CODE, "message": ..., "hint": ...}`` with a 4xx or
@@ -51,11 +54,14 @@ from ..errors import (
 from ..lease import Lease
 from ..message import MAX_SECONDS, check_seconds
 from ..routing import failover_parts
+from . import history as history_api
+from . import ui
 from .gate import quiet
 
 if TYPE_CHECKING:
     from ..spool import Spool
     from .config import NodeConfig
+    from .history import History
     from .metrics import Metrics
 
 
@@ -66,6 +72,7 @@ class Node(Protocol):
     metrics: Metrics
     spool: Spool
     stomp: Any  # spoolq.stomp.server.Server, when [stomp] is configured
+    history: History | None  # the dashboard's last hour (history.py)
 
     async def send(self, channel: str, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]: ...
     async def lease_async(self, channel: str, n: int, visibility: float, wait: float,
@@ -146,6 +153,8 @@ def build_app(node: Node) -> web.Application:
     add("GET", "/healthz", get_healthz, "healthz", None)
     add("GET", "/stomp", get_stomp_ws, "stomp", None)  # STOMP over WebSocket: CONNECT's passcode is the token
     add("GET", "/metrics", get_metrics, "metrics", "admin")
+    history_api.install(add, lambda: node.history)
+    ui.install(add)
     return app
 
 
@@ -278,6 +287,10 @@ async def post_batch(request: web.Request) -> web.Response:
         node.metrics.receive_batches.labels("storage_error").inc()
         raise
     statuses = [DUPLICATE if m.id in dups else ACCEPTED for m in valid]
+    if node.history is not None:
+        for m, s in zip(valid, statuses, strict=True):
+            if s == ACCEPTED:
+                node.history.came(m.channel)
     for i, s in zip(where, statuses, strict=True):
         results[i] = Result(s)
     final = [r if r is not None else Result(REJECTED, "internal", False) for r in results]
@@ -561,6 +574,8 @@ async def post_ack(request: web.Request) -> web.Response:
     node: Node = request.app[NODE]
     lease = Lease.from_handle(node.spool, request.match_info["lease"])
     await asyncio.to_thread(lease.ack)
+    if node.history is not None:
+        node.history.left(lease.channel)
     return web.Response(status=204)
 
 
@@ -594,6 +609,9 @@ async def post_acks(request: web.Request) -> web.Response:
     _count(node, len(handles), "leases")
     leases = [Lease.from_handle(node.spool, h) for h in handles]
     await asyncio.to_thread(node.spool.ack_many, leases)
+    if node.history is not None:
+        for x in leases:
+            node.history.left(x.channel)
     return web.Response(status=204)
 
 
