@@ -85,7 +85,7 @@ class Sample:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "t": round(self.t, 3),
+            "t": self.t,
             "channels": {name: dict(zip(CHANNEL_FIELDS, v, strict=True)) for name, v in self.channels.items()},
             "peers": {name: {"waiting": w, "rate": r} for name, (w, r) in self.peers.items()},
         }
@@ -157,7 +157,7 @@ class History:
             peers[name] = (p.outbox if p is not None else 0, _rate(done, dt))
         self._forwarded = dict(forwarded)
         self._last_t = now
-        sample = Sample(now, _busiest(channels, lambda v: (v[0], v[6] + v[7])),
+        sample = Sample(round(now, 3), _busiest(channels, lambda v: (v[0], v[6] + v[7])),
                         _busiest(peers, lambda v: (v[0], v[1])))
         self.samples.append(sample)
         return sample
