@@ -186,7 +186,7 @@
 
   // -- charts: hand-drawn SVG ----------------------------------------------------------------------
 
-  function chart(title, series, id) {
+  function chart(title, series, id, fmt) {
     const W = 600, H = 170, L = 44, R = 8, T = 8, B = 22;
     const all = series.flatMap((x) => x.points);
     const t1 = state.lastT || Date.now() / 1000;
@@ -216,7 +216,8 @@
     const last = series.map((ser) => (ser.points.length ? ser.points[ser.points.length - 1][1] : 0));
     svg.setAttribute("data-points", String(series[0] ? series[0].points.length : 0));
     svg.setAttribute("data-last", last.join(","));
-    const legend = h("div", { class: "legend" }, series.map((ser, i) => h("span", { class: ser.cls }, ser.name + " " + rate(last[i]))));
+    svg.setAttribute("data-max", String(Math.max(0, ...all.map((p) => p[1]))));
+    const legend = h("div", { class: "legend" }, series.map((ser, i) => h("span", { class: ser.cls }, ser.name + " " + fmt(last[i]))));
     return h("section", { class: "card chart" }, h("h2", {}, title), legend, svg);
   }
 
@@ -281,10 +282,10 @@
     const outTotal = sum("out_rate").map(([t, v], i) => [t, v + fwd[i][1]]);
     main.replaceChildren(
       h("div", { class: "charts" },
-        chart("Depth (messages)", [{ name: "depth", cls: "s-depth", points: sum("depth") }], "chart-depth"),
+        chart("Depth (messages)", [{ name: "depth", cls: "s-depth", points: sum("depth") }], "chart-depth", num),
         chart("Throughput (messages/s)", [
           { name: "in", cls: "s-in", points: sum("in_rate") },
-          { name: "out", cls: "s-out", points: outTotal }], "chart-rate")),
+          { name: "out", cls: "s-out", points: outTotal }], "chart-rate", rate)),
       h("section", { class: "card" }, h("h2", {}, "Channels"),
         table([["channel"], ["depth", "num"], ["ready", "num hide-narrow"], ["delayed", "num hide-narrow"],
           ["leased", "num hide-narrow"], ["held", "num hide-narrow"], ["dead", "num"], ["in/s", "num"],
