@@ -1,13 +1,9 @@
-"""The node's history (GET /v1/admin/history), the dashboard's static files, sd_notify readiness and
-``spoolq node --check-config``: unit tests of the sampler with readings of our own, and a real node."""
+"""The node's history (GET /v1/admin/history) and the dashboard's static files: unit tests of the
+sampler with readings of our own, and a real node."""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -18,9 +14,8 @@ import pytest
 
 from spoolq.errors import InvalidArgument
 from spoolq.node.history import CHANNEL_FIELDS, MAX_SERIES, SECONDS, History
-from spoolq.node.sdnotify import notify
 
-from .conftest import PYTHON, python_env, wait_for
+from .conftest import wait_for
 from .nodes import NodeProc
 
 ADMIN = "admin-token-for-history-tests"
@@ -177,6 +172,7 @@ def test_history_api_shows_depths_and_rates(node: NodeProc) -> None:
     assert all(s["t"] > newest for s in newer)  # type: ignore[union-attr]
     # lease and ack 6 over HTTP: the depth goes to 0 and an out-rate shows
     status, _, body = call(f"{node.url}/v1/channels/jobs/leases", method="POST", body={"max": 10})
+    assert status == 200, body
     leases = json.loads(body)["leases"]
     assert len(leases) == 6
     assert call(f"{node.url}/v1/acks", method="POST", body={"leases": [x["lease"] for x in leases]})[0] == 204
@@ -185,7 +181,7 @@ def test_history_api_shows_depths_and_rates(node: NodeProc) -> None:
 
 
 def test_history_api_needs_admin_and_checks_its_query(node: NodeProc) -> None:
-    status, headers, body = call(f"{node.url}/v1/admin/history", token=None)
+    status, _, body = call(f"{node.url}/v1/admin/history", token=None)
     assert status == 401 and json.loads(body)["error"] == "unauthorized"
     status, _, body = call(f"{node.url}/v1/admin/history", token=SENDER)
     assert status == 403 and "admin" in json.loads(body)["message"]
@@ -222,72 +218,3 @@ def test_the_token_never_reaches_a_url() -> None:
     assert "Authorization" in js and "sessionStorage" in js and "replaceState" in js
     assert ".innerHTML" not in js and "insertAdjacentHTML" not in js and "document.write" not in js
     assert "localStorage" not in js and "?token" not in js
-
-
-# -- systemd readiness and --check-config ---------------------------------------------------------------
-
-
-@pytest.fixture
-def notify_socket() -> Any:
-    d = tempfile.mkdtemp(prefix="sdn", dir="/tmp")  # a short path: unix socket names are limited to 107 bytes
-    path = os.path.join(d, "notify")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(path)
-    s.settimeout(30)
-    try:
-        yield s, path
-    finally:
-        s.close()
-        os.unlink(path)
-        os.rmdir(d)
-
-
-def test_node_tells_systemd_it_is_ready_and_stopping(tmp_path: Path, notify_socket: Any) -> None:
-    sock, path = notify_socket
-    node = NodeProc(tmp_path / "spool", env={"NOTIFY_SOCKET": path}, wait=False)
-    try:
-        msg = sock.recv(4096).decode()
-        assert "READY=1" in msg and f"MAINPID={node.proc.pid}" in msg
-        node.wait_ready()  # ready means serving: node.json names it and the port answers
-        assert call(f"{node.url}/healthz", token=None)[0] == 200
-    finally:
-        assert node.stop() == 0
-    assert "STOPPING=1" in sock.recv(4096).decode()
-
-
-def test_notify_without_a_socket_or_with_a_bad_one() -> None:
-    assert notify("READY=1", {}) is False
-    assert notify("READY=1", {"NOTIFY_SOCKET": "relative/path"}) is False
-    assert notify("READY=1", {"NOTIFY_SOCKET": "/nonexistent/dir/notify"}) is False
-
-
-def check_config(tmp_path: Path, text: str | None, *flags: str) -> subprocess.CompletedProcess[str]:
-    args = [PYTHON, "-m", "spoolq", "node", "--check-config", *flags]
-    if text is not None:
-        cfg = tmp_path / "node.toml"
-        cfg.write_text(text)
-        args += ["--config", str(cfg)]
-    return subprocess.run(args, env=python_env(), capture_output=True, text=True, timeout=60)
-
-
-def test_check_config_good(tmp_path: Path) -> None:
-    r = check_config(tmp_path, CONFIG + '\n[peers.dc2]\nurl = "http://127.0.0.1:7071"\n')
-    assert r.returncode == 0, r.stderr
-    assert "config OK" in r.stdout and "1 peers" in r.stdout and "2 tokens" in r.stdout
-    assert not (tmp_path / "spool").exists()  # nothing started, nothing created
-    r = check_config(tmp_path, None, "--listen", "127.0.0.1:0")
-    assert r.returncode == 0 and "defaults" in r.stdout
-
-
-@pytest.mark.parametrize(("text", "flags", "key"), [
-    ("[node]\nhistory_interval = 0\n", (), "node.history_interval"),
-    ("[node]\nlisten = \"nowhere\"\n", (), "node.listen"),
-    ("[node]\nbogus = 1\n", (), "bogus"),
-    ("[peers.dc2]\nurl = \"ftp://x\"\n", (), "peers.dc2.url"),
-    ("[node\n", (), "not valid TOML"),
-    ("", ("--durability", "fast"), "--durability"),
-])
-def test_check_config_names_the_bad_key(tmp_path: Path, text: str, flags: tuple[str, ...], key: str) -> None:
-    r = check_config(tmp_path, text, *flags)
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    assert key in r.stderr and "config OK" not in r.stdout

@@ -75,13 +75,17 @@
     notice.timer = setTimeout(() => show(n, false), 6000);
   }
 
-  function showError(e) {
+  function showError(e, from) {
+    state.errorFrom = from || "view";
     const box = $("#error");
     box.replaceChildren(h("strong", {}, e.message || String(e)), e.hint ? h("span", { class: "hint" }, e.hint) : null);
     show(box, true);
   }
 
-  function clearError() { if (!state.authFailed) show($("#error"), false); }
+  // an error stays until what caused it works again (the poller clears only its own errors)
+  function clearError(from) {
+    if (!state.authFailed && state.errorFrom === (from || "view")) show($("#error"), false);
+  }
 
   // -- talking to the node ------------------------------------------------------------------------
 
@@ -161,10 +165,12 @@
         const cut = state.lastT - HOUR;
         while (state.samples.length && state.samples[0].t < cut) state.samples.shift();
       }
-      clearError();
-      if (route().view === "overview") renderOverview();
+      clearError("poll");
+      const view = route().view;
+      if (view === "overview") renderOverview();
+      else if (view === "peers") renderPeers();
     } catch (e) {
-      if (!state.authFailed) showError(e);
+      if (!state.authFailed) showError(e, "poll");
     }
     if (!state.authFailed) state.timer = setTimeout(poll, POLL_MS);
   }
@@ -239,6 +245,7 @@
   function render() {
     if (state.authFailed) return;
     state.seq += 1;
+    if (state.errorFrom !== "poll") show($("#error"), false);  // a new view: the last one's error is moot
     const r = route();
     for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.dataset.view === r.view);
     if (r.view === "overview") renderOverview();
