@@ -19,7 +19,8 @@ Theory of operation:
   the same channel by other processes within one interval shows only as its net change).
 - Peers: ``waiting`` is the outbox depth, ``rate`` the messages the forwarder delivered per second.
 - Memory is bounded: at most ``MAX_SERIES`` channels and peers per sample (the busiest ones), and
-  ``SECONDS / interval`` samples.
+  ``SECONDS / interval`` samples, each a few flat arrays of doubles (about 10 MB for a full hour of
+  64 channels and 64 peers at 2 s; a few hundred KB for a handful of channels).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import asyncio
 import logging
 import math
 import time
+from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -76,12 +78,26 @@ class StatsLike(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One reading. ``channels[name]`` holds the values of ``CHANNEL_FIELDS`` in that order;
-    ``peers[name]`` is ``(waiting, rate)``."""
+    """One reading, stored compactly: the names in tuples (shared with the previous sample when they
+    did not change) and the numbers in flat arrays of doubles, ``CHANNEL_FIELDS`` per channel (an
+    unknown oldest age is NaN) and ``(waiting, rate)`` per peer."""
 
     t: float
-    channels: dict[str, tuple[float | None, ...]]
-    peers: dict[str, tuple[int, float]]
+    channel_names: tuple[str, ...]
+    channel_values: array[float]
+    peer_names: tuple[str, ...]
+    peer_values: array[float]
+
+    @property
+    def channels(self) -> dict[str, tuple[float | None, ...]]:
+        n = len(CHANNEL_FIELDS)
+        v = self.channel_values
+        return {name: tuple(_num(x) for x in v[i * n:(i + 1) * n]) for i, name in enumerate(self.channel_names)}
+
+    @property
+    def peers(self) -> dict[str, tuple[float | None, ...]]:
+        v = self.peer_values
+        return {name: (_num(v[2 * i]), _num(v[2 * i + 1])) for i, name in enumerate(self.peer_names)}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +105,13 @@ class Sample:
             "channels": {name: dict(zip(CHANNEL_FIELDS, v, strict=True)) for name, v in self.channels.items()},
             "peers": {name: {"waiting": w, "rate": r} for name, (w, r) in self.peers.items()},
         }
+
+
+def _num(x: float) -> float | int | None:
+    """A stored double back as JSON wants it: counts as ints, NaN as null."""
+    if math.isnan(x):
+        return None
+    return int(x) if x.is_integer() and abs(x) < 1 << 53 else x
 
 
 def _rate(n: float, dt: float) -> float:
@@ -157,8 +180,16 @@ class History:
             peers[name] = (p.outbox if p is not None else 0, _rate(done, dt))
         self._forwarded = dict(forwarded)
         self._last_t = now
-        sample = Sample(round(now, 3), _busiest(channels, lambda v: (v[0], v[6] + v[7])),
-                        _busiest(peers, lambda v: (v[0], v[1])))
+        chans = _busiest(channels, lambda v: (v[0] or 0.0, (v[6] or 0.0) + (v[7] or 0.0)))
+        busy = _busiest(peers, lambda v: (v[0], v[1]))
+        prev = self.samples[-1] if self.samples else None
+        cnames, pnames = tuple(chans), tuple(busy)
+        if prev is not None:  # the same names as last time: share the tuples
+            cnames = prev.channel_names if cnames == prev.channel_names else cnames
+            pnames = prev.peer_names if pnames == prev.peer_names else pnames
+        sample = Sample(round(now, 3), cnames,
+                        array("d", (math.nan if x is None else x for v in chans.values() for x in v)),
+                        pnames, array("d", (x for v in busy.values() for x in v)))
         self.samples.append(sample)
         return sample
 
