@@ -225,3 +225,21 @@ def test_readable_on_a_phone(node: NodeProc, browser: Any) -> None:
     inner = browser.execute_script("return window.innerWidth")
     assert width <= inner + 1, f"the page scrolls sideways on a phone ({width} > {inner})"
     shot(browser, "phone")
+
+
+def test_peers_view_shows_a_failing_peer(tmp_path: Path, browser: Any) -> None:
+    from .nodes import free_port
+
+    config = CONFIG + f'\n[peers.dc2]\nurl = "http://127.0.0.1:{free_port()}"\n'
+    with NodeProc(tmp_path / "spool", config=config) as n:
+        send(n.url, "orders", 3, to="dc2")
+        browser.get(f"{n.url}/ui/#token={ADMIN}")
+        wait_for(lambda: text_of(browser, 'tr[data-peer="dc2"]'), 20, 0.05)  # the overview's outbox table
+        browser.get(f"{n.url}/ui/#/peers")
+
+        def row() -> str:
+            return text_of(browser, 'main tr[data-peer="dc2"]')
+
+        wait_for(lambda: "unreachable" in row() or "backing_off" in row(), 30, 0.1)
+        wait_for(lambda: "refused" in row().lower() or "connect" in row().lower(), 30, 0.1)
+        shot(browser, "peers")

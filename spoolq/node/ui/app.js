@@ -542,6 +542,8 @@
           last_error: v.last_error, next_retry: v.backoff_seconds > 0 ? Date.now() / 1000 + v.backoff_seconds : null,
           forwarded: v.forwarded,
         }));
+        const latest = state.samples[state.samples.length - 1];
+        for (const row of rows) if (latest && latest.peers[row.peer]) row.waiting = latest.peers[row.peer].waiting;
       } catch (e2) { if (seq === state.seq && !state.authFailed) showError(e2); return; }
     }
     if (seq !== state.seq) return;
