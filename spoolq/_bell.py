@@ -30,13 +30,20 @@ from typing import Any, Final
 
 from .errors import SpoolUnavailable
 
-try:  # Linux only
-    from inotify_simple import INotify
-    from inotify_simple import flags as _flags
+_inotify: Any = None  # inotify_simple, imported on first use: it loads ctypes, which costs start-up time
 
-    _HAVE_INOTIFY = True
-except Exception:  # pragma: no cover - non-Linux
-    _HAVE_INOTIFY = False
+
+def _load_inotify() -> Any:
+    """The inotify_simple module, or None where it cannot work (not Linux)."""
+    global _inotify
+    if _inotify is None:
+        try:
+            import inotify_simple
+
+            _inotify = inotify_simple
+        except Exception:  # pragma: no cover - non-Linux
+            _inotify = False
+    return _inotify or None
 
 POLL_FALLBACK: Final = 0.005
 OUTBOX: Final = "outbox"
@@ -106,9 +113,10 @@ class Watch:
         self.directory = directory
         self._inotify = None
         self._watched: set[str] = set()
-        if _HAVE_INOTIFY:
+        ino = _load_inotify()
+        if ino is not None:
             try:
-                self._inotify = INotify()
+                self._inotify = ino.INotify()
             except OSError:  # pragma: no cover - out of inotify instances: poll instead
                 self._inotify = None
         for name in names or ():
@@ -128,7 +136,7 @@ class Watch:
                     hint="the spool's bells/ directory must be writable by every process that waits on it",
                 ) from e
         try:
-            self._inotify.add_watch(path, _flags.MODIFY)
+            self._inotify.add_watch(path, _load_inotify().flags.MODIFY)
         except OSError:  # pragma: no cover - out of watches: this waiter polls
             self._inotify.close()
             self._inotify = None

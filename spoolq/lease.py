@@ -10,6 +10,7 @@ with the :class:`Finisher` methods) does the work.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -28,7 +29,13 @@ MAC_BYTES = 16
 
 # channel.priority.idhex.attempts.mac: ASCII digits only (no int() leniency for "+1", " 1", "0_1" or
 # other scripts' digits), a 32-digit lowercase hex id, and a 22-character base64url HMAC tag.
-_HANDLE = re.compile(r"([1-9][0-9]{0,18})\.([0-9]{1,10})\.([0-9a-f]{32})\.([1-9][0-9]{0,18})\.([A-Za-z0-9_-]{22})")
+_HANDLE_RE = r"([1-9][0-9]{0,18})\.([0-9]{1,10})\.([0-9a-f]{32})\.([1-9][0-9]{0,18})\.([A-Za-z0-9_-]{22})"
+
+
+@functools.cache
+def _handle_pattern() -> re.Pattern[str]:
+    """The handle's grammar, compiled on first use (compiling it costs start-up time of every front-end)."""
+    return re.compile(_HANDLE_RE)
 
 
 def load_secret(directory: Path, sync_dir: bool = True) -> bytes:
@@ -194,7 +201,7 @@ class Lease:
             InvalidArgument: the handle is malformed.
             LeaseLost: the handle is well formed but its tag is not this spool's (forged or altered).
         """
-        m = _HANDLE.fullmatch(handle) if isinstance(handle, str) else None
+        m = _handle_pattern().fullmatch(handle) if isinstance(handle, str) else None
         ch = pri = att = 0
         if m is not None:
             ch, pri, att = int(m[1]), int(m[2]), int(m[4])

@@ -55,7 +55,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import platform
 import resource
 import socket
 import time
@@ -399,7 +398,7 @@ class Server:
         if self.promote_due(ch for ch, x in st.items() if x.delayed):
             st = self.store.stats().channels
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        uname = platform.uname()
+        uname = os.uname()  # what beanstalkd reports (platform.uname would cost start-up time)
         c = self.cmds
         total = {k: sum(getattr(x, k) for x in st.values()) for k in ("urgent", "ready", "leased", "delayed", "dead")}
         lines = [
@@ -422,7 +421,7 @@ class Server:
             ("binlog-oldest-index", 0), ("binlog-current-index", 0), ("binlog-records-migrated", 0),
             ("binlog-records-written", 0), ("binlog-max-size", 10485760),
             ("draining", "true" if self.draining else "false"), ("id", self.instance_id),
-            ("hostname", yaml_str(uname.node)), ("os", yaml_str(uname.version)),
+            ("hostname", yaml_str(uname.nodename)), ("os", yaml_str(uname.version)),
             ("platform", yaml_str(uname.machine)),
         ]
         return yaml_dict(lines)

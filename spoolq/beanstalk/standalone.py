@@ -148,7 +148,9 @@ def bind(addr: str, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(path)
     else:
-        infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # An ASCII host goes as bytes: a str would load the idna codec, which costs start-up time.
+        host: str | bytes = addr.encode("ascii") if addr.isascii() else addr
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, stype, proto, _, sockaddr = infos[0]
         sock = socket.socket(family, stype, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
