@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from . import _bell
+from .admin import AdminOps
 from .codec import BATCH_BYTES, BATCH_MESSAGES
 from .consumer import Worker
 from .errors import InvalidArgument, InvalidType, MessageTooLarge, SpoolqError
@@ -45,6 +46,7 @@ from .message import (
 from .retry import backoff
 from .routing import Route, check_to
 from .store import sql
+from .store.admin import Admin
 from .store.commit import GroupCommit, WriteRequest
 from .store.db import BUSY_TIMEOUT, Database
 from .store.inbox import ChannelStats, Inbox, PeerStats, Stats
@@ -145,6 +147,7 @@ class Spool:
         self._routes = RoutesFile(self.path, self._db.sync_dir)
         self.jobs = JobOps(self, Jobs(self._db, self._names, self._inbox, self._commit, self.bells))
         self._watches = _ThreadWatches(self.path / "bells")
+        self.admin = AdminOps(Admin(self._db, self._names, self.bells, self._clock))  # browse, hold, audit...
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -710,18 +713,23 @@ class Spool:
         older_than: float | None = None,
         newer_than: float | None = None,
         dry_run: bool = False,
+        who: str | None = None,
     ) -> list[DeadLetter]:
         """Put dead letters back: ready in their channel (attempts reset, TTL cleared), or into the
         outbox of the peer they were going to.
 
         Select them by ``ids`` and/or the filters of :meth:`dead_letters`;
-        with no selection at all, every dead letter is retried.
+        with no selection at all, every dead letter is retried. With ``who``
+        (and not ``dry_run``), the retry is recorded in the audit.
 
         Returns:
             The dead letters that were (or, with ``dry_run``, would be) retried.
         """
         where, args = self._dead_where(channel, reason, older_than, newer_than, ids)
-        return self._inbox.retry_dead(where, args, dry_run)
+        out = self._inbox.retry_dead(where, args, dry_run)
+        if who is not None and not dry_run:
+            self.admin.audit(who, "dead-retry", _dead_target(ids, channel, reason, older_than, newer_than), len(out))
+        return out
 
     def purge_dead(
         self,
@@ -732,10 +740,14 @@ class Spool:
         older_than: float | None = None,
         newer_than: float | None = None,
         dry_run: bool = False,
+        who: str | None = None,
     ) -> int:
-        """Delete dead letters for good (selected as in :meth:`retry_dead`). Returns how many."""
+        """Delete dead letters for good (selected as in :meth:`retry_dead`; audited with ``who``). Returns how many."""
         where, args = self._dead_where(channel, reason, older_than, newer_than, ids)
-        return self._inbox.purge_dead(where, args, dry_run)
+        n = self._inbox.purge_dead(where, args, dry_run)
+        if who is not None and not dry_run:
+            self.admin.audit(who, "dead-purge", _dead_target(ids, channel, reason, older_than, newer_than), n)
+        return n
 
     # -- inspection and upkeep ----------------------------------------------------------------
 
@@ -887,6 +899,16 @@ class JobOps:
         is gone, are made ready now (their attempts stay counted). Returns how many were made ready."""
         return self._jobs.own()
 
+    def load_stats(self) -> dict[int, tuple[int, int, int, int, int, int]]:
+        """beanstalkd's per-job counters saved by :meth:`save_stats`, by job number: (delay, reserves,
+        timeouts, releases, buries, kicks). Rows of jobs that no longer exist are removed."""
+        return self._jobs.load_stats()
+
+    def save_stats(self, rows: Sequence[tuple[int, int, int, int, int, int, int]], gone: Sequence[int]) -> None:
+        """Save per-job counters (each row: job number, then the fields of :meth:`load_stats`) and forget
+        those of the ``gone`` job numbers, in one transaction."""
+        self._jobs.save_stats(rows, gone)
+
     def peek_buried(self, channel: str) -> Job | None:
         """The oldest dead letter of ``channel`` (beanstalkd: the next buried job)."""
         return self._jobs.peek_buried(channel)
@@ -918,6 +940,16 @@ class _ThreadWatches:
 
 def _max(a: Any, b: Any) -> Any:
     return a if a > b else b
+
+
+def _dead_target(ids: Sequence[str] | None, channel: str | None, reason: str | None, older_than: float | None,
+                 newer_than: float | None) -> str:
+    """The audit's ``target`` of a dead-letter retry or purge."""
+    if ids is not None:
+        return f"dead ids {', '.join(str(i) for i in ids[:3])}" + (f" (+{len(ids) - 3} more)" if len(ids) > 3 else "")
+    parts = [f"{k}={v!r}" for k, v in (("channel", channel), ("reason", reason), ("older_than", older_than),
+                                        ("newer_than", newer_than)) if v is not None]
+    return "dead " + (" ".join(parts) if parts else "(everything)")
 
 
 def _too_large(size: int, limit: int) -> SpoolqError:

@@ -410,7 +410,7 @@ def test_stats(api: Client, disk: Spool) -> None:
     api.lease(ch, visibility=60)
     st = api.stats()
     assert st["node_id"] == disk.node_id
-    assert st["channels"][ch] == {"ready": 1, "delayed": 1, "leased": 1, "dead": 0, "urgent": 0,
+    assert st["channels"][ch] == {"ready": 1, "delayed": 1, "leased": 1, "dead": 0, "urgent": 0, "held": 0,
                                   "oldest_age": pytest.approx(0, abs=10)}
     assert st["peers"] == {}
     assert set(st["channels"]) == set(disk.stats().channels)

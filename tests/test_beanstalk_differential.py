@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .nodes import free_port
-from .test_beanstalk_protocol import Beanstalkd, Wire, start  # noqa: F401 (the fixture below uses it)
+from .test_beanstalk_protocol import Beanstalkd, Wire, short_tmpdir, start  # noqa: F401 (the fixture below uses it)
 
 BEANSTALKD = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
 
@@ -126,3 +126,53 @@ def test_kick_keeps_reserves(pair: tuple[Wire, Wire]) -> None:  # item 5
     keys = ("state", "reserves", "buries", "kicks")
     a, b = real.yaml("stats-job 1"), ours.yaml("stats-job 1")
     assert [a[k] for k in keys] == [b[k] for k in keys]
+
+
+def test_restart_after_kill_keeps_what_beanstalkd_keeps() -> None:  # item 4
+    """Both servers on a -b directory, the same history, kill -9, a restart on the same directory: ids,
+    states, delays and every per-job counter read back the same."""
+    if not Path(BEANSTALKD).exists():
+        pytest.fail("beanstalkd is not installed (apt-get install beanstalkd; .ci/run does)")
+    real_dir, our_dir = Path(tempfile.mkdtemp(prefix="real-bs-b-")), short_tmpdir()
+
+    def real_server() -> tuple[subprocess.Popen[bytes], Wire]:
+        r = RealBeanstalkd("-b", str(real_dir), "-f", "0")
+        return r.proc, r.connect()
+
+    def history(w: Wire) -> None:
+        assert [w.put(b"delayed", delay=100), w.put(b"busy"), w.put(b"held")] == [1, 2, 3]
+        assert w.job("reserve") == (2, b"busy")
+        assert w.cmd("release 2 0 0") == b"RELEASED"
+        assert w.job("reserve") == (2, b"busy")
+        assert w.cmd("bury 2 7") == b"BURIED"
+        assert w.cmd("kick 1") == b"KICKED 1"
+        assert w.job("reserve") == (3, b"held")  # reserved when the server dies
+
+    keys = ("id", "state", "pri", "delay", "ttr", "reserves", "timeouts", "releases", "buries", "kicks")
+    try:
+        proc, real = real_server()
+        ours_srv = Beanstalkd("-b", str(our_dir), "-f", "0")
+        ours = ours_srv.connect()
+        for w in (real, ours):
+            history(w)
+        proc.kill()
+        proc.wait(10)
+        ours_srv.kill()
+        proc, real = real_server()
+        ours_srv2 = Beanstalkd("-b", str(our_dir), "-f", "0")
+        ours = ours_srv2.connect()
+        for j in (1, 2, 3):
+            a, b = real.yaml(f"stats-job {j}"), ours.yaml(f"stats-job {j}")
+            if j == 3:  # deliberately kept: beanstalkd's binlog forgets a reserve it never wrote (shows 0)
+                assert (a["reserves"], b["reserves"]) == (0, 1)
+                a["reserves"] = b["reserves"]
+            assert [a[k] for k in keys] == [b[k] for k in keys], (j, a, b)
+        for k in ("current-jobs-reserved", "current-jobs-ready", "current-jobs-delayed"):
+            assert real.stats()[k] == ours.stats()[k], k
+        assert real.put(b"next") == ours.put(b"next") == 4
+        ours_srv2.cleanup()
+    finally:
+        proc.kill()
+        proc.wait(10)
+        shutil.rmtree(real_dir, ignore_errors=True)
+        shutil.rmtree(our_dir, ignore_errors=True)

@@ -70,7 +70,7 @@ def test_a_version_1_spool_is_upgraded_in_place_keeping_its_messages(spool_dir: 
     s.send(b"kept", "jobs")
     s.close()
     c = sqlite3.connect(spool_dir / "spool.db")  # make it what spoolq 0.1 wrote: no v2 tables
-    for table in ("held", "audit", "events"):
+    for table in ("held", "audit", "events", "job_stats"):
         c.execute(f"DROP TABLE {table}")
     c.execute("PRAGMA user_version=1")
     c.commit()
@@ -83,7 +83,7 @@ def test_a_version_1_spool_is_upgraded_in_place_keeping_its_messages(spool_dir: 
     c = sqlite3.connect(spool_dir / "spool.db")
     assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"held", "audit", "events"} <= tables
+    assert {"held", "audit", "events", "job_stats"} <= tables
     c.close()
 
 

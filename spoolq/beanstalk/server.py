@@ -62,123 +62,37 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-import msgspec
-
 from .._bell import BellHub
 from ..errors import LeaseError, SpoolqError, StorageError, StorageFull
 from ..message import MAX_SECONDS
 from . import wire
+from .jobs import (
+    DEFAULT_TTR,
+    DELAY_HEADER,
+    TTR_HEADER,
+    JobCounts,
+    JobStore,
+    int_header,
+    lease_ttr,
+    spool_seconds,
+    ttr_of_job,
+)
 from .names import channel_tube, tube_channel
 from .wire import DEFAULT_MAX_JOB_SIZE, yaml_dict, yaml_list, yaml_str
 
 if TYPE_CHECKING:
     from ..lease import Lease
-    from ..spool import Job, Spool, Stats
+    from ..spool import Job, Spool
 
 __all__ = ["Server", "channel_tube", "tube_channel"]
 
 log = logging.getLogger("spoolq.beanstalk")
 
-DEFAULT_TTR: Final = 60
-TTR_HEADER: Final = "beanstalk-ttr"
 SAFETY_MARGIN: Final = 1.0
 CHANNEL_CACHE_MAX: Final = 4096
 TUBE_ORDER_PRUNE: Final = 4096
 PAUSE_READING_AT: Final = 1 << 16  # bytes buffered behind a pending reply before reading pauses
 
-_hdr_dec = msgspec.msgpack.Decoder(dict[str, str])
-
-
-# -- helpers -------------------------------------------------------------------------------
-
-
-def _seconds(n: int) -> float:
-    """A beanstalkd duration (u32 seconds) as the spool takes it (at most MAX_SECONDS, about 30 years)."""
-    return float(min(n, MAX_SECONDS))
-
-
-def _ttr_of(headers: bytes | None) -> float | None:
-    """The TTR kept in a job's encoded headers (the spool calls this when it leases)."""
-    if not headers:
-        return None
-    try:
-        v = _hdr_dec.decode(headers).get(TTR_HEADER)
-        return float(v) if v is not None else None
-    except (msgspec.DecodeError, ValueError):
-        return None
-
-
-def _lease_ttr(lease: Lease) -> float:
-    try:
-        return float(lease.headers.get(TTR_HEADER) or DEFAULT_TTR)
-    except ValueError:
-        return DEFAULT_TTR
-
-
-class _JobCounts:
-    __slots__ = ("buries", "delay", "kicks", "releases", "reserves", "timeouts")
-
-    def __init__(self) -> None:
-        self.releases = self.buries = self.kicks = self.timeouts = 0
-        self.reserves = 0  # reserves through this server: a kick resets the spool's attempts, not this
-        self.delay = -1  # -1: the delay given at put (not known here)
-
-
-class _JobStore:
-    """Every spool call the front-end makes, in one place.
-
-    The job-number operations live on the :class:`Spool` facade today and are
-    moving to a store object; only this adapter needs to follow them.
-    """
-
-    __slots__ = ("spool",)
-
-    def __init__(self, spool: Spool) -> None:
-        self.spool = spool
-
-    def send_jobs(self, items: list[tuple[bytes, str, int, float, dict[str, str] | None]]) -> list[Any]:
-        return self.spool.jobs.put(items)
-
-    def promote_due(self, channels: list[str]) -> int:
-        return self.spool.jobs.promote_due(channels)
-
-    def lease_any(self, channels: list[str]) -> tuple[Lease | None, float | None]:
-        return self.spool.jobs.lease_any(channels, visibility=DEFAULT_TTR, visibility_for=_ttr_of)
-
-    def lease_job(self, job: int) -> Lease | None:
-        return self.spool.jobs.lease(job, visibility=DEFAULT_TTR, visibility_for=_ttr_of)
-
-    def find_job(self, job: int) -> Job | None:
-        return self.spool.jobs.find(job)
-
-    def delete_job(self, job: int) -> bool:
-        return self.spool.jobs.delete(job)
-
-    def kick_jobs(self, channel: str, bound: int) -> list[int]:
-        return self.spool.jobs.kick(channel, bound)
-
-    def kick_job(self, job: int) -> bool:
-        return self.spool.jobs.kick_one(job)
-
-    def peek_ready(self, channel: str) -> tuple[int, bytes] | None:
-        msgs = self.spool.peek(channel, limit=1)
-        job = msgs[0].job if msgs else None
-        return None if job is None else (job, msgs[0].body)
-
-    def peek_delayed(self, channel: str) -> Job | None:
-        return self.spool.jobs.peek_delayed(channel)
-
-    def peek_buried(self, channel: str) -> Job | None:
-        return self.spool.jobs.peek_buried(channel)
-
-    def stats(self) -> Stats:
-        return self.spool.stats()
-
-    def sync(self) -> None:
-        self.spool.sync()
-
-    def sweep(self) -> dict[str, int]:
-        return self.spool.sweep()
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -189,7 +103,7 @@ class Server:
 
     def __init__(self, spool: Spool, *, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> None:
         self.spool = spool
-        self.store = _JobStore(spool)
+        self.store = JobStore(spool)
         self.max_job_size = max_job_size
         self.conns: set[Conn] = set()
         self.waiting: set[Conn] = set()
@@ -201,7 +115,7 @@ class Server:
         self.tube_deletes: Counter[str] = Counter()
         self.tube_pauses: Counter[str] = Counter()
         self.paused: dict[str, tuple[float, int]] = {}  # tube -> (until, seconds)
-        self.jobs: dict[int, _JobCounts] = {}
+        self.jobs: dict[int, JobCounts] = {}
         self.draining = False
         self.started = time.time()
         self.instance_id = os.urandom(8).hex()
@@ -213,6 +127,9 @@ class Server:
         self._tasks: list[asyncio.Task[Any]] = []
         self._channels: dict[str, str | None] = {}
         self._tube_order: dict[str, None] = {"default": None}
+        self._dirty: set[int] = set()  # jobs whose counters changed since they were last saved
+        self._gone: set[int] = set()  # jobs deleted whose saved counters are to be removed
+        self._save_handle: asyncio.Handle | None = None
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -225,6 +142,13 @@ class Server:
             srv = await loop.create_server(lambda: Conn(self), sock=sock)
         self._servers.append(srv)
         if not self._tasks:
+            try:
+                saved = self.store.load_stats()
+            except SpoolqError as e:
+                log.error("the saved per-job counters could not be read (stats-job shows them from 0): %s", e)
+                saved = {}
+            for job, row in saved.items():
+                self.jobs.setdefault(job, JobCounts.of_row(row))
             self.hub.start()
             self.hub.listen(False)  # until a reserve waits (see add_waiter)
             self._tasks = [asyncio.create_task(self._bell_loop(), name="beanstalk-bells"),
@@ -272,11 +196,48 @@ class Server:
             ch = self._channels[tube] = tube_channel(tube)
         return ch
 
-    def counts(self, job: int) -> _JobCounts:
+    def counts(self, job: int, attempts: int = 0) -> JobCounts:
+        """The counters of ``job`` (made when it first needs them, with ``attempts`` reserves so far),
+        to be changed now: they are saved at the end of this turn of the event loop."""
         c = self.jobs.get(job)
         if c is None:
-            c = self.jobs[job] = _JobCounts()
+            c = self.jobs[job] = JobCounts(attempts)
+        self.changed(job)
         return c
+
+    def reserved_job(self, job: int) -> None:
+        """``job`` was reserved: count it where the spool's attempts would not (after a kick)."""
+        c = self.jobs.get(job)
+        if c is not None:
+            c.reserves += 1
+            self.changed(job)
+
+    def deleted_job(self, job: int) -> None:
+        if self.jobs.pop(job, None) is not None:
+            self._dirty.discard(job)
+            self._gone.add(job)
+            self._schedule_save()
+
+    def changed(self, job: int) -> None:
+        self._dirty.add(job)
+        self._schedule_save()
+
+    def _schedule_save(self) -> None:
+        if self._save_handle is None:
+            self._save_handle = asyncio.get_running_loop().call_soon(self.save_counts)
+
+    def save_counts(self) -> None:
+        """Save the changed counters in one transaction (every change of one loop turn together)."""
+        self._save_handle = None
+        rows = [self.jobs[j].row(j) for j in self._dirty if j in self.jobs]
+        gone = list(self._gone)
+        self._dirty.clear()
+        self._gone.clear()
+        if rows or gone:
+            try:
+                self.store.save_stats(rows, gone)
+            except SpoolqError as e:
+                log.error("per-job counters not saved (stats-job may show older ones after a restart): %s", e)
 
     def add_waiter(self, conn: Conn) -> None:
         """``conn`` waits in a reserve. Listen to bells while anyone waits: other processes' sends
@@ -343,7 +304,9 @@ class Server:
         items = []
         for _conn, body, tube, pri, delay, ttr in puts:
             headers = {TTR_HEADER: str(ttr)} if ttr != DEFAULT_TTR else None
-            items.append((body, self.channel(tube) or "default", pri, _seconds(delay), headers))
+            if delay:
+                headers = {**(headers or {}), DELAY_HEADER: str(delay)}
+            items.append((body, self.channel(tube) or "default", pri, spool_seconds(delay), headers))
         try:
             results: list[Any] = self.store.send_jobs(items)
         except StorageFull as e:
@@ -352,13 +315,11 @@ class Server:
         except StorageError as e:
             log.error("put failed: %s", e)
             results = ["INTERNAL_ERROR"] * len(puts)
-        for (conn, _b, tube, _p, delay, _t), r in zip(puts, results, strict=True):
+        for (conn, _b, tube, _p, _d, _t), r in zip(puts, results, strict=True):
             if isinstance(r, int):
                 job = r
                 self.total_jobs += 1
                 self.tube_jobs[tube] += 1
-                if delay:
-                    self.counts(job).delay = delay
                 conn.reply(wire.inserted(job))
             elif isinstance(r, SpoolqError):
                 log.error("put refused: %s", r)
@@ -452,13 +413,13 @@ class Server:
 
     def stats_job_yaml(self, job: Job) -> bytes:
         now = time.time()
-        counts = self.jobs.get(job.job) or _JobCounts()
-        ttr = _ttr_of_job(job)
+        counts = self.jobs.get(job.job) or JobCounts()
+        ttr = ttr_of_job(job)
         if job.state in ("reserved", "delayed") and job.due is not None:
             left = max(0, int(job.due - now))
         else:
             left = 0
-        delay = counts.delay if counts.delay >= 0 else 0
+        delay = counts.delay if counts.delay >= 0 else int_header(job.headers, DELAY_HEADER)
         lines = [
             ("id", job.job), ("tube", yaml_str(channel_tube(job.channel))), ("state", job.state),
             ("pri", job.priority), ("age", max(0, int(now - job.created_at))), ("delay", delay), ("ttr", ttr),
@@ -467,14 +428,6 @@ class Server:
             ("releases", counts.releases), ("buries", counts.buries), ("kicks", counts.kicks),
         ]
         return yaml_dict(lines)
-
-
-def _ttr_of_job(job: Job) -> int:
-    v = job.headers.get(TTR_HEADER)
-    try:
-        return int(v) if v is not None else DEFAULT_TTR
-    except ValueError:
-        return DEFAULT_TTR
 
 
 # -- one connection ---------------------------------------------------------------------------
@@ -661,7 +614,7 @@ class Conn(asyncio.BufferedProtocol):
         lease, when = self.store.lease_any(self._channels())
         if lease is not None:
             self.reserved[lease.job] = lease
-            self.server.counts(lease.job).reserves += 1
+            self.server.reserved_job(lease.job)
             self._finish_wait(wire.reserved(lease.job, lease.body))
             return
         soonest = min((x.deadline for x in self.reserved.values()), default=None)
@@ -705,7 +658,7 @@ class Conn(asyncio.BufferedProtocol):
             if lease.deadline <= now:
                 del self.reserved[job]
                 self.server.job_timeouts += 1
-                self.server.counts(job).timeouts += 1
+                self.server.counts(job, lease.attempts).timeouts += 1
 
     def _held(self, job: int) -> Lease | None:
         self.expire(time.time())
@@ -731,7 +684,7 @@ class Conn(asyncio.BufferedProtocol):
             return
         self.worker = True
         self.reserved[job] = lease
-        self.server.counts(job).reserves += 1
+        self.server.reserved_job(job)
         self.reply(wire.reserved(job, lease.body))
 
     def c_delete(self, ev: wire.Delete) -> None:
@@ -753,7 +706,7 @@ class Conn(asyncio.BufferedProtocol):
             self.reply(wire.NOT_FOUND)
             return
         self.server.tube_deletes[tube] += 1
-        self.server.jobs.pop(job, None)
+        self.server.deleted_job(job)
         self.reply(wire.DELETED)
 
     def c_release(self, ev: wire.Release) -> None:
@@ -762,11 +715,11 @@ class Conn(asyncio.BufferedProtocol):
         if lease is None:
             return
         try:
-            requeued = lease.nack(_seconds(delay), priority=pri)
+            requeued = lease.nack(spool_seconds(delay), priority=pri)
         except LeaseError:
             self.reply(wire.NOT_FOUND)
             return
-        counts = self.server.counts(job)
+        counts = self.server.counts(job, lease.attempts)
         counts.releases += 1
         counts.delay = delay
         if requeued:
@@ -786,7 +739,7 @@ class Conn(asyncio.BufferedProtocol):
         except LeaseError:
             self.reply(wire.NOT_FOUND)
             return
-        self.server.counts(job).buries += 1
+        self.server.counts(job, lease.attempts).buries += 1
         self.reply(wire.BURIED)
 
     def c_touch(self, ev: wire.Touch) -> None:
@@ -796,7 +749,7 @@ class Conn(asyncio.BufferedProtocol):
             self.reply(wire.NOT_FOUND)
             return
         try:
-            lease.touch(min(_lease_ttr(lease), MAX_SECONDS))
+            lease.touch(min(lease_ttr(lease), MAX_SECONDS))
         except LeaseError:
             del self.reserved[job]
             self.reply(wire.NOT_FOUND)

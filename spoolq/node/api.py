@@ -13,6 +13,7 @@ GET     /v1/stats                                    any      depths per channel
 GET     /v1/dead, /v1/dead/{id}                      admin    list / show dead letters
 POST    /v1/dead/retry, /v1/dead/purge               admin    retry / purge dead letters (``dry_run``)
 GET     /v1/peers                                    admin    peer health: URLs, failures, last errors
+GET     /v1/admin/..., POST /v1/admin/...            admin    queue administration (``admin_api.py``)
 GET     /healthz                                     none     liveness (peer details only without tokens)
 GET     /metrics                                     admin    Prometheus text format
 GET     /v1/admin/history                            admin    the last hour of counts and rates (history.py)
@@ -54,13 +55,14 @@ from ..errors import (
 from ..lease import Lease
 from ..message import MAX_SECONDS, check_seconds
 from ..routing import failover_parts
+from . import admin_api, ui
 from . import history as history_api
-from . import ui
 from .gate import quiet
 
 if TYPE_CHECKING:
     from ..spool import Spool
     from .config import NodeConfig
+    from .forwarder import PeerLink
     from .history import History
     from .metrics import Metrics
 
@@ -72,6 +74,7 @@ class Node(Protocol):
     metrics: Metrics
     spool: Spool
     stomp: Any  # spoolq.stomp.server.Server, when [stomp] is configured
+    links: dict[str, PeerLink]  # the forwarders, by outbox peer
     history: History | None  # the dashboard's last hour (history.py)
 
     async def send(self, channel: str, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]: ...
@@ -153,6 +156,7 @@ def build_app(node: Node) -> web.Application:
     add("GET", "/healthz", get_healthz, "healthz", None)
     add("GET", "/stomp", get_stomp_ws, "stomp", None)  # STOMP over WebSocket: CONNECT's passcode is the token
     add("GET", "/metrics", get_metrics, "metrics", "admin")
+    admin_api.install(add, node, _json)
     history_api.install(add, lambda: node.history)
     ui.install(add)
     return app
@@ -677,7 +681,7 @@ async def post_dead_retry(request: web.Request) -> web.Response:
     data = await _json(request)
     sel = _selection(data, request)
     dry = bool(isinstance(data, dict) and data.get("dry_run"))
-    done = await asyncio.to_thread(lambda: node.spool.retry_dead(dry_run=dry, **sel))
+    done = await asyncio.to_thread(lambda: node.spool.retry_dead(dry_run=dry, who=admin_api.who(request), **sel))
     return web.json_response({"retried": [d.id for d in done], "dry_run": dry})
 
 
@@ -686,7 +690,7 @@ async def post_dead_purge(request: web.Request) -> web.Response:
     data = await _json(request)
     sel = _selection(data, request)
     dry = bool(isinstance(data, dict) and data.get("dry_run"))
-    n = await asyncio.to_thread(lambda: node.spool.purge_dead(dry_run=dry, **sel))
+    n = await asyncio.to_thread(lambda: node.spool.purge_dead(dry_run=dry, who=admin_api.who(request), **sel))
     return web.json_response({"purged": n, "dry_run": dry})
 
 

@@ -46,6 +46,7 @@ waking on the outbox bell, on a finished batch, or after ``scan_interval``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import random
@@ -83,6 +84,8 @@ log = logging.getLogger("spoolq.forwarder")
 ERROR_LOG_INTERVAL = 30.0
 PROBE_INTERVAL = 1.0  # an unreachable peer is probed every 0.5 to 1 s
 PROBE_TIMEOUT = 2.0
+RATE_WINDOW = 10.0  # seconds over which rate() averages
+RATE_SAMPLES = 1024  # settled batches remembered for it
 
 
 class Sink(Protocol):
@@ -158,8 +161,10 @@ class PeerLink:
         self.clock = clock
         self.wake = asyncio.Event()
         self.cursor: tuple[int, bytes] | None = None
-        self.in_flight = 0
+        self.in_flight = 0  # batches
+        self.in_flight_messages = 0
         self.forwarded = 0
+        self._done: collections.deque[tuple[float, int]] = collections.deque(maxlen=RATE_SAMPLES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -194,6 +199,7 @@ class PeerLink:
                 break
             self.cursor = batch[-1].key
             self.in_flight += 1
+            self.in_flight_messages += len(batch)
             task = asyncio.create_task(self._forward(target, batch), name=f"forward-{self.name}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -231,6 +237,8 @@ class PeerLink:
             await asyncio.to_thread(self.spool.outbox_settle, self.name, done, dead, retry)
             ok = not retry
             self.forwarded += len(done)
+            if done:
+                self._done.append((self.clock(), len(done)))
             if retry:
                 self._failed(target, PeerError(f"{target.name} asked to retry {len(retry)} messages later"))
             else:
@@ -252,6 +260,7 @@ class PeerLink:
             self._failed(target, e)
         finally:
             self.in_flight -= 1
+            self.in_flight_messages -= len(batch)
             if not ok and self.in_flight == 0:
                 self.cursor = None
             if self.metrics is not None:
@@ -289,6 +298,23 @@ class PeerLink:
             log.info("peer %s: forwarding again after %d failures", target.name, target.failures)
         target.failures = 0
         target.retry_at = 0.0
+
+    # -- for operators ----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Retry now (Postfix's ``postqueue -f``): end every target's backoff (failures start again
+        from zero), start again from the front of the outbox, and wake the loop."""
+        for t in self.targets:
+            t.failures = 0
+            t.retry_at = 0.0
+        if self.in_flight == 0:
+            self.cursor = None
+        self.wake.set()
+
+    def rate(self, window: float = RATE_WINDOW) -> float:
+        """Messages per second forwarded (accepted or duplicate) over the last ``window`` seconds."""
+        since = self.clock() - window
+        return sum(n for at, n in self._done if at >= since) / window
 
     # -- probing a peer that does not answer ----------------------------------------
 

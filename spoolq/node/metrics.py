@@ -56,7 +56,7 @@ class _SpoolCollector(Collector):
         oldest = GaugeMetricFamily("spoolq_channel_oldest_age_seconds",
                                    "Age of the oldest ready or leased message per channel", labels=["channel"])
         for name, c in st.channels.items():
-            for state in ("ready", "delayed", "leased", "dead"):
+            for state in ("ready", "delayed", "leased", "held", "dead"):
                 depth.add_metric([name, state], getattr(c, state))
             if c.oldest_age is not None:
                 oldest.add_metric([name], c.oldest_age)
@@ -66,12 +66,16 @@ class _SpoolCollector(Collector):
                                    labels=["peer"])
         out_age = GaugeMetricFamily("spoolq_peer_outbox_oldest_age_seconds",
                                     "Age of the oldest message waiting for each peer", labels=["peer"])
+        held = GaugeMetricFamily("spoolq_peer_held_messages", "Messages for each peer in the hold queue",
+                                 labels=["peer"])
         for name, p in st.peers.items():
             outbox.add_metric([name], p.outbox)
+            held.add_metric([name], p.held)
             if p.oldest_age is not None:
                 out_age.add_metric([name], p.oldest_age)
         yield outbox
         yield out_age
+        yield held
         up = GaugeMetricFamily("spoolq_peer_up", "1 if the last exchange with the peer succeeded", labels=["peer"])
         fails = GaugeMetricFamily("spoolq_peer_consecutive_failures", "Failures since the last success",
                                   labels=["peer"])

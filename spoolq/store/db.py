@@ -189,6 +189,7 @@ class Database:
         self.busy_timeout = busy_timeout
         self.closed = False
         self.read_only = read_only
+        self.version = sql.SCHEMA_VERSION  # the schema version of the open spool
         self._conns: list[sqlite3.Connection] = []
         self.read_lock = threading.Lock()
         self.on_rollback: Callable[[], None] = lambda: None
@@ -252,6 +253,7 @@ class Database:
             if version == 0:
                 raise self._damaged() if self._marks else SpoolUnavailable(f"{self.db_path} holds no spool")
             self.node_id = str(conn.execute(sql.NODE_ID).fetchone()[0])
+            self.version = int(version)  # may be older than SCHEMA_VERSION: nothing can migrate it
         except BaseException:
             self._close_conns()
             os.close(self._gate_fd)
@@ -369,7 +371,7 @@ class Database:
 
     def _init_schema(self) -> str:
         def check(conn: sqlite3.Connection) -> None:
-            version = conn.execute(sql.USER_VERSION).fetchone()[0]
+            version = start = conn.execute(sql.USER_VERSION).fetchone()[0]
             if version > sql.SCHEMA_VERSION:
                 raise SpoolVersionError(
                     f"the spool at {self.path} has schema version {version}, newer than this spoolq "
@@ -394,7 +396,8 @@ class Database:
                     if stmt.strip():
                         conn.execute(stmt)
                 version += 1
-            conn.execute(f"PRAGMA user_version={sql.SCHEMA_VERSION}")
+            if version != start:  # an open of a current spool writes nothing (it may be on a full disk)
+                conn.execute(f"PRAGMA user_version={sql.SCHEMA_VERSION}")
 
         self.txn(self.move, check)
         return str(self.read_conn.execute(sql.NODE_ID).fetchone()[0])

@@ -75,6 +75,7 @@ class ChannelStats:
     dead: int = 0
     oldest_age: float | None = None
     urgent: int = 0  # ready with priority < 1024 (beanstalkd's "urgent")
+    held: int = 0  # in the hold queue (spool.admin.hold), neither leased nor forwarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class PeerStats:
     in_flight: int = 0
     dead: int = 0
     oldest_age: float | None = None
+    held: int = 0  # on their way to this peer, but in the hold queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,9 +450,12 @@ class Inbox:
                 c.execute(sql.STATS_PEER_DEAD).fetchall(),
                 c.execute(sql.ALL_CHANNELS).fetchall(),
                 c.execute(sql.ALL_PEERS).fetchall(),
+                c.execute(sql.STATS_HELD).fetchall() if v2 else [],
+                c.execute(sql.STATS_PEER_HELD).fetchall() if v2 else [],
             )
 
-        inbox, delayed, dead, outbox, pdead, chans, peers = self.db.read(collect)
+        v2 = self.db.version >= 2  # a v1 spool opened read-only has no hold queue
+        inbox, delayed, dead, outbox, pdead, chans, peers, held, pheld = self.db.read(collect)
         names = dict(chans)
         pnames = dict(peers)
         acc: dict[int, dict[str, Any]] = {i: {} for i in names}
@@ -461,6 +466,8 @@ class Inbox:
             acc.setdefault(ch, {})["delayed"] = total
         for ch, total in dead:
             acc.setdefault(ch, {})["dead"] = total
+        for ch, total in held:
+            acc.setdefault(ch, {})["held"] = total
         channels = {names.get(ch, f"#{ch}"): ChannelStats(**v)
                     for ch, v in sorted(acc.items(), key=lambda kv: names.get(kv[0], ""))}
         pacc: dict[int, dict[str, Any]] = {i: {} for i in pnames}
@@ -469,6 +476,8 @@ class Inbox:
                                           oldest_age=_max(0.0, (now - _ms_of(oldest)) / 1000.0))
         for p, total in pdead:
             pacc.setdefault(p, {})["dead"] = total
+        for p, total in pheld:
+            pacc.setdefault(p, {})["held"] = total
         return Stats(channels=channels, peers={pnames.get(p, f"#{p}"): PeerStats(**v) for p, v in sorted(pacc.items())})
 
     # -- upkeep -------------------------------------------------------------------------------

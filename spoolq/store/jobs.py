@@ -232,6 +232,28 @@ class Jobs:
             self.bells.ring(_bell.channel_bell(self.names.channel_name(ch)))
         return ch is not None
 
+    def load_stats(self) -> dict[int, tuple[int, int, int, int, int, int]]:
+        """The saved per-job counters (delay, reserves, timeouts, releases, buries, kicks) of the jobs that
+        still exist; rows of jobs gone meanwhile are removed."""
+
+        def load(c: sqlite3.Connection) -> list[Any]:
+            c.execute(sql.JOB_STATS_PRUNE)
+            return c.execute(sql.JOB_STATS_ALL).fetchall()
+
+        return {int(j): (int(d), int(r), int(t), int(rl), int(b), int(k))
+                for j, d, r, t, rl, b, k in self.db.txn(self.db.move, load)}
+
+    def save_stats(self, rows: Sequence[tuple[int, int, int, int, int, int, int]], gone: Sequence[int]) -> None:
+        """Store per-job counters (job first) and forget those of ``gone`` jobs, in one transaction."""
+
+        def save(c: sqlite3.Connection) -> None:
+            if rows:
+                c.executemany(sql.JOB_STATS_PUT, rows)
+            if gone:
+                c.executemany(sql.JOB_STATS_DELETE, [(j,) for j in gone])
+
+        self.db.txn(self.db.move, save)
+
     def own(self) -> int:
         """The caller owns the spool: dense job numbers, and leases of earlier owners ready now."""
         self.commit.jobs.dense()

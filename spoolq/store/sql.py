@@ -51,7 +51,8 @@ CREATE INDEX outbox_expires ON outbox(expires) WHERE expires IS NOT NULL;
 # Each step takes a spool from version N to N+1; a new spool runs SCHEMA and then every step.
 MIGRATIONS: Final[dict[int, str]] = {
     # v2: held messages (Postfix's hold queue: neither leased nor forwarded until released),
-    # the audit of destructive admin actions, and the per-message event log behind trace.
+    # the audit of destructive admin actions, the per-message event log behind trace, and the
+    # beanstalkd front-end's per-job counters (stats-job after a restart, as beanstalkd's binlog keeps them).
     1: """
 CREATE TABLE held(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL, place INTEGER NOT NULL,
@@ -60,6 +61,7 @@ CREATE TABLE held(
     expires INTEGER, origin INTEGER, deliver_at INTEGER, held_at INTEGER NOT NULL);
 CREATE INDEX held_by_id ON held(id);
 CREATE INDEX held_by_channel ON held(channel, seq);
+CREATE INDEX held_by_peer ON held(peer, seq) WHERE peer IS NOT NULL;
 CREATE TABLE audit(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, who TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, count INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '');
@@ -67,8 +69,19 @@ CREATE TABLE events(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL, at INTEGER NOT NULL,
     kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '');
 CREATE INDEX events_by_id ON events(id, seq);
+CREATE TABLE job_stats(
+    job INTEGER PRIMARY KEY, delay INTEGER NOT NULL, reserves INTEGER NOT NULL, timeouts INTEGER NOT NULL,
+    releases INTEGER NOT NULL, buries INTEGER NOT NULL, kicks INTEGER NOT NULL);
 """,
 }
+
+# -- beanstalkd per-job counters (only jobs that were released, buried, kicked or timed out have a row) ---
+
+JOB_STATS_ALL: Final = "SELECT job, delay, reserves, timeouts, releases, buries, kicks FROM job_stats"
+JOB_STATS_PUT: Final = "INSERT OR REPLACE INTO job_stats VALUES (?, ?, ?, ?, ?, ?, ?)"
+JOB_STATS_DELETE: Final = "DELETE FROM job_stats WHERE job=?"
+JOB_STATS_PRUNE: Final = """DELETE FROM job_stats WHERE job NOT IN (
+    SELECT job FROM inbox UNION ALL SELECT job FROM delayed UNION ALL SELECT job FROM dead WHERE job IS NOT NULL)"""
 
 # -- opening ---------------------------------------------------------------------------------
 
@@ -261,6 +274,8 @@ STATS_DELAYED: Final = "SELECT channel, count(*) FROM delayed GROUP BY channel"
 STATS_DEAD: Final = "SELECT channel, count(*) FROM dead WHERE peer IS NULL GROUP BY channel"
 STATS_OUTBOX: Final = "SELECT peer, count(*), sum(claim_until>?), min(id) FROM outbox GROUP BY peer"
 STATS_PEER_DEAD: Final = "SELECT peer, count(*) FROM dead WHERE peer IS NOT NULL GROUP BY peer"
+STATS_HELD: Final = "SELECT channel, count(*) FROM held WHERE peer IS NULL GROUP BY channel"
+STATS_PEER_HELD: Final = "SELECT peer, count(*) FROM held WHERE peer IS NOT NULL GROUP BY peer"
 
 
 # -- statements of many rows -----------------------------------------------------------------

@@ -1,0 +1,146 @@
+"""The beanstalkd front-end's side of the spool: every spool call it makes (``JobStore``), the
+TTR and delay a job carries in its headers, and the per-job counters of ``stats-job`` (``JobCounts``),
+which are saved in the spool so that they survive a restart (see docs/design.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from ..message import MAX_SECONDS
+
+if TYPE_CHECKING:
+    from ..lease import Lease
+    from ..spool import Job, Spool, Stats
+
+DEFAULT_TTR: Final = 60
+TTR_HEADER: Final = "beanstalk-ttr"
+DELAY_HEADER: Final = "beanstalk-delay"  # the delay given at put, for stats-job (after a restart too)
+
+_hdr_dec = msgspec.msgpack.Decoder(dict[str, str])
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def spool_seconds(n: int) -> float:
+    """A beanstalkd duration (u32 seconds) as the spool takes it (at most MAX_SECONDS, about 30 years)."""
+    return float(min(n, MAX_SECONDS))
+
+
+def ttr_of(headers: bytes | None) -> float | None:
+    """The TTR kept in a job's encoded headers (the spool calls this when it leases)."""
+    if not headers:
+        return None
+    try:
+        v = _hdr_dec.decode(headers).get(TTR_HEADER)
+        return float(v) if v is not None else None
+    except (msgspec.DecodeError, ValueError):
+        return None
+
+
+def lease_ttr(lease: Lease) -> float:
+    try:
+        return float(lease.headers.get(TTR_HEADER) or DEFAULT_TTR)
+    except ValueError:
+        return DEFAULT_TTR
+
+
+class JobCounts:
+    """stats-job counters of a job that was released, buried, kicked or timed out (others need none:
+    their reserves are the spool's attempts). Saved in the spool, so they survive a restart."""
+
+    __slots__ = ("buries", "delay", "kicks", "releases", "reserves", "timeouts")
+
+    def __init__(self, reserves: int = 0) -> None:
+        self.releases = self.buries = self.kicks = self.timeouts = 0
+        self.reserves = reserves  # a kick resets the spool's attempts, not this
+        self.delay = -1  # -1: the delay given at put (in the job's headers)
+
+    def row(self, job: int) -> tuple[int, int, int, int, int, int, int]:
+        return (job, self.delay, self.reserves, self.timeouts, self.releases, self.buries, self.kicks)
+
+    @classmethod
+    def of_row(cls, row: tuple[int, int, int, int, int, int]) -> JobCounts:
+        c = cls()
+        c.delay, c.reserves, c.timeouts, c.releases, c.buries, c.kicks = row
+        return c
+
+
+class JobStore:
+    """Every spool call the front-end makes, in one place.
+
+    The job-number operations live on the :class:`Spool` facade today and are
+    moving to a store object; only this adapter needs to follow them.
+    """
+
+    __slots__ = ("spool",)
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+
+    def send_jobs(self, items: list[tuple[bytes, str, int, float, dict[str, str] | None]]) -> list[Any]:
+        return self.spool.jobs.put(items)
+
+    def promote_due(self, channels: list[str]) -> int:
+        return self.spool.jobs.promote_due(channels)
+
+    def lease_any(self, channels: list[str]) -> tuple[Lease | None, float | None]:
+        return self.spool.jobs.lease_any(channels, visibility=DEFAULT_TTR, visibility_for=ttr_of)
+
+    def lease_job(self, job: int) -> Lease | None:
+        return self.spool.jobs.lease(job, visibility=DEFAULT_TTR, visibility_for=ttr_of)
+
+    def find_job(self, job: int) -> Job | None:
+        return self.spool.jobs.find(job)
+
+    def delete_job(self, job: int) -> bool:
+        return self.spool.jobs.delete(job)
+
+    def kick_jobs(self, channel: str, bound: int) -> list[int]:
+        return self.spool.jobs.kick(channel, bound)
+
+    def kick_job(self, job: int) -> bool:
+        return self.spool.jobs.kick_one(job)
+
+    def peek_ready(self, channel: str) -> tuple[int, bytes] | None:
+        msgs = self.spool.peek(channel, limit=1)
+        job = msgs[0].job if msgs else None
+        return None if job is None else (job, msgs[0].body)
+
+    def peek_delayed(self, channel: str) -> Job | None:
+        return self.spool.jobs.peek_delayed(channel)
+
+    def peek_buried(self, channel: str) -> Job | None:
+        return self.spool.jobs.peek_buried(channel)
+
+    def stats(self) -> Stats:
+        return self.spool.stats()
+
+    def sync(self) -> None:
+        self.spool.sync()
+
+    def load_stats(self) -> dict[int, tuple[int, int, int, int, int, int]]:
+        return self.spool.jobs.load_stats()
+
+    def save_stats(self, rows: list[tuple[int, int, int, int, int, int, int]], gone: list[int]) -> None:
+        self.spool.jobs.save_stats(rows, gone)
+
+    def sweep(self) -> dict[str, int]:
+        return self.spool.sweep()
+
+
+def int_header(headers: dict[str, str], name: str) -> int:
+    try:
+        return max(0, int(headers.get(name) or 0))
+    except ValueError:
+        return 0
+
+
+def ttr_of_job(job: Job) -> int:
+    v = job.headers.get(TTR_HEADER)
+    try:
+        return int(v) if v is not None else DEFAULT_TTR
+    except ValueError:
+        return DEFAULT_TTR
