@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,3 +244,58 @@ def test_peers_view_shows_a_failing_peer(tmp_path: Path, browser: Any) -> None:
         wait_for(lambda: "unreachable" in row() or "backing_off" in row(), 30, 0.1)
         wait_for(lambda: "refused" in row().lower() or "connect" in row().lower(), 30, 0.1)
         shot(browser, "peers")
+
+
+def test_browse_open_hold_release_and_delete_from_the_page(node: NodeProc, browser: Any) -> None:
+    ids = send(node.url, "shop", 3)
+    api(f"{node.url}/v1/channels/shop/messages", "POST", body={"body": '{"sku": "A-1", "qty": 2}',
+                                                               "headers": {"tenant": "acme"}})
+    browser.get(f"{node.url}/ui/#token={ADMIN}")
+    find(browser, 'tr[data-channel="shop"]')
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-channel="shop"] a').click()
+    for i in ids:
+        find(browser, f'main tr[data-id="{i}"]')
+    assert "shop message 0" in text_of(browser, f'main tr[data-id="{ids[0]}"]')
+    shot(browser, "browse")
+
+    def state_of(i: str) -> str:
+        return str(api(f"{node.url}/v1/admin/messages/{i}")["messages"][0]["state"])
+
+    # hold two from the list
+    for i in ids[:2]:
+        browser.find_element(By.CSS_SELECTOR, f'main tr[data-id="{i}"] input.pick').click()
+    browser.find_element(By.CSS_SELECTOR, 'main button[data-action="hold"]').click()
+    wait_for(lambda: "hold: 2 of 2" in text_of(browser, "#notice"), 20, 0.05)
+    assert [state_of(i) for i in ids] == ["held", "held", "ready"]
+    wait_for(lambda: "held" in text_of(browser, f'main tr[data-id="{ids[0]}"]'), 20, 0.05)  # the list reloads
+    # nothing held can be leased
+    leased = api(f"{node.url}/v1/channels/shop/leases", "POST", body={"max": 10, "visibility": 0.5})["leases"]
+    assert ids[0] not in [x["id"] for x in leased] and ids[1] not in [x["id"] for x in leased]
+    # open one: headers, body, and release it from its page
+    browser.get(f"{node.url}/ui/#/msg/{ids[0]}")
+    wait_for(lambda: ids[0] in text_of(browser, "main section.card h2"), 20, 0.05)
+    assert "held" in text_of(browser, "main section.card") and "shop message 0" in text_of(browser, "pre.body")
+    assert text_of(browser, "#trace").startswith("Trace")
+    shot(browser, "message")
+    browser.find_element(By.CSS_SELECTOR, 'main button[data-action="release"]').click()
+    wait_for(lambda: "release: 1 of 1" in text_of(browser, "#notice"), 20, 0.05)
+    assert state_of(ids[0]) != "held"
+    # delete asks first; cancel keeps it, yes removes it
+    browser.get(f"{node.url}/ui/#/msg/{ids[1]}")
+    wait_for(lambda: ids[1] in text_of(browser, "main section.card h2"), 20, 0.05)
+    browser.find_element(By.CSS_SELECTOR, 'main button[data-action="delete"]').click()
+    assert "cannot be undone" in find(browser, "#confirm-text").text
+    find(browser, "#confirm-no").click()
+    assert state_of(ids[1]) == "held"
+    browser.find_element(By.CSS_SELECTOR, 'main button[data-action="delete"]').click()
+    find(browser, "#confirm-yes").click()
+    wait_for(lambda: "delete: 1 of 1" in text_of(browser, "#notice"), 20, 0.05)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        api(f"{node.url}/v1/admin/messages/{ids[1]}")
+    assert e.value.code == 404
+    # a JSON body is shown pretty, with its headers
+    msgs = api(f"{node.url}/v1/admin/messages?channel=shop&limit=100")["messages"]
+    json_id = next(m["id"] for m in msgs if m["preview"].startswith("{"))
+    browser.get(f"{node.url}/ui/#/msg/{json_id}")
+    wait_for(lambda: '"sku": "A-1"' in text_of(browser, "pre.body"), 20, 0.05)
+    assert "acme" in text_of(browser, "main section.card")

@@ -405,6 +405,11 @@
       .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
   }
 
+  function headersOf(headers) {
+    const pairs = Object.entries(headers || {});
+    return pairs.length ? dl(pairs) : h("p", { class: "muted" }, "none");
+  }
+
   function bodyOf(m) {
     if (m.body_json !== null && m.body_json !== undefined) return JSON.stringify(m.body_json, null, 2);
     if (m.body_text !== null && m.body_text !== undefined) return m.body_text;
@@ -425,7 +430,7 @@
           dl([["state", badge(m.state)], ["place", m.place], ["channel", m.channel], ["peer", m.peer],
             ["priority", String(m.priority)], ["attempts", String(m.attempts)], ["age", age(m.age)],
             ["size", num(m.size) + " bytes"], ["due", when(m.due)], ["lease until", when(m.lease_until)]]),
-          h("h3", {}, "Headers"), dl(Object.entries(m.headers || {})),
+          h("h3", {}, "Headers"), headersOf(m.headers),
           h("h3", {}, "Body"), h("pre", { class: "body" }, bodyOf(m))));
       }
     } catch (e) {
@@ -440,7 +445,7 @@
           h("div", { class: "toolbar" }, deadButtons(() => [d.id], () => { location.hash = "#/dead"; })),
           dl([["state", badge("dead")], ["channel", d.channel], ["peer", d.peer], ["reason", d.reason], ["detail", d.detail],
             ["attempts", String(d.attempts)], ["died", when(d.died_at)], ["size", num(d.size) + " bytes"]]),
-          h("h3", {}, "Headers"), dl(Object.entries(d.headers || {})),
+          h("h3", {}, "Headers"), headersOf(d.headers),
           h("h3", {}, "Body"), h("pre", { class: "body" }, decodeB64(d.body_base64))));
       } catch (e) {
         if (state.authFailed) return;
