@@ -467,14 +467,28 @@
     }
   }
 
+  function detailText(d) {
+    if (d === null || d === undefined) return "";
+    if (typeof d !== "object") return String(d);
+    return Object.entries(d).map(([k, v]) => k + "=" + (typeof v === "string" ? v : JSON.stringify(v))).join("  ");
+  }
+
   async function traceCard(id) {
     const card = h("section", { class: "card", id: "trace" }, h("h2", {}, "Trace"));
     try {
       const t = await api("GET", "/v1/admin/trace/" + enc(id));
-      const rows = (t.events || []).map((ev) => h("tr", {}, h("td", {}, when(ev.at)), h("td", { class: "mono" }, ev.node || t.node),
-        h("td", {}, ev.kind), h("td", { class: "wrap" }, typeof ev.detail === "string" ? ev.detail : JSON.stringify(ev.detail))));
-      card.append(table([["at"], ["node"], ["event"], ["detail"]], rows, "No events recorded for this id on this node."));
-      if (t.next && t.next.length) card.append(h("p", { class: "muted" }, "Went on to: " + t.next.map((x) => (typeof x === "string" ? x : x.peer || JSON.stringify(x))).join(", ")));
+      if (t.trace === false) card.append(h("p", { class: "muted" }, "The event log is off on this node."));
+      const rows = (t.events || []).map((ev) => h("tr", {}, h("td", {}, when(ev.at)),
+        h("td", { class: "mono hide-narrow" }, ev.node || t.node), h("td", {}, ev.kind),
+        h("td", { class: "wrap" }, detailText(ev.detail))));
+      card.append(table([["at"], ["node", "hide-narrow"], ["event"], ["detail"]], rows, "No events recorded for this id on this node."));
+      const hops = (t.next || []).map((x) => (typeof x === "string" ? { peer: x } : x));
+      if (hops.length) {
+        // each hop's own dashboard (another origin: it asks for its own token)
+        card.append(h("p", {}, "Next hops: ", hops.map((x, i) => [i ? ", " : "",
+          x.url && /^https?:[/][/]/.test(x.url) ? h("a", { href: x.url + "/ui/#/msg/" + enc(id), rel: "noopener noreferrer" }, x.peer) : x.peer,
+          x.forwarded === false ? " (not forwarded yet)" : ""])));
+      }
     } catch (e) {
       if (e.status === 404) card.append(h("p", { class: "muted", "data-trace": "unavailable" }, "Trace not available for this id on this node."));
       else card.append(h("p", { class: "muted" }, "Trace: " + e.message));
