@@ -244,6 +244,12 @@ def test_peers_view_shows_a_failing_peer(tmp_path: Path, browser: Any) -> None:
         wait_for(lambda: "unreachable" in row() or "backing_off" in row(), 30, 0.1)
         wait_for(lambda: "refused" in row().lower() or "connect" in row().lower(), 30, 0.1)
         shot(browser, "peers")
+        find(browser, 'main tr[data-peer="dc2"] button').click()  # retry now (POST /v1/admin/flush)
+        wait_for(lambda: "Retrying now: dc2" in text_of(browser, "#notice"), 20, 0.05)
+        # the peer's outbox, browsed like a channel
+        browser.get(f"{n.url}/ui/#/peer/dc2")
+        wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "main tr[data-id]")) == 3, 20, 0.05)
+        assert "Outbox for peer dc2" in text_of(browser, "main section.card h2")
 
 
 def test_browse_open_hold_release_and_delete_from_the_page(node: NodeProc, browser: Any) -> None:
