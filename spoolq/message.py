@@ -204,6 +204,12 @@ def check_priority(priority: object) -> int:
     return priority
 
 
+def seconds_too_long(name: str, value: object) -> InvalidArgument:
+    """The one error for a duration over MAX_SECONDS, whichever layer finds it."""
+    return InvalidArgument(f"{name} of {value!r} seconds is too long",
+                           hint=f"use at most {MAX_SECONDS:.0f} seconds (about 30 years)")
+
+
 def check_seconds(name: str, value: object, *, allow_zero: bool = True, allow_none: bool = False) -> float | None:
     """Validate a duration in seconds (delay, ttl, visibility, wait)."""
     if value is None:
@@ -216,10 +222,7 @@ def check_seconds(name: str, value: object, *, allow_zero: bool = True, allow_no
     if v != v or v in (float("inf"), float("-inf")):
         raise InvalidArgument(f"{name} must be a finite number of seconds, not {value!r}")
     if v > MAX_SECONDS:
-        raise InvalidArgument(
-            f"{name} of {value!r} seconds is too long",
-            hint=f"use at most {MAX_SECONDS:.0f} seconds (about 30 years)",
-        )
+        raise seconds_too_long(name, value)
     if v < 0 or (v == 0 and not allow_zero):
         raise InvalidArgument(
             f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, not {value!r}",

@@ -32,7 +32,7 @@ import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from spoolq import ChannelStats, Spool, new_id
+from spoolq import ChannelStats, InvalidArgument, Spool, new_id
 from spoolq.codec import ACCEPTED, DUPLICATE, REJECTED, WireMessage, decode_reply, encode_batch
 
 from .conftest import wait_for
@@ -551,6 +551,20 @@ def test_bad_send_is_refused_and_stores_nothing(api: Client, disk: Spool, case: 
     assert stored(disk) == before
     if channel.startswith("bad."):
         assert stored_in(disk, channel) == 0
+
+
+def test_a_duration_too_long_gets_the_spools_one_limit_and_message(api: Client, disk: Spool) -> None:
+    with pytest.raises(InvalidArgument) as ei:
+        disk.send(b"x", "durations", delay=2e9)
+    assert ei.value.message == "delay of 2000000000.0 seconds is too long"
+    for req in ({"json_body": {"body": "x", "delay": 2e9}}, {"json_body": {"messages": [{"body": "x", "delay": 2e9}]}}):
+        r = api.post("/v1/channels/durations/messages", **req)
+        assert r.status == 400
+        assert r.json()["message"].endswith("delay of 2000000000.0 seconds is too long"), r.json()
+        assert r.json()["hint"] == ei.value.hint
+    r = api.post("/v1/channels/durations/messages?delay=2e9", data=b"x", headers=OCTETS)
+    assert r.status == 400 and r.json()["message"] == "delay of 2000000000.0 seconds is too long"
+    assert stored_in(disk, "durations") == 0
 
 
 BAD_LEASES: list[tuple[str, dict[str, Any]]] = [

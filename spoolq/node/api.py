@@ -53,7 +53,7 @@ from ..errors import (
     StorageFull,
 )
 from ..lease import Lease
-from ..message import MAX_SECONDS, check_seconds
+from ..message import MAX_SECONDS, check_seconds, seconds_too_long
 from ..routing import failover_parts
 from . import admin_api, ui
 from . import history as history_api
@@ -526,8 +526,7 @@ def _num(value: Any, key: str) -> float:
 def _in_range(value: Any, key: str) -> None:
     """Refuse a duration too long to become a timestamp (it would overflow SQLite and the peer protocol)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_SECONDS:
-        raise InvalidArgument(f"{key}: {value!r} seconds is too long",
-                              hint=f"use at most {MAX_SECONDS:.0f} seconds (about 30 years)")
+        raise seconds_too_long(key, value)
 
 
 def _lease_json(x: Lease, encoding: str) -> dict[str, Any]:
