@@ -274,6 +274,11 @@ def test_browse_open_hold_release_and_delete_from_the_page(node: NodeProc, brows
     wait_for(lambda: "hold: 2 of 2" in text_of(browser, "#notice"), 20, 0.05)
     assert [state_of(i) for i in ids] == ["held", "held", "ready"]
     wait_for(lambda: "held" in text_of(browser, f'main tr[data-id="{ids[0]}"]'), 20, 0.05)  # the list reloads
+    # the overview counts them as held (still in the channel's depth)
+    browser.get(f"{node.url}/ui/#/")
+    wait_for(lambda: text_of(browser, 'tr[data-channel="shop"] td.held') == "2", 20, 0.05)
+    assert text_of(browser, 'tr[data-channel="shop"] td.ready') == "2"
+    assert text_of(browser, 'tr[data-channel="shop"] td.depth') == "4"
     # nothing held can be leased
     leased = api(f"{node.url}/v1/channels/shop/leases", "POST", body={"max": 10, "visibility": 0.5})["leases"]
     assert ids[0] not in [x["id"] for x in leased] and ids[1] not in [x["id"] for x in leased]

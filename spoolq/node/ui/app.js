@@ -272,14 +272,14 @@
     const rows = chans.map(([name, c]) => h("tr", { "data-channel": name },
       h("td", {}, h("a", { href: "#/channel/" + enc(name) }, name)),
       h("td", { class: "num depth" }, num(c.depth)),
-      h("td", { class: "num hide-narrow" }, num(c.ready)),
-      h("td", { class: "num hide-narrow" }, num(c.delayed)),
-      h("td", { class: "num hide-narrow" }, num(c.leased)),
-      h("td", { class: "num hide-narrow" }, num(c.held)),
-      h("td", { class: "num" }, c.dead ? h("a", { href: "#/dead?channel=" + enc(name) }, num(c.dead)) : "0"),
-      h("td", { class: "num" }, rate(c.in_rate)),
-      h("td", { class: "num" }, rate(c.out_rate)),
-      h("td", { class: "num" }, age(c.oldest_age))));
+      h("td", { class: "num ready hide-narrow" }, num(c.ready)),
+      h("td", { class: "num delayed hide-narrow" }, num(c.delayed)),
+      h("td", { class: "num leased hide-narrow" }, num(c.leased)),
+      h("td", { class: "num held hide-narrow" }, num(c.held)),
+      h("td", { class: "num dead" }, c.dead ? h("a", { href: "#/dead?channel=" + enc(name) }, num(c.dead)) : "0"),
+      h("td", { class: "num in" }, rate(c.in_rate)),
+      h("td", { class: "num out" }, rate(c.out_rate)),
+      h("td", { class: "num oldest" }, age(c.oldest_age))));
     const peers = Object.entries(latest.peers).sort((a, b) => a[0].localeCompare(b[0]));
     const prow = peers.map(([name, p]) => h("tr", { "data-peer": name },
       h("td", {}, h("a", { href: "#/peer/" + enc(name) }, name)),
