@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from spoolq.errors import InvalidArgument
-from spoolq.node.history import CHANNEL_FIELDS, MAX_SERIES, SECONDS, History
+from spoolq.node.history import CHANNEL_FIELDS, DUTY, MAX_SERIES, SECONDS, History, pause
 
 from .conftest import wait_for
 from .nodes import NodeProc
@@ -109,6 +109,14 @@ def test_memory_is_bounded() -> None:
     assert len(h._came) <= 4 * MAX_SERIES
     with pytest.raises(InvalidArgument):
         History(0)
+
+
+def test_a_slow_reading_stretches_the_interval() -> None:
+    assert pause(2.0, 0.1) == 1.9  # the next reading 2 s after the last one started
+    assert pause(2.0, 0.0) == 2.0
+    assert pause(2.0, 1.0) == (DUTY - 1) * 1.0  # a deep spool: reading takes at most 1/DUTY of the time
+    assert pause(2.0, 3.0) == (DUTY - 1) * 3.0
+    assert pause(0.5, 0.4) == (DUTY - 1) * 0.4
 
 
 def test_since_returns_the_window_oldest_first() -> None:
