@@ -65,6 +65,7 @@ def browser() -> Iterator[Any]:
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1280,1000", "--no-first-run", "--disable-extensions"):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, CSP violations included
     try:
         drv = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=opts)
     except WebDriverException as e:
@@ -117,6 +118,9 @@ def test_loads_with_a_token_and_shows_the_channels(node: NodeProc, browser: Any)
     assert browser.execute_script("return localStorage.length") == 0
     assert not browser.find_elements(By.CSS_SELECTOR, "#error:not([hidden])")
     shot(browser, "overview")
+    # nothing the page does breaks its own Content-Security-Policy, and nothing fails in the console
+    problems = [e["message"] for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    assert not problems, problems
     # a reload keeps working from session storage
     browser.refresh()
     find(browser, 'tr[data-channel="orders"]')
