@@ -78,7 +78,7 @@ REJECTED: Final = 2
 DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_MAX_MESSAGES: Final = 10_000
 # what a sender puts in one batch by default (a receiver accepts up to the limits above)
-BATCH_MESSAGES: Final = 1000
+BATCH_MESSAGES: Final = 4000  # issue 15: 1.65x the forwarding rate of 1,000 on a loaded 2-core box (same as 8,000)
 BATCH_BYTES: Final = 4 << 20
 MAX_IN_FLIGHT: Final = 4
 MAX_SENDER: Final = 200  # a node id is 36 characters

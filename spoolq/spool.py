@@ -662,7 +662,16 @@ class Spool:
         A read: nothing is claimed. The daemon is the only forwarder of a spool
         (it holds a lock), and it keeps the key of the last message it took.
         """
-        return self._outbox.batch(peer, after, max_messages, max_bytes)
+        got = self._outbox.batch(peer, after, max_messages, max_bytes)
+        assert got is not None  # only a nowait read gives up
+        return got
+
+    def outbox_batch_nowait(self, peer: str, *, after: tuple[int, bytes] | None = None,
+                            max_messages: int = BATCH_MESSAGES,
+                            max_bytes: int = BATCH_BYTES) -> list[OutboxRecord] | None:
+        """:meth:`outbox_batch` for an event loop: ``None`` when it would have to wait for anything
+        (the read connection busy in another thread, a name not yet cached); then read from a thread."""
+        return self._outbox.batch(peer, after, max_messages, max_bytes, nowait=True)
 
     def outbox_settle(
         self,

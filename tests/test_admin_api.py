@@ -209,3 +209,22 @@ def test_a_message_held_on_a_is_not_forwarded_to_b_until_released(tmp_path: Path
         if b is not None:
             assert b.stop() == 0, b.log()
         assert a.stop() == 0, a.log()
+
+
+def test_flush_ends_every_targets_backoff_and_starts_again_from_the_front(spool: Spool) -> None:
+    from spoolq.errors import PeerError
+    from spoolq.node.forwarder import PeerLink, Target
+    from spoolq.testing import FakeClock
+
+    clock = FakeClock(start=100.0)
+    targets = [Target("a", "http://127.0.0.1:9"), Target("b", "http://127.0.0.1:10")]
+    link = PeerLink("a|b", targets, spool, None, node_id=spool.node_id, clock=clock)  # type: ignore[arg-type]
+    for t in targets:
+        for _ in range(5):
+            link._failed(t, PeerError("refused"))
+    link.cursor = (1024, b"\xff" * 16)
+    assert link.pick(clock()) is None and all(t.failures == 5 for t in targets)
+    link.flush()
+    assert link.pick(clock()) is targets[0] and link.cursor is None and link.wake.is_set()
+    assert all(t.failures == 0 and t.last_error == "refused" for t in targets)  # the error stays shown
+    assert link.rate() == 0.0

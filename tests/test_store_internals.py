@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 import spoolq
 from spoolq import Spool
+from spoolq.store import db as db_module
 
 
 def test_disk_full_surfaces_and_leaves_no_partial_message(real_spool: Spool) -> None:
@@ -36,11 +38,68 @@ def test_normal_durability_setting(spool_dir: Path) -> None:
     s = Spool(spool_dir, durability="normal")
     assert s._db.create.execute("PRAGMA synchronous").fetchone()[0] == 1
     s.close()
+    assert not s._db.sync_creates
     f = Spool(spool_dir)
-    assert f._db.create.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL for writes that create messages
+    # writes that create messages commit with NORMAL and are then synced outside the write gate (issue 15)
+    assert f._db.create.execute("PRAGMA synchronous").fetchone()[0] == 1
+    assert f._db.sync_creates
     assert f._db.move.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL for moves and removals
     f.close()
     with pytest.raises(spoolq.InvalidArgument):
         Spool(spool_dir, durability="sometimes")  # type: ignore[arg-type]
 
 
+
+
+class _Syncs:
+    """Records the fdatasync calls of the store (and makes them): which file, and whether the gate was held."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.calls: list[tuple[int, bool]] = []
+        self.real = db_module._datasync
+
+    def __call__(self, fd: int) -> None:
+        self.calls.append((os.fstat(fd).st_ino, self.spool._db.gate.owned()))
+        self.real(fd)
+
+
+def test_full_durability_syncs_the_wal_outside_the_gate(spool_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Spool(spool_dir)
+    syncs = _Syncs(s)
+    monkeypatch.setattr(db_module, "_datasync", syncs)
+    s.send(b"one", "c")
+    s.send_many([b"a", b"b"], "c")
+    wal = os.stat(spool_dir / "spool.db-wal").st_ino
+    assert syncs.calls == [(wal, False), (wal, False)]  # one sync per commit, of the WAL, without the gate
+    lease = s.lease("c")
+    assert lease is not None
+    lease.ack()  # moves and removals are not synced
+    assert len(syncs.calls) == 2
+    s.close()
+    n = Spool(spool_dir, durability="normal")
+    syncs_n = _Syncs(n)
+    monkeypatch.setattr(db_module, "_datasync", syncs_n)
+    n.send(b"x", "c")
+    assert syncs_n.calls == []
+    n.close()
+
+
+def test_concurrent_creators_share_syncs(spool_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Spool(spool_dir)
+    syncs = _Syncs(s)
+    monkeypatch.setattr(db_module, "_datasync", syncs)
+    per_thread, threads = 50, 8
+
+    def send() -> None:
+        for _ in range(per_thread):
+            s.send(b"x", "c")
+
+    ts = [threading.Thread(target=send) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert s.stats().channels["c"].ready == per_thread * threads
+    assert 0 < len(syncs.calls) < per_thread * threads
+    s.close()

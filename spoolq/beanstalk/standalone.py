@@ -11,16 +11,17 @@ those 100.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from ..spool import Spool
 
 from .. import __version__
+
+TYPE_CHECKING = False  # not typing's: importing typing before the bind costs start-up time
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+    from ..spool import Spool
 
 DEFAULT_MAX_JOB_SIZE = (1 << 16) - 1
 NO_ATTEMPT_LIMIT = 1 << 62  # beanstalkd tubes have no attempt limit (spoolq's channels default to 20)
@@ -143,8 +144,10 @@ def bind(addr: str, port: int) -> socket.socket:
     """A bound, listening socket for ``addr`` (``unix:PATH`` or a host) and ``port``."""
     if addr.startswith("unix:"):
         path = addr[5:]
-        with contextlib.suppress(FileNotFoundError):
+        try:  # no contextlib before the bind: it costs start-up time
             os.unlink(path)
+        except FileNotFoundError:
+            pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(path)
     else:
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_standalone(opts: dict[str, Any], sock: socket.socket) -> int:
     """Run the standalone server on an already listening socket (the heavy imports happen here)."""
     import asyncio
+    import contextlib
     import logging
     import signal
     import tempfile
@@ -255,6 +259,7 @@ def run_standalone(opts: dict[str, Any], sock: socket.socket) -> int:
 
 async def _sweeper(spool: Spool) -> None:
     import asyncio
+    import contextlib
 
     from ..errors import SpoolqError
 
@@ -267,6 +272,7 @@ async def _sweeper(spool: Spool) -> None:
 async def _syncer(spool: Spool, every: float) -> None:
     """beanstalkd's ``-f MS``: under durability normal, sync the spool at most every MS."""
     import asyncio
+    import contextlib
 
     while True:
         await asyncio.sleep(every)

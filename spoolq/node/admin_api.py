@@ -85,7 +85,12 @@ def install(add: Add, node: AdminNode, read_json: ReadJson) -> None:
         return web.json_response({"messages": [m.as_dict() for m in msgs], "next": nxt})
 
     async def get_message(request: web.Request) -> web.Response:
-        found = await asyncio.to_thread(node.spool.admin.find, request.match_info["id"])
+        mid = request.match_info["id"]
+        try:
+            found = await asyncio.to_thread(node.spool.admin.find, mid)
+        except NotFound as e:
+            raise NotFound(e.message, hint=f"acked, forwarded or never here; a dead letter is at /v1/dead/{mid}") \
+                from None
         return web.json_response({"messages": [_detail(m) for m in found]})
 
     def action(name: str) -> Handler:

@@ -454,8 +454,13 @@ class Node:
         while True:
             await self._outbox_event.wait()
             self._outbox_event.clear()
-            await self._sync_links()
+            # wake the links first: looking for new outbox peers costs a thread hop and a query,
+            # which a message for a known peer should not wait for (issue 15)
             for link in self.links.values():
+                link.wake.set()
+            known = len(self.links)
+            await self._sync_links()
+            for link in list(self.links.values())[known:]:
                 link.wake.set()
 
     async def _scan_loop(self) -> None:

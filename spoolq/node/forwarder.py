@@ -39,6 +39,10 @@ of the peer coming back. A peer that answers with errors is not probed: its
 backoff applies in full. A node that starts says so to its configured peers
 (``POST /v1/hello``), which ends their backoff towards it at once.
 
+Latency: an idle link woken by the outbox bell reads its first batch (at most
+``INLINE_MESSAGES``) on the event loop when the read needs no wait, saving a
+thread hop; later batches, and any read that would wait, come from a thread.
+
 ``step()`` does one round and returns; ``run()`` repeats it until stopped,
 waking on the outbox bell, on a finished batch, or after ``scan_interval``.
 """
@@ -86,6 +90,8 @@ PROBE_INTERVAL = 1.0  # an unreachable peer is probed every 0.5 to 1 s
 PROBE_TIMEOUT = 2.0
 RATE_WINDOW = 10.0  # seconds over which rate() averages
 RATE_SAMPLES = 1024  # settled batches remembered for it
+INLINE_MESSAGES = 64  # an idle link's first batch is read on the event loop when it needs no wait: at most
+INLINE_BYTES = 256 << 10  # this many messages and bytes (well under a millisecond of the loop)
 
 
 class Sink(Protocol):
@@ -189,9 +195,17 @@ class PeerLink:
             target = self.pick(self.clock())
             if target is None:
                 break
-            batch = await asyncio.to_thread(
-                self.spool.outbox_batch, self.name, after=self.cursor,
-                max_messages=self.batch_messages, max_bytes=self.batch_bytes)
+            batch = None
+            if self.in_flight == 0:
+                # An idle link woken by a send: read a small first batch on the loop when that needs no
+                # wait (a thread hop costs more than the read), the rest from a thread (issue 15).
+                batch = self.spool.outbox_batch_nowait(
+                    self.name, after=self.cursor, max_messages=min(self.batch_messages, INLINE_MESSAGES),
+                    max_bytes=min(self.batch_bytes, INLINE_BYTES))
+            if batch is None:
+                batch = await asyncio.to_thread(
+                    self.spool.outbox_batch, self.name, after=self.cursor,
+                    max_messages=self.batch_messages, max_bytes=self.batch_bytes)
             if not batch:
                 if self.cursor is not None and self.in_flight == 0:
                     self.cursor = None  # wrap around: revisit what failed or came in ahead of the cursor

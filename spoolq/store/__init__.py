@@ -10,6 +10,7 @@
 | ``jobs``    | messages addressed by job number (beanstalkd, admin tools)               |
 | ``outbox``  | outbox batches and settling; receiving peers' batches                    |
 | ``routes``  | ``routes.json``                                                          |
+| ``admin``   | browsing without leasing, the hold queue, the audit (``sql_admin``)      |
 
 It returns neutral values (records, id sets, ``spoolq.message`` views), never
 wire types or protocol handles.

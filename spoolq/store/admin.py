@@ -358,13 +358,14 @@ class Admin:
         if idbs is not None:
             for i in range(0, len(idbs), ID_CHUNK):
                 part = idbs[i:i + ID_CHUNK]
-                locate = functools.partial(self._locate, idbs=part)
+                # found in a read (a chunk of ids may need a scan: never under the write lock), then
+                # moved by key in the write transaction, each row re-checked there
+                rows = self.db.read(functools.partial(self._locate, idbs=part))
                 if dry_run:
-                    rows = self.db.read(locate)
                     now = self.now_ms()
                     m, n = len(rows), sum(1 for r in rows if _can(action, r, now))
                 else:
-                    m, n = self._apply(action, locate)
+                    m, n = self._apply(action, functools.partial(_given, rows))
                 matched += m
                 changed += n
                 if progress is not None:

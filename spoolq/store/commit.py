@@ -209,6 +209,7 @@ class GroupCommit:
                     self.db.execute_gated(self.db.create, sql.INSERT_ONE, (ch, pri, idb, job, body))
                 else:
                     self._write_batch([w])
+            self.db.sync_created()  # outside the gate: other writers go on meanwhile
         finally:
             mu.acquire()
             if self._queue:
@@ -306,10 +307,19 @@ class GroupCommit:
                     self._write_batch([w])
                 except BaseException as e2:
                     w.error = e2
+            if all(w.error is not None for w in batch):
+                return
+        try:
+            self.db.sync_created()  # outside the gate: other writers go on meanwhile
+        except BaseException as e:
+            for w in batch:
+                if w.error is None:
+                    w.error = e
             return
         bells: set[str] = set()
         for w in batch:
-            bells |= w.bells
+            if w.error is None:
+                bells |= w.bells
         for b in bells:
             self.bells.ring(b)
 

@@ -2,8 +2,12 @@
 
 A :class:`Database` owns the three connections of one spool object:
 
-``create``  writes that create messages (send, receive); ``synchronous=FULL``
-            under ``full`` durability, so they are synced before they return.
+``create``  writes that create messages (send, receive). Under ``full``
+            durability they are synced before they return: the commit itself
+            runs ``synchronous=NORMAL`` and :meth:`Database.sync_created` then
+            syncs the WAL *outside* the write gate, so other writers (a
+            consumer's acks, the daemon's settling) are not held up by the sync,
+            and concurrent creators share one (issue 15).
 ``move``    writes that only move or remove messages (lease, ack, nack, touch,
             dead-lettering, outbox clean-up): ``synchronous=NORMAL``. Losing
             one to a power cut only repeats a delivery.
@@ -173,6 +177,9 @@ def storage_error(e: sqlite3.Error, path: Path) -> SpoolqError:
     return StorageError(f"spool storage error at {path}: {msg}", hint="see the SQLite message; retrying may help")
 
 
+_datasync: Final = getattr(os, "fdatasync", os.fsync)  # what SQLite uses for the WAL on Linux; fsync elsewhere
+
+
 class Database:
     """The SQLite side of one spool object: directory, connections, transactions.
 
@@ -194,6 +201,12 @@ class Database:
         self.read_lock = threading.Lock()
         self.on_rollback: Callable[[], None] = lambda: None
         self._marks = _spool_marks(path, self.db_path)
+        self.sync_creates = durability == "full" and not read_only
+        self._commits = 0  # commits on `create` known to be done (sync_created), and how many are synced
+        self._synced = 0
+        self._count_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._wal_fd = -1
         self._refuse_damaged()
         if read_only:
             self._open_read_only()
@@ -209,6 +222,8 @@ class Database:
             self.move = self._connect("NORMAL")
             self.read_conn = self._connect("NORMAL")
             self.node_id = self._init_schema()
+            if self.sync_creates:  # the schema was written synced; from now on see sync_created()
+                self.retry(lambda: self.create.execute("PRAGMA synchronous=NORMAL"))
             self.ensure_reserve()
         except BaseException:
             self._close_conns()
@@ -497,6 +512,40 @@ class Database:
                     raise
                 return self.retry(attempt)
 
+    def sync_created(self) -> None:
+        """Make the commit just done on ``create`` durable (under ``full``; a no-op under ``normal``).
+
+        Call it after the commit, without holding the gate. WAL frames are written in order, so one
+        ``fdatasync`` of the WAL makes every commit finished before it durable: a caller whose
+        commit was covered by a sync that started after it returns at once, and concurrent callers
+        share one sync. A checkpoint in between is safe too: under ``synchronous=NORMAL`` SQLite
+        syncs the WAL before it checkpoints, and the database file after.
+
+        Raises:
+            StorageError: the sync failed (the commit may not be durable).
+        """
+        if not self.sync_creates:
+            return
+        with self._count_lock:
+            self._commits += 1
+            mine = self._commits
+        with self._sync_lock:
+            if self._synced >= mine:
+                return
+            target = self._commits
+            try:
+                fd = self._wal_fd
+                if fd < 0 or os.fstat(fd).st_nlink == 0:  # first use, or the WAL was removed and made again
+                    if fd >= 0:
+                        os.close(fd)
+                    self._wal_fd = -1
+                    fd = self._wal_fd = os.open(f"{self.db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+                _datasync(fd)
+            except OSError as e:
+                raise StorageError(f"cannot sync the spool at {self.path}: {e.strerror or e}",
+                                   hint="check the disk; the last messages written may not be durable") from e
+            self._synced = target
+
     # -- the reserve: room for consumers to drain a full disk ---------------------------------
 
     def ensure_reserve(self) -> None:
@@ -570,6 +619,28 @@ class Database:
             self.check_open()
             return self.retry(attempt)
 
+    def read_nowait(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """:meth:`read`, but never waiting: ``(False, None)`` when the read connection is in use by
+        another thread or SQLite says busy (the caller then reads from a thread). For an event loop
+        (a WAL read does not wait for writers; ``busy_timeout`` is 0)."""
+        if not self.read_lock.acquire(blocking=False):
+            return False, None
+        conn = self.read_conn
+        try:
+            self.check_open()
+            conn.execute("BEGIN")
+            try:
+                return True, fn(conn)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if is_busy(e):
+                return False, None
+            raise storage_error(e, self.db_path) from e
+        finally:
+            self.read_lock.release()
+
     def check_open(self) -> None:
         if self.closed:
             raise SpoolUnavailable(f"the spool at {self.path} is closed", hint="open a new Spool")
@@ -590,3 +661,7 @@ class Database:
             self.closed = True
             self._close_conns()
         os.close(self._gate_fd)
+        with self._sync_lock:
+            if self._wal_fd >= 0:
+                os.close(self._wal_fd)
+                self._wal_fd = -1

@@ -70,6 +70,14 @@ class Names:
         assert ch is not None
         return ch
 
+    def knows_channel_ref(self, ch: int) -> bool:
+        """Whether :meth:`channel_name` answers without reading the database."""
+        return ch in self._channel_names
+
+    def knows_origin_ref(self, ref: int | None) -> bool:
+        """Whether :meth:`origin_name` answers without reading the database."""
+        return ref is None or ref in self._nodes
+
     def channel_name(self, ch: int) -> str:
         name = self._channel_names.get(ch)
         if name is None:

@@ -74,9 +74,17 @@ class Outbox:
         return [r[0] for r in self.db.read(lambda c: c.execute(sql.OUTBOX_PEERS).fetchall())]
 
     def batch(self, peer: str, after: tuple[int, bytes] | None, max_messages: int,
-              max_bytes: int) -> list[OutboxRecord]:
-        """The next messages waiting for ``peer``, in priority then id order, after the key ``after``."""
-        p = self.names.peer(peer, create=False)
+              max_bytes: int, *, nowait: bool = False) -> list[OutboxRecord] | None:
+        """The next messages waiting for ``peer``, in priority then id order, after the key ``after``.
+
+        ``nowait``: return ``None`` instead of waiting for anything (a lock, a name to look up).
+        """
+        if nowait:
+            p = self.names.peers.get(peer)
+            if p is None:
+                return None
+        else:
+            p = self.names.peer(peer, create=False)
         if p is None:
             return []
         args: tuple[object, ...]
@@ -84,7 +92,13 @@ class Outbox:
             statement, args = sql.OUTBOX_FIRST, (p, max_messages)
         else:
             statement, args = sql.OUTBOX_AFTER, (p, after[0], after[1], max_messages)
-        rows = self.db.read(lambda c: c.execute(statement, args).fetchall())
+        if nowait:
+            done, got = self.db.read_nowait(lambda c: c.execute(statement, args).fetchall())
+            if not done or got is None:
+                return None
+            rows = got
+        else:
+            rows = self.db.read(lambda c: c.execute(statement, args).fetchall())
         out: list[OutboxRecord] = []
         size = 0
         names: dict[int, str] = {}
@@ -95,9 +109,13 @@ class Outbox:
                 break
             name = names.get(ch)
             if name is None:
+                if nowait and not self.names.knows_channel_ref(ch):
+                    return None  # looking the name up reads the database: not here
                 name = names[ch] = self.names.channel_name(ch)
             who = origins.get(origin_ref)
             if who is None:
+                if nowait and not self.names.knows_origin_ref(origin_ref):
+                    return None
                 who = origins[origin_ref] = self.names.origin_name(origin_ref)
             out.append(OutboxRecord((pri, idb), idb, name, body, pri, decode_headers(hdrs) if hdrs else None,
                                     deliver_at, expires, who))

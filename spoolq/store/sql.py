@@ -238,7 +238,7 @@ def kicked_deliver_at(n: int) -> str:
 
 # -- outbox ----------------------------------------------------------------------------------
 
-OUTBOX_PEERS: Final = "SELECT name FROM peers WHERE id IN (SELECT DISTINCT peer FROM outbox)"
+OUTBOX_PEERS: Final = "SELECT name FROM peers WHERE EXISTS (SELECT 1 FROM outbox WHERE outbox.peer = peers.id)"
 _OUTBOX_READ: Final = (
     "SELECT priority, id, channel, body, headers, expires, origin, deliver_at FROM outbox WHERE peer=? "
 )

@@ -1,0 +1,124 @@
+"""The network path A -> B (issue 15): connections reused, order and exactly-once kept, wake-ups prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spoolq.node import gate as gate_module
+from spoolq.node.config import NodeConfig, PeerConfig
+from spoolq.node.daemon import Node
+
+
+async def until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def forwarded(a: Node) -> int:
+    link = a.links.get("b")
+    return 0 if link is None else link.forwarded
+
+
+def run_pair(tmp_path: Path, body: Callable[[Node, Node], Awaitable[None]], **peer: Any) -> None:
+    """Real nodes A and B in this process (one event loop, real HTTP on 127.0.0.1); A forwards to B as peer b."""
+
+    async def main() -> None:
+        b = Node(NodeConfig(spool=str(tmp_path / "b"), listen="127.0.0.1:0").validate())
+        await b.start()
+        try:
+            cfg = NodeConfig(spool=str(tmp_path / "a"), listen="127.0.0.1:0", backoff_base=0.05, backoff_cap=0.3,
+                             peers=(PeerConfig("b", b.url, **peer),)).validate()
+            a = Node(cfg)
+            await a.start()
+            try:
+                await asyncio.wait_for(body(a, b), 60)
+            finally:
+                await a.stop()
+        finally:
+            await b.stop()
+
+    asyncio.run(main())
+
+
+def test_forwarding_reuses_keep_alive_connections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[float] = []
+    factory = gate_module.Gate.__call__
+
+    def counting(self: gate_module.Gate) -> asyncio.BaseProtocol:
+        made.append(time.monotonic())
+        return factory(self)
+
+    monkeypatch.setattr(gate_module.Gate, "__call__", counting)
+    n, per_batch, in_flight = 300, 5, 2
+
+    async def body(a: Node, b: Node) -> None:
+        await until(lambda: len(made) >= 1)  # A's hello to B at start
+        for i in range(0, n, 20):  # in several rounds, so that connections go idle between batches
+            await asyncio.to_thread(a.spool.send_many, [b"m%d" % k for k in range(i, i + 20)], "c", to="b")
+            await until(lambda i=i: forwarded(a) >= i + 20)  # type: ignore[misc]
+        assert b.spool.stats().channels["c"].ready == n
+
+    run_pair(tmp_path, body, batch_messages=per_batch, max_in_flight=in_flight)
+    # 60 batches or more (and a hello) on at most one connection per batch in flight, plus the hello's
+    assert len(made) <= in_flight + 1, f"{len(made)} connections for {n // per_batch} batches"
+
+
+def test_order_and_exactly_once_with_batches_in_flight(tmp_path: Path) -> None:
+    """Per-peer order by priority then age arrives intact, each message once, with 4 batches in flight."""
+    n = 400
+
+    async def body(a: Node, b: Node) -> None:
+        urgent = await asyncio.to_thread(a.spool.send_many, [b"u%d" % k for k in range(50)], "c", to="b",
+                                         priority=10)
+        plain = await asyncio.to_thread(a.spool.send_many, [b"p%d" % k for k in range(n)], "c", to="b")
+        await until(lambda: forwarded(a) >= n + 50)
+        leased = await asyncio.to_thread(b.spool.lease_many, "c", 10_000)
+        assert [x.id for x in leased] == [*urgent, *plain]  # priority first, then age
+        assert b.spool.stats().channels["c"].ready == 0
+
+    run_pair(tmp_path, body, batch_messages=7, max_in_flight=4)
+
+
+def test_a_send_wakes_the_forwarder_at_once(tmp_path: Path) -> None:
+    """A message for a known peer is forwarded on the outbox bell, not on the 5 s scan."""
+
+    async def body(a: Node, b: Node) -> None:
+        await asyncio.to_thread(a.spool.send, b"first", "c", to="b")
+        await until(lambda: forwarded(a) == 1)
+        for k in range(5):
+            t0 = time.monotonic()
+            await asyncio.to_thread(a.spool.send, b"m%d" % k, "c", to="b")
+            await until(lambda k=k: forwarded(a) == k + 2, timeout=4.0)  # type: ignore[misc]
+            assert time.monotonic() - t0 < 4.0
+
+    run_pair(tmp_path, body)
+
+
+def test_outbox_batch_nowait_reads_or_says_it_would_wait(tmp_path: Path) -> None:
+    from spoolq import Spool
+
+    with Spool(tmp_path / "s") as s:
+        ids = s.send_many([b"a", b"b", b"c"], "c", to="http://127.0.0.1:1")
+        peer = "http://127.0.0.1:1"
+        got = s.outbox_batch_nowait(peer, max_messages=2)
+        assert got is not None and [r.body for r in got] == [b"a", b"b"]
+        assert got == s.outbox_batch(peer, max_messages=2)
+        rest = s.outbox_batch_nowait(peer, after=got[-1].key)
+        assert rest is not None and [r.body for r in rest] == [b"c"] and len(ids) == 3
+        with s._db.read_lock:  # another thread is reading: it would wait, so it does not
+            assert s.outbox_batch_nowait(peer) is None
+        assert s.outbox_batch_nowait("unknown-peer") is None  # a name to look up: not on the loop
+        assert s.outbox_batch("unknown-peer") == []
+    with Spool(tmp_path / "s") as fresh:  # names not cached yet in this object: it would read them
+        assert fresh.outbox_batch_nowait(peer) is None
+        assert [r.body for r in fresh.outbox_batch(peer)] == [b"a", b"b", b"c"]
+        assert [r.body for r in fresh.outbox_batch_nowait(peer) or []] == [b"a", b"b", b"c"]
