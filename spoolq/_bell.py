@@ -24,6 +24,7 @@ import os
 import select
 import threading
 import time
+import weakref
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 from typing import Any, Final
@@ -265,3 +266,27 @@ class BellHub:
             self._ino = None
         if self._poll_task is not None:
             self._poll_task.cancel()
+
+
+class ThreadWatches:
+    """One bell watcher per thread that waits in ``lease`` (creating one per wait costs milliseconds)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._tls = threading.local()
+        self._lock = threading.Lock()
+        self._all: weakref.WeakSet[Watch] = weakref.WeakSet()
+
+    def for_thread(self) -> Watch:
+        w: Watch | None = getattr(self._tls, "watch", None)
+        if w is None:
+            w = Watch(self._directory)
+            self._tls.watch = w
+            with self._lock:
+                self._all.add(w)
+        return w
+
+    def close(self) -> None:
+        with self._lock:
+            for w in list(self._all):
+                w.close()

@@ -85,10 +85,10 @@ class Worker:
                 with self._lock:
                     self.rejected += 1
                 return "rejected"
-            except Exception:
+            except Exception as e:
                 log.exception("handler failed on message %s (attempt %d)", lease.id, lease.attempts)
                 try:
-                    lease.nack()
+                    lease.nack(reason=f"{type(e).__name__}: {e}"[:500])
                 except LeaseError as le:
                     log.warning("could not nack %s: %s", lease.id, le)
                     return "lost"

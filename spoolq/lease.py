@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -102,8 +103,10 @@ class Finisher(Protocol):
     lease_secret: bytes
 
     def ack_lease(self, lease: Lease) -> None: ...
-    def nack_lease(self, lease: Lease, delay: float | None, priority: int | None) -> bool: ...
+    def nack_lease(self, lease: Lease, delay: float | None, priority: int | None,
+                   reason: str | None = None) -> bool: ...
     def touch_lease(self, lease: Lease, visibility: float) -> int: ...
+    def forward_lease(self, lease: Lease, to: str | Sequence[str]) -> None: ...
     def dead_lease(self, lease: Lease, reason: str, detail: str, priority: int | None) -> None: ...
     def origin_name(self, ref: int | None) -> str: ...
     def channel_name(self, ch: int) -> str: ...
@@ -262,18 +265,30 @@ class Lease:
         """
         self._spool.ack_lease(self)
 
-    def nack(self, delay: float | None = None, *, priority: int | None = None) -> bool:
+    def nack(self, delay: float | None = None, *, priority: int | None = None, reason: str | None = None) -> bool:
         """Processing failed: make the message ready again after ``delay`` seconds.
 
         Without ``delay``, the wait is exponential backoff with jitter from the
         attempt count. When the channel's ``max_attempts`` is used up, the
         message goes to dead letters instead.
 
+        ``reason`` (why it failed) is kept in the event log (``spoolq trace``).
+
         Returns:
             ``True`` if the message will be delivered again, ``False`` if it
             became a dead letter.
         """
-        return self._spool.nack_lease(self, delay, priority)
+        return self._spool.nack_lease(self, delay, priority, reason)
+
+    def forward(self, to: str | Sequence[str]) -> None:
+        """Hand the message on to peer(s) ``to`` (names or URLs) under the same id, and ack it, in one
+        transaction: how a program on a relay node passes messages along (``spoolq trace`` follows
+        them, since the id stays the same). A node does not relay received messages by itself.
+
+        Raises:
+            LeaseExpired, LeaseLost: the lease is no longer held; nothing happened.
+        """
+        self._spool.forward_lease(self, to)
 
     def touch(self, visibility: float = 30.0) -> None:
         """Extend the lease to ``visibility`` seconds from now."""

@@ -13,17 +13,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import threading
 import time
-import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import _bell
-from .admin import AdminOps
 from .codec import BATCH_BYTES, BATCH_MESSAGES
-from .consumer import Worker
 from .errors import InvalidArgument, InvalidType, MessageTooLarge, SpoolqError
 from .lease import Lease, load_secret
 from .message import (
@@ -46,14 +42,18 @@ from .message import (
 from .retry import backoff
 from .routing import Route, check_to
 from .store import sql
-from .store.admin import Admin
 from .store.commit import GroupCommit, WriteRequest
 from .store.db import BUSY_TIMEOUT, Database
+from .store.events import EventLog
 from .store.inbox import ChannelStats, Inbox, PeerStats, Stats
 from .store.jobs import Job, Jobs
 from .store.names import Names
 from .store.outbox import Incoming, Outbox, OutboxRecord
 from .store.routes import RoutesFile
+
+if TYPE_CHECKING:
+    from .admin import AdminOps
+    from .consumer import Worker
 
 __all__ = [
     "SCHEMA_VERSION", "ChannelStats", "PeerStats", "Spool", "Stats", "Route", "OutboxRecord", "Job", "JobOps",
@@ -96,6 +96,8 @@ class Spool:
         read_only: open an existing spool for inspection only (a read-only
             mount, another user's spool): nothing is created or written, and
             every call that would write raises ``SpoolUnavailable``.
+        trace: keep the per-message event log (:meth:`trace_events`, ``spoolq
+            trace``), written in the same transaction as each change (default on).
 
     Raises:
         SpoolUnavailable: the directory or database cannot be created or written.
@@ -113,6 +115,7 @@ class Spool:
         clock: Callable[[], float] | None = None,
         busy_timeout: float = BUSY_TIMEOUT,
         read_only: bool = False,
+        trace: bool = True,
     ) -> None:
         if durability not in ("full", "normal"):
             raise InvalidArgument(
@@ -140,14 +143,28 @@ class Spool:
             raise
         self.bells = _bell.Bells(self.path / "bells")
         self._names = Names(self._db, self.node_id, max_attempts)
-        self._commit = GroupCommit(self._db, self.bells, self._clock, retention_ms)
+        self.trace = bool(trace) and not read_only
+        self._commit = GroupCommit(self._db, self.bells, self._clock, retention_ms, self._names, self.trace)
         self._inbox = Inbox(self._db, self._names, self._commit.jobs, self.bells, self._clock,
-                            functools.partial(Lease, self), retention_ms)
-        self._outbox = Outbox(self._db, self._names, self._commit)
+                            functools.partial(Lease, self), retention_ms, self.trace)
+        self._outbox = Outbox(self._db, self._names, self._commit, self.trace)
+        self.event_log = EventLog(self._db, self._clock, self.trace)  # pruning, failed forwards (the node)
         self._routes = RoutesFile(self.path, self._db.sync_dir)
         self.jobs = JobOps(self, Jobs(self._db, self._names, self._inbox, self._commit, self.bells))
-        self._watches = _ThreadWatches(self.path / "bells")
-        self.admin = AdminOps(Admin(self._db, self._names, self.bells, self._clock))  # browse, hold, audit...
+        self._watches = _bell.ThreadWatches(self.path / "bells")
+        self._admin: AdminOps | None = None
+
+    @property
+    def admin(self) -> AdminOps:
+        """Queue administration (browse, hold, release, requeue, delete, audit): see :mod:`spoolq.admin`.
+        Made on first use, so that programs which never administer (a beanstalkd server starting up)
+        do not import it."""
+        if self._admin is None:
+            from .admin import AdminOps
+            from .store.admin import Admin
+
+            self._admin = AdminOps(Admin(self._db, self._names, self.bells, self._clock, self.trace))
+        return self._admin
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -197,9 +214,10 @@ class Spool:
             body = check_body(body, self.max_message_size)
         if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
             check_priority(priority)
+        w = WriteRequest()
         if to is None:
             to = self._routes.route(channel)
-        w = WriteRequest()
+            w.route = self._routes.matched(channel) if to is not None else None
         if to is None and not delay and ttl is None and headers is None and id is None:
             if ch is None:
                 ch = self._names.create_channel(channel)
@@ -300,6 +318,7 @@ class Spool:
                 ch = self._names.create_channel(channel)
             first = _take_ids(len(bodies))
             w.inbox = [(ch, DEFAULT_PRIORITY, (first + i).to_bytes(16, "big"), b) for i, b in enumerate(bodies)]
+            w.block = len(bodies)
             w.bells.add(_bell.channel_bell(channel))
             return w, [id_text(first + i) for i in range(len(bodies))]
         return w, self._add_items(w, [(body, channel, opts) for body, opts in items])
@@ -319,6 +338,7 @@ class Spool:
             to = opts.get("to")
             if to is None:
                 to = self._routes.route(channel)
+                w.route = self._routes.matched(channel) if to is not None else w.route
             self._check_options([body], to, opts.get("delay", 0), opts.get("ttl"), opts.get("headers"))
             mid = opts.get("id")
             checked.append((body, channel, priority, to, None if mid is None else id_bytes(mid), opts))
@@ -382,9 +402,10 @@ class Spool:
         if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
             check_priority(priority)
         n = len(blist)
+        w = WriteRequest()
         if to is None:
             to = self._routes.route(channel)
-        w = WriteRequest()
+            w.route = self._routes.matched(channel) if to is not None else None
         if ids is not None:
             if len(ids) != n:
                 raise InvalidArgument(f"got {len(ids)} ids for {n} bodies", hint="pass one id per body")
@@ -394,6 +415,7 @@ class Spool:
         else:
             first = _take_ids(n) if n else 0
             idbs = [(first + i).to_bytes(16, "big") for i in range(n)]
+            w.block = n  # consecutive ids: the event log writes their events with one statement
             idlist = [id_text(first + i) for i in range(n)] if texts else []
         if n == 0:
             return None, []
@@ -558,13 +580,22 @@ class Spool:
         self._check_owner(lease)
         self._inbox.ack(lease)
 
+    def forward_lease(self, lease: Lease, to: str | Sequence[str]) -> None:
+        """``lease.forward(to)``: hand the message on to peer(s) ``to`` under the same id, and ack it."""
+        self._check_owner(lease)
+        peers = check_to(to)
+        assert peers is not None
+        pids = [p for p in (self._names.peer(x) for x in peers) if p is not None]
+        self._inbox.forward(lease, pids, peers)
+
     def touch_lease(self, lease: Lease, visibility: float) -> int:
         """``lease.touch()``; returns the new deadline (Unix ms)."""
         self._check_owner(lease)
         v = check_seconds("visibility", visibility, allow_zero=False)
         return self._inbox.touch(lease, _ms(v))  # type: ignore[arg-type]
 
-    def nack_lease(self, lease: Lease, delay: float | None, priority: int | None = None) -> bool:
+    def nack_lease(self, lease: Lease, delay: float | None, priority: int | None = None,
+                   reason: str | None = None) -> bool:
         """``lease.nack()``: ready again after ``delay`` (default: backoff), or dead when attempts are used up."""
         self._check_owner(lease)
         if delay is None:
@@ -573,7 +604,7 @@ class Spool:
             d_ms = int(check_seconds("delay", delay) * 1000)  # type: ignore[operator]
         if priority is not None:
             check_priority(priority)
-        return self._inbox.nack(lease, d_ms, priority)
+        return self._inbox.nack(lease, d_ms, priority, reason)
 
     def dead_lease(self, lease: Lease, reason: str, detail: str, priority: int | None = None) -> None:
         """``lease.dead()``."""
@@ -624,6 +655,8 @@ class Spool:
         with backoff. SIGTERM/SIGINT stop the worker gracefully.
         """
         check_channel(channel)
+        from .consumer import Worker  # on first use: a front-end starting up needs no worker
+
         return Worker(self, channel, handler, concurrency=concurrency, visibility=visibility, grace=grace)
 
     # -- routes -------------------------------------------------------------------------------
@@ -679,10 +712,19 @@ class Spool:
         done: Sequence[tuple[int, bytes]] = (),
         dead: Sequence[tuple[tuple[int, bytes], str, str]] = (),
         retry: Sequence[tuple[int, bytes]] = (),
+        *,
+        target: tuple[str, str] | None = None,
+        duplicates: Collection[bytes] = (),
     ) -> None:
         """Apply a peer's answer in one transaction: remove ``done`` keys (accepted or duplicate),
-        move ``dead`` ones (key, reason, detail) to dead letters, count a try on ``retry`` ones."""
-        self._outbox.settle(peer, self._now_ms(), done, dead, retry)
+        move ``dead`` ones (key, reason, detail) to dead letters, count a try on ``retry`` ones. For
+        the event log: ``target`` (name, URL) answered, and already had the ``duplicates`` ids."""
+        self._outbox.settle(peer, self._now_ms(), done, dead, retry, target, duplicates)
+
+    def trace_events(self, message_id: str | bytes) -> list[dict[str, Any]]:
+        """What happened to a message on this node, oldest first: ``{"at", "kind", "detail"}``
+        (``at`` in Unix seconds). Empty when nothing is logged (or ``trace`` is off)."""
+        return self.event_log.of(id_bytes(message_id))
 
     # -- dead letters -------------------------------------------------------------------------
 
@@ -921,30 +963,6 @@ class JobOps:
     def peek_buried(self, channel: str) -> Job | None:
         """The oldest dead letter of ``channel`` (beanstalkd: the next buried job)."""
         return self._jobs.peek_buried(channel)
-
-
-class _ThreadWatches:
-    """One bell watcher per thread that waits in ``lease`` (creating one per wait costs milliseconds)."""
-
-    def __init__(self, directory: Path) -> None:
-        self._directory = directory
-        self._tls = threading.local()
-        self._lock = threading.Lock()
-        self._all: weakref.WeakSet[_bell.Watch] = weakref.WeakSet()
-
-    def for_thread(self) -> _bell.Watch:
-        w: _bell.Watch | None = getattr(self._tls, "watch", None)
-        if w is None:
-            w = _bell.Watch(self._directory)
-            self._tls.watch = w
-            with self._lock:
-                self._all.add(w)
-        return w
-
-    def close(self) -> None:
-        with self._lock:
-            for w in list(self._all):
-                w.close()
 
 
 def _max(a: Any, b: Any) -> Any:

@@ -123,10 +123,22 @@ async def _received_ids(b: Broker, name: str) -> list[str]:
 
 
 def received(b: Broker, name: str) -> list[str]:
+    """Every id the broker holds under ``name``, for a final assertion: a broker that does not answer
+    (busy machine) is asked again for up to 60 s, and its last error is raised, never taken for "none"."""
+    errors: list[BaseException] = []
+
+    def ask() -> tuple[list[str]] | None:
+        try:
+            return (run(_received_ids(b, name)),)
+        except Exception as e:
+            errors.append(e)
+            return None
+
     try:
-        return run(_received_ids(b, name))  # type: ignore[no-any-return]
-    except Exception:  # broker not up (yet)
-        return []
+        got = wait_for(ask, timeout=60, interval=0.5)
+    except AssertionError:
+        raise errors[-1] if errors else AssertionError("the broker never answered") from None
+    return got[0]  # type: ignore[index,no-any-return]
 
 
 def peer_config(b: Broker, name: str, backoff_cap: float = 1.0) -> str:

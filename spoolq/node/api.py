@@ -16,6 +16,7 @@ GET     /v1/peers                                    admin    peer health: URLs,
 GET     /v1/admin/..., POST /v1/admin/...            admin    queue administration (``admin_api.py``)
 GET     /healthz                                     none     liveness (peer details only without tokens)
 GET     /metrics                                     admin    Prometheus text format
+GET     /v1/admin/trace/{id}                         admin    one message's events here, and its next hops
 GET     /v1/admin/history                            admin    the last hour of counts and rates (history.py)
 GET     /ui/...                                      none     the dashboard's static files (ui/); its calls
                                                               need ``admin``
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hmac
 import json
 import logging
@@ -55,7 +57,8 @@ from ..errors import (
 from ..lease import Lease
 from ..message import MAX_SECONDS, check_seconds, seconds_too_long
 from ..routing import failover_parts
-from . import admin_api, ui
+from ..store.events import ACTOR
+from . import admin_api, trace_api, ui
 from . import history as history_api
 from .gate import quiet
 
@@ -157,6 +160,7 @@ def build_app(node: Node) -> web.Application:
     add("GET", "/stomp", get_stomp_ws, "stomp", None)  # STOMP over WebSocket: CONNECT's passcode is the token
     add("GET", "/metrics", get_metrics, "metrics", "admin")
     admin_api.install(add, node, _json)
+    trace_api.install(add, node)
     history_api.install(add, lambda: node.history)
     ui.install(add)
     return app
@@ -223,6 +227,7 @@ def _auth(node: Node) -> Any:
         scope = SCOPE.get(name or "", None)
         tokens = node.config.tokens
         if scope is None or not tokens:
+            ACTOR.set(("http", request.remote))  # who sends, for the event log (spoolq trace)
             return await handler(request)
         header = request.headers.get("Authorization", "")
         kind, _, presented = header.partition(" ")
@@ -245,6 +250,7 @@ def _auth(node: Node) -> Any:
             return _error(403, "forbidden", f"token {match.name!r} lacks the {scope!r} scope",
                           f"add {scope!r} to tokens.{match.name}.scopes")
         request["token"] = match.name
+        ACTOR.set((f"token:{match.name}", request.remote))
         return await handler(request)
 
     return auth
@@ -590,7 +596,10 @@ async def post_nack(request: web.Request) -> web.Response:
     if delay is None and "delay" in request.query:
         delay = request.query["delay"]
     d = _num(delay, "delay") if delay is not None else None
-    await asyncio.to_thread(lease.nack, d)
+    reason = data.get("reason") if isinstance(data, dict) else None
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 1000):
+        raise InvalidArgument("reason: must be a string of at most 1000 characters (why processing failed)")
+    await asyncio.to_thread(functools.partial(lease.nack, d, reason=reason))
     return web.Response(status=204)
 
 

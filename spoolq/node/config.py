@@ -6,6 +6,9 @@ Example ``spoolq.toml``::
     spool = "/var/spool/spoolq"        # default: $SPOOLQ_SPOOL or ~/.local/share/spoolq
     listen = "127.0.0.1:7070"
     durability = "full"                # or "normal"
+    # trace = true                     # keep the per-message event log behind `spoolq trace`
+    # trace_retention = 86400          # seconds an event is kept (default 24 h)
+    # trace_max_rows = 1000000         # and at most this many events (about 100 bytes each)
     # tls_cert = "/etc/spoolq/cert.pem"
     # tls_key = "/etc/spoolq/key.pem"
     # ca_file = "/etc/spoolq/ca.pem"   # trust for https:// peers (default: the system store)
@@ -140,6 +143,9 @@ class NodeConfig:
     backoff_base: float = 0.5
     backoff_cap: float = 60.0
     log_json: bool = False
+    trace: bool = True  # the per-message event log (spoolq trace)
+    trace_retention: float = 86400.0  # seconds an event is kept
+    trace_max_rows: int = 1_000_000  # events kept at most (the oldest go first)
     beanstalk: str | None = None  # HOST:PORT or unix:PATH for the beanstalkd protocol front-end
     beanstalk_max_job_size: int = (1 << 16) - 1
     keepalive_timeout: float = 15.0  # close a connection without a complete request this long
@@ -185,6 +191,15 @@ class NodeConfig:
                 raise ConfigError(f"{key}: must be a string, not {text!r}")
         if not isinstance(self.log_json, bool):
             raise ConfigError(f"node.log_json: must be true or false, not {self.log_json!r}")
+        if not isinstance(self.trace, bool):
+            raise ConfigError(f"node.trace: must be true or false, not {self.trace!r}")
+        if (isinstance(self.trace_retention, bool) or not isinstance(self.trace_retention, (int, float))
+                or not 0 < self.trace_retention <= 10 * 365 * 86400):
+            raise ConfigError(f"node.trace_retention: must be a positive number of seconds (at most ten years), "
+                              f"not {self.trace_retention!r}", hint="e.g. trace_retention = 86400 (24 hours)")
+        if type(self.trace_max_rows) is not int or not 1 <= self.trace_max_rows <= 1 << 40:
+            raise ConfigError(f"node.trace_max_rows: must be a positive integer, not {self.trace_max_rows!r}",
+                              hint="e.g. trace_max_rows = 1000000 (about 100 MB)")
         if self.beanstalk is not None:
             if not isinstance(self.beanstalk, str) or not self.beanstalk:
                 raise ConfigError("node.beanstalk: must be HOST:PORT or unix:PATH")

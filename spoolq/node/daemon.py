@@ -50,6 +50,7 @@ T = TypeVar("T")
 
 LOCK_FILE = "node.lock"
 INFO_FILE = "node.json"
+PRUNE_INTERVAL = 30.0  # seconds between two prunes of the trace log
 
 
 # -- logging --------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ class Node:
         self.config = config
         self._own_spool = spool is None
         self.spool = spool or Spool(config.spool, durability=config.durability,  # type: ignore[arg-type]
-                                    max_message_size=config.max_message_size)
+                                    max_message_size=config.max_message_size, trace=config.trace)
         self.metrics = Metrics()
         self.history: History | None = History(config.history_interval)
         self.bells = BellHub(self.spool.path / "bells")
@@ -233,6 +234,7 @@ class Node:
             self._tasks = [
                 asyncio.create_task(self._scan_loop(), name="scan"),
                 asyncio.create_task(self._sweep_loop(), name="sweep"),
+                asyncio.create_task(self._prune_loop(), name="prune-events"),
                 asyncio.create_task(self._outbox_bell_loop(), name="outbox-bell"),
             ]
             if self.history is not None:
@@ -483,6 +485,19 @@ class Node:
             except SpoolqError as e:
                 log.error("sweep failed: %s", e)
             await asyncio.sleep(self.config.sweep_interval)
+
+    async def _prune_loop(self) -> None:
+        """Bound the event log (node.trace_retention, node.trace_max_rows), off the event loop."""
+        while True:
+            if self.spool.trace:
+                cfg = self.config
+                try:
+                    n = await asyncio.to_thread(self.spool.event_log.prune, cfg.trace_retention, cfg.trace_max_rows)
+                    if n:
+                        log.debug("pruned %d events from the trace log", n)
+                except SpoolqError as e:
+                    log.error("pruning the trace log failed: %s", e)
+            await asyncio.sleep(PRUNE_INTERVAL)
 
     # -- producing over HTTP --------------------------------------------------------------
 

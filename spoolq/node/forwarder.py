@@ -231,6 +231,7 @@ class PeerLink:
             dead: list[tuple[tuple[int, bytes], str, str]] = [
                 (b.key, "expired", "ttl passed before it could be forwarded") for b in expired]
             retry: list[tuple[int, bytes]] = []
+            dups: set[bytes] = set()
             counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "retry": 0}
             if live:
                 sink = target.sink or HttpSink(self.session, target, self.node_id)
@@ -241,6 +242,7 @@ class PeerLink:
                         counts["accepted"] += 1
                     elif r.status == DUPLICATE:
                         done.append(b.key)
+                        dups.add(b.id)
                         counts["duplicate"] += 1
                     elif r.status == REJECTED and r.permanent:
                         dead.append((b.key, "rejected", f"peer {target.name}: {r.reason or 'rejected'}"))
@@ -248,7 +250,8 @@ class PeerLink:
                     else:
                         retry.append(b.key)
                         counts["retry"] += 1
-            await asyncio.to_thread(self.spool.outbox_settle, self.name, done, dead, retry)
+            await asyncio.to_thread(self.spool.outbox_settle, self.name, done, dead, retry,
+                                    target=(target.name, target.url), duplicates=dups)
             ok = not retry
             self.forwarded += len(done)
             if done:
@@ -266,6 +269,8 @@ class PeerLink:
             if e.status == 413 and len(batch) == 1:
                 # one message the peer will never take (over its batch size limit): give up on it
                 await self._give_up(batch[0].key, target, e)
+            else:
+                await self._log_failure(target, batch, e)
             self._failed(target, e)
         except SpoolqError as e:  # our own spool failed while settling: the messages stay, retried later
             self._failed(target, e)
@@ -298,6 +303,16 @@ class PeerLink:
             target._suppressed = 0
         else:
             target._suppressed += 1
+
+    async def _log_failure(self, target: Target, batch: list[OutboxRecord], e: Exception) -> None:
+        """Put the failed attempt in the event log of the batch's messages (they stay in the outbox)."""
+        if not self.spool.trace:
+            return
+        try:
+            await asyncio.to_thread(self.spool.event_log.forward_failed, self.name, [b.id for b in batch],
+                                    (target.name, target.url), str(e))
+        except SpoolqError as err:
+            log.debug("peer %s: cannot log a failed attempt: %s", target.name, err)
 
     async def _give_up(self, key: tuple[int, bytes], target: Target, e: PeerError) -> None:
         try:

@@ -39,6 +39,7 @@ from ..errors import LeaseError, SpoolqError
 from ..lease import Lease
 from ..message import MAX_HEADERS, check_channel, new_id
 from ..spool import Spool
+from ..store.events import ACTOR
 from .wire import HEARTBEAT, Frame, Parser, StompWireError, encode
 
 log = logging.getLogger("spoolq.stomp")
@@ -442,6 +443,7 @@ class Session:
         if version != "1.0":
             headers.append(("heart-beat", f"{sx},{sy}"))
         self.connected = True
+        ACTOR.set(("stomp", None))  # this connection's sends, in the event log (spoolq trace)
         await self.write(Frame("CONNECTED", tuple(headers)))
         if out:
             self._hb_tasks.append(asyncio.create_task(self._beat(out / 1000)))

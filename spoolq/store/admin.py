@@ -54,6 +54,8 @@ from ..errors import InvalidArgument, SpoolUnavailable
 from ..message import _ms_of, decode_headers, id_text_from_bytes
 from . import sql, sql_admin
 from .db import Database
+from .events import ACTOR, record
+from .events import detail as event_detail
 from .names import Names
 
 __all__ = ["Admin", "AdminMessage", "AuditEntry", "Filter", "STATES", "ACTIONS", "SCAN_BUDGET", "AUDIT_KEEP"]
@@ -182,11 +184,13 @@ def decode_cursor(text: str) -> Key:
 class Admin:
     """Queue administration over one spool's database (see the module docstring)."""
 
-    def __init__(self, db: Database, names: Names, bells: _bell.Bells, clock: Callable[[], float]) -> None:
+    def __init__(self, db: Database, names: Names, bells: _bell.Bells, clock: Callable[[], float],
+                 trace: bool = False) -> None:
         self.db = db
         self.names = names
         self.bells = bells
         self.clock = clock
+        self.trace = trace  # log held/released/requeued/deleted in the event log (store/events.py)
         self.v2 = db.version >= 2  # a v1 spool opened read-only has no v2 tables: they read as empty
 
     def now_ms(self) -> int:
@@ -397,15 +401,20 @@ class Admin:
             rows = select(conn)
             now = self.now_ms()
             n = 0
+            ev: list[Any] = []
             for r in rows:
                 if _move(conn, action, r, now):
                     n += 1
+                    if self.trace:
+                        ev += (r[5], now, _EVENT_OF[action], by)
                     if action in ("release", "requeue"):
                         back_to = r[11] if r[0] == HELD else INBOX
                         rang.add(_bell.OUTBOX if back_to == OUTBOX else _bell.channel_bell(
                             self.names.channel_name(r[1])))
+            record(conn, ev)
             return len(rows), n
 
+        by = event_detail(by=ACTOR.get()[0]) if self.trace else ""
         result = self.db.txn(self.db.move, work)
         for bell in rang:
             self.bells.ring(bell)
@@ -527,6 +536,9 @@ def _can(action: str, r: Row, now: int) -> bool:
     if action == "requeue":
         return state in ("delayed", "held")
     return state != "leased"
+
+
+_EVENT_OF = {"hold": "held", "release": "released", "requeue": "requeued", "delete": "deleted"}
 
 
 def _move(conn: sqlite3.Connection, action: str, r: Row, now: int) -> bool:

@@ -41,7 +41,8 @@ from .. import _bell
 from ..errors import LeaseLost
 from . import sql
 from .db import Database
-from .names import JobNumbers
+from .events import ACTOR, detail, record
+from .names import JobNumbers, Names
 
 __all__ = ["WriteRequest", "GroupCommit"]
 
@@ -57,7 +58,9 @@ class WriteRequest:
     __slots__ = (
         "ack_leases",
         "acks",
+        "actor",
         "bells",
+        "block",
         "callback",
         "dedup",
         "delayed",
@@ -69,6 +72,8 @@ class WriteRequest:
         "layout",
         "outbox",
         "probe",
+        "route",
+        "sender",
         "waiter",
     )
 
@@ -88,6 +93,10 @@ class WriteRequest:
         self.callback: Callable[[], None] | None = None
         self.acks: list[tuple[int, int, bytes, int]] = []  # lease keys to end in the same transaction
         self.ack_leases: list[Any] = []  # the leases themselves, for the error when one is not held
+        self.actor = ACTOR.get()  # who sends, for the event log: (by, client address)
+        self.sender: str | None = None  # a batch received from this peer node (the event log says so)
+        self.route: str | None = None  # the route (channel glob) that sent the outbox rows, if one did
+        self.block = 0  # its rows are one block of this many consecutive new ids (one channel and priority)
 
     def is_plain(self) -> bool:
         return self.layout == "plain" and not (self.dedup or self.delayed or self.outbox or self.acks)
@@ -96,8 +105,12 @@ class WriteRequest:
 class GroupCommit:
     """Commits write requests for one spool object (see the module docstring)."""
 
-    def __init__(self, db: Database, bells: _bell.Bells, clock: Callable[[], float], seen_retention_ms: int) -> None:
+    def __init__(self, db: Database, bells: _bell.Bells, clock: Callable[[], float], seen_retention_ms: int,
+                 names: Names | None = None, trace: bool = False) -> None:
         self.db = db
+        self.names = names
+        self.trace = trace and names is not None  # write events (store/events.py) with every commit
+        self._details: dict[tuple[Any, ...], str] = {}  # event details by (channel, peer, actor[, route])
         self.bells = bells
         self.clock = clock
         self.seen_retention_ms = seen_retention_ms
@@ -203,10 +216,19 @@ class GroupCommit:
         try:
             with self.db.gate:
                 job = self.jobs.take_reserved(1)
-                if job is not None:
+                if job is not None and not self.trace:
                     # one autocommitted INSERT is one transaction: no BEGIN/COMMIT round trips
                     ch, pri, idb, body = w.inbox[0]
                     self.db.execute_gated(self.db.create, sql.INSERT_ONE, (ch, pri, idb, job, body))
+                elif job is not None:  # with its event: still no list, dedup or batch machinery
+                    ch, pri, idb, body = w.inbox[0]
+                    ev = [idb, int(self.clock() * 1000), "created", self._created(ch, None, w)]
+
+                    def write(conn: sqlite3.Connection) -> None:
+                        conn.execute(sql.INSERT_ONE, (ch, pri, idb, job, body))
+                        record(conn, ev)
+
+                    self.db.txn(self.db.create, write)  # a rollback forgets the reserved block (on_rollback)
                 else:
                     self._write_batch([w])
             self.db.sync_created()  # outside the gate: other writers go on meanwhile
@@ -385,6 +407,9 @@ class GroupCommit:
             if outbox:
                 sql.insert_many(conn, "outbox", sql.OUTBOX_COLS, 9, outbox)
             now = int(self.clock() * 1000)
+            if self.trace:
+                blocks: list[tuple[str, tuple[Any, ...]]] = []
+                record(conn, self._events(kept, now, blocks), blocks)
             for w in batch:
                 for i, key in enumerate(w.acks):
                     if conn.execute(sql.ACK, (*key, now)).rowcount != 1:
@@ -397,6 +422,86 @@ class GroupCommit:
 
         self.db.txn(self.db.create, write)
 
+    def _events(self, kept: list[tuple[WriteRequest, list[Any], list[Any], list[Any]]], now: int,
+                blocks: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """The event rows of a batch (flat, see ``events.record``): created, received, acked; the
+        ``created`` events of a block of new ids are added to ``blocks`` instead (one statement).
+
+        One detail string per (channel, peer, actor) in the batch, reused for its rows."""
+        assert self.names is not None
+        names = self.names
+        ev: list[Any] = []
+        details = self._details
+        if len(details) > 4096:
+            details.clear()
+        for w, ib, dl, ob in kept:
+            by, client = w.actor
+            sender = w.sender
+            if sender is not None:
+                for rows, result in ((ib, "new"), (dl, "new"), (_dup_rows(w), "duplicate")):
+                    for r in rows:
+                        rkey: tuple[Any, ...] = (r[0], sender, result)
+                        d = details.get(rkey)
+                        if d is None:
+                            d = details[rkey] = detail(channel=names.channel_name(r[0]), result=result,
+                                                      **{"from": sender})
+                        ev += (r[2], now, "received", d)
+                continue
+            if w.block > 1 and not w.dedup:
+                self._block(w, ib, dl, ob, now, blocks)
+                ib, dl, ob = [], [], []
+            for rows in (ib, dl):
+                for r in rows:
+                    key: tuple[Any, ...] = (r[0], None, by, client)
+                    d = details.get(key)
+                    if d is None:
+                        d = self._created(r[0], None, w)
+                    ev += (r[2], now, "created", d)
+            for r in ob:
+                key = (r[3], r[0], by, client, w.route)
+                d = details.get(key)
+                if d is None:
+                    d = self._created(r[3], r[0], w)
+                ev += (r[2], now, "created", d)
+            for ack in w.acks:
+                ev += (ack[2], now, "acked", "{}")
+        return ev
+
+    def _created(self, ch: int, peer: int | None, w: WriteRequest) -> str:
+        """The detail of a ``created`` event (cached: the same few strings serve every send)."""
+        by, client = w.actor
+        key = (ch, None, by, client) if peer is None else (ch, peer, by, client, w.route)
+        d = self._details.get(key)
+        if d is None:
+            assert self.names is not None
+            if len(self._details) > 4096:
+                self._details.clear()
+            if peer is None:
+                d = detail(channel=self.names.channel_name(ch), by=by, client=client)
+            else:
+                d = detail(channel=self.names.channel_name(ch), by=by, client=client,
+                           to=self.names.peer_name(peer), route=w.route)
+            self._details[key] = d
+        return d
+
+    def _block(self, w: WriteRequest, ib: list[Any], dl: list[Any], ob: list[Any], now: int,
+               blocks: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """The ``created`` events of a request whose rows are one block of consecutive new ids (of one
+        channel and priority; one copy per peer for the outbox), as range statements."""
+        assert self.names is not None
+        by, client = w.actor
+        if ib or dl:
+            rows, statement = (ib, sql.EVENTS_OF_INBOX_BLOCK) if ib else (dl, sql.EVENTS_OF_DELAYED_BLOCK)
+            d = detail(channel=self.names.channel_name(rows[0][0]), by=by, client=client)
+            blocks.append((statement, (now, d, rows[0][0], rows[0][1], rows[0][2], rows[-1][2])))
+            return
+        n = w.block
+        for i in range(0, len(ob), n):  # the block once per peer
+            first, last = ob[i], ob[i + n - 1]
+            d = detail(channel=self.names.channel_name(first[3]), by=by, client=client,
+                       to=self.names.peer_name(first[0]), route=w.route)
+            blocks.append((sql.EVENTS_OF_OUTBOX_BLOCK, (now, d, first[0], first[1], first[2], last[2])))
+
     def _write_plain(self, batch: list[WriteRequest]) -> bool:
         """Write a batch of plain messages as ONE autocommitted statement, if it is one.
 
@@ -404,6 +509,8 @@ class GroupCommit:
         the GIL, and retaking it while other senders run Python costs tens of
         microseconds, so BEGIN/INSERT/COMMIT would cost three of those per sync.
         """
+        if self.trace:  # the events go in the same transaction: not one statement any more
+            return False
         rows: list[tuple[Any, ...]] = []
         for w in batch:
             if not w.is_plain():
@@ -464,3 +571,10 @@ class GroupCommit:
             w.dups = set(ids) - accepted
 
 
+
+
+def _dup_rows(w: WriteRequest) -> list[Any]:
+    """The rows of ``w`` that were dropped as duplicates (ready or delayed)."""
+    if not w.dups:
+        return []
+    return [r for rows in (w.inbox, w.delayed) for r in rows if r[2] in w.dups]

@@ -40,6 +40,8 @@ from ..errors import LeaseExpired, LeaseLost, NotFound
 from ..message import DeadLetter, Message, _ms_of, decode_headers, id_bytes, id_text_from_bytes
 from . import sql
 from .db import Database
+from .events import detail as event_detail
+from .events import record
 from .names import JobNumbers, Names
 
 __all__ = ["Inbox", "LeaseKey", "ChannelStats", "PeerStats", "Stats", "Rollback"]
@@ -125,9 +127,14 @@ def promote_one(conn: sqlite3.Connection, ch: int, due: int, idb: bytes) -> None
     conn.execute(sql.DELAYED_DELETE, (ch, due, idb))
 
 
-def inbox_to_dead(conn: sqlite3.Connection, ch: int, pri: int, idb: bytes, reason: str, detail: str, now: int) -> None:
+def inbox_to_dead(conn: sqlite3.Connection, ch: int, pri: int, idb: bytes, reason: str, detail: str, now: int,
+                  trace: bool = False, priority: int | None = None) -> None:
     conn.execute(sql.INBOX_TO_DEAD, (reason, detail, now, ch, pri, idb))
+    if priority is not None and priority != pri:  # before any other insert: it names last_insert_rowid()
+        conn.execute(sql.DEAD_SET_PRIORITY, (priority,))
     conn.execute(sql.INBOX_DELETE, (ch, pri, idb))
+    if trace:
+        record(conn, [idb, now, "dead", event_detail(reason=reason, detail=detail)])
 
 
 def restore_dead(conn: sqlite3.Connection, seq: int, jobs: JobNumbers) -> tuple[int, int]:
@@ -142,16 +149,29 @@ def restore_dead(conn: sqlite3.Connection, seq: int, jobs: JobNumbers) -> tuple[
     return ch, job
 
 
-def dead_if_spent(conn: sqlite3.Connection, ch: int, row: Sequence[Any], now: int, max_attempts: int) -> bool:
+def dead_if_spent(conn: sqlite3.Connection, ch: int, row: Sequence[Any], now: int, max_attempts: int,
+                  trace: bool = False) -> bool:
     """Dead-letter a ready row (a ``LEASE_SELECT`` row) whose TTL passed or whose attempts are used up."""
     pri, idb, attempts, expires = row[0], row[1], row[2], row[6]
     if expires is not None and expires <= now:
-        inbox_to_dead(conn, ch, pri, idb, "expired", "ttl passed before delivery", now)
+        inbox_to_dead(conn, ch, pri, idb, "expired", "ttl passed before delivery", now, trace)
         return True
     if attempts >= max_attempts:
-        inbox_to_dead(conn, ch, pri, idb, "max_attempts", f"leased {attempts} times without an ack", now)
+        inbox_to_dead(conn, ch, pri, idb, "max_attempts", f"leased {attempts} times without an ack", now, trace)
         return True
     return False
+
+
+def expired_leases(conn: sqlite3.Connection, ch: int, rows: Sequence[Sequence[Any]], now: int) -> list[Any]:
+    """Events for ready rows (``LEASE_SELECT`` rows) that are ready because their last lease ran out:
+    a row leased before whose ``lease_until`` is set (an ack, nack or release would have cleared it)."""
+    ev: list[Any] = []
+    for r in rows:
+        if r[2]:  # leased before: ready again by expiry, or by a nack/release (lease_until 0)
+            st = conn.execute(sql.LEASE_STATE, (ch, r[0], r[1])).fetchone()
+            if st is not None and st[1] > 0:
+                ev += (r[1], st[1], "lease_expired", f'{{"attempt":{int(r[2])}}}')
+    return ev
 
 
 def next_due(conn: sqlite3.Connection, ch: int, now: int) -> int | None:
@@ -170,8 +190,10 @@ class Inbox:
     """Leasing, finishing leases, dead letters and upkeep for one spool object."""
 
     def __init__(self, db: Database, names: Names, jobs: JobNumbers, bells: _bell.Bells,
-                 clock: Callable[[], float], make_lease: MakeLease, seen_retention_ms: int) -> None:
+                 clock: Callable[[], float], make_lease: MakeLease, seen_retention_ms: int,
+                 trace: bool = False) -> None:
         self.db = db
+        self.trace = trace
         self.names = names
         self.jobs = jobs
         self.bells = bells
@@ -188,6 +210,7 @@ class Inbox:
         """Lease up to ``n`` ready messages of channel ``ch``; with none, also say when to look again (ms)."""
         max_attempts = self.names.max_attempts(ch)
         make = self.make_lease
+        trace = self.trace
 
         def lease(conn: sqlite3.Connection) -> tuple[list[Any], int | None]:
             now = self.now_ms()
@@ -200,9 +223,11 @@ class Inbox:
                 rows = conn.execute(sql.LEASE_SELECT, (ch, now, n - len(leases))).fetchall()
                 if not rows:
                     break
+                if trace:
+                    record(conn, expired_leases(conn, ch, rows, now))
                 dead = False
                 for r in rows:
-                    if dead_if_spent(conn, ch, r, now, max_attempts):
+                    if dead_if_spent(conn, ch, r, now, max_attempts, trace):
                         dead = True
                         continue
                     pri, idb, attempts, job, body, hdrs, expires, origin, deliver_at = r
@@ -215,6 +240,11 @@ class Inbox:
                 conn.execute(sql.LEASE_UPDATE, (until, ch, x.priority, x.key[2]))
             elif leases:
                 conn.executemany(sql.LEASE_UPDATE, [(until, ch, x.priority, x.key[2]) for x in leases])
+            if trace and leases:
+                ev: list[Any] = []
+                for x in leases:
+                    ev += (x.key[2], now, "leased", f'{{"until":{until / 1000.0},"attempt":{x.key[3]}}}')
+                record(conn, ev)
             return leases, (None if leases else next_due(conn, ch, now))
 
         return self.db.txn(self.db.move, lease)
@@ -243,7 +273,16 @@ class Inbox:
 
     def ack(self, lease: LeaseKey) -> None:
         now = self.now_ms()
-        if self.db.execute_write(self.db.move, sql.ACK, (*lease.key, now)) == 1:
+        if self.trace:
+            def ack(conn: sqlite3.Connection) -> bool:
+                if conn.execute(sql.ACK, (*lease.key, now)).rowcount != 1:
+                    return False
+                record(conn, [lease.key[2], now, "acked", "{}"])
+                return True
+
+            if self.db.txn(self.db.move, ack):
+                return
+        elif self.db.execute_write(self.db.move, sql.ACK, (*lease.key, now)) == 1:
             return
         raise self.db.read(lambda c: self.lease_error(c, lease, now))
 
@@ -255,6 +294,11 @@ class Inbox:
             conn.executemany(sql.ACK, [(*x.key, now) for x in leases])
             if conn.total_changes - before != len(leases):
                 raise Rollback()  # some lease is not held: undo the others too
+            if self.trace:
+                ev: list[Any] = []
+                for x in leases:
+                    ev += (x.key[2], now, "acked", "{}")
+                record(conn, ev)
 
         try:
             self.db.txn(self.db.move, ack)
@@ -270,6 +314,30 @@ class Inbox:
                 return LeaseLost("some leases could not be acked", hint="retry ack_many")
 
             raise self.db.read(diagnose) from None
+
+    def forward(self, lease: LeaseKey, peers: Sequence[int], names: Sequence[str]) -> None:
+        """Hand a leased message on to ``peers`` (outbox rows with the same id) and ack it, in one
+        transaction: a relay node passes messages along under their end-to-end id."""
+        now = self.now_ms()
+        ch, pri, idb, attempts = lease.key
+
+        def forward(conn: sqlite3.Connection) -> bool:
+            for p in peers:
+                conn.execute(sql.LEASED_TO_OUTBOX, (p, ch, pri, idb, attempts, now))
+            if conn.execute(sql.ACK, (*lease.key, now)).rowcount != 1:
+                raise Rollback()
+            if self.trace:
+                ev: list[Any] = []
+                for name in names:
+                    ev += (idb, now, "relayed", event_detail(to=name))
+                record(conn, ev)
+            return True
+
+        try:
+            self.db.txn(self.db.move, forward)
+        except Rollback:
+            raise self.db.read(lambda c: self.lease_error(c, lease, now)) from None
+        self.bells.ring(_bell.OUTBOX)
 
     def release(self, leases: Sequence[LeaseKey]) -> int:
         """Give held leases back uncounted (ready at once, attempts as before); returns how many were
@@ -295,7 +363,7 @@ class Inbox:
             raise self.db.read(lambda c: self.lease_error(c, lease, now))
         return until
 
-    def nack(self, lease: LeaseKey, delay_ms: int, priority: int | None) -> bool:
+    def nack(self, lease: LeaseKey, delay_ms: int, priority: int | None, reason: str | None = None) -> bool:
         """Ready again after ``delay_ms`` (with a new ``priority``), or dead once attempts are used up.
 
         Returns whether it will be delivered again."""
@@ -306,8 +374,12 @@ class Inbox:
 
         def nack(conn: sqlite3.Connection) -> bool:
             self._check_held(conn, lease, now)
+            if self.trace:
+                record(conn, [idb, now, "nacked", event_detail(delay=delay_ms / 1000.0, reason=reason,
+                                                               attempt=attempts)])
             if attempts >= max_attempts:
-                inbox_to_dead(conn, ch, pri, idb, "max_attempts", f"nacked after {attempts} attempts", now)
+                inbox_to_dead(conn, ch, pri, idb, "max_attempts", f"nacked after {attempts} attempts", now,
+                              self.trace)
                 return False
             if delay_ms <= 0 and new_pri == pri:
                 conn.execute(sql.RELEASE, (ch, pri, idb))
@@ -329,9 +401,7 @@ class Inbox:
 
         def kill(conn: sqlite3.Connection) -> None:
             self._check_held(conn, lease, now)
-            inbox_to_dead(conn, ch, pri, idb, reason, detail, now)
-            if priority is not None and priority != pri:
-                conn.execute(sql.DEAD_SET_PRIORITY, (priority,))
+            inbox_to_dead(conn, ch, pri, idb, reason, detail, now, self.trace, priority)
 
         self.db.txn(self.db.move, kill)
 
@@ -411,8 +481,14 @@ class Inbox:
                 else:
                     conn.execute(sql.RESTORE_TO_OUTBOX, (peer, pri, idb, ch, body, hdrs, None, origin, deliver_at))
                 conn.execute(sql.DEAD_DELETE, (seq,))
+            if self.trace:
+                ev: list[Any] = []
+                for r in rows:
+                    ev += (r[1], now, "retried", "{}")
+                record(conn, ev)
             return rows
 
+        now = self.now_ms()
         rows = self.db.txn(self.db.move, retry)
         out = [self.dead_from_row(r) for r in rows]
         if not dry_run:
@@ -505,13 +581,15 @@ class Inbox:
                 if c.execute(sql.DELAYED_TO_DEAD, ("expired", "ttl passed while delayed", now, ch, due, idb)).rowcount:
                     c.execute(sql.DELAYED_DELETE, (ch, due, idb))
                     expired += 1
+                    if self.trace:
+                        record(c, [idb, now, "dead", event_detail(reason="expired", detail="ttl passed while delayed")])
             promoted = 0
             for (ch,) in due_chans:
                 promoted += promote_due(c, ch, now)
             for ch, pri, idb in exp_inbox:
                 # re-check inside the write transaction: it may have been leased or acked since the scan
                 if c.execute(sql.STILL_EXPIRED_INBOX, (ch, pri, idb, now, now)).fetchone():
-                    inbox_to_dead(c, ch, pri, idb, "expired", "ttl passed before delivery", now)
+                    inbox_to_dead(c, ch, pri, idb, "expired", "ttl passed before delivery", now, self.trace)
                     expired += 1
             for p, pri, idb in exp_outbox:
                 if c.execute(sql.STILL_IN_OUTBOX, (p, pri, idb, now)).fetchone():
@@ -519,6 +597,10 @@ class Inbox:
                                                    p, pri, idb))
                     c.execute(sql.OUTBOX_DELETE, (p, pri, idb))
                     expired += 1
+                    if self.trace:
+                        record(c, [idb, now, "dead", event_detail(
+                            reason="expired", detail="ttl passed before it could be forwarded",
+                            peer=self.names.peer_name(p))])
             forgotten = c.execute(sql.FORGET_SEEN, (cutoff, now)).rowcount if cutoff else 0
             return {"promoted": promoted, "expired": expired, "forgotten": forgotten}
 

@@ -17,7 +17,8 @@ from ..message import _ms_of, decode_headers, id_text_from_bytes
 from . import sql
 from .commit import GroupCommit, WriteRequest
 from .db import Database
-from .inbox import Inbox, dead_if_spent, next_due, promote_due, promote_one, restore_dead
+from .events import record
+from .inbox import Inbox, dead_if_spent, expired_leases, next_due, promote_due, promote_one, restore_dead
 from .names import Names
 
 __all__ = ["Job", "Jobs"]
@@ -112,7 +113,7 @@ class Jobs:
                     promote_due(conn, ch, now)
                 while True:
                     r = conn.execute(sql.LEASE_SELECT, (ch, now, 1)).fetchone()
-                    if r is None or not dead_if_spent(conn, ch, r, now, max_attempts):
+                    if r is None or not dead_if_spent(conn, ch, r, now, max_attempts, self.inbox.trace):
                         break
                 if r is not None and (best is None or (r[0], r[1]) < (best[1][0], best[1][1])):
                     best = (ch, r, name)
@@ -121,6 +122,7 @@ class Jobs:
                 pri, idb, attempts, job, body, hdrs, expires, origin, deliver_at = r
                 own = visibility_for(hdrs) if visibility_for is not None else None
                 until = now + (max(1, int(own * 1000)) if own is not None else vis_ms)
+                self._leased(conn, ch, r, now, until)  # before the update: it reads the last lease's end
                 conn.execute(sql.LEASE_UPDATE, (until, ch, pri, idb))
                 return make(ch, name, pri, idb, attempts + 1, job, body, hdrs, expires, origin, deliver_at,
                             until), None
@@ -154,6 +156,13 @@ class Jobs:
         return self._job(state, self.names.channel_name(ch), (job, pri, idb,
                          due if state in ("reserved", "delayed") else None, att, body, hdrs))
 
+    def _leased(self, conn: sqlite3.Connection, ch: int, r: Sequence[Any], now: int, until: int) -> None:
+        """The events of a beanstalkd reserve: the last lease's expiry, if it ran out, and this lease."""
+        if self.inbox.trace:
+            ev = expired_leases(conn, ch, [r], now)
+            ev += (r[1], now, "leased", f'{{"until":{until / 1000.0},"attempt":{int(r[2]) + 1}}}')
+            record(conn, ev)
+
     def lease(self, job: int, vis_ms: int, visibility_for: VisibilityFor | None = None) -> Any | None:
         """Lease the message with job number ``job`` if it is ready, delayed or buried (not leased)."""
         now = self.inbox.now_ms()
@@ -173,6 +182,7 @@ class Jobs:
             ch, pri, idb, _u, att, body, hdrs, expires, origin, deliver_at = r
             own = visibility_for(hdrs) if visibility_for is not None else None
             until = now + (max(1, int(own * 1000)) if own is not None else vis_ms)
+            self._leased(c, ch, (pri, idb, att), now, until)  # before the update (see lease_any)
             c.execute(sql.LEASE_UPDATE, (until, ch, pri, idb))
             return make(ch, self.names.channel_name(ch), pri, idb, att + 1, job, body, hdrs, expires, origin,
                         deliver_at, until)

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Collection, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from .. import _bell
 from ..message import decode_headers, encode_headers
 from . import sql
 from .commit import GroupCommit, WriteRequest
 from .db import Database
+from .events import detail as event_detail
+from .events import record
 from .names import Names
 
 __all__ = ["OutboxRecord", "Incoming", "Outbox"]
@@ -64,8 +66,9 @@ class Incoming(Protocol):
 class Outbox:
     """Outbox batches, settling, and receiving, for one spool object."""
 
-    def __init__(self, db: Database, names: Names, commit: GroupCommit) -> None:
+    def __init__(self, db: Database, names: Names, commit: GroupCommit, trace: bool = False) -> None:
         self.db = db
+        self.trace = trace
         self.names = names
         self.commit = commit
 
@@ -122,9 +125,11 @@ class Outbox:
         return out
 
     def settle(self, peer: str, now: int, done: Sequence[tuple[int, bytes]],
-               dead: Sequence[tuple[tuple[int, bytes], str, str]], retry: Sequence[tuple[int, bytes]]) -> None:
+               dead: Sequence[tuple[tuple[int, bytes], str, str]], retry: Sequence[tuple[int, bytes]],
+               target: tuple[str, str] | None = None, duplicates: Collection[bytes] = ()) -> None:
         """Apply a peer's answer in one transaction (see ``Spool.outbox_settle``)."""
         p = self.names.peer(peer)
+        ev = self._events(peer, now, done, dead, retry, target, duplicates) if self.trace else []
         by_priority: dict[int, list[bytes]] = {}
         for pri, idb in done:
             by_priority.setdefault(pri, []).append(idb)
@@ -139,8 +144,29 @@ class Outbox:
                 c.execute(sql.OUTBOX_DELETE, (p, pri, idb))
             if retry:
                 c.executemany(sql.OUTBOX_TRY, [(p, pri, idb) for pri, idb in retry])
+            record(c, ev)
 
         self.db.txn(self.db.move, settle)
+
+    @staticmethod
+    def _events(peer: str, now: int, done: Sequence[tuple[int, bytes]],
+                dead: Sequence[tuple[tuple[int, bytes], str, str]], retry: Sequence[tuple[int, bytes]],
+                target: tuple[str, str] | None, duplicates: Collection[bytes]) -> list[Any]:
+        """The events of a settled batch (flat, see ``events.record``)."""
+        name, url = target if target is not None else (peer, None)
+        ev: list[Any] = []
+        if done:
+            accepted = event_detail(peer=peer, target=name, url=url, result="accepted")
+            dup = event_detail(peer=peer, target=name, url=url, result="duplicate") if duplicates else accepted
+            for _pri, idb in done:
+                ev += (idb, now, "forwarded", dup if idb in duplicates else accepted)
+        for (_pri, idb), reason, text in dead:
+            ev += (idb, now, "dead", event_detail(reason=reason, detail=text, peer=peer))
+        if retry:
+            d = event_detail(peer=peer, target=name, url=url, error="the peer asked to retry it later")
+            for _pri, idb in retry:
+                ev += (idb, now, "forward_failed", d)
+        return ev
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -149,6 +175,7 @@ class Outbox:
         w = WriteRequest()
         w.dedup = True
         w.probe = False
+        w.sender = sender
         chans: dict[str, int] = {}
         origins: dict[str, int | None] = {}
         plain = all(m.headers is None and m.expires is None and (m.deliver_at is None or m.deliver_at <= now)

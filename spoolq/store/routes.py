@@ -6,6 +6,7 @@ once a second when its stamp (mtime, inode, size) changed.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import time
@@ -85,3 +86,8 @@ class RoutesFile:
         if hit is _MISS:
             hit = self._cache[channel] = route_peers(self._routes, channel)
         return hit  # type: ignore[return-value]
+
+    def matched(self, channel: str) -> str | None:
+        """The channel glob of the route that ``channel`` matches (first match), for the event log."""
+        self._load()
+        return next((r.channels for r in self._routes if fnmatch.fnmatchcase(channel, r.channels)), None)

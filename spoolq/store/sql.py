@@ -66,9 +66,9 @@ CREATE TABLE audit(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, who TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, count INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '');
 CREATE TABLE events(
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL, at INTEGER NOT NULL,
-    kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '');
-CREATE INDEX events_by_id ON events(id, seq);
+    id BLOB NOT NULL, n INTEGER NOT NULL, at INTEGER NOT NULL,
+    kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (id, n)) WITHOUT ROWID;
 CREATE TABLE job_stats(
     job INTEGER PRIMARY KEY, delay INTEGER NOT NULL, reserves INTEGER NOT NULL, timeouts INTEGER NOT NULL,
     releases INTEGER NOT NULL, buries INTEGER NOT NULL, kicks INTEGER NOT NULL);
@@ -156,6 +156,12 @@ INBOX_TO_DELAYED: Final = (
     "WHERE channel=? AND priority=? AND id=?"
 )
 INBOX_DELETE: Final = "DELETE FROM inbox WHERE channel=? AND priority=? AND id=?"
+# a leased message handed on to a peer (a relay): copied into the outbox, then acked
+LEASED_TO_OUTBOX: Final = (
+    "INSERT OR IGNORE INTO outbox(peer, priority, id, channel, body, headers, expires, origin, deliver_at) "
+    "SELECT ?, priority, id, channel, body, headers, expires, origin, deliver_at FROM inbox "
+    "WHERE channel=? AND priority=? AND id=? AND attempts=? AND lease_until>?"
+)
 PEEK_READY: Final = LEASE_SELECT
 
 # -- dead letters ----------------------------------------------------------------------------
@@ -324,6 +330,33 @@ def insert_many(conn: Any, table: str, cols: str, width: int, params: list[Any])
         conn.execute(sql, params[pos : pos + n] if (pos or n != len(params)) else params)
         pos += n
         total -= size
+
+
+# -- the event log (trace) ------------------------------------------------------------------
+
+# the "created" events of a block of consecutive new ids, from the rows just written (no row in Python)
+_EVENTS_OF_BLOCK: Final = "INSERT OR IGNORE INTO events(id, n, at, kind, detail) SELECT id, ?, ?, 'created', ? "
+EVENTS_OF_INBOX_BLOCK: Final = _EVENTS_OF_BLOCK + "FROM inbox WHERE channel=? AND priority=? AND id BETWEEN ? AND ?"
+EVENTS_OF_DELAYED_BLOCK: Final = _EVENTS_OF_BLOCK + "FROM delayed WHERE channel=? AND due=? AND id BETWEEN ? AND ?"
+EVENTS_OF_OUTBOX_BLOCK: Final = _EVENTS_OF_BLOCK + "FROM outbox WHERE peer=? AND priority=? AND id BETWEEN ? AND ?"
+EVENTS_OF: Final = "SELECT at, kind, detail FROM events WHERE id=? ORDER BY at, n LIMIT ?"
+EVENTS_COUNT: Final = "SELECT count(*) FROM events"
+EVENTS_BOUNDARY: Final = "SELECT id FROM events WHERE id>=? AND id<? ORDER BY id LIMIT 1 OFFSET ?"
+EVENTS_DELETE_OLD: Final = "DELETE FROM events WHERE id>=? AND id<? AND at<?"
+EVENTS_NTH: Final = "SELECT id FROM events ORDER BY id LIMIT 1 OFFSET ?"
+EVENTS_DELETE_BELOW: Final = "DELETE FROM events WHERE id<?"
+
+
+def event_rows(size: int) -> str:
+    """Insert ``size`` events: params are 4 per row (id, at, kind, detail), then one ``n`` base;
+    row ``i`` gets ``n = base + i`` (no per-row number built in Python). Cached."""
+    key = ("events", "events", size, "")
+    statement = _CACHE.get(key)
+    if statement is None:
+        base = 4 * size + 1
+        rows = ",".join(f"(?{4 * i + 1},?{base}+{i},?{4 * i + 2},?{4 * i + 3},?{4 * i + 4})" for i in range(size))
+        statement = _CACHE[key] = f"INSERT OR IGNORE INTO events(id, n, at, kind, detail) VALUES {rows}"
+    return statement
 
 
 # -- checking (read-only) --------------------------------------------------------------------

@@ -1,0 +1,195 @@
+"""The per-message event log behind ``spoolq trace``.
+
+Theory of operation
+===================
+
+``events`` holds one row per thing that happened to a message on this node:
+``(id, n, at, kind, detail)``, ``at`` in Unix ms, ``detail`` a small JSON
+object as text. The table is keyed ``(id, n)`` *without rowid*: one b-tree,
+so an event costs one page write, not a table page and an index page. ``n``
+orders the events of one id within a millisecond: it comes from a per-process
+counter that starts at a random point (statement number times 4096 plus the
+row's place in the statement), so two processes logging the same id in the same
+millisecond cannot clash in practice; ``INSERT OR IGNORE`` makes sure an event
+can never fail the change it describes. Rows are written by :func:`record`, always on the connection
+and inside the transaction of the state change they describe (a send's
+group commit, a lease, an ack, a settled batch): the log costs no extra
+transaction and no extra sync, and a rolled-back change leaves no event.
+The one exception is a forward attempt that failed before the peer answered:
+nothing else changes then, so its events are a small transaction of their own.
+
+The hot paths hand over *flat* parameter lists (``id, at, kind, detail`` per
+row) so that no object is built per event; details are JSON strings built once
+per request or lease round (see ``detail``) and reused for every row.
+
+The log is bounded by the node, off its event loop (:meth:`EventLog.prune`):
+by age (``trace_retention``) and by rows (``trace_max_rows``), in chunks of
+about ``PRUNE_CHUNK`` rows per transaction so a large prune never holds the
+write lock for long. Ids begin with their creation time (ms), so events older
+than the cutoff belong to ids below the cutoff's id: the age prune walks that
+id range in chunks and deletes the rows whose ``at`` is old too (a long-lived
+message keeps its recent events). The row bound counts the table (a scan of
+the one b-tree, on the read connection) and drops the events of the oldest ids.
+
+Kinds (``detail`` keys in brackets)::
+
+    created         [channel, by, client, to, route]   sent on this node (to: the outbox peer)
+    received        [channel, from, result]             from a peer; result "new" or "duplicate"
+    forwarded       [peer, target, url, result]         the peer took it ("accepted" or "duplicate")
+    forward_failed  [peer, target, url, error]          an attempt failed; it stays in the outbox
+    leased          [until, attempt]
+    lease_expired   [attempt]                           the lease ran out without ack or nack
+    nacked          [delay, reason, attempt]
+    acked           []
+    dead            [reason, detail]
+    retried         []                                  a dead letter put back
+    relayed         [to]                                ``Lease.forward``: handed on under the same id
+    held, released, requeued, deleted  [by]             admin actions (``spoolq hold`` ...)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import json
+import random
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Final
+
+from ..errors import SpoolqError
+from . import sql
+from .db import Database
+
+__all__ = ["ACTOR", "EventLog", "record", "detail"]
+
+# Who is acting, for the ``created`` event: set by a front-end for the requests it serves
+# (the HTTP API: the token's name and the client's address). A library call is "library".
+ACTOR: contextvars.ContextVar[tuple[str, str | None]] = contextvars.ContextVar(
+    "spoolq_actor", default=("library", None))
+
+PRUNE_CHUNK: Final = 5000
+_STATEMENTS = itertools.count(random.getrandbits(40))  # next() is atomic: no lock
+MAX_EVENTS: Final = 10_000  # per id, read at most
+_DETAILS: dict[tuple[Any, ...], str] = {}
+
+
+def detail(**fields: Any) -> str:
+    """A detail as compact JSON text (``None`` fields left out)."""
+    return json.dumps({k: v for k, v in fields.items() if v is not None}, separators=(",", ":"))
+
+
+def cached_detail(key: tuple[Any, ...], make: Callable[[], str]) -> str:
+    """A detail string reused for every row of the same kind of request (bounded cache)."""
+    d = _DETAILS.get(key)
+    if d is None:
+        if len(_DETAILS) > 4096:
+            _DETAILS.clear()
+        d = _DETAILS[key] = make()
+    return d
+
+
+def record(conn: sqlite3.Connection, flat: list[Any], blocks: list[tuple[str, tuple[Any, ...]]] | None = None) -> None:
+    """Write events, given flat as ``[id, at, kind, detail, id, at, kind, detail, ...]``, on ``conn``
+    inside the caller's transaction. The one way an event is written.
+
+    ``blocks``: ``(statement, params)`` of ``sql.EVENTS_OF_*_BLOCK`` without their first parameter
+    (``n``): the ``created`` events of a block of consecutive new ids (``send_many``), copied from
+    the rows just written in SQL."""
+    total = len(flat) // 4
+    pos = 0
+    while total:
+        for size in sql.CHUNKS:
+            if size <= total:
+                break
+        end = pos + 4 * size
+        params = flat[pos:end] if (pos or end != len(flat)) else flat[:]
+        params.append(next(_STATEMENTS) << 12)
+        conn.execute(sql.event_rows(size), params)
+        pos = end
+        total -= size
+    if blocks:
+        for statement, args in blocks:
+            conn.execute(statement, (next(_STATEMENTS) << 12, *args))
+
+
+class EventLog:
+    """Reading and bounding one spool's event log."""
+
+    def __init__(self, db: Database, clock: Callable[[], float], enabled: bool) -> None:
+        self.db = db
+        self.clock = clock
+        self.enabled = enabled
+
+    def of(self, idb: bytes, limit: int = MAX_EVENTS) -> list[dict[str, Any]]:
+        """The events of one message id, oldest first: ``{"at": Unix seconds, "kind", "detail"}``."""
+        try:
+            rows = self.db.read(lambda c: c.execute(sql.EVENTS_OF, (idb, limit)).fetchall())
+        except SpoolqError as e:  # a v1 spool opened read-only has no events table: nothing logged
+            if "no such table" in str(e):
+                return []
+            raise
+        out = []
+        for at, kind, text in rows:
+            try:
+                d = json.loads(text) if text else {}
+            except ValueError:
+                d = {"text": text}
+            out.append({"at": at / 1000.0, "kind": str(kind), "detail": d if isinstance(d, dict) else {"value": d}})
+        return out
+
+    def forward_failed(self, peer: str, ids: list[bytes], target: tuple[str, str], error: str) -> None:
+        """Log a failed attempt to forward ``ids`` to ``target`` (name, URL); they stay in the outbox.
+        Its own small transaction: nothing else changes (see the module docstring)."""
+        if not self.enabled or not ids:
+            return
+        d = detail(peer=peer, target=target[0], url=target[1], error=error[:500])
+        now = int(self.clock() * 1000)
+        flat: list[Any] = []
+        for idb in ids:
+            flat += (idb, now, "forward_failed", d)
+        self.db.txn(self.db.move, lambda c: record(c, flat))
+
+    def prune(self, max_age: float | None, max_rows: int | None) -> int:
+        """Delete events older than ``max_age`` seconds and those of the oldest ids beyond
+        ``max_rows``; returns how many. About ``PRUNE_CHUNK`` rows per transaction."""
+        total = 0
+        if max_age is not None:
+            cutoff = int(self.clock() * 1000) - int(max_age * 1000)
+            if cutoff > 0:
+                total += self._prune_age(cutoff)
+        if max_rows is not None:
+            total += self._prune_rows(max_rows)
+        return total
+
+    def _prune_age(self, cutoff: int) -> int:
+        top = (cutoff << 80).to_bytes(16, "big")  # ids made before the cutoff sort below this
+        low = b""
+        total = 0
+        while low < top:
+            row = self._one(sql.EVENTS_BOUNDARY, (low, top, PRUNE_CHUNK))
+            high = top if row is None else bytes(row[0])
+            total += self._delete(sql.EVENTS_DELETE_OLD, (low, high, cutoff))
+            low = high
+        return total
+
+    def _prune_rows(self, max_rows: int) -> int:
+        total = 0
+        row = self._one(sql.EVENTS_COUNT, ())
+        excess = (int(row[0]) if row is not None else 0) - max_rows
+        while excess > 0:
+            row = self._one(sql.EVENTS_NTH, (min(excess, PRUNE_CHUNK),))
+            if row is None:
+                break
+            n = self._delete(sql.EVENTS_DELETE_BELOW, (bytes(row[0]),))
+            if not n:
+                break
+            total += n
+            excess -= n
+        return total
+
+    def _one(self, statement: str, args: tuple[Any, ...]) -> Any:
+        return self.db.read(lambda c: c.execute(statement, args).fetchone())
+
+    def _delete(self, statement: str, args: tuple[Any, ...]) -> int:
+        return int(self.db.txn(self.db.move, lambda c: c.execute(statement, args).rowcount))
