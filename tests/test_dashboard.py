@@ -217,8 +217,16 @@ def test_search_by_id_shows_the_message_or_says_the_trace_is_not_available(node:
     wait_for(lambda: dead_id in text_of(browser, "main section.card"), 20, 0.05)
     assert "Dead letter" in text_of(browser, "main section.card h2")
     assert "billing" not in text_of(browser, "main") and "search" in text_of(browser, "main section.card")
-    assert text_of(browser, "#trace").startswith("Trace")
+    # its trace on this node: created here, then dead-lettered when its ttl passed
+    wait_for(lambda: "created" in text_of(browser, "#trace"), 20, 0.05)
+    assert "not available" not in text_of(browser, "#trace") and "channel=search" in text_of(browser, "#trace")
     shot(browser, "search")
+    # an id nowhere on this node says so, with an empty trace
+    box = find(browser, "#search-id")
+    box.clear()
+    box.send_keys("01a23762-0000-7000-8000-000000000000")
+    find(browser, '#search button[type="submit"]').click()
+    wait_for(lambda: "Not in this node's" in text_of(browser, "main"), 20, 0.05)
 
 
 def test_readable_on_a_phone(node: NodeProc, browser: Any) -> None:
