@@ -6,8 +6,8 @@
   tests go through its whole API, with its suite's timing tolerance (a
   scenario of n seconds takes n to n + 0.05 s) and its exact stats dicts.
 * pystalk: one server per module, spawned like its integration suite spawns
-  beanstalkd (``-b <wal dir> -l 127.0.0.1 -p PORT``), each test on its own
-  random tube. Skipped if pystalk is not installed.
+  beanstalkd (``-b <wal dir> -l 127.0.0.1 -p PORT``, then probing the port until
+  it accepts), each test on its own random tube. Skipped if pystalk is not installed.
 * durability: jobs outlive a SIGKILL of a server with ``-b DIR``; reserved ones
   come back when their TTR runs out after the restart.
 * the headline: ``spoolq node --beanstalk`` forwards the jobs put into a tube
@@ -477,8 +477,16 @@ def pystalk_server() -> Iterator[tuple[str, int]]:
     wal = short_tmpdir()
     (wal / "wal").mkdir()  # beanstalkd needs its -b directory to exist (so does spoolq-beanstalkd)
     b = Beanstalkd("-b", str(wal / "wal"))
-    time.sleep(0.25)  # pystalk's suite gives beanstalkd this long
-    assert b.proc.poll() is None, b.log()
+    # pystalk's suite probes the port until it accepts (50 tries, 0.1 s apart), then fails: so do we
+    for _ in range(50):
+        assert b.proc.poll() is None, b.log()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.1)
+            if probe.connect_ex(("127.0.0.1", b.port)) == 0:
+                break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"spoolq-beanstalkd did not listen within 5 s:\n{b.log()}")
     try:
         yield ("127.0.0.1", b.port)
     finally:

@@ -225,7 +225,9 @@ def test_dead_retry_and_purge_are_audited(spool_dir: Path) -> None:
             lease.dead("bad")
         first = s.dead_letters()[0].id
     assert cli("dead", "retry", first, "--spool", d).returncode == 0
-    assert cli("dead", "purge", "--all", "--yes", "--spool", d).returncode == 0
+    dry = jlines(cli("dead", "purge", "--all", "--dry-run", "--json", "--spool", d))
+    assert dry == [{"purged": 1, "dry_run": True}]
+    assert jlines(cli("dead", "purge", "--all", "--yes", "--json", "--spool", d)) == [{"purged": 1, "dry_run": False}]
     audit = jlines(cli("audit", "--json", "--spool", d))
     assert [(e["who"], e["action"], e["count"]) for e in audit] == [("cli", "dead-purge", 1), ("cli", "dead-retry", 1)]
 
@@ -387,7 +389,8 @@ def test_held_on_a_is_forwarded_to_b_only_once_released(tmp_path: Path) -> None:
         assert jlines(cli("release", held, "--json", env=on_a))[0]["changed"] == 1
         assert jlines(cli("flush", "b", "--json", env=on_a)) == [{"flushed": ["b"]}]
         wait_for(lambda: sorted(ids_on_b()) == sorted([held, after]), timeout=60)
-        assert jlines(cli("ls", "--json", env=on_a)) == []
+        # B stored it before A heard B's answer: A's copy goes once it has
+        wait_for(lambda: jlines(cli("ls", "--json", env=on_a)) == [], timeout=60)
         audit = jlines(cli("audit", "--json", env=on_a))
         assert [(e["who"], e["action"]) for e in audit] == [("ops", "release"), ("cli", "hold")]
     finally:
@@ -417,6 +420,8 @@ def test_dead_letter_commands_against_a_node(tmp_path: Path) -> None:
         assert r.returncode == 1 and "no dead letter" in r.stderr
         r = cli("dead", "retry", ids[0], "--dry-run", env=env)
         assert "would retry 1" in r.stderr and len(jlines(cli("dead", "ls", "--json", env=env))) == 2
+        assert jlines(cli("dead", "retry", ids[0], "--dry-run", "--json", env=env)) == [
+            {"retried": [ids[0]], "dry_run": True}]
         r = cli("dead", "retry", ids[0], env=env)
         assert r.returncode == 0 and f"retried {ids[0]}" in r.stdout
         assert "would purge 1" in cli("dead", "purge", "--all", "--dry-run", env=env).stdout

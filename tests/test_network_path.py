@@ -122,3 +122,22 @@ def test_outbox_batch_nowait_reads_or_says_it_would_wait(tmp_path: Path) -> None
         assert fresh.outbox_batch_nowait(peer) is None
         assert [r.body for r in fresh.outbox_batch(peer)] == [b"a", b"b", b"c"]
         assert [r.body for r in fresh.outbox_batch_nowait(peer) or []] == [b"a", b"b", b"c"]
+
+
+def test_a_backlog_goes_in_full_batches_with_one_in_flight(tmp_path: Path) -> None:
+    """The inline first read (at most 64 messages) must not cut a backlog into small batches."""
+    n, per_batch = 900, 300
+
+    def ok_batches(node: Node) -> float:
+        return float(node.metrics.receive_batches.labels("ok")._value.get())
+
+    async def body(a: Node, b: Node) -> None:
+        await asyncio.to_thread(a.spool.send_many, [b"m%d" % k for k in range(n)], "c", to="b")
+        await until(lambda: forwarded(a) >= n)
+        assert ok_batches(b) <= n // per_batch + 1, f"{ok_batches(b):.0f} batches for {n} messages"
+        for k in range(3):  # and single sends still go at once, one by one
+            await asyncio.to_thread(a.spool.send, b"single", "c", to="b")
+            await until(lambda k=k: forwarded(a) >= n + k + 1)  # type: ignore[misc]
+        assert b.spool.stats().channels["c"].ready == n + 3
+
+    run_pair(tmp_path, body, batch_messages=per_batch, max_in_flight=1)

@@ -209,3 +209,26 @@ def test_busy_timeout_when_another_process_holds_the_lock(spool_dir: Path) -> No
     s.send(b"z", "c")
     assert [x.body for x in s.lease_many("c", 5)] == [b"x", b"z"]
     s.close()
+
+
+def test_a_new_or_upgraded_schema_is_synced_and_a_current_one_untouched(spool_dir: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schema is written on a connection that does not sync its commits: creating (or upgrading) a spool
+    syncs it at once, for either durability, so a crash cannot leave marks around an empty database."""
+    from spoolq.store.db import Database
+
+    synced: list[Path] = []
+    real_sync = Database.sync
+    monkeypatch.setattr(Database, "sync", lambda self: (synced.append(self.path), real_sync(self))[1])
+    Spool(spool_dir, durability="normal").close()
+    assert synced == [spool_dir]
+    Spool(spool_dir, durability="normal").close()
+    assert synced == [spool_dir]  # a current spool: nothing written, nothing synced
+    c = sqlite3.connect(spool_dir / "spool.db")
+    for table in ("held", "audit", "events", "job_stats"):
+        c.execute(f"DROP TABLE {table}")
+    c.execute("PRAGMA user_version=1")
+    c.commit()
+    c.close()
+    Spool(spool_dir, durability="normal").close()
+    assert synced == [spool_dir, spool_dir]

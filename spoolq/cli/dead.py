@@ -125,23 +125,30 @@ def _http_selection(sel: dict[str, Any], all_: bool, dry_run: bool) -> dict[str,
 @dead_filters
 @click.option("--all", "all_", is_flag=True, help="Every dead letter.")
 @click.option("--dry-run", is_flag=True, help="Show what would be retried; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help='{"retried": [ids], "dry_run": ...} (the HTTP API\'s shape).')
 @node_options
 @spool_options
 def dead_retry(ids: tuple[str, ...], channel: str | None, reason: str | None, older_than: float | None,
-               newer_than: float | None, all_: bool, dry_run: bool, node_url: str | None, token: str | None,
-               spool_dir: str | None, durability: str) -> None:
+               newer_than: float | None, all_: bool, dry_run: bool, as_json: bool, node_url: str | None,
+               token: str | None, spool_dir: str | None, durability: str) -> None:
     """Make dead letters ready again (attempts reset), or re-queue them for their peer. Audited."""
     sel = _selection(ids, all_, channel, reason, older_than, newer_than)
     verb = "would retry" if dry_run else "retried"
     if node_url:
         data = NodeClient(node_url, token).post("/v1/dead/retry", _http_selection(sel, all_, dry_run))
         done = [str(x) for x in data.get("retried", [])] if isinstance(data, dict) else []
+        if as_json:
+            click.echo(json.dumps({"retried": done, "dry_run": dry_run}))
+            return
         for mid in done:
             click.echo(f"{verb} {fmt.safe(mid)}")
         err.print(f"{verb} {len(done)} dead letters")
         return
     with open_spool(spool_dir, durability) as spool:
         letters = spool.retry_dead(dry_run=dry_run, who=WHO, **sel)
+    if as_json:
+        click.echo(json.dumps({"retried": [d.id for d in letters], "dry_run": dry_run}))
+        return
     for d in letters:
         click.echo(f"{verb} {d.id} ({d.channel}{' -> ' + d.peer if d.peer else ''}, {d.reason})")
     err.print(f"{verb} {len(letters)} dead letters")
@@ -153,10 +160,11 @@ def dead_retry(ids: tuple[str, ...], channel: str | None, reason: str | None, ol
 @click.option("--all", "all_", is_flag=True, help="Every dead letter.")
 @click.option("--dry-run", is_flag=True, help="Count what would be purged; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help='{"purged": n, "dry_run": ...} (the HTTP API\'s shape).')
 @node_options
 @spool_options
 def dead_purge(ids: tuple[str, ...], channel: str | None, reason: str | None, older_than: float | None,
-               newer_than: float | None, all_: bool, dry_run: bool, yes: bool, node_url: str | None,
+               newer_than: float | None, all_: bool, dry_run: bool, yes: bool, as_json: bool, node_url: str | None,
                token: str | None, spool_dir: str | None, durability: str) -> None:
     """Delete dead letters for good. Audited."""
     sel = _selection(ids, all_, channel, reason, older_than, newer_than)
@@ -167,17 +175,20 @@ def dead_purge(ids: tuple[str, ...], channel: str | None, reason: str | None, ol
             data = client.post("/v1/dead/purge", _http_selection(sel, all_, dry))
             return int(data.get("purged", 0)) if isinstance(data, dict) else 0
 
-        _purge(purge, dry_run, yes)
+        _purge(purge, dry_run, yes, as_json)
         return
     with open_spool(spool_dir, durability) as spool:
-        _purge(lambda dry: spool.purge_dead(dry_run=dry, who=None if dry else WHO, **sel), dry_run, yes)
+        _purge(lambda dry: spool.purge_dead(dry_run=dry, who=None if dry else WHO, **sel), dry_run, yes, as_json)
 
 
-def _purge(purge: Callable[[bool], int], dry_run: bool, yes: bool) -> None:
+def _purge(purge: Callable[[bool], int], dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Count, then (unless a dry run) confirm and purge."""
     n = purge(True)
-    if dry_run:
-        click.echo(f"would purge {n} dead letters")
-        return
-    if n and not yes and not click.confirm(f"purge {n} dead letters for good?"):
-        sys.exit(1)
-    click.echo(f"purged {purge(False)} dead letters")
+    if not dry_run:
+        if n and not yes and not click.confirm(f"purge {n} dead letters for good?", err=as_json):
+            sys.exit(1)
+        n = purge(False)
+    if as_json:
+        click.echo(json.dumps({"purged": n, "dry_run": dry_run}))
+    else:
+        click.echo(f"{'would purge' if dry_run else 'purged'} {n} dead letters")

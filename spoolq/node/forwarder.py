@@ -170,6 +170,7 @@ class PeerLink:
         self.in_flight = 0  # batches
         self.in_flight_messages = 0
         self.forwarded = 0
+        self._backlog = False  # the last thread read was full: read from a thread until one comes back short
         self._done: collections.deque[tuple[float, int]] = collections.deque(maxlen=RATE_SAMPLES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -196,16 +197,15 @@ class PeerLink:
             if target is None:
                 break
             batch = None
-            if self.in_flight == 0:
+            if self.in_flight == 0 and not self._backlog:
                 # An idle link woken by a send: read a small first batch on the loop when that needs no
                 # wait (a thread hop costs more than the read), the rest from a thread (issue 15).
-                batch = self.spool.outbox_batch_nowait(
-                    self.name, after=self.cursor, max_messages=min(self.batch_messages, INLINE_MESSAGES),
-                    max_bytes=min(self.batch_bytes, INLINE_BYTES))
+                batch = self._read_inline()
             if batch is None:
                 batch = await asyncio.to_thread(
                     self.spool.outbox_batch, self.name, after=self.cursor,
                     max_messages=self.batch_messages, max_bytes=self.batch_bytes)
+                self._backlog = len(batch) >= self.batch_messages  # a full batch: more is likely waiting
             if not batch:
                 if self.cursor is not None and self.in_flight == 0:
                     self.cursor = None  # wrap around: revisit what failed or came in ahead of the cursor
@@ -219,6 +219,21 @@ class PeerLink:
             task.add_done_callback(self._tasks.discard)
             launched += 1
         return launched
+
+    def _read_inline(self) -> list[OutboxRecord] | None:
+        """A small batch read on the event loop, or ``None``: the read would wait, or the batch is full
+        (a backlog: then a full-sized batch is read from a thread instead, and no more inline reads are
+        tried until a batch comes back short of ``batch_messages``)."""
+        limit = min(self.batch_messages, INLINE_MESSAGES)
+        size_cap = min(self.batch_bytes, INLINE_BYTES)
+        batch = self.spool.outbox_batch_nowait(self.name, after=self.cursor, max_messages=limit, max_bytes=size_cap)
+        if batch is None:
+            return None
+        if len(batch) >= limit < self.batch_messages or (
+                sum(len(b.body) + 64 for b in batch) > size_cap // 2 and size_cap < self.batch_bytes):
+            self._backlog = True
+            return None
+        return batch
 
     async def _forward(self, target: Target, batch: list[OutboxRecord]) -> None:
         ok = False

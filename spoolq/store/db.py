@@ -222,7 +222,7 @@ class Database:
             self.move = self._connect("NORMAL")
             self.read_conn = self._connect("NORMAL")
             self.node_id = self._init_schema()
-            if self.sync_creates:  # the schema was written synced; from now on see sync_created()
+            if self.sync_creates:  # creating commits are synced by sync_created() from now on
                 self.retry(lambda: self.create.execute("PRAGMA synchronous=NORMAL"))
             self.ensure_reserve()
         except BaseException:
@@ -385,7 +385,7 @@ class Database:
         return conn
 
     def _init_schema(self) -> str:
-        def check(conn: sqlite3.Connection) -> None:
+        def check(conn: sqlite3.Connection) -> bool:
             version = start = conn.execute(sql.USER_VERSION).fetchone()[0]
             if version > sql.SCHEMA_VERSION:
                 raise SpoolVersionError(
@@ -413,8 +413,13 @@ class Database:
                 version += 1
             if version != start:  # an open of a current spool writes nothing (it may be on a full disk)
                 conn.execute(f"PRAGMA user_version={sql.SCHEMA_VERSION}")
+            return bool(version != start)
 
-        self.txn(self.move, check)
+        if self.txn(self.move, check):
+            # A new or upgraded schema is made durable now, whatever the durability: written on `move`
+            # (synchronous=NORMAL) and lost in a crash, it would leave a directory with a spool's marks and
+            # an empty database, which the next open refuses as damaged.
+            self.sync()
         return str(self.read_conn.execute(sql.NODE_ID).fetchone()[0])
 
     def sync_dir(self) -> None:
