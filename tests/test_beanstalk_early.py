@@ -45,6 +45,31 @@ def test_a_timeout_read_before_the_server_was_ready_counts_from_its_arrival(tmp_
     assert took < 2.5, f"took {took:.2f} s: the 3 s timeout was counted from when the server read it"
 
 
+def test_a_delay_read_before_the_server_was_ready_runs_from_its_arrival(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s", durability="normal")
+
+    async def scenario() -> bytes:
+        server = Server(spool)
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        arrived = time.monotonic() - 5.0  # a put with a 3 s delay that came in 5 s ago: ready now
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(functools.partial(
+            Conn, server, [(arrived, b"put 0 3 60 1\r\nx\r\nreserve-with-timeout 0\r\n")]), sock=ours)
+        theirs.setblocking(False)
+        got = b""
+        while got.count(b"\r\n") < 3:
+            got += await loop.sock_recv(theirs, 1024)
+        theirs.close()
+        await server.close()
+        return got
+
+    try:
+        assert asyncio.run(scenario()) == b"INSERTED 1\r\nRESERVED 1 1\r\nx\r\n"
+    finally:
+        spool.close()
+
+
 def test_early_accept_takes_connections_and_their_bytes_in_order() -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

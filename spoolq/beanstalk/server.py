@@ -70,6 +70,7 @@ from . import wire
 from .jobs import (
     DEFAULT_TTR,
     DELAY_HEADER,
+    NOT_EARLY,
     TTR_HEADER,
     JobCounts,
     JobStore,
@@ -124,7 +125,7 @@ class Server:
         self.hub = BellHub(spool.path / "bells")
         self._wake = self.hub.subscribe("*")
         self._servers: list[asyncio.AbstractServer] = []
-        self._puts: list[tuple[Conn, bytes, str, int, int, int]] = []
+        self._puts: list[tuple[Conn, bytes, str, int, int, int, float]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._channels: dict[str, str | None] = {}
@@ -296,9 +297,11 @@ class Server:
 
     # -- puts: one transaction per loop turn ----------------------------------------------------
 
-    def queue_put(self, conn: Conn, body: bytes, tube: str, pri: int, delay: int, ttr: int) -> bool:
-        """Queue a put; returns whether a flush is scheduled (if not, the caller flushes inline)."""
-        self._puts.append((conn, body, tube, pri, delay, ttr))
+    def queue_put(self, conn: Conn, body: bytes, tube: str, pri: int, delay: int, ttr: int, age: float = 0.0) -> bool:
+        """Queue a put; returns whether a flush is scheduled (if not, the caller flushes inline). ``age``:
+        how long ago the put arrived, when the server read it late (while starting): its delay runs
+        from its arrival."""
+        self._puts.append((conn, body, tube, pri, delay, ttr, age))
         # With one client connected there is nothing to share a commit with: the parser flushes
         # at once (see Conn.process). With more, flush at the start of the next loop turn.
         if self._flush_handle is None and len(self.conns) > 1:
@@ -314,11 +317,12 @@ class Server:
         self._flush_handle = None
         puts, self._puts = self._puts, []
         items = []
-        for _conn, body, tube, pri, delay, ttr in puts:
+        for _conn, body, tube, pri, delay, ttr, age in puts:
             headers = {TTR_HEADER: str(ttr)} if ttr != DEFAULT_TTR else None
             if delay:
                 headers = {**(headers or {}), DELAY_HEADER: str(delay)}
-            items.append((body, self.channel(tube) or "default", pri, spool_seconds(delay), headers))
+            wait = max(0.0, spool_seconds(delay) - age) if delay else 0.0
+            items.append((body, self.channel(tube) or "default", pri, wait, headers))
         try:
             results: list[Any] = self.store.send_jobs(items)
         except StorageFull as e:
@@ -327,7 +331,7 @@ class Server:
         except StorageError as e:
             log.error("put failed: %s", e)
             results = ["INTERNAL_ERROR"] * len(puts)
-        for (conn, _b, tube, _p, _d, _t), r in zip(puts, results, strict=True):
+        for (conn, _b, tube, _p, _d, _t, _a), r in zip(puts, results, strict=True):
             if isinstance(r, int):
                 job = r
                 self.total_jobs += 1
@@ -428,7 +432,7 @@ class Server:
         counts = self.jobs.get(job.job) or JobCounts()
         ttr = ttr_of_job(job)
         if job.state in ("reserved", "delayed") and job.due is not None:
-            left = max(0, int(job.due - now))
+            left = max(0, int(job.due - NOT_EARLY - now))  # what the client asked for, not the slack
         else:
             left = 0
         delay = counts.delay if counts.delay >= 0 else int_header(job.headers, DELAY_HEADER)
@@ -588,7 +592,8 @@ class Conn(asyncio.BufferedProtocol):
             return
         self.busy = True
         srv = self.server
-        if not srv.queue_put(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr):
+        age = 0.0 if self._arrived is None else max(0.0, time.monotonic() - self._arrived)
+        if not srv.queue_put(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr, age):
             srv.flush(inline=self)  # alone on the server: commit and answer now, then go on
 
     def c_use(self, ev: wire.Use) -> None:
