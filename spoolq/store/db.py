@@ -207,6 +207,7 @@ class Database:
         self._count_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._wal_fd = -1
+        self._db_fd = -1  # for sync(): never closed while connections are open (see there)
         self._refuse_damaged()
         if read_only:
             self._open_read_only()
@@ -228,6 +229,8 @@ class Database:
         except BaseException:
             self._close_conns()
             os.close(self._gate_fd)
+            if self._db_fd >= 0:
+                os.close(self._db_fd)
             raise
         self.sync_dir()
 
@@ -436,12 +439,22 @@ class Database:
             os.close(fd)
 
     def sync(self) -> None:
-        """fsync the database and its WAL now."""
-        for path in (str(self.db_path) + "-wal", str(self.db_path)):
+        """fsync the database and its WAL now.
+
+        The database's descriptor stays open until :meth:`close`. SQLite's locks are POSIX locks, which
+        belong to the process: closing *any* descriptor of spool.db while this process has connections
+        to it drops their locks, and another process closing its last connection could then take the
+        spool for unused, checkpoint it and delete the WAL under our writers (a corrupt spool; see
+        SQLite's "How To Corrupt", 2.2). Closing a WAL descriptor is harmless: SQLite locks none of it.
+        """
+        with self._sync_lock:
+            if self._db_fd < 0:
+                self._db_fd = os.open(self.db_path, os.O_RDONLY | os.O_CLOEXEC)
+            os.fsync(self._db_fd)
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = os.open(f"{self.db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                continue
+                return
             try:
                 os.fsync(fd)
             finally:
@@ -670,3 +683,6 @@ class Database:
             if self._wal_fd >= 0:
                 os.close(self._wal_fd)
                 self._wal_fd = -1
+            if self._db_fd >= 0:  # the connections are closed: no lock of ours to drop now
+                os.close(self._db_fd)
+                self._db_fd = -1
