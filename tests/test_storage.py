@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,3 +233,20 @@ def test_a_new_or_upgraded_schema_is_synced_and_a_current_one_untouched(spool_di
     c.close()
     Spool(spool_dir, durability="normal").close()
     assert synced == [spool_dir, spool_dir]
+
+
+def test_syncing_keeps_sqlites_locks_so_another_process_cannot_delete_the_wal(spool_dir: Path) -> None:
+    """SQLite's locks are POSIX locks, owned by the process: closing any descriptor of spool.db drops them.
+    A sync that did so let another process, closing its last connection, take the spool for unused and
+    delete the WAL under this one's writers (seen as 'database disk image is malformed')."""
+    s = Spool(spool_dir, durability="normal")
+    try:
+        s.send(b"before", "c")
+        s.sync()
+        code = "import sys; from spoolq import Spool; Spool(sys.argv[1]).close()"
+        subprocess.run([sys.executable, "-c", code, str(spool_dir)], check=True, timeout=60)
+        assert (spool_dir / "spool.db-wal").exists()  # still ours: the other process saw us
+        s.send(b"after", "c")
+        assert [m.body for m in s.peek("c", limit=10)] == [b"before", b"after"]
+    finally:
+        s.close()

@@ -24,9 +24,16 @@ _hdr_dec = msgspec.msgpack.Decoder(dict[str, str])
 # -- helpers -------------------------------------------------------------------------------
 
 
+# The spool keeps times in whole milliseconds, taken from a clock floored to the millisecond, so a
+# deadline it computes may fall up to 1 ms before the exact one. beanstalkd's delays and TTRs never end
+# early (clients time them: greenstalk's suite asserts "at least n seconds"), so they get this much more.
+NOT_EARLY: Final = 0.002
+
+
 def spool_seconds(n: int) -> float:
-    """A beanstalkd duration (u32 seconds) as the spool takes it (at most MAX_SECONDS, about 30 years)."""
-    return float(min(n, MAX_SECONDS))
+    """A beanstalkd duration (u32 seconds) as the spool takes it: never ending before ``n`` seconds
+    (see NOT_EARLY), at most MAX_SECONDS (about 30 years)."""
+    return min(n + NOT_EARLY, MAX_SECONDS) if n > 0 else 0.0
 
 
 def ttr_of(headers: bytes | None) -> float | None:
@@ -35,16 +42,17 @@ def ttr_of(headers: bytes | None) -> float | None:
         return None
     try:
         v = _hdr_dec.decode(headers).get(TTR_HEADER)
-        return float(v) if v is not None else None
+        return float(v) + NOT_EARLY if v is not None else None
     except (msgspec.DecodeError, ValueError):
         return None
 
 
 def lease_ttr(lease: Lease) -> float:
+    """The TTR a touch renews (see NOT_EARLY)."""
     try:
-        return float(lease.headers.get(TTR_HEADER) or DEFAULT_TTR)
+        return float(lease.headers.get(TTR_HEADER) or DEFAULT_TTR) + NOT_EARLY
     except ValueError:
-        return DEFAULT_TTR
+        return DEFAULT_TTR + NOT_EARLY
 
 
 class JobCounts:
@@ -87,10 +95,10 @@ class JobStore:
         return self.spool.jobs.promote_due(channels)
 
     def lease_any(self, channels: list[str]) -> tuple[Lease | None, float | None]:
-        return self.spool.jobs.lease_any(channels, visibility=DEFAULT_TTR, visibility_for=ttr_of)
+        return self.spool.jobs.lease_any(channels, visibility=DEFAULT_TTR + NOT_EARLY, visibility_for=ttr_of)
 
     def lease_job(self, job: int) -> Lease | None:
-        return self.spool.jobs.lease(job, visibility=DEFAULT_TTR, visibility_for=ttr_of)
+        return self.spool.jobs.lease(job, visibility=DEFAULT_TTR + NOT_EARLY, visibility_for=ttr_of)
 
     def find_job(self, job: int) -> Job | None:
         return self.spool.jobs.find(job)

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import resource
@@ -69,6 +70,7 @@ from . import wire
 from .jobs import (
     DEFAULT_TTR,
     DELAY_HEADER,
+    NOT_EARLY,
     TTR_HEADER,
     JobCounts,
     JobStore,
@@ -83,6 +85,7 @@ from .wire import DEFAULT_MAX_JOB_SIZE, yaml_dict, yaml_list, yaml_str
 if TYPE_CHECKING:
     from ..lease import Lease
     from ..spool import Job, Spool
+    from .early import EarlyConn
 
 __all__ = ["Server", "channel_tube", "tube_channel"]
 
@@ -122,7 +125,7 @@ class Server:
         self.hub = BellHub(spool.path / "bells")
         self._wake = self.hub.subscribe("*")
         self._servers: list[asyncio.AbstractServer] = []
-        self._puts: list[tuple[Conn, bytes, str, int, int, int]] = []
+        self._puts: list[tuple[Conn, bytes, str, int, int, int, float]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._channels: dict[str, str | None] = {}
@@ -132,6 +135,16 @@ class Server:
         self._save_handle: asyncio.Handle | None = None
 
     # -- life cycle ----------------------------------------------------------------------
+
+    async def adopt(self, conns: Iterable[EarlyConn]) -> None:
+        """Serve connections accepted before the server was ready (see :mod:`.early`), their early
+        bytes first, as if just read; a ``reserve-with-timeout`` among them counts from its arrival."""
+        loop = asyncio.get_running_loop()
+        for ec in conns:
+            try:
+                await loop.connect_accepted_socket(functools.partial(Conn, self, ec.chunks), sock=ec.sock)
+            except OSError:
+                ec.sock.close()
 
     async def listen(self, sock: socket.socket) -> None:
         """Serve connections on an already bound and listening socket."""
@@ -284,9 +297,11 @@ class Server:
 
     # -- puts: one transaction per loop turn ----------------------------------------------------
 
-    def queue_put(self, conn: Conn, body: bytes, tube: str, pri: int, delay: int, ttr: int) -> bool:
-        """Queue a put; returns whether a flush is scheduled (if not, the caller flushes inline)."""
-        self._puts.append((conn, body, tube, pri, delay, ttr))
+    def queue_put(self, conn: Conn, body: bytes, tube: str, pri: int, delay: int, ttr: int, age: float = 0.0) -> bool:
+        """Queue a put; returns whether a flush is scheduled (if not, the caller flushes inline). ``age``:
+        how long ago the put arrived, when the server read it late (while starting): its delay runs
+        from its arrival."""
+        self._puts.append((conn, body, tube, pri, delay, ttr, age))
         # With one client connected there is nothing to share a commit with: the parser flushes
         # at once (see Conn.process). With more, flush at the start of the next loop turn.
         if self._flush_handle is None and len(self.conns) > 1:
@@ -302,11 +317,12 @@ class Server:
         self._flush_handle = None
         puts, self._puts = self._puts, []
         items = []
-        for _conn, body, tube, pri, delay, ttr in puts:
+        for _conn, body, tube, pri, delay, ttr, age in puts:
             headers = {TTR_HEADER: str(ttr)} if ttr != DEFAULT_TTR else None
             if delay:
                 headers = {**(headers or {}), DELAY_HEADER: str(delay)}
-            items.append((body, self.channel(tube) or "default", pri, spool_seconds(delay), headers))
+            wait = max(0.0, spool_seconds(delay) - age) if delay else 0.0
+            items.append((body, self.channel(tube) or "default", pri, wait, headers))
         try:
             results: list[Any] = self.store.send_jobs(items)
         except StorageFull as e:
@@ -315,7 +331,7 @@ class Server:
         except StorageError as e:
             log.error("put failed: %s", e)
             results = ["INTERNAL_ERROR"] * len(puts)
-        for (conn, _b, tube, _p, _d, _t), r in zip(puts, results, strict=True):
+        for (conn, _b, tube, _p, _d, _t, _a), r in zip(puts, results, strict=True):
             if isinstance(r, int):
                 job = r
                 self.total_jobs += 1
@@ -416,7 +432,7 @@ class Server:
         counts = self.jobs.get(job.job) or JobCounts()
         ttr = ttr_of_job(job)
         if job.state in ("reserved", "delayed") and job.due is not None:
-            left = max(0, int(job.due - now))
+            left = max(0, int(job.due - NOT_EARLY - now))  # what the client asked for, not the slack
         else:
             left = 0
         delay = counts.delay if counts.delay >= 0 else int_header(job.headers, DELAY_HEADER)
@@ -441,9 +457,11 @@ class Conn(asyncio.BufferedProtocol):
     mmap, an mremap and an munmap per command.)
     """
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, early: list[tuple[float, bytes]] | None = None) -> None:
         self.server = server
         self.store = server.store
+        self._early = early  # (time.monotonic() of arrival, bytes) read before the server was ready
+        self._arrived: float | None = None  # arrival of the early bytes being decoded
         self.transport: asyncio.Transport | None = None
         self.decoder = wire.Decoder(server.max_job_size)
         self._rxview = memoryview(bytearray(65536))
@@ -465,6 +483,10 @@ class Conn(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]
         self.server.conns.add(self)
         self.server.total_connections += 1
+        early, self._early = self._early, None
+        for arrived, data in early or ():  # before the transport reads anything new (it starts after this)
+            self._arrived = arrived
+            self.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -491,6 +513,7 @@ class Conn(asyncio.BufferedProtocol):
         return self._rxview
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._arrived = None
         self.data_received(self._rxview[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
@@ -569,7 +592,8 @@ class Conn(asyncio.BufferedProtocol):
             return
         self.busy = True
         srv = self.server
-        if not srv.queue_put(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr):
+        age = 0.0 if self._arrived is None else max(0.0, time.monotonic() - self._arrived)
+        if not srv.queue_put(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr, age):
             srv.flush(inline=self)  # alone on the server: commit and answer now, then go on
 
     def c_use(self, ev: wire.Use) -> None:
@@ -589,7 +613,10 @@ class Conn(asyncio.BufferedProtocol):
         self.worker = True
         self.busy = True
         loop = asyncio.get_running_loop()
-        self._wait_until = None if timeout is None else loop.time() + timeout
+        start = loop.time()
+        if self._arrived is not None:  # read before the server was ready: count from its arrival
+            start -= max(0.0, time.monotonic() - self._arrived)
+        self._wait_until = None if timeout is None else start + timeout
         self.server.add_waiter(self)  # listening before the first look: no ring is missed
         self.try_reserve()
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from typing import Any, Literal
 
     from ..spool import Spool
+    from .early import EarlyAccept
 
 DEFAULT_MAX_JOB_SIZE = (1 << 16) - 1
 NO_ATTEMPT_LIMIT = 1 << 62  # beanstalkd tubes have no attempt limit (spoolq's channels default to 20)
@@ -179,14 +180,21 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     sys.dont_write_bytecode = False  # see the module docstring: compiled once, every start is fast
-    return run_standalone(opts, sock)
+    import signal
+
+    from .early import EarlyAccept  # standard library only: takes connections while the rest loads
+
+    # A drain asked for (SIGUSR1) while starting is not lost, nor taken for the default "terminate".
+    signal.signal(signal.SIGUSR1, lambda *_: opts.__setitem__("drain", True))
+    return run_standalone(opts, sock, EarlyAccept(sock))
 
 
 # -- the standalone server ----------------------------------------------------------------------
 
 
-def run_standalone(opts: dict[str, Any], sock: socket.socket) -> int:
-    """Run the standalone server on an already listening socket (the heavy imports happen here)."""
+def run_standalone(opts: dict[str, Any], sock: socket.socket, early: EarlyAccept | None = None) -> int:
+    """Run the standalone server on an already listening socket (the heavy imports happen here);
+    ``early`` holds the connections taken meanwhile."""
     import asyncio
     import contextlib
     import logging
@@ -220,11 +228,12 @@ def run_standalone(opts: dict[str, Any], sock: socket.socket) -> int:
         spool.jobs.own()  # -b is locked: we own it; jobs reserved when the last server died are ready again
     except SpoolqError as e:
         print(f"spoolq-beanstalkd: {e}", file=sys.stderr)
+        for ec in early.finish() if early is not None else ():
+            ec.sock.close()
         return 1
 
     async def run() -> None:
         server = Server(spool, max_job_size=opts["max_job_size"])
-        await server.listen(sock)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -235,6 +244,11 @@ def run_standalone(opts: dict[str, Any], sock: socket.socket) -> int:
             log.warning("entering drain mode: puts are refused")
 
         loop.add_signal_handler(signal.SIGUSR1, drain)
+        if opts.get("drain"):
+            drain()
+        taken = early.finish() if early is not None else []
+        await server.listen(sock)
+        await server.adopt(taken)
         chores = [asyncio.create_task(_sweeper(spool))]
         if sync_ms:
             chores.append(asyncio.create_task(_syncer(spool, sync_ms / 1000.0)))

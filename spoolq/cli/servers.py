@@ -22,17 +22,27 @@ from ._common import fail, spool_options
 @click.option("--log-json", is_flag=True, default=None, help="Log one JSON object per line.")
 @click.option("--beanstalk", default=None, metavar="HOST:PORT",
               help="Also speak the beanstalkd protocol there (loopback, or unix:PATH).")
+@click.option("--check-config", is_flag=True,
+              help="Only validate the config (and flags): exit 0 when good, else print what is wrong and exit 2.")
 def node(config_path: str | None, spool_dir: str | None, listen: str | None, tls_cert: str | None,
-         tls_key: str | None, durability: str | None, log_json: bool | None, beanstalk: str | None) -> None:
+         tls_key: str | None, durability: str | None, log_json: bool | None, beanstalk: str | None,
+         check_config: bool) -> None:
     """Run the node daemon: forward the outbox to peers, receive their batches, serve the HTTP API.
 
     SIGTERM/SIGINT stop it gracefully; SIGHUP reloads peers, routes and tokens from --config.
+    Under systemd (Type=notify) it reports READY=1 once it serves. The dashboard is at /ui/.
     """
     from ..node.config import load_config
-    from ..node.daemon import run_node
 
     cfg = load_config(config_path, spool=spool_dir, listen=listen, tls_cert=tls_cert, tls_key=tls_key,
                       durability=durability, log_json=log_json or None, beanstalk=beanstalk)
+    if check_config:
+        where = cfg.source or "no config file (defaults)"
+        click.echo(f"config OK: {where}: listen {cfg.listen}, spool {cfg.spool or '(default)'}, "
+                   f"{len(cfg.peers)} peers, {len(cfg.routes)} routes, {len(cfg.tokens)} tokens")
+        return
+    from ..node.daemon import run_node
+
     sys.exit(run_node(cfg))
 
 

@@ -17,6 +17,9 @@ GET     /v1/admin/..., POST /v1/admin/...            admin    queue administrati
 GET     /healthz                                     none     liveness (peer details only without tokens)
 GET     /metrics                                     admin    Prometheus text format
 GET     /v1/admin/trace/{id}                         admin    one message's events here, and its next hops
+GET     /v1/admin/history                            admin    the last hour of counts and rates (history.py)
+GET     /ui/...                                      none     the dashboard's static files (ui/); its calls
+                                                              need ``admin``
 ======  ==========================================  =======  ============================================
 
 Errors are JSON ``{"error": CODE, "message": ..., "hint": ...}`` with a 4xx or
@@ -55,13 +58,15 @@ from ..lease import Lease
 from ..message import MAX_SECONDS, check_seconds, seconds_too_long
 from ..routing import failover_parts
 from ..store.events import ACTOR
-from . import admin_api, trace_api
+from . import admin_api, trace_api, ui
+from . import history as history_api
 from .gate import quiet
 
 if TYPE_CHECKING:
     from ..spool import Spool
     from .config import NodeConfig
     from .forwarder import PeerLink
+    from .history import History
     from .metrics import Metrics
 
 
@@ -73,6 +78,7 @@ class Node(Protocol):
     spool: Spool
     stomp: Any  # spoolq.stomp.server.Server, when [stomp] is configured
     links: dict[str, PeerLink]  # the forwarders, by outbox peer
+    history: History | None  # the dashboard's last hour (history.py)
 
     async def send(self, channel: str, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]: ...
     async def lease_async(self, channel: str, n: int, visibility: float, wait: float,
@@ -155,6 +161,8 @@ def build_app(node: Node) -> web.Application:
     add("GET", "/metrics", get_metrics, "metrics", "admin")
     admin_api.install(add, node, _json)
     trace_api.install(add, node)
+    history_api.install(add, lambda: node.history)
+    ui.install(add)
     return app
 
 
@@ -289,6 +297,10 @@ async def post_batch(request: web.Request) -> web.Response:
         node.metrics.receive_batches.labels("storage_error").inc()
         raise
     statuses = [DUPLICATE if m.id in dups else ACCEPTED for m in valid]
+    if node.history is not None:
+        for m, s in zip(valid, statuses, strict=True):
+            if s == ACCEPTED:
+                node.history.came(m.channel)
     for i, s in zip(where, statuses, strict=True):
         results[i] = Result(s)
     final = [r if r is not None else Result(REJECTED, "internal", False) for r in results]
@@ -571,6 +583,8 @@ async def post_ack(request: web.Request) -> web.Response:
     node: Node = request.app[NODE]
     lease = Lease.from_handle(node.spool, request.match_info["lease"])
     await asyncio.to_thread(lease.ack)
+    if node.history is not None:
+        node.history.left(lease.channel)
     return web.Response(status=204)
 
 
@@ -607,6 +621,9 @@ async def post_acks(request: web.Request) -> web.Response:
     _count(node, len(handles), "leases")
     leases = [Lease.from_handle(node.spool, h) for h in handles]
     await asyncio.to_thread(node.spool.ack_many, leases)
+    if node.history is not None:
+        for x in leases:
+            node.history.left(x.channel)
     return web.Response(status=204)
 
 

@@ -139,6 +139,7 @@ class NodeConfig:
     max_batch_messages: int = 10_000
     sweep_interval: float = 5.0
     scan_interval: float = 5.0
+    history_interval: float = 2.0  # the dashboard's samples of the spool's counts (history.py)
     backoff_base: float = 0.5
     backoff_cap: float = 60.0
     log_json: bool = False
@@ -249,9 +250,12 @@ class NodeConfig:
             raise ConfigError(f"node.max_connections: must be a positive integer, not {self.max_connections!r}")
         for key, num in (("node.keepalive_timeout", self.keepalive_timeout), ("node.body_timeout", self.body_timeout),
                          ("node.sweep_interval", self.sweep_interval), ("node.scan_interval", self.scan_interval),
+                         ("node.history_interval", self.history_interval),
                          ("node.backoff_base", self.backoff_base), ("node.backoff_cap", self.backoff_cap)):
             if isinstance(num, bool) or not isinstance(num, (int, float)) or num <= 0:
                 raise ConfigError(f"{key}: must be a positive number of seconds, not {num!r}")
+        if not 0.1 <= self.history_interval <= 60:
+            raise ConfigError(f"node.history_interval: must be 0.1 to 60 seconds, not {self.history_interval!r}")
         if self.max_message_size + 1024 > self.max_batch_bytes:
             raise ConfigError(
                 "node.max_batch_bytes: must leave room for a message of node.max_message_size "

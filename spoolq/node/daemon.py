@@ -39,7 +39,9 @@ from .api import build_app
 from .config import NodeConfig, PeerConfig, load_config, parse_listen
 from .forwarder import PeerLink, Sink, Target
 from .gate import BACKLOG, Gate, effective_cap
+from .history import History, Sampler
 from .metrics import Metrics
+from .sdnotify import notify
 
 __all__ = ["Node", "run_node", "setup_logging"]
 
@@ -121,6 +123,7 @@ class Node:
         self.spool = spool or Spool(config.spool, durability=config.durability,  # type: ignore[arg-type]
                                     max_message_size=config.max_message_size, trace=config.trace)
         self.metrics = Metrics()
+        self.history: History | None = History(config.history_interval)
         self.bells = BellHub(self.spool.path / "bells")
         self.links: dict[str, PeerLink] = {}
         self.url = ""
@@ -234,6 +237,10 @@ class Node:
                 asyncio.create_task(self._prune_loop(), name="prune-events"),
                 asyncio.create_task(self._outbox_bell_loop(), name="outbox-bell"),
             ]
+            if self.history is not None:
+                sampler = Sampler(self.history, self.spool.stats,
+                                  lambda: {name: link.forwarded for name, link in self.links.items()})
+                self._tasks.append(asyncio.create_task(sampler.run(), name="history"))
             await self._sync_links()
             self._sync_sources()
             self._tasks.append(asyncio.create_task(self._say_hello(), name="hello"))
@@ -498,7 +505,10 @@ class Node:
     async def send(self, channel: str, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]:
         """Send for the HTTP API: validated now, committed with every other send of this loop turn
         (one hand-off to the spool's writer thread, one transaction, one sync under ``full``)."""
-        return await self.spool.asend_items(channel, items)
+        ids = await self.spool.asend_items(channel, items)
+        if self.history is not None:
+            self.history.came(channel, sum(1 for _, opts in items if not opts.get("to")))
+        return ids
 
     # -- consuming over HTTP ---------------------------------------------------------------
 
@@ -612,9 +622,12 @@ async def _serve(config: NodeConfig) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await node.start()
     started = True
+    # systemd's Type=notify: ready once the port is open and node.json written (no-op without NOTIFY_SOCKET)
+    notify(f"READY=1\nSTATUS=serving on {node.url}\nMAINPID={os.getpid()}")
     if early_hup:
         on_hup()
     await stop.wait()
+    notify("STOPPING=1")
     await node.stop()
     return 0
 

@@ -207,7 +207,7 @@ class Database:
         self._count_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._wal_fd = -1
-        self._db_fd = -1  # spool.db, open for as long as the connections are (see sync())
+        self._db_fd = -1  # for sync(): never closed while connections are open (see there)
         self._refuse_damaged()
         if read_only:
             self._open_read_only()
@@ -220,7 +220,6 @@ class Database:
         try:
             self.gate = WriteGate(self, self._gate_fd)
             self.create = self._connect("FULL" if durability == "full" else "NORMAL")
-            self._db_fd = os.open(self.db_path, os.O_RDONLY | os.O_CLOEXEC)
             self.move = self._connect("NORMAL")
             self.read_conn = self._connect("NORMAL")
             self.node_id = self._init_schema()
@@ -229,9 +228,9 @@ class Database:
             self.ensure_reserve()
         except BaseException:
             self._close_conns()
+            os.close(self._gate_fd)
             if self._db_fd >= 0:
                 os.close(self._db_fd)
-            os.close(self._gate_fd)
             raise
         self.sync_dir()
 
@@ -442,23 +441,24 @@ class Database:
     def sync(self) -> None:
         """fsync the database and its WAL now.
 
-        ``spool.db`` is synced through a descriptor kept open as long as the connections: closing
-        *any* descriptor of a file drops every POSIX lock this process holds on it, SQLite's shared
-        lock included, and another process closing its last connection would then checkpoint and
-        delete the WAL under our connections ("database disk image is malformed"). The WAL carries no
-        lock, so it is opened and closed here.
+        The database's descriptor stays open until :meth:`close`. SQLite's locks are POSIX locks, which
+        belong to the process: closing *any* descriptor of spool.db while this process has connections
+        to it drops their locks, and another process closing its last connection could then take the
+        spool for unused, checkpoint it and delete the WAL under our writers (a corrupt spool; see
+        SQLite's "How To Corrupt", 2.2). Closing a WAL descriptor is harmless: SQLite locks none of it.
         """
-        try:
-            fd = os.open(str(self.db_path) + "-wal", os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            pass
-        else:
+        with self._sync_lock:
+            if self._db_fd < 0:
+                self._db_fd = os.open(self.db_path, os.O_RDONLY | os.O_CLOEXEC)
+            os.fsync(self._db_fd)
+            try:
+                fd = os.open(f"{self.db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        if self._db_fd >= 0:
-            os.fsync(self._db_fd)
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -557,10 +557,7 @@ class Database:
                     if fd >= 0:
                         os.close(fd)
                     self._wal_fd = -1
-                    try:
-                        fd = self._wal_fd = os.open(f"{self.db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
-                    except FileNotFoundError:  # checkpointed into spool.db and removed: sync that instead
-                        fd = self._db_fd
+                    fd = self._wal_fd = os.open(f"{self.db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
                 _datasync(fd)
             except OSError as e:
                 raise StorageError(f"cannot sync the spool at {self.path}: {e.strerror or e}",
@@ -681,11 +678,11 @@ class Database:
         with self.gate, self.read_lock:
             self.closed = True
             self._close_conns()
-            if self._db_fd >= 0:  # after the connections: closing it drops this process's locks on spool.db
-                os.close(self._db_fd)
-                self._db_fd = -1
         os.close(self._gate_fd)
         with self._sync_lock:
             if self._wal_fd >= 0:
                 os.close(self._wal_fd)
                 self._wal_fd = -1
+            if self._db_fd >= 0:  # the connections are closed: no lock of ours to drop now
+                os.close(self._db_fd)
+                self._db_fd = -1
