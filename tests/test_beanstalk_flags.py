@@ -70,7 +70,7 @@ def test_data_sent_behind_a_waiting_reserve_is_not_buffered_without_bound(
 
 def test_flags_exit_as_beanstalkd_does() -> None:
     """The same flags given to real beanstalkd and to spoolq-beanstalkd: the same exit code, or both keep
-    running. The one difference kept on purpose: -p 99999 (beanstalkd wraps it to another port)."""
+    running. The one difference kept on purpose: -p 99999 (beanstalkd wraps it to port 34463)."""
     real = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
     d = short_tmpdir()
 
@@ -97,7 +97,8 @@ def test_flags_exit_as_beanstalkd_does() -> None:
             assert run_briefly("-b", str(d / "held")) == 10
         finally:
             ours.cleanup()
-        assert real_briefly("-p", "99999") is None and run_briefly("-p", "99999") not in (None, 0)
+        # beanstalkd takes -p 99999 as port 34463 (which may be in use here); spoolq-beanstalkd refuses it
+        assert run_briefly("-p", "99999") not in (None, 0)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
