@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import multiprocessing as mp
 import os
@@ -39,7 +40,7 @@ from spoolq import Spool
 Event = tuple[str, float, list[str]]  # (stage, Unix time, message ids in hex, or [] when the stage sees none)
 
 
-def _wrap_async(
+def _wrap(
     owner: Any,
     name: str,
     before: str | None,
@@ -48,38 +49,29 @@ def _wrap_async(
     ids_out: Callable[[Any], list[str]] | None = None,
     sink: list[Event] | None = None,
 ) -> None:
+    """Replace ``owner.name`` (a function or a coroutine function) by one that notes the stages around it."""
     fn = getattr(owner, name)
     assert sink is not None
 
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if before:
-            sink.append((before, time.time(), ids_in(*args, **kwargs) if ids_in else []))
-        out = await fn(*args, **kwargs)
-        if after:
-            sink.append((after, time.time(), ids_out(out) if ids_out else (ids_in(*args, **kwargs) if ids_in else [])))
-        return out
+    def note(stage: str | None, args: Any, kwargs: Any, out: Any = None, done: bool = False) -> None:
+        if stage:
+            ids = ids_out(out) if done and ids_out else (ids_in(*args, **kwargs) if ids_in else [])
+            sink.append((stage, time.time(), ids))
 
-    setattr(owner, name, wrapper)
+    if inspect.iscoroutinefunction(fn):
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            note(before, args, kwargs)
+            out = await fn(*args, **kwargs)
+            note(after, args, kwargs, out, True)
+            return out
 
-
-def _wrap_sync(
-    owner: Any,
-    name: str,
-    before: str | None,
-    after: str | None,
-    ids_in: Callable[..., list[str]] | None = None,
-    ids_out: Callable[[Any], list[str]] | None = None,
-    sink: list[Event] | None = None,
-) -> None:
-    fn = getattr(owner, name)
-    assert sink is not None
+        setattr(owner, name, awrapper)
+        return
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if before:
-            sink.append((before, time.time(), ids_in(*args, **kwargs) if ids_in else []))
+        note(before, args, kwargs)
         out = fn(*args, **kwargs)
-        if after:
-            sink.append((after, time.time(), ids_out(out) if ids_out else (ids_in(*args, **kwargs) if ids_in else [])))
+        note(after, args, kwargs, out, True)
         return out
 
     setattr(owner, name, wrapper)
@@ -102,13 +94,13 @@ def _node_main(config_path: str, events_path: str, role: str) -> None:
             fire(self, name)
 
         _bell.BellHub._fire = traced_fire  # type: ignore[method-assign]
-        _wrap_async(forwarder.PeerLink, "step", "A wake", None, sink=ev)
-        _wrap_sync(Spool, "outbox_batch", None, "A read", ids_out=lambda rs: [r.id.hex() for r in rs], sink=ev)
+        _wrap(forwarder.PeerLink, "step", "A wake", None, sink=ev)
+        _wrap(Spool, "outbox_batch", None, "A read", ids_out=lambda rs: [r.id.hex() for r in rs], sink=ev)
         if hasattr(Spool, "outbox_batch_nowait"):  # since issue 15 (the script also traces older code)
-            _wrap_sync(
+            _wrap(
                 Spool, "outbox_batch_nowait", None, "A read", ids_out=lambda rs: [r.id.hex() for r in rs or []], sink=ev
             )
-        _wrap_async(
+        _wrap(
             forwarder.HttpSink,
             "deliver",
             "A post",
@@ -116,7 +108,7 @@ def _node_main(config_path: str, events_path: str, role: str) -> None:
             ids_in=lambda self, ms: [m.id.hex() for m in ms],
             sink=ev,
         )
-        _wrap_sync(
+        _wrap(
             Spool,
             "outbox_settle",
             None,
@@ -125,9 +117,9 @@ def _node_main(config_path: str, events_path: str, role: str) -> None:
             sink=ev,
         )
     else:
-        _wrap_async(api, "post_batch", "B request", "B answer", sink=ev)
-        _wrap_sync(api, "decode_batch", None, "B decoded", ids_out=lambda b: [m.id.hex() for m in b.messages], sink=ev)
-        _wrap_sync(
+        _wrap(api, "post_batch", "B request", "B answer", sink=ev)
+        _wrap(api, "decode_batch", None, "B decoded", ids_out=lambda b: [m.id.hex() for m in b.messages], sink=ev)
+        _wrap(
             commit.GroupCommit,
             "_commit",
             "B commit start",
@@ -135,7 +127,7 @@ def _node_main(config_path: str, events_path: str, role: str) -> None:
             ids_in=lambda self, batch: [r[2].hex() for w in batch for r in w.inbox],
             sink=ev,
         )
-        _wrap_async(
+        _wrap(
             Spool, "areceive", None, "B receive done", ids_in=lambda self, ms, sender: [m.id.hex() for m in ms], sink=ev
         )
     config = load_config(config_path)

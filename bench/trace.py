@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from _common import MASK, POOL, REPO, Variant, free_port, interleave, log, median, tmpdir, values
+from _common import MASK, POOL, REPO, Variant, free_port, interleave, log, median, stop_proc, tmpdir, values
 
 from spoolq import Spool
 
@@ -147,13 +147,7 @@ class _Node:
         raise RuntimeError("node did not start within 30 s")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_proc(self.proc, 30, "node")
         self.log.close()
 
 
