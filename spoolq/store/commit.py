@@ -439,13 +439,24 @@ class GroupCommit:
             sender = w.sender
             if sender is not None:
                 for rows, result in ((ib, "new"), (dl, "new"), (_dup_rows(w), "duplicate")):
+                    by_channel: dict[int, list[bytes]] = {}
                     for r in rows:
-                        rkey: tuple[Any, ...] = (r[0], sender, result)
+                        ids = by_channel.get(r[0])
+                        if ids is None:
+                            ids = by_channel[r[0]] = []
+                        ids.append(r[2])
+                    for ch, ids in by_channel.items():
+                        rkey: tuple[Any, ...] = (ch, sender, result)
                         d = details.get(rkey)
                         if d is None:
-                            d = details[rkey] = detail(channel=names.channel_name(r[0]), result=result,
+                            d = details[rkey] = detail(channel=names.channel_name(ch), result=result,
                                                       **{"from": sender})
-                        ev += (r[2], now, "received", d)
+                        blob = sql.ids_blob(ids, distinct=True)
+                        if blob is not None:  # a peer's batch: one statement, not 4 parameters per row
+                            blocks.append((sql.EVENTS_OF_IDS, (now, "received", d, blob)))
+                        else:
+                            for idb in ids:
+                                ev += (idb, now, "received", d)
                 continue
             if w.block > 1 and not w.dedup:
                 self._block(w, ib, dl, ob, now, blocks)
@@ -537,7 +548,8 @@ class GroupCommit:
     def _dedup(self, conn: sqlite3.Connection, dedup: list[WriteRequest]) -> None:
         """Record the ids of dedup requests in ``seen``; rows whose id was already there are dups.
 
-        One upsert per chunk does the check and the record: ``RETURNING`` names
+        Usually none was seen: one upsert of all the ids says so (``_all_new``). Otherwise
+        one upsert per chunk does the check and the record: ``RETURNING`` names
         the ids that were new (or whose entry had expired), the rest are
         duplicates. Requests are handled in order, so a second request with the
         same id in one batch is a duplicate of the first.
@@ -546,14 +558,20 @@ class GroupCommit:
         until = now + self.seen_retention_ms
         for w in dedup:
             ids = list(dict.fromkeys(r[2] for rows in (w.inbox, w.delayed, w.outbox) for r in rows))
-            accepted: set[bytes] = set()
-            for i in range(0, len(ids), 256):
-                chunk = ids[i:i + 256]
-                params: list[Any] = []
-                for idb in chunk:
-                    params += (idb, until)
-                params.append(now)
-                accepted.update(r[0] for r in conn.execute(sql.upsert_seen(len(chunk)), params))
+            if _all_new(conn, ids, until, now):
+                if not w.probe:
+                    w.dups = set()
+                    continue
+                accepted = set(ids)
+            else:
+                accepted = set()
+                for i in range(0, len(ids), 256):
+                    chunk = ids[i:i + 256]
+                    params: list[Any] = []
+                    for idb in chunk:
+                        params += (idb, until)
+                    params.append(now)
+                    accepted.update(r[0] for r in conn.execute(sql.upsert_seen(len(chunk)), params))
             if w.probe:
                 # Ids this spool made itself are not in `seen` (that would double the cost of every
                 # send); while such a message is still stored, find it by its key instead.
@@ -571,6 +589,24 @@ class GroupCommit:
             w.dups = set(ids) - accepted
 
 
+
+
+def _all_new(conn: sqlite3.Connection, ids: list[bytes], until: int, now: int) -> bool:
+    """Record many ``ids`` in ``seen`` with one statement when none of them was seen (the usual
+    case); ``False``, with nothing recorded, when that cannot be done or some were seen: then the
+    caller finds which with ``RETURNING`` (which costs more per id than the whole upsert here)."""
+    blob = sql.ids_blob(ids)
+    if blob is None:
+        return False
+    conn.execute("SAVEPOINT seen")
+    before = conn.total_changes
+    conn.execute(sql.SEEN_UPSERT_IDS, (blob, until, now))
+    if conn.total_changes - before == len(ids):  # every id was new (or its entry had expired)
+        conn.execute("RELEASE seen")
+        return True
+    conn.execute("ROLLBACK TO seen")
+    conn.execute("RELEASE seen")
+    return False
 
 
 def _dup_rows(w: WriteRequest) -> list[Any]:

@@ -129,14 +129,22 @@ class Outbox:
                target: tuple[str, str] | None = None, duplicates: Collection[bytes] = ()) -> None:
         """Apply a peer's answer in one transaction (see ``Spool.outbox_settle``)."""
         p = self.names.peer(peer)
-        ev = self._events(peer, now, done, dead, retry, target, duplicates) if self.trace else []
+        blocks: list[tuple[str, tuple[Any, ...]]] = []
+        ev = self._events(peer, now, done, dead, retry, target, duplicates, blocks) if self.trace else []
         by_priority: dict[int, list[bytes]] = {}
         for pri, idb in done:
-            by_priority.setdefault(pri, []).append(idb)
+            ids = by_priority.get(pri)
+            if ids is None:
+                ids = by_priority[pri] = []
+            ids.append(idb)
 
         def settle(c: sqlite3.Connection) -> None:
-            for pri, ids in by_priority.items():  # IN lists: faster than one statement per key
-                for i in range(0, len(ids), 500):
+            for pri, ids in by_priority.items():
+                blob = sql.ids_blob(ids)
+                if blob is not None:  # a batch's ids as one blob: one statement, no parameter per id
+                    c.execute(sql.OUTBOX_DELETE_IDS, (blob, p, pri))
+                    continue
+                for i in range(0, len(ids), 500):  # IN lists: faster than one statement per key
                     chunk = ids[i:i + 500]
                     c.execute(sql.outbox_delete_in(len(chunk)), (p, pri, *chunk))
             for (pri, idb), reason, detail in dead:
@@ -144,22 +152,33 @@ class Outbox:
                 c.execute(sql.OUTBOX_DELETE, (p, pri, idb))
             if retry:
                 c.executemany(sql.OUTBOX_TRY, [(p, pri, idb) for pri, idb in retry])
-            record(c, ev)
+            record(c, ev, blocks)
 
         self.db.txn(self.db.move, settle)
 
     @staticmethod
     def _events(peer: str, now: int, done: Sequence[tuple[int, bytes]],
                 dead: Sequence[tuple[tuple[int, bytes], str, str]], retry: Sequence[tuple[int, bytes]],
-                target: tuple[str, str] | None, duplicates: Collection[bytes]) -> list[Any]:
-        """The events of a settled batch (flat, see ``events.record``)."""
+                target: tuple[str, str] | None, duplicates: Collection[bytes],
+                blocks: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """The events of a settled batch (flat, see ``events.record``; the ``forwarded`` events of
+        many ids as ``blocks``, one statement each)."""
         name, url = target if target is not None else (peer, None)
         ev: list[Any] = []
         if done:
             accepted = event_detail(peer=peer, target=name, url=url, result="accepted")
-            dup = event_detail(peer=peer, target=name, url=url, result="duplicate") if duplicates else accepted
-            for _pri, idb in done:
-                ev += (idb, now, "forwarded", dup if idb in duplicates else accepted)
+            ids = [idb for _pri, idb in done]
+            groups = [(ids, accepted)]
+            if duplicates:
+                dup = event_detail(peer=peer, target=name, url=url, result="duplicate")
+                groups = [([i for i in ids if i not in duplicates], accepted), ([i for i in ids if i in duplicates], dup)]
+            for group, d in groups:
+                blob = sql.ids_blob(group, distinct=True)
+                if blob is not None:
+                    blocks.append((sql.EVENTS_OF_IDS, (now, "forwarded", d, blob)))
+                    continue
+                for idb in group:
+                    ev += (idb, now, "forwarded", d)
         for (_pri, idb), reason, text in dead:
             ev += (idb, now, "dead", event_detail(reason=reason, detail=text, peer=peer))
         if retry:

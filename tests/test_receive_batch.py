@@ -1,0 +1,90 @@
+"""Large peer batches take the one-blob statements (issue 15): dedup, inbox, event log, settling.
+
+A batch of at least ``sql.IDS_MIN`` ids is recorded in ``seen`` by one upsert
+when none was seen before, and falls back to the per-chunk ``RETURNING`` upsert
+(nothing of the first attempt kept) when some were: exactly once either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from spoolq import Spool
+from spoolq.codec import WireMessage
+from spoolq.message import _take_ids
+from spoolq.store import sql
+
+SENDER = "node-a-0123456789abcdef0123456789ab"
+
+
+def wire(n: int, channel: str = "jobs") -> list[WireMessage]:
+    return [WireMessage(_take_ids(1).to_bytes(16, "big"), channel, b"m%d" % i, 1024, None, None, None, SENDER)
+            for i in range(n)]
+
+
+def receive(s: Spool, messages: list[WireMessage]) -> set[bytes]:
+    return asyncio.run(s.areceive(messages, SENDER))
+
+
+def bodies(s: Spool, channel: str) -> list[bytes]:
+    leases = s.lease_many(channel, 10_000)
+    return sorted(lease.body for lease in leases)
+
+
+def results(s: Spool, idb: bytes, kind: str) -> list[str]:
+    return [e["detail"]["result"] for e in s.trace_events(idb) if e["kind"] == kind]
+
+
+def test_a_big_batch_sent_again_is_all_duplicates_and_stored_once(tmp_path: Path) -> None:
+    first = wire(40) + wire(20, "other")
+    assert len(first) >= sql.IDS_MIN
+    with Spool(tmp_path / "b") as s:
+        assert receive(s, first) == set()
+        again = first[:30] + wire(25)  # some seen (the fallback path), some new
+        dups = receive(s, again)
+        assert dups == {m.id for m in first[:30]}
+        assert len(bodies(s, "jobs")) == 40 + 25 and len(bodies(s, "other")) == 20
+        for m in first[:30]:
+            assert results(s, m.id, "received") == ["new", "duplicate"]
+        for m in first[30:] + again[30:]:
+            assert results(s, m.id, "received") == ["new"]
+            assert s.trace_events(m.id)[0]["detail"]["from"] == SENDER
+
+
+def test_two_big_batches_with_the_same_ids_in_one_commit(tmp_path: Path) -> None:
+    batch = wire(50)
+
+    async def both(s: Spool) -> list[set[bytes]]:  # one loop turn: one group commit
+        return list(await asyncio.gather(s.areceive(batch, SENDER), s.areceive(batch, SENDER)))
+
+    with Spool(tmp_path / "b") as s:
+        first, second = asyncio.run(both(s))  # which one is first depends on the threads that name "jobs"
+        assert sorted([first, second], key=len) == [set(), {m.id for m in batch}]
+        assert len(bodies(s, "jobs")) == 50
+
+
+def test_an_expired_seen_entry_counts_as_new(tmp_path: Path) -> None:
+    now = [1_700_000_000.0]
+    batch = wire(20)
+    with Spool(tmp_path / "b", seen_retention=60, clock=lambda: now[0]) as s:
+        assert receive(s, batch) == set()
+        s.ack_many(s.lease_many("jobs", 100))
+        assert receive(s, batch) == {m.id for m in batch}
+        now[0] += 61
+        assert receive(s, batch) == set()  # forgotten: stored again, as the retention says
+        assert len(bodies(s, "jobs")) == 20
+
+
+def test_settling_a_big_batch_removes_it_and_logs_each_result(tmp_path: Path) -> None:
+    with Spool(tmp_path / "a") as s:
+        ids = [bytes.fromhex(m.replace("-", "")) for m in s.send_many([b"x"] * 30, "jobs", to="b")]
+        urgent = s.send_many([b"u"] * 20, "jobs", to="b", priority=1)
+        batch = s.outbox_batch("b", max_messages=1000)
+        assert len(batch) == 50
+        dup = set(ids[:5])
+        s.outbox_settle("b", [r.key for r in batch], target=("b", "http://127.0.0.1:9"), duplicates=dup)
+        assert s.outbox_batch("b") == []
+        for idb in ids:
+            assert results(s, idb, "forwarded") == ["duplicate" if idb in dup else "accepted"]
+        assert results(s, bytes.fromhex(urgent[0].replace("-", "")), "forwarded") == ["accepted"]
