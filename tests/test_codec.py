@@ -22,7 +22,10 @@ from spoolq.codec import (
     Reply,
     Result,
     WireMessage,
+    MAX_ID_AGE_MS,
+    MAX_ID_AHEAD_MS,
     check_message,
+    check_messages,
     decode_batch,
     decode_reply,
     encode_batch,
@@ -341,6 +344,23 @@ def test_check_message_counts_headers_as_the_spool_does() -> None:
     assert check_message(m, size - 1) is not None
 
 
+def _at(ms: int) -> WireMessage:
+    return _with(id=ms.to_bytes(6, "big") + ID[6:])
+
+
+def test_check_messages_agrees_with_check_message() -> None:
+    """The batch check (inline for plain messages of a channel already seen good) says what
+    check_message says, message by message, including the id time bounds at their edges."""
+    now = 1_700_000_000_000
+    edges = [_at(now - MAX_ID_AGE_MS), _at(now - MAX_ID_AGE_MS - 1), _at(now + MAX_ID_AHEAD_MS),
+             _at(now + MAX_ID_AHEAD_MS + 1)]
+    rules = [msgspec.structs.replace(m, id=_at(now).id) if len(m.id) == 16 else m for _, m, _ in MESSAGE_RULES]
+    batch = [_at(now), *rules, *edges, _at(now)]
+    expected = [check_message(m, LIMIT, now) for m in batch]
+    assert check_messages(batch, LIMIT, now) == expected
+    assert [r is None for r in expected[-5:]] == [True, False, True, False, True]
+
+
 # -- fuzz -------------------------------------------------------------------------------------
 
 ids = st.one_of(st.binary(min_size=16, max_size=16), st.binary(max_size=20))
@@ -476,3 +496,10 @@ def test_ids_must_be_made_near_the_receivers_clock(offset: int, ok: bool) -> Non
     reason = check_message(m, LIMIT, T1)
     assert (reason is None) is ok
     assert check_message(m, LIMIT) is None  # without a clock, only the shape is checked
+
+
+@FUZZ
+@given(st.lists(messages, max_size=6), st.integers(0, 2**48))
+def test_fuzz_check_messages(msgs: list[WireMessage], now: int) -> None:
+    twice = msgs + msgs  # the second time round, each good channel is known
+    assert check_messages(twice, LIMIT, now) == [check_message(m, LIMIT, now) for m in twice]

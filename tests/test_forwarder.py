@@ -134,3 +134,14 @@ def test_message_too_big_for_the_peer_is_dead_lettered(tmp_path: Path) -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_an_outbox_record_after_its_key_is_a_wire_message() -> None:
+    """The forwarder builds each WireMessage from a slice of the record (``_wire``)."""
+    from spoolq.codec import WireMessage
+    from spoolq.node.forwarder import _wire
+    from spoolq.store.outbox import OutboxRecord
+
+    assert OutboxRecord._fields[1:] == WireMessage.__struct_fields__
+    r = OutboxRecord((5, b"i" * 16), b"i" * 16, "ch", b"body", 5, {"k": "v"}, 7, 8, "node")
+    assert _wire(r) == WireMessage(b"i" * 16, "ch", b"body", 5, {"k": "v"}, 7, 8, "node")

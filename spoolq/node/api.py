@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import functools
 import hmac
 import json
@@ -42,7 +43,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from ..codec import ACCEPTED, DUPLICATE, REJECTED, Result, check_message, decode_batch, encode_reply
+from ..codec import (
+    ACCEPTED,
+    ACCEPTED_RESULT,
+    DUPLICATE,
+    REJECTED,
+    Result,
+    check_messages,
+    decode_batch,
+    encode_reply,
+)
 from ..errors import (
     CodecError,
     InvalidArgument,
@@ -276,33 +286,49 @@ async def post_batch(request: web.Request) -> web.Response:
     except CodecError as e:
         node.metrics.receive_batches.labels(e.code).inc()
         raise
-    results: list[Result | None] = [None] * len(batch.messages)
-    valid = []
-    where = []
-    ids: set[bytes] = set()
+    messages = batch.messages
+    n = len(messages)
+    results: list[Result | None] = [None] * n
     now_ms = int(time.time() * 1000)
-    for i, m in enumerate(batch.messages):
-        reason = check_message(m, cfg.max_message_size, now_ms)
-        if reason is not None:
-            results[i] = Result(REJECTED, reason, True)
-        elif m.id in ids:
-            results[i] = Result(DUPLICATE)
-        else:
-            ids.add(m.id)
-            valid.append(m)
-            where.append(i)
+    reasons = check_messages(messages, cfg.max_message_size, now_ms)
+    if reasons.count(None) == n and len({m.id for m in messages}) == n:
+        valid, where = messages, None  # the usual batch: every message valid, no id twice
+    else:
+        valid = []
+        where = []
+        ids: set[bytes] = set()
+        for i, m in enumerate(messages):
+            reason = reasons[i]
+            if reason is not None:
+                results[i] = Result(REJECTED, reason, True)
+            elif m.id in ids:
+                results[i] = Result(DUPLICATE)
+            else:
+                ids.add(m.id)
+                valid.append(m)
+                where.append(i)
     try:
         dups = await node.spool.areceive(valid, batch.sender)
     except SpoolqError:
         node.metrics.receive_batches.labels("storage_error").inc()
         raise
+    if where is None and not dups:  # all accepted: no object per message
+        final = [ACCEPTED_RESULT] * n
+        if node.history is not None:
+            for channel, count in collections.Counter(m.channel for m in valid).items():
+                node.history.came(channel, count)
+        node.metrics.received(n, 0, 0)
+        node.metrics.receive_batches.labels("ok").inc()
+        return web.Response(body=encode_reply(final), content_type="application/x-msgpack")
+    if where is None:
+        where = list(range(n))
     statuses = [DUPLICATE if m.id in dups else ACCEPTED for m in valid]
     if node.history is not None:
         for m, s in zip(valid, statuses, strict=True):
             if s == ACCEPTED:
                 node.history.came(m.channel)
     for i, s in zip(where, statuses, strict=True):
-        results[i] = Result(s)
+        results[i] = ACCEPTED_RESULT if s == ACCEPTED else Result(s)
     final = [r if r is not None else Result(REJECTED, "internal", False) for r in results]
     accepted = sum(1 for s in statuses if s == 0)
     rejected = sum(1 for r in final if r.status == REJECTED)

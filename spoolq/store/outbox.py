@@ -42,6 +42,10 @@ class OutboxRecord(NamedTuple):
     origin: str  # node id
 
 
+# builds a record from a tuple without the Python-level __new__ a NamedTuple has (thousands per batch)
+_record = tuple.__new__
+
+
 class Incoming(Protocol):
     """A message received from a peer (already validated by the receiver)."""
 
@@ -120,8 +124,8 @@ class Outbox:
                 if nowait and not self.names.knows_origin_ref(origin_ref):
                     return None
                 who = origins[origin_ref] = self.names.origin_name(origin_ref)
-            out.append(OutboxRecord((pri, idb), idb, name, body, pri, decode_headers(hdrs) if hdrs else None,
-                                    deliver_at, expires, who))
+            out.append(_record(OutboxRecord, ((pri, idb), idb, name, body, pri,
+                                              decode_headers(hdrs) if hdrs else None, deliver_at, expires, who)))
         return out
 
     def settle(self, peer: str, now: int, done: Sequence[tuple[int, bytes]],
