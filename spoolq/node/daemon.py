@@ -408,6 +408,8 @@ class Node:
                 backoff_base=self.config.backoff_base, backoff_cap=self.config.backoff_cap,
                 scan_interval=self.config.scan_interval, metrics=self.metrics)
             self.links[name] = link
+            # the outbox bell wakes the link itself: no hop through _outbox_bell_loop first (issue 15)
+            self.bells.subscribe(OUTBOX, link.wake)
             self._link_tasks[name] = asyncio.create_task(link.run(), name=f"link-{name}")
 
     def _sync_sources(self) -> None:
@@ -457,10 +459,8 @@ class Node:
         while True:
             await self._outbox_event.wait()
             self._outbox_event.clear()
-            # wake the links first: looking for new outbox peers costs a thread hop and a query,
-            # which a message for a known peer should not wait for (issue 15)
-            for link in self.links.values():
-                link.wake.set()
+            # known links are subscribed to this bell themselves (_sync_links); looking for new
+            # outbox peers costs a thread hop and a query, which they do not wait for (issue 15)
             known = len(self.links)
             await self._sync_links()
             for link in list(self.links.values())[known:]:
