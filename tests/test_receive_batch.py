@@ -88,3 +88,14 @@ def test_settling_a_big_batch_removes_it_and_logs_each_result(tmp_path: Path) ->
         for idb in ids:
             assert results(s, idb, "forwarded") == ["duplicate" if idb in dup else "accepted"]
         assert results(s, bytes.fromhex(urgent[0].replace("-", "")), "forwarded") == ["accepted"]
+
+
+def test_settling_leaves_the_messages_of_the_range_it_was_not_told_of(tmp_path: Path) -> None:
+    with Spool(tmp_path / "a") as s:
+        s.send_many([b"x"] * 40, "jobs", to="b")
+        batch = s.outbox_batch("b", max_messages=1000)
+        keep = {batch[10].key, batch[25].key}  # inside the run of keys settled
+        s.outbox_settle("b", [r.key for r in batch if r.key not in keep], retry=[batch[25].key])
+        assert sorted(r.key for r in s.outbox_batch("b")) == sorted(keep)
+        s.outbox_settle("b", [batch[10].key, batch[25].key, batch[10].key])  # a key twice: still exact
+        assert s.outbox_batch("b") == []

@@ -67,6 +67,19 @@ class Incoming(Protocol):
     def origin(self) -> str | None: ...
 
 
+def _delete_run(c: sqlite3.Connection, peer: int, priority: int, ids: list[bytes]) -> bool:
+    """Delete the outbox rows ``ids`` (of one peer and priority) as a key range, if the range holds
+    exactly these ids (in the settling transaction: nothing comes or goes in between). A range
+    delete costs about half of finding each id; ``False`` (nothing deleted) when the range holds
+    others too (messages retried or sent meanwhile), or lacks some."""
+    run = sorted(ids)  # already sorted when it is a batch read in key order: one pass
+    row = c.execute(sql.OUTBOX_RANGE_HEX, (peer, priority, run[0], run[-1])).fetchone()
+    if row is None or row[0] != b"".join(run).hex().upper():
+        return False
+    c.execute(sql.OUTBOX_DELETE_RANGE, (peer, priority, run[0], run[-1]))
+    return True
+
+
 class Outbox:
     """Outbox batches, settling, and receiving, for one spool object."""
 
@@ -145,6 +158,8 @@ class Outbox:
         def settle(c: sqlite3.Connection) -> None:
             for pri, ids in by_priority.items():
                 blob = sql.ids_blob(ids)
+                if blob is not None and _delete_run(c, p, pri, ids):
+                    continue
                 if blob is not None:  # a batch's ids as one blob: one statement, no parameter per id
                     c.execute(sql.OUTBOX_DELETE_IDS, (blob, p, pri))
                     continue

@@ -277,6 +277,13 @@ OUTBOX_DELETE_IDS: Final = _ids(1) + (
 EVENTS_OF_IDS: Final = _ids(5) + (
     "INSERT OR IGNORE INTO events(id, n, at, kind, detail) SELECT substr(?5, i, 16), ?1, ?2, ?3, ?4 FROM k"
 )
+# A settled batch is usually a whole run of keys: delete the range, once the range is seen to hold
+# exactly those ids (hex of the ids in key order; an order or set that differs only costs the IN path)
+OUTBOX_RANGE_HEX: Final = (
+    "SELECT group_concat(hex(id), '') FROM "
+    "(SELECT id FROM outbox WHERE peer=? AND priority=? AND id BETWEEN ? AND ? ORDER BY id)"
+)
+OUTBOX_DELETE_RANGE: Final = "DELETE FROM outbox WHERE peer=? AND priority=? AND id BETWEEN ? AND ?"
 IDS_MIN: Final = 16  # fewer ids than this: bound one by one (the blob statements cost a little more to start)
 
 
