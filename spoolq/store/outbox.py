@@ -67,7 +67,7 @@ class Incoming(Protocol):
     def origin(self) -> str | None: ...
 
 
-def _delete_run(c: sqlite3.Connection, peer: int, priority: int, ids: list[bytes]) -> bool:
+def _delete_run(c: sqlite3.Connection, peer: int | None, priority: int, ids: list[bytes]) -> bool:
     """Delete the outbox rows ``ids`` (of one peer and priority) as a key range, if the range holds
     exactly these ids (in the settling transaction: nothing comes or goes in between). A range
     delete costs about half of finding each id; ``False`` (nothing deleted) when the range holds
@@ -119,27 +119,29 @@ class Outbox:
             rows = got
         else:
             rows = self.db.read(lambda c: c.execute(statement, args).fetchall())
-        out: list[OutboxRecord] = []
-        size = 0
+        # the byte limit: cut where the running size passes max_bytes (always at least one message)
+        if sum(len(r[3]) + (len(r[4]) if r[4] else 0) for r in rows) + 64 * len(rows) > max_bytes:
+            size = 0
+            for i, r in enumerate(rows):
+                size += len(r[3]) + (len(r[4]) if r[4] else 0) + 64
+                if i and size > max_bytes:
+                    rows = rows[:i]
+                    break
+        # the few distinct names first, then every record in one comprehension (thousands per batch)
         names: dict[int, str] = {}
+        for ch in {r[2] for r in rows}:
+            if nowait and not self.names.knows_channel_ref(ch):
+                return None  # looking the name up reads the database: not here
+            names[ch] = self.names.channel_name(ch)
         origins: dict[int | None, str] = {}
-        for pri, idb, ch, body, hdrs, expires, origin_ref, deliver_at in rows:
-            size += len(body) + (len(hdrs) if hdrs else 0) + 64
-            if out and size > max_bytes:
-                break
-            name = names.get(ch)
-            if name is None:
-                if nowait and not self.names.knows_channel_ref(ch):
-                    return None  # looking the name up reads the database: not here
-                name = names[ch] = self.names.channel_name(ch)
-            who = origins.get(origin_ref)
-            if who is None:
-                if nowait and not self.names.knows_origin_ref(origin_ref):
-                    return None
-                who = origins[origin_ref] = self.names.origin_name(origin_ref)
-            out.append(_record(OutboxRecord, ((pri, idb), idb, name, body, pri,
-                                              decode_headers(hdrs) if hdrs else None, deliver_at, expires, who)))
-        return out
+        for ref in {r[6] for r in rows}:
+            if nowait and not self.names.knows_origin_ref(ref):
+                return None
+            origins[ref] = self.names.origin_name(ref)
+        record, cls = _record, OutboxRecord
+        return [record(cls, ((pri, idb), idb, names[ch], body, pri, decode_headers(hdrs) if hdrs else None,
+                             deliver_at, expires, origins[ref]))
+                for pri, idb, ch, body, hdrs, expires, ref, deliver_at in rows]
 
     def settle(self, peer: str, now: int, done: Sequence[tuple[int, bytes]],
                dead: Sequence[tuple[tuple[int, bytes], str, str]], retry: Sequence[tuple[int, bytes]],
@@ -190,7 +192,8 @@ class Outbox:
             groups = [(ids, accepted)]
             if duplicates:
                 dup = event_detail(peer=peer, target=name, url=url, result="duplicate")
-                groups = [([i for i in ids if i not in duplicates], accepted), ([i for i in ids if i in duplicates], dup)]
+                groups = [([i for i in ids if i not in duplicates], accepted),
+                          ([i for i in ids if i in duplicates], dup)]
             for group, d in groups:
                 blob = sql.ids_blob(group, distinct=True)
                 if blob is not None:
