@@ -141,3 +141,30 @@ def test_a_backlog_goes_in_full_batches_with_one_in_flight(tmp_path: Path) -> No
         assert b.spool.stats().channels["c"].ready == n + 3
 
     run_pair(tmp_path, body, batch_messages=per_batch, max_in_flight=1)
+
+
+def test_a_big_batch_is_counted_once_per_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The all-accepted reply (one shared result) and the mixed one count the same way: messages
+    into the dashboard's flows and the received metric, duplicates apart."""
+    from spoolq.codec import WireMessage, decode_reply, encode_batch
+    from spoolq.message import _take_ids
+
+    def received(node: Node, result: str) -> float:
+        return float(node.metrics.received_total.labels(result)._value.get())
+
+    async def body(a: Node, b: Node) -> None:
+        assert b.history is not None
+        came: dict[str, int] = {}  # the history's own counts are taken away by its sampler
+        monkeypatch.setattr(b.history, "came", lambda ch, n=1: came.__setitem__(ch, came.get(ch, 0) + n))
+        msgs = [WireMessage(_take_ids(1).to_bytes(16, "big"), "c" if k < 40 or k % 2 else "d", b"x", 1024, None, None, None,
+                            None) for k in range(60)]
+        assert a._session is not None
+        for sent, want in ((msgs[:40], [0] * 40), (msgs, [1] * 40 + [0] * 20)):
+            async with a._session.post(b.url + "/v1/batches", data=encode_batch("node-a", sent)) as resp:
+                assert resp.status == 200
+                reply = decode_reply(await resp.read(), expected=len(sent))
+            assert [r.status for r in reply.results] == want
+        assert received(b, "accepted") == 60 and received(b, "duplicate") == 40
+        assert came == {"c": 50, "d": 10}
+
+    run_pair(tmp_path, body)

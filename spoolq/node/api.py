@@ -315,8 +315,12 @@ async def post_batch(request: web.Request) -> web.Response:
     if where is None and not dups:  # all accepted: no object per message
         final = [ACCEPTED_RESULT] * n
         if node.history is not None:
-            for channel, count in collections.Counter(m.channel for m in valid).items():
-                node.history.came(channel, count)
+            channels = {m.channel for m in valid}
+            if len(channels) == 1:
+                node.history.came(channels.pop(), n)
+            else:
+                for channel, count in collections.Counter(m.channel for m in valid).items():
+                    node.history.came(channel, count)
         node.metrics.received(n, 0, 0)
         node.metrics.receive_batches.labels("ok").inc()
         return web.Response(body=encode_reply(final), content_type="application/x-msgpack")
