@@ -147,3 +147,41 @@ def test_an_outbox_record_after_its_key_is_a_wire_message() -> None:
     assert OutboxRecord._fields[1:] == WireMessage.__struct_fields__
     r = OutboxRecord((5, b"i" * 16), b"i" * 16, "ch", b"body", 5, {"k": "v"}, 7, 8, "node")
     assert _wire(r) == WireMessage(b"i" * 16, "ch", b"body", 5, {"k": "v"}, 7, 8, "node")
+
+
+def test_a_few_messages_are_read_on_the_loop_while_batches_are_in_flight(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No backlog: the next small batch is read without a thread hop even with others in flight."""
+    import aiohttp
+
+    from spoolq.codec import ACCEPTED_RESULT, WireMessage
+    from spoolq.node import forwarder
+    from spoolq.node.forwarder import PeerLink, Target
+
+    class Sink:
+        def __init__(self) -> None:
+            self.got: list[list[WireMessage]] = []
+
+        async def deliver(self, messages: list[WireMessage]) -> list[forwarder.Result]:
+            self.got.append(messages)
+            return [ACCEPTED_RESULT] * len(messages)
+
+        async def close(self) -> None:
+            pass
+
+    async def no_thread(*args: object, **kwargs: object) -> object:
+        raise AssertionError("read from a thread")
+
+    async def main(s: Spool) -> None:
+        sink = Sink()
+        async with aiohttp.ClientSession() as session:
+            link = PeerLink("b", [Target("b", "http://127.0.0.1:9", sink=sink)], s, session, node_id="a")
+            link.in_flight = 2  # as if two batches were on their way
+            monkeypatch.setattr(forwarder.asyncio, "to_thread", no_thread)
+            assert await link.step() == 1
+            await asyncio.sleep(0)  # the batch's task starts and hands it to the sink
+            assert [[m.body for m in b] for b in sink.got] == [[b"a", b"b", b"c"]]
+
+    with Spool(tmp_path / "a") as s:
+        s.send_many([b"a", b"b", b"c"], "c", to="b")
+        asyncio.run(main(s))

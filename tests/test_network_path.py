@@ -156,8 +156,8 @@ def test_a_big_batch_is_counted_once_per_message(tmp_path: Path, monkeypatch: py
         assert b.history is not None
         came: dict[str, int] = {}  # the history's own counts are taken away by its sampler
         monkeypatch.setattr(b.history, "came", lambda ch, n=1: came.__setitem__(ch, came.get(ch, 0) + n))
-        msgs = [WireMessage(_take_ids(1).to_bytes(16, "big"), "c" if k < 40 or k % 2 else "d", b"x", 1024, None, None, None,
-                            None) for k in range(60)]
+        msgs = [WireMessage(_take_ids(1).to_bytes(16, "big"), "c" if k < 40 or k % 2 else "d", b"x")
+                for k in range(60)]
         assert a._session is not None
         for sent, want in ((msgs[:40], [0] * 40), (msgs, [1] * 40 + [0] * 20)):
             async with a._session.post(b.url + "/v1/batches", data=encode_batch("node-a", sent)) as resp:
