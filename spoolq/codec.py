@@ -33,7 +33,7 @@ Batch, version 1::
        ├─ headers     map|nil     str -> str
        ├─ deliver_at  int|nil     Unix ms; not ready before (delay)
        ├─ expires     int|nil     Unix ms; dead letter after (TTL)
-       └─ origin      str|nil     node id that created the message
+       └─ origin      str|nil     node id that created the message; nil: the sender did
 
 Reply, version 1 (one result per message, in batch order)::
 
