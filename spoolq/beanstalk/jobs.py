@@ -13,6 +13,7 @@ from ..message import MAX_SECONDS
 if TYPE_CHECKING:
     from ..lease import Lease
     from ..spool import Job, Spool, Stats
+    from .memory import MemLease
 
 DEFAULT_TTR: Final = 60
 TTR_HEADER: Final = "beanstalk-ttr"
@@ -47,7 +48,7 @@ def ttr_of(headers: bytes | None) -> float | None:
         return None
 
 
-def lease_ttr(lease: Lease) -> float:
+def lease_ttr(lease: Lease | MemLease) -> float:
     """The TTR a touch renews (see NOT_EARLY)."""
     try:
         return float(lease.headers.get(TTR_HEADER) or DEFAULT_TTR) + NOT_EARLY

@@ -56,6 +56,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import resource
 import socket
 import time
@@ -86,6 +87,9 @@ if TYPE_CHECKING:
     from ..lease import Lease
     from ..spool import Job, Spool
     from .early import EarlyConn
+    from .memory import MemLease, MemoryStore
+
+    Reservation = Lease | MemLease
 
 __all__ = ["Server", "channel_tube", "tube_channel"]
 
@@ -95,6 +99,8 @@ SAFETY_MARGIN: Final = 1.0
 CHANNEL_CACHE_MAX: Final = 4096
 TUBE_ORDER_PRUNE: Final = 4096
 PAUSE_READING_AT: Final = 1 << 16  # bytes buffered behind a pending reply before reading pauses
+# a put line as clients write it: numbers of at most 9 digits (below 2**32), single spaces (see Conn._fast)
+_FAST_PUT: Final = re.compile(rb"put ([0-9]{1,9}) ([0-9]{1,9}) ([0-9]{1,9}) ([0-9]{1,9})\r\n")
 
 
 
@@ -104,9 +110,20 @@ PAUSE_READING_AT: Final = 1 << 16  # bytes buffered behind a pending reply befor
 class Server:
     """A beanstalkd-compatible server on top of one spool (runs in an asyncio loop)."""
 
-    def __init__(self, spool: Spool, *, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> None:
+    def __init__(self, spool: Spool | None, *, max_job_size: int = DEFAULT_MAX_JOB_SIZE,
+                 memory: MemoryStore | None = None) -> None:
+        """Serve ``spool``; or, with ``spool=None``, the jobs of ``memory`` (a server without ``-b``)."""
         self.spool = spool
-        self.store = JobStore(spool)
+        self.store: JobStore | MemoryStore
+        if spool is not None:
+            self.store = JobStore(spool)
+            self.hub: BellHub | None = BellHub(spool.path / "bells")
+            self._wake = self.hub.subscribe("*")
+        else:
+            assert memory is not None
+            self.store = memory
+            self.hub = None  # no other process can reach the jobs: nobody to hear from
+        self._persist = spool is not None  # per-job counters are saved with the jobs they count
         self.max_job_size = max_job_size
         self.conns: set[Conn] = set()
         self.waiting: set[Conn] = set()
@@ -122,8 +139,6 @@ class Server:
         self.draining = False
         self.started = time.time()
         self.instance_id = os.urandom(8).hex()
-        self.hub = BellHub(spool.path / "bells")
-        self._wake = self.hub.subscribe("*")
         self._servers: list[asyncio.AbstractServer] = []
         self._puts: list[tuple[Conn, bytes, str, int, int, int, float]] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -162,10 +177,11 @@ class Server:
                 saved = {}
             for job, row in saved.items():
                 self.jobs.setdefault(job, JobCounts.of_row(row))
-            self.hub.start()
-            self.hub.listen(False)  # until a reserve waits (see add_waiter)
-            self._tasks = [asyncio.create_task(self._bell_loop(), name="beanstalk-bells"),
-                           asyncio.create_task(self._tick_loop(), name="beanstalk-ticks")]
+            self._tasks = [asyncio.create_task(self._tick_loop(), name="beanstalk-ticks")]
+            if self.hub is not None:
+                self.hub.start()
+                self.hub.listen(False)  # until a reserve waits (see add_waiter)
+                self._tasks.append(asyncio.create_task(self._bell_loop(), name="beanstalk-bells"))
 
     async def close(self) -> None:
         """Stop serving; release the jobs reserved by connected clients."""
@@ -181,7 +197,8 @@ class Server:
         for srv in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(srv.wait_closed(), 2)
-        self.hub.close()
+        if self.hub is not None:
+            self.hub.close()
 
     async def _bell_loop(self) -> None:
         """Another process made something ready: let the waiting reservers look again."""
@@ -226,12 +243,14 @@ class Server:
             self.changed(job)
 
     def deleted_job(self, job: int) -> None:
-        if self.jobs.pop(job, None) is not None:
+        if self.jobs.pop(job, None) is not None and self._persist:
             self._dirty.discard(job)
             self._gone.add(job)
             self._schedule_save()
 
     def changed(self, job: int) -> None:
+        if not self._persist:
+            return
         self._dirty.add(job)
         self._schedule_save()
 
@@ -256,11 +275,12 @@ class Server:
         """``conn`` waits in a reserve. Listen to bells while anyone waits: other processes' sends
         wake it. Nobody waiting, nobody listens (this server's own puts would wake it for nothing)."""
         self.waiting.add(conn)
-        self.hub.listen(True)
+        if self.hub is not None:
+            self.hub.listen(True)
 
     def remove_waiter(self, conn: Conn) -> None:
         self.waiting.discard(conn)
-        if not self.waiting:
+        if not self.waiting and self.hub is not None:
             self.hub.listen(False)
 
     def wake_waiters(self) -> None:
@@ -467,7 +487,7 @@ class Conn(asyncio.BufferedProtocol):
         self._rxview = memoryview(bytearray(65536))
         self.use = "default"
         self.watch: list[str] = ["default"]
-        self.reserved: dict[int, Lease] = {}
+        self.reserved: dict[int, Reservation] = {}
         self.producer = False
         self.worker = False
         self.busy = False  # a reply is pending (a put being written, a reserve waiting)
@@ -514,7 +534,44 @@ class Conn(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._arrived = None
+        if not self.busy and self.decoder.idle:
+            data = bytes(self._rxview[:nbytes])
+            if not self._fast(data):
+                self.data_received(data)
+            return
         self.data_received(self._rxview[:nbytes])
+
+    def _fast(self, data: bytes) -> bool:
+        """One whole, plainly written put, reserve or delete, read on its own (what a client that waits
+        for each answer sends): carried out without the decoder's general machinery. Returns False,
+        having done nothing, for anything else. The same handlers run, so the answers are the same."""
+        srv = self.server
+        try:
+            if data.startswith(b"put "):
+                m = _FAST_PUT.match(data)
+                if m is None:
+                    return False
+                start = m.end()
+                size = int(m[4])
+                if size > srv.max_job_size or len(data) != start + size + 2 or not data.endswith(b"\r\n"):
+                    return False
+                srv.cmds["put"] += 1
+                self.producer = True
+                self.c_put(wire.Put(int(m[1]), int(m[2]), max(1, int(m[3])), data[start:start + size]))
+            elif data == b"reserve\r\n":
+                srv.cmds["reserve"] += 1
+                self._start_wait(None)
+            elif data.startswith(b"delete ") and data.endswith(b"\r\n") and 9 < len(data) < 28 \
+                    and data[7:-2].isdigit():
+                srv.cmds["delete"] += 1
+                self.c_delete(wire.Delete(int(data[7:-2])))
+            else:
+                return False
+        except SpoolqError as e:  # as in _process
+            log.error("beanstalk command %r failed: %s", data[:40], e)
+            self.reply(wire.OUT_OF_MEMORY if isinstance(e, StorageFull) else wire.INTERNAL_ERROR)
+            self.busy = False
+        return True
 
     def data_received(self, data: bytes | memoryview) -> None:
         try:
@@ -617,8 +674,13 @@ class Conn(asyncio.BufferedProtocol):
         if self._arrived is not None:  # read before the server was ready: count from its arrival
             start -= max(0.0, time.monotonic() - self._arrived)
         self._wait_until = None if timeout is None else start + timeout
-        self.server.add_waiter(self)  # listening before the first look: no ring is missed
+        # A first look without listening to bells (turning that on and off costs system calls); only
+        # if nothing is there, listen, then look again, so that no ring is missed.
+        self.server.waiting.add(self)
         self.try_reserve()
+        if self in self.server.waiting:
+            self.server.add_waiter(self)
+            self.try_reserve()
 
     def _channels(self) -> list[str]:
         now = time.monotonic()
@@ -687,11 +749,11 @@ class Conn(asyncio.BufferedProtocol):
                 self.server.job_timeouts += 1
                 self.server.counts(job, lease.attempts).timeouts += 1
 
-    def _held(self, job: int) -> Lease | None:
+    def _held(self, job: int) -> Reservation | None:
         self.expire(time.time())
         return self.reserved.get(job)
 
-    def _take(self, job: int) -> Lease | None:
+    def _take(self, job: int) -> Reservation | None:
         """This connection's reservation of ``job``, taken out of its table (NOT_FOUND if none)."""
         lease = self._held(job)
         if lease is None:

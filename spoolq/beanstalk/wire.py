@@ -478,6 +478,11 @@ class Decoder:
             return ev
 
     @property
+    def idle(self) -> bool:
+        """Nothing buffered and no frame under way: the next bytes start a command."""
+        return not self._buf and self._put is None and not self._skip and not self._discard_line
+
+    @property
     def in_put(self) -> bool:
         """A put's line was read and its body (or the skipping of it) is under way."""
         return self._put is not None or self._skip > 0
