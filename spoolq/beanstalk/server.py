@@ -336,37 +336,53 @@ class Server:
         """
         self._flush_handle = None
         puts, self._puts = self._puts, []
-        items = []
-        for _conn, body, tube, pri, delay, ttr, age in puts:
-            headers = {TTR_HEADER: str(ttr)} if ttr != DEFAULT_TTR else None
-            if delay:
-                headers = {**(headers or {}), DELAY_HEADER: str(delay)}
-            wait = max(0.0, spool_seconds(delay) - age) if delay else 0.0
-            items.append((body, self.channel(tube) or "default", pri, wait, headers))
-        try:
-            results: list[Any] = self.store.send_jobs(items)
-        except StorageFull as e:
-            log.error("put refused: %s", e)
-            results = ["OUT_OF_MEMORY"] * len(puts)
-        except StorageError as e:
-            log.error("put failed: %s", e)
-            results = ["INTERNAL_ERROR"] * len(puts)
+        results = self._send([self._item(body, tube, pri, delay, ttr, age)
+                              for _conn, body, tube, pri, delay, ttr, age in puts])
         for (conn, _b, tube, _p, _d, _t, _a), r in zip(puts, results, strict=True):
-            if isinstance(r, int):
-                job = r
-                self.total_jobs += 1
-                self.tube_jobs[tube] += 1
-                conn.reply(wire.inserted(job))
-            elif isinstance(r, SpoolqError):
-                log.error("put refused: %s", r)
-                conn.reply(wire.INTERNAL_ERROR)
-            else:
-                conn.reply(f"{r}\r\n".encode())
+            self._answer_put(conn, tube, r)
             if conn is inline:
                 conn.busy = False
             else:
                 conn.resume()
         self.wake_waiters()
+
+    def put_one(self, conn: Conn, body: bytes, tube: str, pri: int, delay: int, ttr: int, age: float) -> None:
+        """A put with no other connection to share its commit with: written and answered now (flush's
+        work for one put, without its queue)."""
+        self._answer_put(conn, tube, self._send([self._item(body, tube, pri, delay, ttr, age)])[0])
+        if self.waiting:
+            self.wake_waiters()
+
+    def _item(self, body: bytes, tube: str, pri: int, delay: int, ttr: int,
+              age: float) -> tuple[bytes, str, int, float, dict[str, str] | None]:
+        """A put as the store takes it: (body, channel, priority, seconds to wait, headers)."""
+        headers = {TTR_HEADER: str(ttr)} if ttr != DEFAULT_TTR else None
+        if delay:
+            headers = {**(headers or {}), DELAY_HEADER: str(delay)}
+        wait = max(0.0, spool_seconds(delay) - age) if delay else 0.0
+        return (body, self.channel(tube) or "default", pri, wait, headers)
+
+    def _send(self, items: list[tuple[bytes, str, int, float, dict[str, str] | None]]) -> list[Any]:
+        """Write the puts in one transaction: per put, its job number, an error, or the reply's word."""
+        try:
+            return self.store.send_jobs(items)
+        except StorageFull as e:
+            log.error("put refused: %s", e)
+            return ["OUT_OF_MEMORY"] * len(items)
+        except StorageError as e:
+            log.error("put failed: %s", e)
+            return ["INTERNAL_ERROR"] * len(items)
+
+    def _answer_put(self, conn: Conn, tube: str, r: Any) -> None:
+        if isinstance(r, int):
+            self.total_jobs += 1
+            self.tube_jobs[tube] += 1
+            conn.reply(wire.inserted(r))
+        elif isinstance(r, SpoolqError):
+            log.error("put refused: %s", r)
+            conn.reply(wire.INTERNAL_ERROR)
+        else:
+            conn.reply(f"{r}\r\n".encode())
 
     # -- stats -------------------------------------------------------------------------------
 
@@ -647,9 +663,12 @@ class Conn(asyncio.BufferedProtocol):
         if self.server.draining:
             self.reply(wire.DRAINING)
             return
-        self.busy = True
         srv = self.server
         age = 0.0 if self._arrived is None else max(0.0, time.monotonic() - self._arrived)
+        if len(srv.conns) <= 1 and not srv._puts:
+            srv.put_one(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr, age)
+            return
+        self.busy = True
         if not srv.queue_put(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr, age):
             srv.flush(inline=self)  # alone on the server: commit and answer now, then go on
 
@@ -669,11 +688,13 @@ class Conn(asyncio.BufferedProtocol):
     def _start_wait(self, timeout: float | None) -> None:
         self.worker = True
         self.busy = True
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        if self._arrived is not None:  # read before the server was ready: count from its arrival
-            start -= max(0.0, time.monotonic() - self._arrived)
-        self._wait_until = None if timeout is None else start + timeout
+        if timeout is None:
+            self._wait_until = None
+        else:
+            start = asyncio.get_running_loop().time()
+            if self._arrived is not None:  # read before the server was ready: count from its arrival
+                start -= max(0.0, time.monotonic() - self._arrived)
+            self._wait_until = start + timeout
         # A first look without listening to bells (turning that on and off costs system calls); only
         # if nothing is there, listen, then look again, so that no ring is missed.
         self.server.waiting.add(self)
@@ -683,13 +704,14 @@ class Conn(asyncio.BufferedProtocol):
             self.try_reserve()
 
     def _channels(self) -> list[str]:
-        now = time.monotonic()
+        srv = self.server
+        paused = srv.paused
+        now = time.monotonic() if paused else 0.0
         out = []
         for tube in self.watch:
-            until = self.server.paused.get(tube, (0.0, 0))[0]
-            if until > now:
+            if paused and paused.get(tube, (0.0, 0))[0] > now:
                 continue
-            ch = self.server.channel(tube)
+            ch = srv.channel(tube)
             if ch is not None:
                 out.append(ch)
         return out
