@@ -102,10 +102,10 @@ def _top(heap: list[Any]) -> Any:
 
 
 def _compact(heap: list[Any], live: int) -> None:
-    """Rebuild ``heap`` when most of its entries are stale (bounded memory under many state changes)."""
-    if len(heap) > 64 and len(heap) > 2 * live:
-        heap[:] = [e for e in heap if e[3].tok == e[2]]
-        heapq.heapify(heap)
+    """Rebuild ``heap`` without its stale entries (called when they outnumber the live ones: bounded
+    memory however often jobs change state)."""
+    heap[:] = [e for e in heap if e[3].tok == e[2]]
+    heapq.heapify(heap)
 
 
 class MemLease:
@@ -129,7 +129,7 @@ class MemLease:
 
     def _held(self) -> MemJob:
         j = self._j
-        if j.tok != self._tok or j.state != RESERVED or self._store.jobs.get(j.job) is not j:
+        if j.tok != self._tok or j.state != RESERVED:  # (a job deleted or moved on has a new token)
             raise LeaseLost(f"job {self.job} is not reserved by this reservation any more")
         if j.due <= time.time():
             self._store._unreserve(j)
@@ -166,7 +166,8 @@ class MemLease:
         j.tok += 1
         j.due = time.time() + _exact(visibility)
         heapq.heappush(tube.reserved, (j.due, j.job, j.tok, j))
-        _compact(tube.reserved, tube.n_reserved)
+        if len(tube.reserved) > 2 * tube.n_reserved + 64:
+            _compact(tube.reserved, tube.n_reserved)
         self._tok = j.tok
         self.deadline = j.due
 
@@ -222,13 +223,16 @@ class MemoryStore:
             t.n_ready -= 1
             if j.pri < URGENT_BELOW:
                 t.n_urgent -= 1
-            _compact(t.ready, t.n_ready)
+            if len(t.ready) > 2 * t.n_ready + 64:
+                _compact(t.ready, t.n_ready)
         elif s == RESERVED:
             t.n_reserved -= 1
-            _compact(t.reserved, t.n_reserved)
+            if len(t.reserved) > 2 * t.n_reserved + 64:
+                _compact(t.reserved, t.n_reserved)
         elif s == DELAYED:
             t.n_delayed -= 1
-            _compact(t.delayed, t.n_delayed)
+            if len(t.delayed) > 2 * t.n_delayed + 64:
+                _compact(t.delayed, t.n_delayed)
         else:
             del t.buried[j.job]
         j.tok += 1

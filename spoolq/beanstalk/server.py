@@ -765,6 +765,8 @@ class Conn(asyncio.BufferedProtocol):
 
     def expire(self, now: float) -> None:
         """Forget reservations whose TTR ran out: they timed out (the job is ready again)."""
+        if not self.reserved:
+            return
         for job, lease in list(self.reserved.items()):
             if lease.deadline <= now:
                 del self.reserved[job]
