@@ -38,7 +38,8 @@ start of the next turn, then answered. A lone client pays one sync per put,
 like ``beanstalkd -f 0``; concurrent clients share them.
 
 Leases, acks and nacks are quick, synchronous SQLite writes on the event
-loop. Reserved jobs of a connection that closes are released at once; those
+loop. Without a spool (``spoolq-beanstalkd`` without ``-b``) the jobs live in
+memory only (:mod:`.memory`), as beanstalkd's do without ``-b``. Reserved jobs of a connection that closes are released at once; those
 of a server that dies come back when their TTR runs out. A client that
 half-closes its connection gets the answers to everything it sent (a reserve
 with no job ready answers ``TIMED_OUT`` at once), then the server closes it.
