@@ -39,8 +39,9 @@ like ``beanstalkd -f 0``; concurrent clients share them.
 
 Leases, acks and nacks are quick, synchronous SQLite writes on the event
 loop. Without a spool (``spoolq-beanstalkd`` without ``-b``) the jobs live in
-memory only (:mod:`.memory`), as beanstalkd's do without ``-b``. Reserved jobs of a connection that closes are released at once; those
-of a server that dies come back when their TTR runs out. A client that
+memory only (:mod:`.memory`), as beanstalkd's do without ``-b``. Reserved jobs
+of a connection that closes are released at once; those of a server that dies
+come back when their TTR runs out. A client that
 half-closes its connection gets the answers to everything it sent (a reserve
 with no job ready answers ``TIMED_OUT`` at once), then the server closes it.
 
@@ -57,7 +58,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import resource
 import socket
 import time
@@ -100,8 +100,6 @@ SAFETY_MARGIN: Final = 1.0
 CHANNEL_CACHE_MAX: Final = 4096
 TUBE_ORDER_PRUNE: Final = 4096
 PAUSE_READING_AT: Final = 1 << 16  # bytes buffered behind a pending reply before reading pauses
-# a put line as clients write it: numbers of at most 9 digits (below 2**32), single spaces (see Conn._fast)
-_FAST_PUT: Final = re.compile(rb"put ([0-9]{1,9}) ([0-9]{1,9}) ([0-9]{1,9}) ([0-9]{1,9})\r\n")
 
 
 
@@ -115,16 +113,13 @@ class Server:
                  memory: MemoryStore | None = None) -> None:
         """Serve ``spool``; or, with ``spool=None``, the jobs of ``memory`` (a server without ``-b``)."""
         self.spool = spool
-        self.store: JobStore | MemoryStore
-        if spool is not None:
-            self.store = JobStore(spool)
-            self.hub: BellHub | None = BellHub(spool.path / "bells")
-            self._wake = self.hub.subscribe("*")
-        else:
-            assert memory is not None
-            self.store = memory
-            self.hub = None  # no other process can reach the jobs: nobody to hear from
-        self._persist = spool is not None  # per-job counters are saved with the jobs they count
+        if (spool is None) == (memory is None):
+            raise ValueError("serve either a spool or a memory store")
+        self.store: JobStore | MemoryStore = JobStore(spool) if spool is not None else memory  # type: ignore[assignment]
+        # in memory, no other process can reach the jobs (no bells), and per-job counters are not saved
+        self.hub = BellHub(spool.path / "bells") if spool is not None else None
+        self._wake = self.hub.subscribe("*") if self.hub is not None else asyncio.Event()
+        self._persist = spool is not None
         self.max_job_size = max_job_size
         self.conns: set[Conn] = set()
         self.waiting: set[Conn] = set()
@@ -559,33 +554,24 @@ class Conn(asyncio.BufferedProtocol):
         self.data_received(self._rxview[:nbytes])
 
     def _fast(self, data: bytes) -> bool:
-        """One whole, plainly written put, reserve or delete, read on its own (what a client that waits
-        for each answer sends): carried out without the decoder's general machinery. Returns False,
-        having done nothing, for anything else. The same handlers run, so the answers are the same."""
-        srv = self.server
+        """One whole put, reserve or delete read on its own (what a client waiting for each answer sends),
+        without the decoder (see wire.fast_command), by the same handlers. False: not one, nothing done."""
+        ev = wire.fast_command(data, self.server.max_job_size)
+        if ev is None:
+            return False
         try:
-            if data.startswith(b"put "):
-                m = _FAST_PUT.match(data)
-                if m is None:
-                    return False
-                start = m.end()
-                size = int(m[4])
-                if size > srv.max_job_size or len(data) != start + size + 2 or not data.endswith(b"\r\n"):
-                    return False
-                srv.cmds["put"] += 1
+            if type(ev) is wire.Put:
+                self.server.cmds["put"] += 1
                 self.producer = True
-                self.c_put(wire.Put(int(m[1]), int(m[2]), max(1, int(m[3])), data[start:start + size]))
-            elif data == b"reserve\r\n":
-                srv.cmds["reserve"] += 1
-                self._start_wait(None)
-            elif data.startswith(b"delete ") and data.endswith(b"\r\n") and 9 < len(data) < 28 \
-                    and data[7:-2].isdigit():
-                srv.cmds["delete"] += 1
-                self.c_delete(wire.Delete(int(data[7:-2])))
+                self.c_put(ev)
+            elif type(ev) is wire.Delete:
+                self.server.cmds["delete"] += 1
+                self.c_delete(ev)
             else:
-                return False
+                self.server.cmds["reserve"] += 1
+                self._start_wait(None)
         except SpoolqError as e:  # as in _process
-            log.error("beanstalk command %r failed: %s", data[:40], e)
+            log.error("beanstalk command %r failed: %s", ev, e)
             self.reply(wire.OUT_OF_MEMORY if isinstance(e, StorageFull) else wire.INTERNAL_ERROR)
             self.busy = False
         return True
@@ -988,8 +974,6 @@ class Conn(asyncio.BufferedProtocol):
 
     def _ok(self, data: bytes) -> None:
         self.reply(wire.ok(data))
-
-
 
 
 _HANDLERS: Final[dict[type, Callable[[Conn, Any], None]]] = {
