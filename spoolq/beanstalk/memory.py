@@ -22,6 +22,7 @@ dropped when it comes to the top, and a heap with more dead entries than live on
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -383,7 +384,7 @@ class MemoryStore:
             return []
         out: list[int] = []
         if t.buried:
-            for j in list(t.buried.values())[:bound]:
+            for j in list(itertools.islice(t.buried.values(), bound)):
                 self._leave(j)
                 j.attempts = 0
                 self._ready(j)
