@@ -58,7 +58,7 @@ from _common import (
     tool_version,
     version,
 )
-from network import CHANNEL, HTTP_CONNS, HTTP_JSON, HTTP_PATH, CpuMeter, Load, _inbox_count, wrk_load
+from network import CHANNEL, HTTP_CONNS, HTTP_PATH, CpuMeter, Load, _inbox_count, wrk_load
 
 TARGET = 0.8
 ROUNDS = 3
@@ -77,7 +77,7 @@ def serve_empty(config_path: str) -> int:
 
     async def empty_send(request: web.Request) -> web.Response:
         await request.read()
-        return web.Response(body=EMPTY_REPLY, status=201, content_type="application/json")
+        return web.Response(body=EMPTY_REPLY, status=201, content_type="application/json", charset="utf-8")
 
     api.post_messages = empty_send  # build_app() looks the handler up when the node starts
     config = load_config(config_path)
