@@ -22,7 +22,9 @@ spool under /tmp, started for one measurement and stopped with SIGTERM by its PI
   decoding, validating or storing anything.
 
 Printed per server: msg/s (2xx answers per second, from wrk), latency p50/p99 (wrk), the server's CPU time per
-request; then the ratio real/empty of the medians and the target (>= 0.80x), the messages that landed in the
+request (all its threads, from /proc); then the ratio real/empty of the medians and the target (>= 0.80x), the
+same ratio of CPU per request (what a CPU-bound server would reach; steadier than the rates when other
+processes share the cores), the messages that landed in the
 real node's spool (they must equal the counted answers, plus up to 32 abandoned in flight when wrk stops), and the
 load average before and after. ``--profile FILE`` runs one more real-node load with ``py-spy record --format raw``
 (sampling the node's pid, idle samples excluded) and prints the functions with the most samples, self and total.
@@ -264,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{fmt_ms(med(True, 'p99_ms'))} | {med(True, 'cpu_us') or 0:.0f} us |",
         "",
         f"Ratio real/empty: {fmt_ratio(real, base)}; target >= {TARGET:.2f}x: {fmt_met(ok)}",
+        f"Server CPU per request, empty/real: {fmt_ratio(med(True, 'cpu_us'), med(False, 'cpu_us'))} (the ratio a "
+        "CPU-bound server would reach: less noisy than the rates on a shared machine)",
         "",
         "Every round:",
         *[f"- {'empty' if e else 'real'}: {x}" for e in (False, True) for x in runs[e]],
