@@ -185,3 +185,29 @@ def test_garbage_only_raises_the_wire_error(chunks: list[bytes]) -> None:
             return
         while (ev := d.next_event()) is not None:
             assert isinstance(ev, Event)  # type: ignore[misc,arg-type]
+
+
+def test_the_fast_path_decodes_what_the_decoder_decodes_or_leaves_it() -> None:
+    """wire.fast_command (the server's shortcut for one whole put, reserve or delete per read) gives the
+    decoder's event for the frames it takes, and None for everything else."""
+    samples = [
+        b"put 1024 0 60 3\r\nabc\r\n", b"put 0 5 0 0\r\n\r\n", b"put 4294967295 0 1 1\r\nx\r\n",
+        b"put 1 0 60 3\r\nabcd\r\n", b"put 1 0 60 3\r\nab\r\n", b"put  1 0 60 3\r\nabc\r\n",
+        b"put 1 0 60 70000\r\n" + b"x" * 70000 + b"\r\n", b"put 1 0 60 3\r\nabcXY",
+        b"put 1 0 60 3\r\nabc\r\nreserve\r\n",
+        b"reserve\r\n", b"reserve \r\n", b"reserve\r\nreserve\r\n", b"reserve-with-timeout 0\r\n",
+        b"delete 17\r\n", b"delete 0\r\n", b"delete 007\r\n", b"delete 99999999999999999999\r\n", b"delete -1\r\n",
+        b"delete 1 \r\n", b"delete 12\r\ndelete 13\r\n", b"deletex 1\r\n",
+    ]
+    taken = 0
+    for data in samples:
+        fast = wire.fast_command(data)
+        d = wire.Decoder()
+        d.receive_data(data)
+        events = []
+        while (ev := d.next_event()) is not None:
+            events.append(ev)
+        if fast is not None:
+            taken += 1
+            assert [e for e in events if not isinstance(e, wire.PutStart)] == [fast], data
+    assert taken == 6

@@ -185,3 +185,34 @@ def test_a_few_messages_are_read_on_the_loop_while_batches_are_in_flight(
     with Spool(tmp_path / "a") as s:
         s.send_many([b"a", b"b", b"c"], "c", to="b")
         asyncio.run(main(s))
+
+
+def test_unreachable_peer_gets_one_small_batch_at_a_time(tmp_path: Path) -> None:
+    """Reading thousands of messages for a peer that refuses connections (and logging a failed attempt for
+    each) took the write lock from producers: after no reply, one batch of at most 64 is tried at a time."""
+    from spoolq.node.forwarder import UNREACHABLE_MESSAGES
+
+    from .nodes import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    reads: list[tuple[int, bool, int]] = []  # (max_messages, target unreachable, batches in flight)
+
+    async def body(node: Node) -> None:
+        real = node.spool.outbox_batch
+
+        def spy(*args: object, **kwargs: object) -> object:
+            link = node.links.get(url)
+            t = link.targets[0] if link is not None else None
+            reads.append((int(kwargs["max_messages"]), bool(t and t.unreachable), link.in_flight if link else 0))
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        node.spool.outbox_batch = spy  # type: ignore[method-assign]
+        node.spool.send_many([b"m%d" % i for i in range(1000)], "c", to=url)
+        await until(lambda: url in node.links and node.links[url].targets[0].failures >= 4)
+        assert node.spool.stats().peers[url].outbox == 1000
+
+    run_node(tmp_path / "a", body)
+    # reads decided before the first failure came back may still ask for a full batch; every later attempt
+    # (at least three: four failures) reads a small one, with no other batch in flight
+    assert all(n <= UNREACHABLE_MESSAGES for n, _, _ in reads[-3:]), reads
+    assert all(n <= UNREACHABLE_MESSAGES for n, unreachable, in_flight in reads if unreachable and not in_flight), reads

@@ -4,7 +4,7 @@ which are saved in the spool so that they survive a restart (see docs/design.md)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
@@ -13,6 +13,13 @@ from ..message import MAX_SECONDS
 if TYPE_CHECKING:
     from ..lease import Lease
     from ..spool import Job, Spool, Stats
+
+class _HasHeaders(Protocol):
+    """A reservation of either store (a spool's Lease, or memory.MemLease)."""
+
+    @property
+    def headers(self) -> dict[str, str]: ...
+
 
 DEFAULT_TTR: Final = 60
 TTR_HEADER: Final = "beanstalk-ttr"
@@ -47,7 +54,7 @@ def ttr_of(headers: bytes | None) -> float | None:
         return None
 
 
-def lease_ttr(lease: Lease) -> float:
+def lease_ttr(lease: _HasHeaders) -> float:
     """The TTR a touch renews (see NOT_EARLY)."""
     try:
         return float(lease.headers.get(TTR_HEADER) or DEFAULT_TTR) + NOT_EARLY

@@ -38,8 +38,10 @@ start of the next turn, then answered. A lone client pays one sync per put,
 like ``beanstalkd -f 0``; concurrent clients share them.
 
 Leases, acks and nacks are quick, synchronous SQLite writes on the event
-loop. Reserved jobs of a connection that closes are released at once; those
-of a server that dies come back when their TTR runs out. A client that
+loop. Without a spool (``spoolq-beanstalkd`` without ``-b``) the jobs live in
+memory only (:mod:`.memory`), as beanstalkd's do without ``-b``. Reserved jobs
+of a connection that closes are released at once; those of a server that dies
+come back when their TTR runs out. A client that
 half-closes its connection gets the answers to everything it sent (a reserve
 with no job ready answers ``TIMED_OUT`` at once), then the server closes it.
 
@@ -86,6 +88,9 @@ if TYPE_CHECKING:
     from ..lease import Lease
     from ..spool import Job, Spool
     from .early import EarlyConn
+    from .memory import MemLease, MemoryStore
+
+    Reservation = Lease | MemLease
 
 __all__ = ["Server", "channel_tube", "tube_channel"]
 
@@ -104,9 +109,17 @@ PAUSE_READING_AT: Final = 1 << 16  # bytes buffered behind a pending reply befor
 class Server:
     """A beanstalkd-compatible server on top of one spool (runs in an asyncio loop)."""
 
-    def __init__(self, spool: Spool, *, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> None:
+    def __init__(self, spool: Spool | None, *, max_job_size: int = DEFAULT_MAX_JOB_SIZE,
+                 memory: MemoryStore | None = None) -> None:
+        """Serve ``spool``; or, with ``spool=None``, the jobs of ``memory`` (a server without ``-b``)."""
         self.spool = spool
-        self.store = JobStore(spool)
+        if (spool is None) == (memory is None):
+            raise ValueError("serve either a spool or a memory store")
+        self.store: JobStore | MemoryStore = JobStore(spool) if spool is not None else memory  # type: ignore[assignment]
+        # in memory, no other process can reach the jobs (no bells), and per-job counters are not saved
+        self.hub = BellHub(spool.path / "bells") if spool is not None else None
+        self._wake = self.hub.subscribe("*") if self.hub is not None else asyncio.Event()
+        self._persist = spool is not None
         self.max_job_size = max_job_size
         self.conns: set[Conn] = set()
         self.waiting: set[Conn] = set()
@@ -122,8 +135,6 @@ class Server:
         self.draining = False
         self.started = time.time()
         self.instance_id = os.urandom(8).hex()
-        self.hub = BellHub(spool.path / "bells")
-        self._wake = self.hub.subscribe("*")
         self._servers: list[asyncio.AbstractServer] = []
         self._puts: list[tuple[Conn, bytes, str, int, int, int, float]] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -162,10 +173,11 @@ class Server:
                 saved = {}
             for job, row in saved.items():
                 self.jobs.setdefault(job, JobCounts.of_row(row))
-            self.hub.start()
-            self.hub.listen(False)  # until a reserve waits (see add_waiter)
-            self._tasks = [asyncio.create_task(self._bell_loop(), name="beanstalk-bells"),
-                           asyncio.create_task(self._tick_loop(), name="beanstalk-ticks")]
+            self._tasks = [asyncio.create_task(self._tick_loop(), name="beanstalk-ticks")]
+            if self.hub is not None:
+                self.hub.start()
+                self.hub.listen(False)  # until a reserve waits (see add_waiter)
+                self._tasks.append(asyncio.create_task(self._bell_loop(), name="beanstalk-bells"))
 
     async def close(self) -> None:
         """Stop serving; release the jobs reserved by connected clients."""
@@ -181,7 +193,8 @@ class Server:
         for srv in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(srv.wait_closed(), 2)
-        self.hub.close()
+        if self.hub is not None:
+            self.hub.close()
 
     async def _bell_loop(self) -> None:
         """Another process made something ready: let the waiting reservers look again."""
@@ -226,12 +239,14 @@ class Server:
             self.changed(job)
 
     def deleted_job(self, job: int) -> None:
-        if self.jobs.pop(job, None) is not None:
+        if self.jobs.pop(job, None) is not None and self._persist:
             self._dirty.discard(job)
             self._gone.add(job)
             self._schedule_save()
 
     def changed(self, job: int) -> None:
+        if not self._persist:
+            return
         self._dirty.add(job)
         self._schedule_save()
 
@@ -256,11 +271,12 @@ class Server:
         """``conn`` waits in a reserve. Listen to bells while anyone waits: other processes' sends
         wake it. Nobody waiting, nobody listens (this server's own puts would wake it for nothing)."""
         self.waiting.add(conn)
-        self.hub.listen(True)
+        if self.hub is not None:
+            self.hub.listen(True)
 
     def remove_waiter(self, conn: Conn) -> None:
         self.waiting.discard(conn)
-        if not self.waiting:
+        if not self.waiting and self.hub is not None:
             self.hub.listen(False)
 
     def wake_waiters(self) -> None:
@@ -316,37 +332,53 @@ class Server:
         """
         self._flush_handle = None
         puts, self._puts = self._puts, []
-        items = []
-        for _conn, body, tube, pri, delay, ttr, age in puts:
-            headers = {TTR_HEADER: str(ttr)} if ttr != DEFAULT_TTR else None
-            if delay:
-                headers = {**(headers or {}), DELAY_HEADER: str(delay)}
-            wait = max(0.0, spool_seconds(delay) - age) if delay else 0.0
-            items.append((body, self.channel(tube) or "default", pri, wait, headers))
-        try:
-            results: list[Any] = self.store.send_jobs(items)
-        except StorageFull as e:
-            log.error("put refused: %s", e)
-            results = ["OUT_OF_MEMORY"] * len(puts)
-        except StorageError as e:
-            log.error("put failed: %s", e)
-            results = ["INTERNAL_ERROR"] * len(puts)
+        results = self._send([self._item(body, tube, pri, delay, ttr, age)
+                              for _conn, body, tube, pri, delay, ttr, age in puts])
         for (conn, _b, tube, _p, _d, _t, _a), r in zip(puts, results, strict=True):
-            if isinstance(r, int):
-                job = r
-                self.total_jobs += 1
-                self.tube_jobs[tube] += 1
-                conn.reply(wire.inserted(job))
-            elif isinstance(r, SpoolqError):
-                log.error("put refused: %s", r)
-                conn.reply(wire.INTERNAL_ERROR)
-            else:
-                conn.reply(f"{r}\r\n".encode())
+            self._answer_put(conn, tube, r)
             if conn is inline:
                 conn.busy = False
             else:
                 conn.resume()
         self.wake_waiters()
+
+    def put_one(self, conn: Conn, body: bytes, tube: str, pri: int, delay: int, ttr: int, age: float) -> None:
+        """A put with no other connection to share its commit with: written and answered now (flush's
+        work for one put, without its queue)."""
+        self._answer_put(conn, tube, self._send([self._item(body, tube, pri, delay, ttr, age)])[0])
+        if self.waiting:
+            self.wake_waiters()
+
+    def _item(self, body: bytes, tube: str, pri: int, delay: int, ttr: int,
+              age: float) -> tuple[bytes, str, int, float, dict[str, str] | None]:
+        """A put as the store takes it: (body, channel, priority, seconds to wait, headers)."""
+        headers = {TTR_HEADER: str(ttr)} if ttr != DEFAULT_TTR else None
+        if delay:
+            headers = {**(headers or {}), DELAY_HEADER: str(delay)}
+        wait = max(0.0, spool_seconds(delay) - age) if delay else 0.0
+        return (body, self.channel(tube) or "default", pri, wait, headers)
+
+    def _send(self, items: list[tuple[bytes, str, int, float, dict[str, str] | None]]) -> list[Any]:
+        """Write the puts in one transaction: per put, its job number, an error, or the reply's word."""
+        try:
+            return self.store.send_jobs(items)
+        except StorageFull as e:
+            log.error("put refused: %s", e)
+            return ["OUT_OF_MEMORY"] * len(items)
+        except StorageError as e:
+            log.error("put failed: %s", e)
+            return ["INTERNAL_ERROR"] * len(items)
+
+    def _answer_put(self, conn: Conn, tube: str, r: Any) -> None:
+        if isinstance(r, int):
+            self.total_jobs += 1
+            self.tube_jobs[tube] += 1
+            conn.reply(wire.inserted(r))
+        elif isinstance(r, SpoolqError):
+            log.error("put refused: %s", r)
+            conn.reply(wire.INTERNAL_ERROR)
+        else:
+            conn.reply(f"{r}\r\n".encode())
 
     # -- stats -------------------------------------------------------------------------------
 
@@ -467,7 +499,7 @@ class Conn(asyncio.BufferedProtocol):
         self._rxview = memoryview(bytearray(65536))
         self.use = "default"
         self.watch: list[str] = ["default"]
-        self.reserved: dict[int, Lease] = {}
+        self.reserved: dict[int, Reservation] = {}
         self.producer = False
         self.worker = False
         self.busy = False  # a reply is pending (a put being written, a reserve waiting)
@@ -514,7 +546,35 @@ class Conn(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._arrived = None
+        if not self.busy and self.decoder.idle:
+            data = bytes(self._rxview[:nbytes])
+            if not self._fast(data):
+                self.data_received(data)
+            return
         self.data_received(self._rxview[:nbytes])
+
+    def _fast(self, data: bytes) -> bool:
+        """One whole put, reserve or delete read on its own (what a client waiting for each answer sends),
+        without the decoder (see wire.fast_command), by the same handlers. False: not one, nothing done."""
+        ev = wire.fast_command(data, self.server.max_job_size)
+        if ev is None:
+            return False
+        try:
+            if type(ev) is wire.Put:
+                self.server.cmds["put"] += 1
+                self.producer = True
+                self.c_put(ev)
+            elif type(ev) is wire.Delete:
+                self.server.cmds["delete"] += 1
+                self.c_delete(ev)
+            else:
+                self.server.cmds["reserve"] += 1
+                self._start_wait(None)
+        except SpoolqError as e:  # as in _process
+            log.error("beanstalk command %r failed: %s", ev, e)
+            self.reply(wire.OUT_OF_MEMORY if isinstance(e, StorageFull) else wire.INTERNAL_ERROR)
+            self.busy = False
+        return True
 
     def data_received(self, data: bytes | memoryview) -> None:
         try:
@@ -590,9 +650,12 @@ class Conn(asyncio.BufferedProtocol):
         if self.server.draining:
             self.reply(wire.DRAINING)
             return
-        self.busy = True
         srv = self.server
         age = 0.0 if self._arrived is None else max(0.0, time.monotonic() - self._arrived)
+        if len(srv.conns) <= 1 and not srv._puts:
+            srv.put_one(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr, age)
+            return
+        self.busy = True
         if not srv.queue_put(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr, age):
             srv.flush(inline=self)  # alone on the server: commit and answer now, then go on
 
@@ -612,22 +675,30 @@ class Conn(asyncio.BufferedProtocol):
     def _start_wait(self, timeout: float | None) -> None:
         self.worker = True
         self.busy = True
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        if self._arrived is not None:  # read before the server was ready: count from its arrival
-            start -= max(0.0, time.monotonic() - self._arrived)
-        self._wait_until = None if timeout is None else start + timeout
-        self.server.add_waiter(self)  # listening before the first look: no ring is missed
+        if timeout is None:
+            self._wait_until = None
+        else:
+            start = asyncio.get_running_loop().time()
+            if self._arrived is not None:  # read before the server was ready: count from its arrival
+                start -= max(0.0, time.monotonic() - self._arrived)
+            self._wait_until = start + timeout
+        # A first look without listening to bells (turning that on and off costs system calls); only
+        # if nothing is there, listen, then look again, so that no ring is missed.
+        self.server.waiting.add(self)
         self.try_reserve()
+        if self in self.server.waiting:
+            self.server.add_waiter(self)
+            self.try_reserve()
 
     def _channels(self) -> list[str]:
-        now = time.monotonic()
+        srv = self.server
+        paused = srv.paused
+        now = time.monotonic() if paused else 0.0
         out = []
         for tube in self.watch:
-            until = self.server.paused.get(tube, (0.0, 0))[0]
-            if until > now:
+            if paused and paused.get(tube, (0.0, 0))[0] > now:
                 continue
-            ch = self.server.channel(tube)
+            ch = srv.channel(tube)
             if ch is not None:
                 out.append(ch)
         return out
@@ -681,17 +752,19 @@ class Conn(asyncio.BufferedProtocol):
 
     def expire(self, now: float) -> None:
         """Forget reservations whose TTR ran out: they timed out (the job is ready again)."""
+        if not self.reserved:
+            return
         for job, lease in list(self.reserved.items()):
             if lease.deadline <= now:
                 del self.reserved[job]
                 self.server.job_timeouts += 1
                 self.server.counts(job, lease.attempts).timeouts += 1
 
-    def _held(self, job: int) -> Lease | None:
+    def _held(self, job: int) -> Reservation | None:
         self.expire(time.time())
         return self.reserved.get(job)
 
-    def _take(self, job: int) -> Lease | None:
+    def _take(self, job: int) -> Reservation | None:
         """This connection's reservation of ``job``, taken out of its table (NOT_FOUND if none)."""
         lease = self._held(job)
         if lease is None:
@@ -901,8 +974,6 @@ class Conn(asyncio.BufferedProtocol):
 
     def _ok(self, data: bytes) -> None:
         self.reply(wire.ok(data))
-
-
 
 
 _HANDLERS: Final[dict[type, Callable[[Conn, Any], None]]] = {

@@ -31,7 +31,7 @@ USAGE = """\
 Use: spoolq-beanstalkd [OPTIONS]
 
 Options:
- -b DIR   spool directory (jobs survive restarts); without it, a temporary spool removed at exit
+ -b DIR   spool directory (jobs survive restarts); without it, jobs are kept in memory only
  -f MS    sync at most every MS milliseconds (-f 0: sync every put: durability full); default 50
  -F       never sync (durability normal)
  -l ADDR  listen on address (default 127.0.0.1); unix:PATH for a unix socket
@@ -199,41 +199,44 @@ def run_standalone(opts: dict[str, Any], sock: socket.socket, early: EarlyAccept
     import contextlib
     import logging
     import signal
-    import tempfile
 
     from .. import _loop
     from ..errors import SpoolqError
     from ..spool import Spool
+    from .memory import MemoryStore
     from .server import Server, log
 
     logging.basicConfig(level=logging.WARNING - 10 * min(2, opts["verbose"]),
                         format="spoolq-beanstalkd: %(levelname)s %(message)s")
-    tmp = None
-    path: str
+    path: str | None
     durability: Literal["full", "normal"]
     sync_ms: int | None
-    if opts["dir"] is None:
-        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        tmp = tempfile.mkdtemp(prefix="spoolq-beanstalkd-", dir=base)
-        path, durability, sync_ms = tmp, "normal", None
+    if opts["dir"] is None:  # beanstalkd without -b: the jobs live in memory only (see .memory)
+        path, durability, sync_ms = None, "normal", None
     elif opts["never_sync"]:
         path, durability, sync_ms = opts["dir"], "normal", None
     elif opts["fsync_ms"] == 0:
         path, durability, sync_ms = opts["dir"], "full", None
     else:
         path, durability, sync_ms = opts["dir"], "normal", opts["fsync_ms"]
-    try:
-        spool = Spool(path, durability=durability, max_message_size=max(1 << 20, opts["max_job_size"] + 4096),
-                      max_attempts=opts["max_attempts"] or NO_ATTEMPT_LIMIT)
-        spool.jobs.own()  # -b is locked: we own it; jobs reserved when the last server died are ready again
-    except SpoolqError as e:
-        print(f"spoolq-beanstalkd: {e}", file=sys.stderr)
-        for ec in early.finish() if early is not None else ():
-            ec.sock.close()
-        return 1
+    max_attempts = opts["max_attempts"] or NO_ATTEMPT_LIMIT
+    spool: Spool | None = None
+    memory: MemoryStore | None = None
+    if path is None:
+        memory = MemoryStore(max_attempts)
+    else:
+        try:
+            spool = Spool(path, durability=durability, max_message_size=max(1 << 20, opts["max_job_size"] + 4096),
+                          max_attempts=max_attempts)
+            spool.jobs.own()  # -b is locked: we own it; jobs reserved when the last server died are ready again
+        except SpoolqError as e:
+            print(f"spoolq-beanstalkd: {e}", file=sys.stderr)
+            for ec in early.finish() if early is not None else ():
+                ec.sock.close()
+            return 1
 
     async def run() -> None:
-        server = Server(spool, max_job_size=opts["max_job_size"])
+        server = Server(spool, max_job_size=opts["max_job_size"], memory=memory)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -249,11 +252,11 @@ def run_standalone(opts: dict[str, Any], sock: socket.socket, early: EarlyAccept
         taken = early.finish() if early is not None else []
         await server.listen(sock)
         await server.adopt(taken)
-        chores = [asyncio.create_task(_sweeper(spool))]
-        if sync_ms:
+        chores = [asyncio.create_task(_sweeper(spool))] if spool is not None else []
+        if sync_ms and spool is not None:
             chores.append(asyncio.create_task(_syncer(spool, sync_ms / 1000.0)))
-        log.info("serving the beanstalkd protocol (spool %s, durability %s, event loop %s)", path, durability,
-                 type(loop).__module__)
+        log.info("serving the beanstalkd protocol (spool %s, durability %s, event loop %s)", path or "in memory",
+                 durability, type(loop).__module__)
         await stop.wait()
         for c in chores:
             c.cancel()
@@ -262,14 +265,11 @@ def run_standalone(opts: dict[str, Any], sock: socket.socket, early: EarlyAccept
     try:
         _loop.run(run())
     finally:
-        spool.close()
+        if spool is not None:
+            spool.close()
         if opts["addr"].startswith("unix:"):
             with contextlib.suppress(OSError):
                 os.unlink(opts["addr"][5:])
-        if tmp is not None:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -28,7 +28,7 @@ from ..errors import SpoolqError
 from .names import tube_channel, valid_tube
 
 __all__ = [
-    "LINE_MAX", "WireError", "Decoder", "Event", "parse_command",
+    "LINE_MAX", "WireError", "Decoder", "Event", "parse_command", "fast_command",
     "PutStart", "Put", "Use", "Reserve", "ReserveWithTimeout", "ReserveJob", "Delete", "Release", "Bury", "Touch",
     "Watch", "Ignore", "Peek", "PeekReady", "PeekDelayed", "PeekBuried", "Kick", "KickJob", "StatsJob",
     "StatsTube", "Stats", "ListTubes", "ListTubeUsed", "ListTubesWatched", "PauseTube", "Quit",
@@ -380,6 +380,33 @@ def parse_command(line: bytes, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> Even
     return UnknownCommand()
 
 
+# -- the fast path: one whole command in one read ---------------------------------------------
+
+# a put line as clients write it: numbers of at most 9 digits (below 2**32), single spaces
+_FAST_PUT: Final = re.compile(rb"put ([0-9]{1,9}) ([0-9]{1,9}) ([0-9]{1,9}) ([0-9]{1,9})\r\n")
+_RESERVE: Final = Reserve()
+
+
+def fast_command(data: bytes, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> Put | Reserve | Delete | None:
+    """``data`` if it is exactly one plainly written ``put`` (with its body), ``reserve`` or ``delete``, as a
+    client that waits for each answer sends them; else None (the :class:`Decoder` takes it). For these
+    frames it gives what the decoder gives (a put's :class:`PutStart` is left to the caller)."""
+    if data.startswith(b"put "):
+        m = _FAST_PUT.match(data)
+        if m is None:
+            return None
+        start = m.end()
+        size = int(m[4])
+        if size > max_job_size or len(data) != start + size + 2 or not data.endswith(b"\r\n"):
+            return None
+        return Put(int(m[1]), int(m[2]), max(1, int(m[3])), data[start:start + size])
+    if data == b"reserve\r\n":
+        return _RESERVE
+    if data.startswith(b"delete ") and data.endswith(b"\r\n") and 9 < len(data) < 28 and data[7:-2].isdigit():
+        return Delete(int(data[7:-2]))  # at most 18 digits: a job number the spool can hold
+    return None
+
+
 # -- the decoder ------------------------------------------------------------------------------
 
 # Frames, as beanstalkd reads them (a line is at most LINE_MAX = 224 bytes, CRLF included):
@@ -476,6 +503,11 @@ class Decoder:
                     self._put = ev
                 return PutStart(ev.size, ev.too_big)
             return ev
+
+    @property
+    def idle(self) -> bool:
+        """Nothing buffered and no frame under way: the next bytes start a command."""
+        return not self._buf and self._put is None and not self._skip and not self._discard_line
 
     @property
     def in_put(self) -> bool:

@@ -34,13 +34,13 @@ import binascii
 import collections
 import functools
 import hmac
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
 from ..codec import (
@@ -114,6 +114,14 @@ def _error(status: int, code: str, message: str, hint: str | None = None,
     if hint:
         body["hint"] = hint
     return web.json_response(body, status=status, headers=headers)
+
+
+def _reply(data: Any, status: int = 200) -> web.Response:
+    """``web.json_response`` for the hot routes (the same headers), encoded by msgspec: ~4x faster."""
+    return web.Response(body=_encode_json(data), status=status, content_type="application/json", charset="utf-8")
+
+
+_encode_json = msgspec.json.Encoder().encode
 
 
 def _spoolq_error(e: SpoolqError) -> web.Response:
@@ -384,11 +392,17 @@ async def _read(request: web.Request, limit: int | None = None) -> bytes:
                                   hint="send the body uncompressed")
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    content = request.content
     chunks: list[bytes] = []
     total = 0
     try:
+        if content.is_eof():  # the whole body came with the headers (small requests): no timer, no chunks
+            body = content.read_nowait(-1)
+            if len(body) > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+            return body
         async with asyncio.timeout(cfg.body_timeout):
-            async for chunk in request.content.iter_any():
+            async for chunk in content.iter_any():
                 total += len(chunk)
                 if total > limit:
                     raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=total)
@@ -402,15 +416,20 @@ async def _read(request: web.Request, limit: int | None = None) -> bytes:
     return b"".join(chunks)
 
 
+_UTF8 = frozenset({"utf-8", "utf8"})
+_decode_json = msgspec.json.Decoder().decode  # ~6x json.loads on a small send; its DecodeError is a ValueError
+
+
 async def _json(request: web.Request) -> Any:
     if not request.can_read_body:
         return {}
     raw = await _read(request)
     try:
-        text = raw.decode(request.charset or "utf-8")
+        charset = request.charset
+        data: bytes | str = raw if charset is None or charset.lower() in _UTF8 else raw.decode(charset)
         if len(raw) <= 1 << 16:
-            return json.loads(text)
-        return await asyncio.to_thread(json.loads, text)  # large bodies: off the event loop
+            return _decode_json(data)
+        return await asyncio.to_thread(_decode_json, data)  # large bodies: off the event loop
     except RecursionError:
         raise InvalidArgument("request body is nested too deeply",
                               hint="send a flat JSON object as the API describes") from None
@@ -480,6 +499,10 @@ async def post_messages(request: web.Request) -> web.Response:
     channel = request.match_info["channel"]
     if request.content_type == "application/json":
         data = await _json(request)
+        if type(data) is dict and len(data) == 1 and type(text := data.get("body")) is str:
+            # the common request, {"body": "..."}: what the general path below would make of it
+            ids = await node.send(channel, [(text.encode("utf-8"), {})])
+            return _reply({"id": ids[0]}, 201)
         if isinstance(data, dict) and "messages" in data:
             if len(data) > 1:
                 raise InvalidArgument(f"unknown field(s) {sorted(set(data) - {'messages'})} beside messages",
@@ -503,7 +526,7 @@ async def post_messages(request: web.Request) -> web.Response:
                 _check_to(node, item_opts["to"], f"{where}.to")
             prepared.append((_body_of(item, where), item_opts))
         ids = await node.send(channel, prepared)
-        return web.json_response({"ids": ids} if many else {"id": ids[0]}, status=201)
+        return _reply({"ids": ids} if many else {"id": ids[0]}, 201)
     body = await _read(request)
     q = request.query
     opts: dict[str, Any] = {}
@@ -536,7 +559,7 @@ async def post_messages(request: web.Request) -> web.Response:
                                       hint="send header values as UTF-8 (or put bytes in the body)") from None
         opts["headers"] = {k.lower(): v for k, v in headers.items()}
     ids = await node.send(channel, [(body, opts)])
-    return web.json_response({"id": ids[0]}, status=201)
+    return _reply({"id": ids[0]}, 201)
 
 
 def _param(request: web.Request, data: dict[str, Any], key: str, default: Any) -> Any:

@@ -32,8 +32,12 @@ spoolq peer; ``spoolq.bridges`` has sinks for RabbitMQ, NATS JetStream and
 Redis Streams. Everything above (cursor, batching, backoff, dead letters,
 metrics) is the same for every sink.
 
-A target that gave no reply at all (connection refused, reset, timed out) is
-*probed* while it backs off: a ``GET /healthz`` every 0.5 to 1 s (jittered);
+A target that gave no reply at all (connection refused, reset, timed out) gets
+one batch of at most ``UNREACHABLE_MESSAGES`` per attempt until it answers:
+reading thousands of messages, and logging a failed attempt for each of them
+(the event log), only to find the connection refused again would take the
+spool's write lock from the producers for tens of milliseconds every time. It
+is *probed* while it backs off: a ``GET /healthz`` every 0.5 to 1 s (jittered);
 any HTTP answer ends its backoff, so forwarding resumes within about a second
 of the peer coming back. A peer that answers with errors is not probed: its
 backoff applies in full. A node that starts says so to its configured peers
@@ -93,6 +97,7 @@ RATE_WINDOW = 10.0  # seconds over which rate() averages
 RATE_SAMPLES = 1024  # settled batches remembered for it
 INLINE_MESSAGES = 64  # an idle link's first batch is read on the event loop when it needs no wait: at most
 INLINE_BYTES = 256 << 10  # this many messages and bytes (well under a millisecond of the loop)
+UNREACHABLE_MESSAGES = 64  # at most this many per attempt at a target that gave no reply (see step())
 
 
 class Sink(Protocol):
@@ -197,6 +202,11 @@ class PeerLink:
             target = self.pick(self.clock())
             if target is None:
                 break
+            size = self.batch_messages
+            if target.unreachable:  # it gave no reply last time: one small batch at a time finds out if it is back
+                if self.in_flight:
+                    break
+                size = min(size, UNREACHABLE_MESSAGES)
             batch = None
             if not self._backlog:
                 # No backlog (a link woken by sends): read a small batch on the loop when that needs no
@@ -206,8 +216,8 @@ class PeerLink:
             if batch is None:
                 batch = await asyncio.to_thread(
                     self.spool.outbox_batch, self.name, after=self.cursor,
-                    max_messages=self.batch_messages, max_bytes=self.batch_bytes)
-                self._backlog = len(batch) >= self.batch_messages  # a full batch: more is likely waiting
+                    max_messages=size, max_bytes=self.batch_bytes)
+                self._backlog = len(batch) >= size  # a full batch: more is likely waiting
             if not batch:
                 if self.cursor is not None and self.in_flight == 0:
                     self.cursor = None  # wrap around: revisit what failed or came in ahead of the cursor
