@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import _bell
 from .codec import BATCH_BYTES, BATCH_MESSAGES
-from .errors import InvalidArgument, InvalidType, MessageTooLarge, SpoolqError
+from .errors import InvalidArgument, InvalidType, MessageTooLarge, SpoolqError, SpoolUnavailable
 from .jobops import JobOps
 from .lease import Lease, load_secret
 from .message import (
@@ -45,7 +45,7 @@ from .routing import Route, check_to
 from .store import sql
 from .store.commit import GroupCommit, WriteRequest
 from .store.db import BUSY_TIMEOUT, Database
-from .store.events import EventLog
+from .store.events import EventLog, TraceSetting
 from .store.inbox import ChannelStats, Inbox, PeerStats, Stats
 from .store.jobs import Job, Jobs
 from .store.names import Names
@@ -98,7 +98,11 @@ class Spool:
             mount, another user's spool): nothing is created or written, and
             every call that would write raises ``SpoolUnavailable``.
         trace: keep the per-message event log (:meth:`trace_events`, ``spoolq
-            trace``), written in the same transaction as each change (default on).
+            trace``), written in the same transaction as each change. ``None``
+            (default): follow the setting stored in the spool, which every
+            process shares (off in a new spool; a node turns it on when its
+            config says ``trace = true``, as does ``spoolq trace --enable``; see
+            :meth:`set_trace`). ``True``/``False``: this object only.
 
     Raises:
         SpoolUnavailable: the directory or database cannot be created or written.
@@ -116,7 +120,7 @@ class Spool:
         clock: Callable[[], float] | None = None,
         busy_timeout: float = BUSY_TIMEOUT,
         read_only: bool = False,
-        trace: bool = True,
+        trace: bool | None = None,
     ) -> None:
         if durability not in ("full", "normal"):
             raise InvalidArgument(
@@ -144,12 +148,16 @@ class Spool:
             raise
         self.bells = _bell.Bells(self.path / "bells")
         self._names = Names(self._db, self.node_id, max_attempts)
-        self.trace = bool(trace) and not read_only
-        self._commit = GroupCommit(self._db, self.bells, self._clock, retention_ms, self._names, self.trace)
+        try:
+            self._tracing = TraceSetting(self._db, None if trace is None else bool(trace))
+        except BaseException:
+            self._db.close()
+            raise
+        self._commit = GroupCommit(self._db, self.bells, self._clock, retention_ms, self._names, self._tracing)
         self._inbox = Inbox(self._db, self._names, self._commit.jobs, self.bells, self._clock,
-                            functools.partial(Lease, self), retention_ms, self.trace)
-        self._outbox = Outbox(self._db, self._names, self._commit, self.trace)
-        self.event_log = EventLog(self._db, self._clock, self.trace)  # pruning, failed forwards (the node)
+                            functools.partial(Lease, self), retention_ms, self._tracing)
+        self._outbox = Outbox(self._db, self._names, self._commit, self._tracing)
+        self.event_log = EventLog(self._db, self._clock, self._tracing)  # pruning, failed forwards (the node)
         self._routes = RoutesFile(self.path, self._db.sync_dir)
         self.jobs = JobOps(Jobs(self._db, self._names, self._inbox, self._commit, self.bells), self._names,
                            self._routes, max_message_size, self._prepare_many)
@@ -165,8 +173,29 @@ class Spool:
             from .admin import AdminOps
             from .store.admin import Admin
 
-            self._admin = AdminOps(Admin(self._db, self._names, self.bells, self._clock, self.trace))
+            self._admin = AdminOps(Admin(self._db, self._names, self.bells, self._clock, self._tracing))
         return self._admin
+
+    @property
+    def trace(self) -> bool:
+        """Whether this object writes the event log now (its own ``trace=``, or the spool's setting)."""
+        return self._tracing.on
+
+    def trace_setting(self) -> bool:
+        """The event-log setting stored in the spool, which objects opened with ``trace=None`` follow."""
+        return self._tracing.stored()
+
+    def set_trace(self, on: bool) -> None:
+        """Store the event-log setting for every process using this spool (``spoolq trace --enable``;
+        a node does this when it starts, from its config's ``trace``). Processes that have the spool
+        open with ``trace=None`` follow within about a second; ``trace=True/False`` objects do not.
+
+        Raises:
+            SpoolUnavailable: the spool is read-only.
+        """
+        if self._db.read_only:
+            raise SpoolUnavailable(f"the spool at {self.path} is open read-only", hint="open it without read_only")
+        self._tracing.store(on)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

@@ -41,7 +41,7 @@ from .. import _bell
 from ..errors import LeaseLost
 from . import sql
 from .db import Database
-from .events import ACTOR, detail, record
+from .events import ACTOR, TraceSetting, detail, record
 from .names import JobNumbers, Names
 
 __all__ = ["WriteRequest", "GroupCommit"]
@@ -106,10 +106,11 @@ class GroupCommit:
     """Commits write requests for one spool object (see the module docstring)."""
 
     def __init__(self, db: Database, bells: _bell.Bells, clock: Callable[[], float], seen_retention_ms: int,
-                 names: Names | None = None, trace: bool = False) -> None:
+                 names: Names | None = None, tracing: TraceSetting | None = None) -> None:
         self.db = db
         self.names = names
-        self.trace = trace and names is not None  # write events (store/events.py) with every commit
+        # write events (store/events.py) with every commit, when the spool's setting says so
+        self.tracing = tracing if tracing is not None and names is not None else TraceSetting(None, False)
         self._details: dict[tuple[Any, ...], str] = {}  # event details by (channel, peer, actor[, route])
         self.bells = bells
         self.clock = clock
@@ -142,6 +143,7 @@ class GroupCommit:
             if on_done is not None:
                 on_done()
             return
+        self.tracing.refresh()
         if on_done is not None:
             writes[-1].callback = on_done  # a group is taken from the queue whole, so the last is done last
             self._enqueue(writes)
@@ -174,6 +176,7 @@ class GroupCommit:
 
     async def wait(self, writes: Sequence[WriteRequest]) -> None:
         """:meth:`submit` for asyncio: the requests of one loop turn go to the writer thread as one group."""
+        self.tracing.refresh()  # never waits (see TraceSetting)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         turn = self._turns.get(loop)
@@ -216,7 +219,7 @@ class GroupCommit:
         try:
             with self.db.gate:
                 job = self.jobs.take_reserved(1)
-                if job is not None and not self.trace:
+                if job is not None and not self.tracing.on:
                     # one autocommitted INSERT is one transaction: no BEGIN/COMMIT round trips
                     ch, pri, idb, body = w.inbox[0]
                     self.db.execute_gated(self.db.create, sql.INSERT_ONE, (ch, pri, idb, job, body))
@@ -407,7 +410,7 @@ class GroupCommit:
             if outbox:
                 sql.insert_many(conn, "outbox", sql.OUTBOX_COLS, 9, outbox)
             now = int(self.clock() * 1000)
-            if self.trace:
+            if self.tracing.on:
                 blocks: list[tuple[str, tuple[Any, ...]]] = []
                 record(conn, self._events(kept, now, blocks), blocks)
             for w in batch:
@@ -509,7 +512,7 @@ class GroupCommit:
         the GIL, and retaking it while other senders run Python costs tens of
         microseconds, so BEGIN/INSERT/COMMIT would cost three of those per sync.
         """
-        if self.trace:  # the events go in the same transaction: not one statement any more
+        if self.tracing.on:  # the events go in the same transaction: not one statement any more
             return False
         rows: list[tuple[Any, ...]] = []
         for w in batch:
