@@ -245,18 +245,20 @@ class Spool:
             body = check_body(body, self.max_message_size)
         if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
             check_priority(priority)
-        w = WriteRequest()
+        route = None
         if to is None:
             to = self._routes.route(channel)
-            w.route = self._routes.matched(channel) if to is not None else None
-        if to is None and not delay and ttl is None and headers is None and id is None:
-            if ch is None:
-                ch = self._names.create_channel(channel)
-            first = _take_ids(1)
-            w.inbox.append((ch, priority, first.to_bytes(16, "big"), body))
-            w.bells.add(_bell.channel_bell(channel))
-            self._commit.submit([w])
-            return id_text(first)
+            if to is None:
+                if not delay and ttl is None and headers is None and id is None:  # the common case
+                    if ch is None:
+                        ch = self._names.create_channel(channel)
+                    first = _take_ids(1)
+                    self._commit.send_one(ch, priority, first.to_bytes(16, "big"), body, _bell.channel_bell(channel))
+                    return id_text(first)
+            else:
+                route = self._routes.matched(channel)
+        w = WriteRequest()
+        w.route = route
         if id is None:
             idb = _take_ids(1).to_bytes(16, "big")
         else:
