@@ -338,7 +338,7 @@ class GroupCommit:
                 if not batch:
                     self._leading = False
                     return
-            self._commit(batch)
+            bells = self._commit(batch)
             self.commits += 1
             self.requests += len(batch)
             for w in batch:
@@ -349,6 +349,10 @@ class GroupCommit:
                     w.waiter.release()
                 elif w.callback is not None:
                     w.callback()
+            # after the senders are woken: each system call gives up the GIL, and retaking it behind
+            # running senders would hold up the next batch (this thread is its writer)
+            for b in bells:
+                self.bells.ring(b)
             if own is None:
                 continue
             with mu:
@@ -365,33 +369,33 @@ class GroupCommit:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def _commit(self, batch: list[WriteRequest]) -> None:
+    def _commit(self, batch: list[WriteRequest]) -> set[str]:
+        """Write and sync ``batch`` (each request gets its ``error``, if any); returns the bells to ring."""
         try:
             self._write_batch(batch)
         except BaseException as e:
             if len(batch) == 1:
                 batch[0].error = e
-                return
+                return set()
             for w in batch:  # one bad request must not fail the others
                 try:
                     self._write_batch([w])
                 except BaseException as e2:
                     w.error = e2
             if all(w.error is not None for w in batch):
-                return
+                return set()
         try:
             self.db.sync_created()  # outside the gate: other writers go on meanwhile
         except BaseException as e:
             for w in batch:
                 if w.error is None:
                     w.error = e
-            return
+            return set()
         bells: set[str] = set()
         for w in batch:
             if w.error is None:
                 bells |= w.bells
-        for b in bells:
-            self.bells.ring(b)
+        return bells
 
     def _write_batch(self, batch: list[WriteRequest]) -> None:
         if self._write_plain(batch):
