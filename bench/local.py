@@ -7,6 +7,7 @@ Run it by hand from the repository root, in an environment where spoolq is insta
     python bench/local.py --only 1,6,8     # selected rows only (numbers below)
     python bench/local.py --skip-peers     # no persist-queue and no beanstalkd (raw SQLite still runs)
     python bench/local.py --deep 200000    # a smaller "1M" backlog for rows 9 and 10 (to try them out)
+    python bench/local.py --trace          # spoolq with its event log on (rows 1-7 and 9), as a node's spool has it
 
 Progress goes to stderr. The result goes to stdout: a Markdown table with the columns
 ``workload | spoolq | peer figures | ratio | target | met?``, then every round's figure, the machine
@@ -138,6 +139,7 @@ RSS_ACKS = 10_000
 ALL_ROWS = tuple(range(1, 12))
 PROCS = (1, 2, 4, 8)
 DEEP_ROWS = (9, 10)
+TRACE: bool | None = None  # Spool(trace=...) of rows 1-7 and 9: --trace sets True
 
 
 # -- counts -------------------------------------------------------------------------------------------------
@@ -222,7 +224,7 @@ def _fresh_dir(template: Path | None = None) -> Iterator[Path]:
 @contextlib.contextmanager
 def _open_spool(durability: Durability, template: Path | None = None) -> Iterator[Spool]:
     with _fresh_dir(template) as path:
-        s = Spool(path, durability=durability)
+        s = Spool(path, durability=durability, trace=TRACE)
         try:
             yield s
         finally:
@@ -914,7 +916,9 @@ class Bench:
     # the report -------------------------------------------------------------------------------------------
 
     def intro(self) -> list[str]:
-        return [f"Rounds: {self.rounds} (median shown); a throughput measurement stops after its count or {CAP:g} s."]
+        trace = "on (--trace)" if TRACE else "the spool's setting (off in a new spool)"
+        return [f"Rounds: {self.rounds} (median shown); a throughput measurement stops after its count or {CAP:g} s.",
+                f"spoolq's event log (trace): {trace}."]
 
     def machine(self) -> list[str]:
         bs = tool_version([self.bs_exe, "-v"], missing=self.bs_exe) if self.bs_exe else "unavailable"
@@ -972,7 +976,11 @@ def main(argv: list[str] | None = None) -> int:
     only = rows_option(ALL_ROWS, "1,3,9")
     parser.add_argument("--only", type=only, default=None, metavar="ROW,ROW", help="run these rows (1-11)")
     parser.add_argument("--deep", type=int, default=1_000_000, metavar="N", help="backlog size of rows 9 and 10")
+    parser.add_argument("--trace", action="store_true",
+                        help="spoolq with the per-message event log on (rows 1-7, 9); default: off, as in a new spool")
     args = parser.parse_args(argv)
+    global TRACE
+    TRACE = True if args.trace else None
     if args.only is None:
         args.only = [r for r in ALL_ROWS if not (args.quick and r in DEEP_ROWS)]
         if args.quick:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import _bell
 from .codec import BATCH_BYTES, BATCH_MESSAGES
-from .errors import InvalidArgument, InvalidType, MessageTooLarge, SpoolqError
+from .errors import InvalidArgument, InvalidType, MessageTooLarge, SpoolqError, SpoolUnavailable
+from .jobops import JobOps
 from .lease import Lease, load_secret
 from .message import (
     DEFAULT_PRIORITY,
@@ -44,7 +45,7 @@ from .routing import Route, check_to
 from .store import sql
 from .store.commit import GroupCommit, WriteRequest
 from .store.db import BUSY_TIMEOUT, Database
-from .store.events import EventLog
+from .store.events import EventLog, TraceSetting
 from .store.inbox import ChannelStats, Inbox, PeerStats, Stats
 from .store.jobs import Job, Jobs
 from .store.names import Names
@@ -97,7 +98,11 @@ class Spool:
             mount, another user's spool): nothing is created or written, and
             every call that would write raises ``SpoolUnavailable``.
         trace: keep the per-message event log (:meth:`trace_events`, ``spoolq
-            trace``), written in the same transaction as each change (default on).
+            trace``), written in the same transaction as each change. ``None``
+            (default): follow the setting stored in the spool, which every
+            process shares (off in a new spool; a node turns it on when its
+            config says ``trace = true``, as does ``spoolq trace --enable``; see
+            :meth:`set_trace`). ``True``/``False``: this object only.
 
     Raises:
         SpoolUnavailable: the directory or database cannot be created or written.
@@ -115,7 +120,7 @@ class Spool:
         clock: Callable[[], float] | None = None,
         busy_timeout: float = BUSY_TIMEOUT,
         read_only: bool = False,
-        trace: bool = True,
+        trace: bool | None = None,
     ) -> None:
         if durability not in ("full", "normal"):
             raise InvalidArgument(
@@ -143,14 +148,19 @@ class Spool:
             raise
         self.bells = _bell.Bells(self.path / "bells")
         self._names = Names(self._db, self.node_id, max_attempts)
-        self.trace = bool(trace) and not read_only
-        self._commit = GroupCommit(self._db, self.bells, self._clock, retention_ms, self._names, self.trace)
+        try:
+            self._tracing = TraceSetting(self._db, None if trace is None else bool(trace))
+        except BaseException:
+            self._db.close()
+            raise
+        self._commit = GroupCommit(self._db, self.bells, self._clock, retention_ms, self._names, self._tracing)
         self._inbox = Inbox(self._db, self._names, self._commit.jobs, self.bells, self._clock,
-                            functools.partial(Lease, self), retention_ms, self.trace)
-        self._outbox = Outbox(self._db, self._names, self._commit, self.trace)
-        self.event_log = EventLog(self._db, self._clock, self.trace)  # pruning, failed forwards (the node)
+                            functools.partial(Lease, self), retention_ms, self._tracing)
+        self._outbox = Outbox(self._db, self._names, self._commit, self._tracing)
+        self.event_log = EventLog(self._db, self._clock, self._tracing)  # pruning, failed forwards (the node)
         self._routes = RoutesFile(self.path, self._db.sync_dir)
-        self.jobs = JobOps(self, Jobs(self._db, self._names, self._inbox, self._commit, self.bells))
+        self.jobs = JobOps(Jobs(self._db, self._names, self._inbox, self._commit, self.bells), self._names,
+                           self._routes, max_message_size, self._prepare_many)
         self._watches = _bell.ThreadWatches(self.path / "bells")
         self._admin: AdminOps | None = None
 
@@ -163,8 +173,29 @@ class Spool:
             from .admin import AdminOps
             from .store.admin import Admin
 
-            self._admin = AdminOps(Admin(self._db, self._names, self.bells, self._clock, self.trace))
+            self._admin = AdminOps(Admin(self._db, self._names, self.bells, self._clock, self._tracing))
         return self._admin
+
+    @property
+    def trace(self) -> bool:
+        """Whether this object writes the event log now (its own ``trace=``, or the spool's setting)."""
+        return self._tracing.on
+
+    def trace_setting(self) -> bool:
+        """The event-log setting stored in the spool, which objects opened with ``trace=None`` follow."""
+        return self._tracing.stored()
+
+    def set_trace(self, on: bool) -> None:
+        """Store the event-log setting for every process using this spool (``spoolq trace --enable``;
+        a node does this when it starts, from its config's ``trace``). Processes that have the spool
+        open with ``trace=None`` follow within about a second; ``trace=True/False`` objects do not.
+
+        Raises:
+            SpoolUnavailable: the spool is read-only.
+        """
+        if self._db.read_only:
+            raise SpoolUnavailable(f"the spool at {self.path} is open read-only", hint="open it without read_only")
+        self._tracing.store(on)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -214,18 +245,20 @@ class Spool:
             body = check_body(body, self.max_message_size)
         if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
             check_priority(priority)
-        w = WriteRequest()
+        route = None
         if to is None:
             to = self._routes.route(channel)
-            w.route = self._routes.matched(channel) if to is not None else None
-        if to is None and not delay and ttl is None and headers is None and id is None:
-            if ch is None:
-                ch = self._names.create_channel(channel)
-            first = _take_ids(1)
-            w.inbox.append((ch, priority, first.to_bytes(16, "big"), body))
-            w.bells.add(_bell.channel_bell(channel))
-            self._commit.submit([w])
-            return id_text(first)
+            if to is None:
+                if not delay and ttl is None and headers is None and id is None:  # the common case
+                    if ch is None:
+                        ch = self._names.create_channel(channel)
+                    first = _take_ids(1)
+                    self._commit.send_one(ch, priority, first.to_bytes(16, "big"), body, _bell.channel_bell(channel))
+                    return id_text(first)
+            else:
+                route = self._routes.matched(channel)
+        w = WriteRequest()
+        w.route = route
         if id is None:
             idb = _take_ids(1).to_bytes(16, "big")
         else:
@@ -852,117 +885,6 @@ class Spool:
 
     def __repr__(self) -> str:
         return f"Spool({str(self.path)!r}, durability={self.durability!r})"
-
-
-class JobOps:
-    """A spool's messages addressed by job number (``spool.jobs``): for the beanstalkd front-end
-    and admin tools. Job numbers are node-local, unique and never reused."""
-
-    def __init__(self, spool: Spool, jobs: Jobs) -> None:
-        self._spool = spool
-        self._jobs = jobs
-
-    def put(self, items: Sequence[tuple[bytes, str, int, float, dict[str, str] | None]]) -> list[int | SpoolqError]:
-        """Send several messages in ONE transaction, now, in the calling thread.
-
-        Each item is ``(body, channel, priority, delay, headers)``; routes
-        apply. Returns, per item, its job number or the validation error that
-        refused it (the others are still sent). Storage errors raise.
-        """
-        spool = self._spool
-        out: list[int | SpoolqError] = []
-        writes: list[WriteRequest] = []
-        limit = spool.max_message_size
-        channels = spool._names.channels
-        for body, channel, priority, delay, headers in items:
-            ch = channels.get(channel)
-            if (ch is not None and not delay and headers is None and type(body) is bytes and len(body) <= limit
-                    and type(priority) is int and 0 <= priority <= MAX_PRIORITY
-                    and spool._routes.route(channel) is None):
-                w = WriteRequest()  # the common case, without the general path's checks and lists
-                w.inbox.append((ch, priority, _take_ids(1).to_bytes(16, "big"), body))
-                w.bells.add(_bell.channel_bell(channel))
-            else:
-                try:
-                    pw, _ = spool._prepare_many([body], channel, None, priority, delay, None, headers, None,
-                                                texts=False)
-                except SpoolqError as e:
-                    out.append(e)
-                    continue
-                assert pw is not None
-                w = pw
-            writes.append(w)
-            out.append(-1)
-        numbers = iter(self._jobs.put(writes) if writes else [])
-        return [next(numbers) if r == -1 else r for r in out]
-
-    def promote_due(self, channels: Sequence[str]) -> int:
-        """Make the delayed messages of ``channels`` whose time has come ready now. Returns how many."""
-        return self._jobs.promote_due(channels)
-
-    def lease_any(
-        self, channels: Sequence[str], *, visibility: float,
-        visibility_for: Callable[[bytes | None], float | None] | None = None,
-    ) -> tuple[Lease | None, float | None]:
-        """Lease the most urgent ready message of any of ``channels`` (priority, then id).
-
-        ``visibility_for(headers_blob)`` may give a message its own lease
-        length (beanstalkd's per-job TTR); ``None`` means ``visibility``.
-        Returns ``(lease, None)``, or ``(None, when)``: the Unix time something
-        may become ready, or ``None`` if nothing is pending.
-        """
-        v = check_seconds("visibility", visibility, allow_zero=False)
-        return self._jobs.lease_any(channels, _ms(v), visibility_for)  # type: ignore[arg-type]
-
-    def lease(self, job: int, *, visibility: float,
-              visibility_for: Callable[[bytes | None], float | None] | None = None) -> Lease | None:
-        """Lease the message with job number ``job`` if it is ready, delayed or buried (not leased)."""
-        v = check_seconds("visibility", visibility, allow_zero=False)
-        return self._jobs.lease(job, _ms(v), visibility_for)  # type: ignore[arg-type, no-any-return]
-
-    def find(self, job: int) -> Job | None:
-        """The message with job number ``job`` wherever it is (ready, reserved, delayed, buried).
-
-        Scans the inbox: its cost grows with the queue."""
-        return self._jobs.find(job)
-
-    def delete(self, job: int) -> bool:
-        """Delete the message with job number ``job`` if it is ready, delayed or buried (not leased)."""
-        return self._jobs.delete(job)
-
-    def kick(self, channel: str, bound: int) -> list[int]:
-        """beanstalkd's kick: make up to ``bound`` dead letters of ``channel`` ready (oldest first); if
-        it has none, make up to ``bound`` delayed messages ready now. Returns their job numbers."""
-        return self._jobs.kick(channel, bound)
-
-    def kick_one(self, job: int) -> bool:
-        """Make the buried (dead) or delayed message with job number ``job`` ready now."""
-        return self._jobs.kick_one(job)
-
-    def peek_delayed(self, channel: str) -> Job | None:
-        """The delayed message of ``channel`` that becomes ready first."""
-        return self._jobs.peek_delayed(channel)
-
-    def own(self) -> int:
-        """Declare this object the spool's only user (its caller holds a lock on the directory, as a
-        standalone beanstalkd server does): job numbers are then reserved one transaction at a time, so
-        after a crash they go on at the last one plus one, and messages leased by a previous owner, who
-        is gone, are made ready now (their attempts stay counted). Returns how many were made ready."""
-        return self._jobs.own()
-
-    def load_stats(self) -> dict[int, tuple[int, int, int, int, int, int]]:
-        """beanstalkd's per-job counters saved by :meth:`save_stats`, by job number: (delay, reserves,
-        timeouts, releases, buries, kicks). Rows of jobs that no longer exist are removed."""
-        return self._jobs.load_stats()
-
-    def save_stats(self, rows: Sequence[tuple[int, int, int, int, int, int, int]], gone: Sequence[int]) -> None:
-        """Save per-job counters (each row: job number, then the fields of :meth:`load_stats`) and forget
-        those of the ``gone`` job numbers, in one transaction."""
-        self._jobs.save_stats(rows, gone)
-
-    def peek_buried(self, channel: str) -> Job | None:
-        """The oldest dead letter of ``channel`` (beanstalkd: the next buried job)."""
-        return self._jobs.peek_buried(channel)
 
 
 def _max(a: Any, b: Any) -> Any:

@@ -389,3 +389,26 @@ def test_acommit_sends_and_acks_together_or_not_at_all(real_spool: Spool) -> Non
     assert real_spool.stats().channels["out"].ready == 1  # the send of the failed transaction did not happen
     with pytest.raises(spoolq.InvalidArgument):
         asyncio.run(real_spool.acommit([(b"x", "bad channel!", {})], []))
+
+
+@pytest.mark.parametrize("trace", [False, True])
+def test_one_lease_takes_the_front_in_every_case(spool_dir: Path, clock: FakeClock, trace: bool) -> None:
+    """lease() of one message is one statement without the event log (issue 9) and a transaction with
+    it: both take a due delayed message before a less urgent ready one, dead-letter a spent front row
+    and go on behind it, and count the attempt."""
+    with Spool(spool_dir, clock=clock, trace=trace) as s:
+        s.configure_channel("c", max_attempts=2)
+        s.send(b"plain", "c", priority=5)
+        s.send(b"due", "c", priority=1, delay=1)
+        clock.advance(1)
+        first = s.lease("c")
+        assert first is not None and first.body == b"due" and first.attempts == 1
+        first.nack(0)  # attempt 1 of 2
+        again = s.lease("c", visibility=1)
+        assert again is not None and again.body == b"due" and again.attempts == 2
+        clock.advance(2)  # expired: its attempts are used up, so it dies when it comes to the front
+        nxt = s.lease("c")
+        assert nxt is not None and nxt.body == b"plain" and nxt.attempts == 1
+        assert [d.message.body for d in s.dead_letters()] == [b"due"]
+        nxt.ack()
+        assert s.lease("c") is None

@@ -171,7 +171,8 @@ def test_trace_api_refuses_bad_requests(cluster: Cluster) -> None:
     assert status == 201
     status, _ = http(f"{a.url}/v1/channels/jobs/leases", TOKENS["a"], b"{}")
     assert status == 403  # the token has no consume scope: nothing leased
-    with Spool(a.spool_dir) as s:
+    with Spool(a.spool_dir) as s:  # a library process follows the setting the node stored (trace = true)
+        assert s.trace is True
         lease = s.lease("jobs", visibility=60)
         assert lease is not None
     nack = f"{a.url}/v1/leases/{lease.handle}/nack"
@@ -181,7 +182,8 @@ def test_trace_api_refuses_bad_requests(cluster: Cluster) -> None:
     status, _ = http(nack, "consumer-token-a-0123456789", b'{"delay": 0, "reason": "upstream 503"}')
     assert status == 204
     status, data = http(url + sent["id"], TOKENS["a"])
-    assert [(e["kind"], e["detail"].get("reason")) for e in data["events"]][-1] == ("nacked", "upstream 503")
+    assert [(e["kind"], e["detail"].get("reason")) for e in data["events"]][-2:] == [
+        ("leased", None), ("nacked", "upstream 503")]  # the lease was the library process's
     assert data["events"][0]["detail"]["by"] == "token:ops"
     # the CLI says so, and refuses a bad id before asking anything
     r = cli("trace", mid, "--node", a.url, "--token", TOKENS["a"])
@@ -197,6 +199,11 @@ def test_trace_api_refuses_bad_requests(cluster: Cluster) -> None:
 def test_trace_from_a_spool_directory(tmp_path: Path) -> None:
     d = tmp_path / "s"
     with Spool(d) as s:
+        assert s.trace is False and s.trace_setting() is False  # a new spool does not log
+    r = cli("trace", "--enable", "--spool", str(d))  # another process stores the setting ...
+    assert r.returncode == 0 and "now on" in r.stdout, r.stderr
+    with Spool(d) as s:  # ... which this one follows
+        assert s.trace is True
         mid = s.send(b"x", "jobs", to="http://127.0.0.1:9")
     r = cli("trace", mid, "--spool", str(d), "--json")
     tl = json.loads(r.stdout)
@@ -216,7 +223,7 @@ class Clock:
 
 def test_events_of_every_local_change(tmp_path: Path) -> None:
     clock = Clock()
-    with Spool(tmp_path / "s", clock=clock, max_attempts=2) as s:
+    with Spool(tmp_path / "s", clock=clock, max_attempts=2, trace=True) as s:
         mid = s.send(b"x", "jobs")
         first = s.lease("jobs", visibility=10)
         assert first is not None
@@ -246,7 +253,7 @@ def test_events_of_every_local_change(tmp_path: Path) -> None:
 
 
 def test_a_rolled_back_change_leaves_no_event(tmp_path: Path) -> None:
-    with Spool(tmp_path / "s") as s:
+    with Spool(tmp_path / "s", trace=True) as s:
         s.send(b"x", "jobs")
         lease = s.lease("jobs")
         assert lease is not None
@@ -269,7 +276,7 @@ def test_trace_off_logs_nothing(tmp_path: Path) -> None:
 
 def test_prune_by_age_and_by_rows(tmp_path: Path) -> None:
     clock = Clock()
-    with Spool(tmp_path / "s", clock=clock) as s:
+    with Spool(tmp_path / "s", clock=clock, trace=True) as s:
         old = s.send_many([b"o"] * 3000, "jobs")
         clock.t += 3600
         new = s.send_many([b"n"] * 7000, "jobs")
@@ -292,7 +299,7 @@ def test_trace_config_is_validated() -> None:
 
 
 def test_events_of_a_block_of_sends_name_each_copy(tmp_path: Path) -> None:
-    with Spool(tmp_path / "s") as s:
+    with Spool(tmp_path / "s", trace=True) as s:
         before = s.send_many([b"0"] * 5, "other")  # rows of other blocks are not taken for this one's
         out = s.send_many([b"a", b"b", b"c"], "jobs", to=["p1", "http://127.0.0.1:9"])
         later = s.send_many([b"d", b"e"], "jobs", delay=60)
@@ -310,7 +317,7 @@ def test_events_of_a_block_of_sends_name_each_copy(tmp_path: Path) -> None:
 
 def test_beanstalkd_reserves_are_logged(tmp_path: Path) -> None:
     clock = Clock()
-    with Spool(tmp_path / "s", clock=clock) as s:
+    with Spool(tmp_path / "s", clock=clock, trace=True) as s:
         (job,) = s.jobs.put([(b"x", "tube", 10, 0.0, None)])
         assert isinstance(job, int)
         lease, _ = s.jobs.lease_any(["tube"], visibility=5)
@@ -345,7 +352,7 @@ def test_a_version_1_spool_read_only_has_no_events(tmp_path: Path) -> None:
 
 
 def test_a_dead_letter_keeps_its_new_priority_with_the_log_on(tmp_path: Path) -> None:
-    with Spool(tmp_path / "s") as s:
+    with Spool(tmp_path / "s", trace=True) as s:
         mid = s.send(b"x", "jobs", priority=8)
         lease = s.lease("jobs")
         assert lease is not None
@@ -355,7 +362,7 @@ def test_a_dead_letter_keeps_its_new_priority_with_the_log_on(tmp_path: Path) ->
 
 
 def test_admin_actions_are_logged(tmp_path: Path) -> None:
-    with Spool(tmp_path / "s") as s:
+    with Spool(tmp_path / "s", trace=True) as s:
         mid = s.send(b"x", "jobs")
         gone = s.send(b"y", "jobs")
         s.admin.hold([mid])
@@ -371,7 +378,7 @@ def test_admin_actions_are_logged(tmp_path: Path) -> None:
 def test_prune_by_age_keeps_the_recent_events_of_an_old_message(tmp_path: Path) -> None:
     clock = Clock()
     clock.t = time.time()
-    with Spool(tmp_path / "s", clock=clock) as s:
+    with Spool(tmp_path / "s", clock=clock, trace=True) as s:
         old = s.send(b"x", "jobs")  # its id is from now
         clock.t += 7200
         lease = s.lease("jobs")  # two hours later, still there
@@ -406,3 +413,65 @@ def test_the_table_collapses_repeated_failures_and_names_nodes() -> None:
     assert text.count("forward_failed") == 1 and "(x5, the last at 00:00:06.000)" in text
     assert "a:7070 (…00aaaa)" in text and "b (…00bbbb)" in text and "from=a:7070 (…00aaaa)" in text
     assert "could not reach hop c at http://c:7070 (named by b (…00bbbb)): cannot connect" in text
+
+
+SEND_AND_EXIT = """
+import sys
+from spoolq import Spool
+with Spool(sys.argv[1]) as s:
+    print(s.send(b"from another process", "jobs"))
+"""
+
+
+def test_the_stored_setting_reaches_every_process(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+
+    def other_process_sends() -> str:
+        r = subprocess.run([PYTHON, "-c", SEND_AND_EXIT, str(d)], capture_output=True, text=True, env=python_env(),
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    with Spool(d) as s, Spool(d, trace=True) as own:
+        assert s.trace is False and s.trace_events(s.send(b"x", "jobs")) == []
+        assert own.trace_events(own.send(b"x", "jobs"))  # an explicit setting: this object only
+        assert s.trace_events(other_process_sends()) == []
+        r = cli("trace", "--enable", "--spool", str(d))
+        assert r.returncode == 0, r.stderr
+        # a process that has the spool open already follows within about a second (it re-reads it)
+        wait_for(lambda: s.trace_events(s.send(b"y", "jobs")), timeout=10)
+        assert [e["kind"] for e in s.trace_events(other_process_sends())] == ["created"]
+        r = cli("trace", "--spool", str(d))
+        assert r.returncode == 0 and "trace is on" in r.stdout
+        s.set_trace(False)
+        assert s.trace is False and s.trace_events(s.send(b"z", "jobs")) == []
+        assert own.trace is True and own.trace_events(own.send(b"z", "jobs"))
+        assert s.trace_events(other_process_sends()) == []
+    assert "trace is off" in cli("trace", "--spool", str(d)).stdout
+    r = cli("trace", "0190f1e2-0000-7000-8000-000000000001", "--enable", "--spool", str(d))
+    assert r.returncode != 0 and "not both" in r.stderr
+
+
+def test_a_node_stores_its_config_setting(tmp_path: Path) -> None:
+    import asyncio
+
+    from spoolq.node.daemon import Node
+
+    d = tmp_path / "s"
+    with Spool(d) as s:
+        s.set_trace(True)
+
+    async def start_stop(trace: bool) -> bool:
+        node = Node(NodeConfig(spool=str(d), listen="127.0.0.1:0", trace=trace).validate())
+        await node.start()
+        try:
+            return node.spool.trace
+        finally:
+            await node.stop()
+
+    assert asyncio.run(start_stop(False)) is False
+    with Spool(d) as s:
+        assert s.trace_setting() is False and s.trace is False
+    assert asyncio.run(start_stop(True)) is True
+    with Spool(d) as s:
+        assert s.trace is True

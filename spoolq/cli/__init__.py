@@ -12,7 +12,7 @@ One module per concern; each defines its commands and this package adds them to 
 - ``top``: the live view of channels and peers
 - ``messages``: ls, show (what is in a queue, without leasing it)
 - ``admin``: hold, release, requeue, delete, flush, audit
-- ``trace``: one message across nodes (``spoolq trace ID``)
+- ``trace``: one message across nodes (``spoolq trace ID``); the spool's event-log setting (``--enable``)
 - ``_backend``, ``_select``, ``_format``: where admin commands act (spool or node), their filters, text
 - ``_http``: the client of a node's HTTP API (``--node URL --token T``)
 """

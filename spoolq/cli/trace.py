@@ -1,4 +1,5 @@
-"""``spoolq trace ID``: one message, every hop (see ``spoolq.tracing``)."""
+"""``spoolq trace ID``: one message, every hop (see ``spoolq.tracing``); ``spoolq trace --enable/--disable``:
+the spool's event-log setting, which every process using the spool follows."""
 
 from __future__ import annotations
 
@@ -113,8 +114,28 @@ def render(tl: Timeline, console: Console) -> None:
                       f"{escape(h.error or '')}", highlight=False)
 
 
+def _switch(spool_dir: str | None, on: bool | None) -> None:
+    """Show (``on`` None) or store the spool's event-log setting."""
+    from ..spool import Spool
+
+    if on is None:
+        with Spool(spool_dir, read_only=True) as spool:
+            state = spool.trace_setting()
+            where = spool.path
+        click.echo(f"trace is {'on' if state else 'off'} for the spool at {where}")
+        return
+    with Spool(spool_dir) as spool:
+        spool.set_trace(on)
+        where = spool.path
+    click.echo(f"trace is now {'on' if on else 'off'} for the spool at {where}: processes using it follow within "
+               "a second (a node stores its config's `trace` again when it starts)")
+
+
 @click.command("trace")
-@click.argument("message_id")
+@click.argument("message_id", required=False)
+@click.option("--enable/--disable", "switch", default=None,
+              help="Instead of tracing a message: switch the event log of the spool (--spool) on or off, for "
+                   "every process using it. Without MESSAGE_ID or these: show the setting.")
 @click.option("--node", "node_url", envvar="SPOOLQ_NODE", default=None,
               help="Ask this node first (http://host:7070) [env: SPOOLQ_NODE]; default: read --spool directly.")
 @click.option("--token", envvar="SPOOLQ_TOKEN", default=None,
@@ -127,8 +148,8 @@ def render(tl: Timeline, console: Console) -> None:
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per node asked.")
 @click.option("--json", "as_json", is_flag=True, help="The merged timeline as JSON.")
 @click.option("--spool", "spool_dir", envvar="SPOOLQ_SPOOL", type=click.Path(file_okay=False), default=None,
-              help="Spool directory to start from without --node [env: SPOOLQ_SPOOL].")
-def trace(message_id: str, node_url: str | None, token: str | None, config_path: str | None,
+              help="Spool directory to start from without --node, or to switch [env: SPOOLQ_SPOOL].")
+def trace(message_id: str | None, switch: bool | None, node_url: str | None, token: str | None, config_path: str | None,
           hop_tokens: tuple[str, ...], timeout: float, as_json: bool, spool_dir: str | None) -> None:
     """Where is message MESSAGE_ID, and what happened to it on every node it passed?
 
@@ -138,6 +159,14 @@ def trace(message_id: str, node_url: str | None, token: str | None, config_path:
     answered, 3 when some hop could not be reached, 1 when the first node failed.
     """
     from ..node.config import NodeConfig, load_config
+
+    if message_id is None or switch is not None:
+        if message_id is not None:
+            raise InvalidArgument("give a MESSAGE_ID to trace, or --enable/--disable, not both")
+        if node_url is not None:
+            raise InvalidArgument("--enable/--disable act on a spool directory (--spool), not on --node")
+        _switch(spool_dir or (load_config(config_path) if config_path else NodeConfig()).spool, switch)
+        return
     from ..tracing import follow  # aiohttp: imported only when tracing
 
     id_bytes(message_id)  # a bad id is refused before anything is asked

@@ -6,7 +6,8 @@ Example ``spoolq.toml``::
     spool = "/var/spool/spoolq"        # default: $SPOOLQ_SPOOL or ~/.local/share/spoolq
     listen = "127.0.0.1:7070"
     durability = "full"                # or "normal"
-    # trace = true                     # keep the per-message event log behind `spoolq trace`
+    # trace = true                     # keep the per-message event log behind `spoolq trace` (stored in the
+    #                                  # spool at start: library processes using the spool log too)
     # trace_retention = 86400          # seconds an event is kept (default 24 h)
     # trace_max_rows = 1000000         # and at most this many events (about 100 bytes each)
     # tls_cert = "/etc/spoolq/cert.pem"

@@ -121,7 +121,7 @@ class Node:
         self.config = config
         self._own_spool = spool is None
         self.spool = spool or Spool(config.spool, durability=config.durability,  # type: ignore[arg-type]
-                                    max_message_size=config.max_message_size, trace=config.trace)
+                                    max_message_size=config.max_message_size)  # trace: the spool's (start)
         self.metrics = Metrics()
         self.history: History | None = History(config.history_interval)
         self.bells = BellHub(self.spool.path / "bells")
@@ -180,6 +180,8 @@ class Node:
         try:
             host, port = parse_listen(self.config.listen)
             self.spool.set_routes(self.config.routes)
+            # the event log is the spool's setting: library processes using this spool log too
+            self.spool.set_trace(self.config.trace)
             self.metrics.watch(self.spool, lambda: list(self.links.values()))
             self.bells.start()
             self._outbox_event = self.bells.subscribe(OUTBOX)
@@ -489,15 +491,14 @@ class Node:
 
     async def _prune_loop(self) -> None:
         """Bound the event log (node.trace_retention, node.trace_max_rows), off the event loop."""
-        while True:
-            if self.spool.trace:
-                cfg = self.config
-                try:
-                    n = await asyncio.to_thread(self.spool.event_log.prune, cfg.trace_retention, cfg.trace_max_rows)
-                    if n:
-                        log.debug("pruned %d events from the trace log", n)
-                except SpoolqError as e:
-                    log.error("pruning the trace log failed: %s", e)
+        while True:  # whatever the setting now: events logged before it was switched off age out too
+            cfg = self.config
+            try:
+                n = await asyncio.to_thread(self.spool.event_log.prune, cfg.trace_retention, cfg.trace_max_rows)
+                if n:
+                    log.debug("pruned %d events from the trace log", n)
+            except SpoolqError as e:
+                log.error("pruning the trace log failed: %s", e)
             await asyncio.sleep(PRUNE_INTERVAL)
 
     # -- producing over HTTP --------------------------------------------------------------

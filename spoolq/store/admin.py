@@ -54,7 +54,7 @@ from ..errors import InvalidArgument, SpoolUnavailable
 from ..message import _ms_of, decode_headers, id_text_from_bytes
 from . import sql, sql_admin
 from .db import Database
-from .events import ACTOR, record
+from .events import ACTOR, TraceSetting, record
 from .events import detail as event_detail
 from .names import Names
 
@@ -185,13 +185,19 @@ class Admin:
     """Queue administration over one spool's database (see the module docstring)."""
 
     def __init__(self, db: Database, names: Names, bells: _bell.Bells, clock: Callable[[], float],
-                 trace: bool = False) -> None:
+                 tracing: TraceSetting | None = None) -> None:
         self.db = db
         self.names = names
         self.bells = bells
         self.clock = clock
-        self.trace = trace  # log held/released/requeued/deleted in the event log (store/events.py)
+        self.tracing = tracing or TraceSetting(None, False)  # log held/released/requeued/deleted (events.py)
         self.v2 = db.version >= 2  # a v1 spool opened read-only has no v2 tables: they read as empty
+
+
+    @property
+    def trace(self) -> bool:
+        """Whether to write events (store/events.py): the spool's setting, re-read now and then."""
+        return self.tracing.on
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

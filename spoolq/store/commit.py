@@ -41,7 +41,7 @@ from .. import _bell
 from ..errors import LeaseLost
 from . import sql
 from .db import Database
-from .events import ACTOR, detail, record
+from .events import ACTOR, TraceSetting, detail, record
 from .names import JobNumbers, Names
 
 __all__ = ["WriteRequest", "GroupCommit"]
@@ -106,10 +106,11 @@ class GroupCommit:
     """Commits write requests for one spool object (see the module docstring)."""
 
     def __init__(self, db: Database, bells: _bell.Bells, clock: Callable[[], float], seen_retention_ms: int,
-                 names: Names | None = None, trace: bool = False) -> None:
+                 names: Names | None = None, tracing: TraceSetting | None = None) -> None:
         self.db = db
         self.names = names
-        self.trace = trace and names is not None  # write events (store/events.py) with every commit
+        # write events (store/events.py) with every commit, when the spool's setting says so
+        self.tracing = tracing if tracing is not None and names is not None else TraceSetting(None, False)
         self._details: dict[tuple[Any, ...], str] = {}  # event details by (channel, peer, actor[, route])
         self.bells = bells
         self.clock = clock
@@ -142,6 +143,7 @@ class GroupCommit:
             if on_done is not None:
                 on_done()
             return
+        self.tracing.refresh()
         if on_done is not None:
             writes[-1].callback = on_done  # a group is taken from the queue whole, so the last is done last
             self._enqueue(writes)
@@ -172,8 +174,26 @@ class GroupCommit:
             if w.error is not None:
                 raise w.error
 
+    def send_one(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> None:
+        """Commit one plain message (an inbox row with no options), now, in this thread.
+
+        The most common call of all (``Spool.send``): when no other send of this
+        object is in progress and the event log is off, the row is written by
+        the caller with one autocommitted INSERT, without building a request
+        (issue 9: per-call cost). Otherwise it goes through :meth:`submit`.
+        """
+        tracing = self.tracing
+        tracing.refresh()
+        if not tracing.on and not self._leading and self._write_row(ch, priority, idb, body, bell):
+            return
+        w = WriteRequest()
+        w.inbox.append((ch, priority, idb, body))
+        w.bells.add(bell)
+        self.submit([w])
+
     async def wait(self, writes: Sequence[WriteRequest]) -> None:
         """:meth:`submit` for asyncio: the requests of one loop turn go to the writer thread as one group."""
+        self.tracing.refresh()  # never waits (see TraceSetting)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         turn = self._turns.get(loop)
@@ -204,6 +224,34 @@ class GroupCommit:
 
     # -- leading --------------------------------------------------------------------------------
 
+    def _write_row(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> bool:
+        """:meth:`_write_one` for :meth:`send_one` without the event log: False when another send is in
+        progress or no job number is reserved (then nothing was done: the caller goes through submit)."""
+        mu = self._mu
+        mu.acquire()
+        if self._leading:
+            mu.release()
+            return False
+        self._leading = True
+        mu.release()
+        db = self.db
+        try:
+            with db.gate:
+                job = self.jobs.take_reserved(1)
+                if job is None:  # a new block must be reserved, in a transaction: the general path
+                    return False
+                db.execute_gated(db.create, sql.INSERT_ONE, (ch, priority, idb, job, body))
+            db.sync_created()  # outside the gate: other writers go on meanwhile
+        finally:
+            mu.acquire()
+            if self._queue:
+                self._hand_over()
+            else:
+                self._leading = False
+            mu.release()
+        self.bells.ring(bell)
+        return True
+
     def _write_one(self, w: WriteRequest) -> bool:
         """One plain message, written by the caller itself when no other send is in progress."""
         mu = self._mu
@@ -216,7 +264,7 @@ class GroupCommit:
         try:
             with self.db.gate:
                 job = self.jobs.take_reserved(1)
-                if job is not None and not self.trace:
+                if job is not None and not self.tracing.on:
                     # one autocommitted INSERT is one transaction: no BEGIN/COMMIT round trips
                     ch, pri, idb, body = w.inbox[0]
                     self.db.execute_gated(self.db.create, sql.INSERT_ONE, (ch, pri, idb, job, body))
@@ -290,7 +338,7 @@ class GroupCommit:
                 if not batch:
                     self._leading = False
                     return
-            self._commit(batch)
+            bells = self._commit(batch)
             self.commits += 1
             self.requests += len(batch)
             for w in batch:
@@ -301,6 +349,10 @@ class GroupCommit:
                     w.waiter.release()
                 elif w.callback is not None:
                     w.callback()
+            # after the senders are woken: each system call gives up the GIL, and retaking it behind
+            # running senders would hold up the next batch (this thread is its writer)
+            for b in bells:
+                self.bells.ring(b)
             if own is None:
                 continue
             with mu:
@@ -317,33 +369,33 @@ class GroupCommit:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def _commit(self, batch: list[WriteRequest]) -> None:
+    def _commit(self, batch: list[WriteRequest]) -> set[str]:
+        """Write and sync ``batch`` (each request gets its ``error``, if any); returns the bells to ring."""
         try:
             self._write_batch(batch)
         except BaseException as e:
             if len(batch) == 1:
                 batch[0].error = e
-                return
+                return set()
             for w in batch:  # one bad request must not fail the others
                 try:
                     self._write_batch([w])
                 except BaseException as e2:
                     w.error = e2
             if all(w.error is not None for w in batch):
-                return
+                return set()
         try:
             self.db.sync_created()  # outside the gate: other writers go on meanwhile
         except BaseException as e:
             for w in batch:
                 if w.error is None:
                     w.error = e
-            return
+            return set()
         bells: set[str] = set()
         for w in batch:
             if w.error is None:
                 bells |= w.bells
-        for b in bells:
-            self.bells.ring(b)
+        return bells
 
     def _write_batch(self, batch: list[WriteRequest]) -> None:
         if self._write_plain(batch):
@@ -407,7 +459,7 @@ class GroupCommit:
             if outbox:
                 sql.insert_many(conn, "outbox", sql.OUTBOX_COLS, 9, outbox)
             now = int(self.clock() * 1000)
-            if self.trace:
+            if self.tracing.on:
                 blocks: list[tuple[str, tuple[Any, ...]]] = []
                 record(conn, self._events(kept, now, blocks), blocks)
             for w in batch:
@@ -520,7 +572,7 @@ class GroupCommit:
         the GIL, and retaking it while other senders run Python costs tens of
         microseconds, so BEGIN/INSERT/COMMIT would cost three of those per sync.
         """
-        if self.trace:  # the events go in the same transaction: not one statement any more
+        if self.tracing.on:  # the events go in the same transaction: not one statement any more
             return False
         rows: list[tuple[Any, ...]] = []
         for w in batch:

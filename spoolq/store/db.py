@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from ..errors import (
     SpoolBusy,
@@ -495,6 +495,18 @@ class Database:
                 if conn is not self.move or not self.make_room():
                     raise
                 return self.execute_gated(conn, statement, params)
+
+    def fetch_write(self, conn: sqlite3.Connection, statement: str, params: object) -> list[Any]:
+        """One autocommitted write statement with ``RETURNING`` (one transaction) under the gate; its rows."""
+        with self.gate:
+            try:
+                return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+            except sqlite3.Error as e:
+                if not is_busy(e):
+                    error = storage_error(e, self.db_path)
+                    if not isinstance(error, StorageFull) or conn is not self.move or not self.make_room():
+                        raise error from e
+            return self.retry(lambda: conn.execute(statement, params).fetchall())  # type: ignore[arg-type]
 
     def execute_gated(self, conn: sqlite3.Connection, statement: str, params: object) -> int:
         """:meth:`execute_write` for a caller that already holds the gate."""

@@ -22,6 +22,12 @@ The hot paths hand over *flat* parameter lists (``id, at, kind, detail`` per
 row) so that no object is built per event; details are JSON strings built once
 per request or lease round (see ``detail``) and reused for every row.
 
+Whether events are written at all is a setting of the spool, stored in its ``meta``
+table (:class:`TraceSetting`), so that every process using the spool follows it: off
+in a new spool, switched on by a node whose config says ``trace = true`` (the default)
+when it starts, and by ``spoolq trace --enable``. A ``Spool(trace=True/False)`` decides
+for itself instead. Processes re-read the stored setting at most once a ``REFRESH``.
+
 The log is bounded by the node, off its event loop (:meth:`EventLog.prune`):
 by age (``trace_retention``) and by rows (``trace_max_rows``), in chunks of
 about ``PRUNE_CHUNK`` rows per transaction so a large prune never holds the
@@ -54,6 +60,7 @@ import itertools
 import json
 import random
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -61,7 +68,7 @@ from ..errors import SpoolqError
 from . import sql
 from .db import Database
 
-__all__ = ["ACTOR", "EventLog", "record", "detail"]
+__all__ = ["ACTOR", "EventLog", "TraceSetting", "record", "detail"]
 
 # Who is acting, for the ``created`` event: set by a front-end for the requests it serves
 # (the HTTP API: the token's name and the client's address). A library call is "library".
@@ -113,13 +120,65 @@ def record(conn: sqlite3.Connection, flat: list[Any], blocks: list[tuple[str, tu
             conn.execute(statement, (next(_STATEMENTS) << 12, *args))
 
 
+class TraceSetting:
+    """Whether one spool object writes events (``on``): the spool's stored setting, or the caller's own.
+
+    The stored setting is read at open, then again by :meth:`refresh` (called at the entrance of a
+    send and a lease) at most once every ``REFRESH`` seconds: a switch by ``spoolq trace --enable``
+    or by a node starting reaches the processes that have the spool open already, within about that
+    long, and no call pays a read for it. The re-read never waits (it is skipped while the read
+    connection is in use), so it may run on an event loop. An explicit setting is never re-read.
+    """
+
+    REFRESH: Final = 1.0
+    __slots__ = ("_db", "_due", "fixed", "on")
+
+    def __init__(self, db: Database | None, explicit: bool | None) -> None:
+        self._db = db
+        self.fixed = explicit is not None or db is None or db.read_only  # a read-only spool cannot log anything
+        self.on = bool(explicit) and db is not None and not db.read_only
+        self._due = 0.0
+        if not self.fixed:
+            self.on = self.stored()
+            self._due = time.monotonic() + self.REFRESH
+
+    def refresh(self) -> None:
+        """Re-read the stored setting if ``REFRESH`` seconds have passed (not for an explicit one)."""
+        if self.fixed or time.monotonic() < self._due:
+            return
+        self._due = time.monotonic() + self.REFRESH
+        assert self._db is not None  # not fixed
+        try:
+            ok, row = self._db.read_nowait(lambda c: c.execute(sql.TRACE_GET).fetchone())
+        except SpoolqError:  # a closed spool: its next call says so
+            return
+        if ok:
+            self.on = row is not None and bool(row[0])
+
+    def stored(self) -> bool:
+        """The setting stored in the spool (off in a spool that never had one)."""
+        assert self._db is not None
+        row = self._db.read(lambda c: c.execute(sql.TRACE_GET).fetchone())
+        return row is not None and bool(row[0])
+
+    def store(self, on: bool) -> None:
+        """Store the setting for every process using the spool (made durable now, whatever the durability:
+        it is rare, and an operator who switched it expects it to stay)."""
+        assert self._db is not None
+        self._db.txn(self._db.move, lambda c: c.execute(sql.TRACE_SET, (int(bool(on)),)))
+        self._db.sync()
+        if not self.fixed:
+            self.on = bool(on)
+            self._due = time.monotonic() + self.REFRESH
+
+
 class EventLog:
     """Reading and bounding one spool's event log."""
 
-    def __init__(self, db: Database, clock: Callable[[], float], enabled: bool) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float], setting: TraceSetting) -> None:
         self.db = db
         self.clock = clock
-        self.enabled = enabled
+        self.setting = setting
 
     def of(self, idb: bytes, limit: int = MAX_EVENTS) -> list[dict[str, Any]]:
         """The events of one message id, oldest first: ``{"at": Unix seconds, "kind", "detail"}``."""
@@ -141,7 +200,7 @@ class EventLog:
     def forward_failed(self, peer: str, ids: list[bytes], target: tuple[str, str], error: str) -> None:
         """Log a failed attempt to forward ``ids`` to ``target`` (name, URL); they stay in the outbox.
         Its own small transaction: nothing else changes (see the module docstring)."""
-        if not self.enabled or not ids:
+        if not self.setting.on or not ids:
             return
         d = detail(peer=peer, target=target[0], url=target[1], error=error[:500])
         now = int(self.clock() * 1000)

@@ -40,8 +40,8 @@ from ..errors import LeaseExpired, LeaseLost, NotFound
 from ..message import DeadLetter, Message, _ms_of, decode_headers, id_bytes, id_text_from_bytes
 from . import sql
 from .db import Database
+from .events import TraceSetting, record
 from .events import detail as event_detail
-from .events import record
 from .names import JobNumbers, Names
 
 __all__ = ["Inbox", "LeaseKey", "ChannelStats", "PeerStats", "Stats", "Rollback"]
@@ -191,15 +191,21 @@ class Inbox:
 
     def __init__(self, db: Database, names: Names, jobs: JobNumbers, bells: _bell.Bells,
                  clock: Callable[[], float], make_lease: MakeLease, seen_retention_ms: int,
-                 trace: bool = False) -> None:
+                 tracing: TraceSetting | None = None) -> None:
         self.db = db
-        self.trace = trace
+        self.tracing = tracing or TraceSetting(None, False)
         self.names = names
         self.jobs = jobs
         self.bells = bells
         self.clock = clock
         self.make_lease = make_lease
         self.seen_retention_ms = seen_retention_ms
+
+
+    @property
+    def trace(self) -> bool:
+        """Whether to write events (store/events.py): the spool's setting, re-read now and then."""
+        return self.tracing.on
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -210,7 +216,16 @@ class Inbox:
         """Lease up to ``n`` ready messages of channel ``ch``; with none, also say when to look again (ms)."""
         max_attempts = self.names.max_attempts(ch)
         make = self.make_lease
-        trace = self.trace
+        self.tracing.refresh()
+        trace = self.tracing.on
+        if n == 1 and not trace:  # the common case in one statement, no BEGIN/COMMIT round trips
+            now = self.now_ms()
+            until = now + vis_ms
+            got = self.db.fetch_write(self.db.move, sql.LEASE_ONE, (until, ch, now, max_attempts))
+            if got:
+                pri, idb, attempts, job, body, hdrs, expires, origin, deliver_at = got[0]
+                return [make(ch, channel, pri, idb, attempts, job, body, hdrs, expires, origin, deliver_at,
+                             until)], None
 
         def lease(conn: sqlite3.Connection) -> tuple[list[Any], int | None]:
             now = self.now_ms()

@@ -104,6 +104,8 @@ class Jobs:
             return None, None
         make = self.inbox.make_lease
 
+        self.inbox.tracing.refresh()
+
         def lease(conn: sqlite3.Connection) -> tuple[Any | None, float | None]:
             now = self.inbox.now_ms()
             best: tuple[Any, ...] | None = None

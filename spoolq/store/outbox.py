@@ -21,8 +21,8 @@ from ..message import decode_headers, encode_headers
 from . import sql
 from .commit import GroupCommit, WriteRequest
 from .db import Database
+from .events import TraceSetting, record
 from .events import detail as event_detail
-from .events import record
 from .names import Names
 
 __all__ = ["OutboxRecord", "Incoming", "Outbox"]
@@ -83,11 +83,17 @@ def _delete_run(c: sqlite3.Connection, peer: int | None, priority: int, ids: lis
 class Outbox:
     """Outbox batches, settling, and receiving, for one spool object."""
 
-    def __init__(self, db: Database, names: Names, commit: GroupCommit, trace: bool = False) -> None:
+    def __init__(self, db: Database, names: Names, commit: GroupCommit, tracing: TraceSetting | None = None) -> None:
         self.db = db
-        self.trace = trace
+        self.tracing = tracing or TraceSetting(None, False)
         self.names = names
         self.commit = commit
+
+
+    @property
+    def trace(self) -> bool:
+        """Whether to write events (store/events.py): the spool's setting, re-read now and then."""
+        return self.tracing.on
 
     def peers(self) -> list[str]:
         """Peers (names, URLs or failover groups) that have messages waiting in the outbox."""

@@ -87,8 +87,13 @@ JOB_STATS_PRUNE: Final = """DELETE FROM job_stats WHERE job NOT IN (
 
 USER_VERSION: Final = "PRAGMA user_version"
 TABLE_COUNT: Final = "SELECT count(*) FROM sqlite_master"
-INIT_META: Final = "INSERT INTO meta(key, value) VALUES ('node_id', ?), ('created_at', ?), ('next_job', 1)"
+INIT_META: Final = (
+    "INSERT INTO meta(key, value) VALUES ('node_id', ?), ('created_at', ?), ('next_job', 1), ('trace', 0)"
+)
 NODE_ID: Final = "SELECT value FROM meta WHERE key='node_id'"
+# the spool's event-log setting (store/events.py, TraceSetting); a spool made before it has no row: off
+TRACE_GET: Final = "SELECT value FROM meta WHERE key='trace'"
+TRACE_SET: Final = "INSERT OR REPLACE INTO meta(key, value) VALUES ('trace', ?)"
 NEXT_JOB_BLOCK: Final = "UPDATE meta SET value=value+? WHERE key='next_job' RETURNING value"
 
 # -- names -----------------------------------------------------------------------------------
@@ -126,6 +131,16 @@ LEASE_SELECT: Final = (
     "WHERE channel=? AND lease_until<=? ORDER BY priority, id LIMIT ?"
 )
 LEASE_UPDATE: Final = "UPDATE inbox SET lease_until=?, attempts=attempts+1 WHERE channel=? AND priority=? AND id=?"
+# One ready message leased by one autocommitted statement: the front row of the channel, unless it is
+# spent (attempts used up, TTL passed) or delayed messages are due (they may go before it). Then nothing
+# is returned and the caller takes the general path (LEASE_SELECT ... in a transaction).
+LEASE_ONE: Final = (
+    "UPDATE inbox SET lease_until=?1, attempts=attempts+1 "
+    "WHERE channel=?2 AND (priority, id)=(SELECT priority, id FROM inbox WHERE channel=?2 AND lease_until<=?3 "
+    "ORDER BY priority, id LIMIT 1) AND attempts<?4 AND (expires IS NULL OR expires>?3) "
+    "AND NOT EXISTS (SELECT 1 FROM delayed WHERE channel=?2 AND due<=?3) "
+    "RETURNING priority, id, attempts, job, body, headers, expires, origin, deliver_at"
+)
 NEXT_DELAYED: Final = "SELECT due FROM delayed WHERE channel=? ORDER BY due LIMIT 1"
 NEXT_LEASE_END: Final = "SELECT min(lease_until) FROM inbox WHERE channel=? AND lease_until>?"
 _PROMOTE_SELECT: Final = (
