@@ -39,7 +39,7 @@ def results(s: Spool, idb: bytes, kind: str) -> list[str]:
 def test_a_big_batch_sent_again_is_all_duplicates_and_stored_once(tmp_path: Path) -> None:
     first = wire(40) + wire(20, "other")
     assert len(first) >= sql.IDS_MIN
-    with Spool(tmp_path / "b") as s:
+    with Spool(tmp_path / "b", trace=True) as s:  # the event log is what this test reads
         assert receive(s, first) == set()
         again = first[:30] + wire(25)  # some seen (the fallback path), some new
         dups = receive(s, again)
@@ -77,7 +77,7 @@ def test_an_expired_seen_entry_counts_as_new(tmp_path: Path) -> None:
 
 
 def test_settling_a_big_batch_removes_it_and_logs_each_result(tmp_path: Path) -> None:
-    with Spool(tmp_path / "a") as s:
+    with Spool(tmp_path / "a", trace=True) as s:
         ids = [bytes.fromhex(m.replace("-", "")) for m in s.send_many([b"x"] * 30, "jobs", to="b")]
         urgent = s.send_many([b"u"] * 20, "jobs", to="b", priority=1)
         batch = s.outbox_batch("b", max_messages=1000)
