@@ -123,10 +123,18 @@ def test_send_subscribe_ack_modes_pipelined(server: StompProc) -> None:
     c.send(F("UNSUBSCRIBE", id="s", receipt="u"))  # m4, m5 given back
     assert c.frame().get("receipt-id") == "u"
     c.send(F("SUBSCRIBE", destination="/queue/modes", id="t", ack="auto"))
-    got = {c.frame().body for _ in range(2)}
-    assert got == {b"m4", b"m5"}
+    # m3 was nacked with spoolq's backoff (0.5-1 s): on a busy machine it may be ready
+    # again by now and come first; m4 and m5 must come, and nothing else.
+    got = [c.frame().body for _ in range(2)]
+    if b"m3" in got:
+        got.append(c.frame().body)
+    assert sorted(got) == sorted([b"m4", b"m5"] + [b"m3"] * got.count(b"m3")) and got.count(b"m3") <= 1
     c.send(F("DISCONNECT", receipt="bye"))
-    assert c.frame().get("receipt-id") == "bye" and c.closed()
+    last = c.frame()
+    if b"m3" not in got and last.command == "MESSAGE":  # m3's backoff ran out meanwhile
+        assert last.body == b"m3"
+        last = c.frame()
+    assert last.get("receipt-id") == "bye" and c.closed()
 
 
 def test_disconnect_gives_back_and_headers(server: StompProc) -> None:
