@@ -106,8 +106,7 @@ _ids = _IdGenerator()
 os.register_at_fork(after_in_child=_ids.reset)
 
 
-def _take_ids(n: int) -> int:
-    return _ids.take(n)
+_take_ids: Final = _ids.take  # the first of n new ids (the bound method: one call less per send)
 
 
 def id_text(n: int) -> str:

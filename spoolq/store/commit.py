@@ -47,6 +47,7 @@ from .names import JobNumbers, Names
 __all__ = ["WriteRequest", "GroupCommit"]
 
 LINGER: Final = 0.0005  # how long the writer thread waits for more senders before it stops
+_COPY_MAX: Final = 4096  # bodies up to this size are bound as bytearray by send_one (see _write_row)
 _PLAIN_SIZES: Final = frozenset(range(1, 17))  # batches of plain rows written as one statement
 
 Layout = Literal["plain", "received", "full"]
@@ -184,8 +185,16 @@ class GroupCommit:
         """
         tracing = self.tracing
         tracing.refresh()
-        if not tracing.on and not self._leading and self._write_row(ch, priority, idb, body, bell):
-            return
+        if not tracing.on:
+            mu = self._mu
+            mu.acquire()
+            if not self._leading:
+                self._leading = True  # this thread writes; senders arriving meanwhile queue for the writer
+                mu.release()
+                if self._write_row(ch, priority, idb, body, bell):
+                    return
+            else:
+                mu.release()
         w = WriteRequest()
         w.inbox.append((ch, priority, idb, body))
         w.bells.add(bell)
@@ -225,24 +234,25 @@ class GroupCommit:
     # -- leading --------------------------------------------------------------------------------
 
     def _write_row(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> bool:
-        """:meth:`_write_one` for :meth:`send_one` without the event log: False when another send is in
-        progress or no job number is reserved (then nothing was done: the caller goes through submit)."""
-        mu = self._mu
-        mu.acquire()
-        if self._leading:
-            mu.release()
-            return False
-        self._leading = True
-        mu.release()
+        """:meth:`_write_one` for :meth:`send_one`, which took the lead: False when no job number is
+        reserved (then nothing was done: the caller goes through submit)."""
         db = self.db
         try:
             with db.gate:
-                job = self.jobs.take_reserved(1)
-                if job is None:  # a new block must be reserved, in a transaction: the general path
+                jobs = self.jobs
+                job = jobs.next
+                if jobs.end <= job:  # a new block must be reserved, in a transaction: the general path
                     return False
-                db.execute_gated(db.create, sql.INSERT_ONE, (ch, priority, idb, job, body))
-            db.sync_created()  # outside the gate: other writers go on meanwhile
+                jobs.next = job + 1
+                # bytearray, not bytes: the sqlite3 module looks for an adapter for every bytes parameter
+                # (a failed attribute lookup that formats an AttributeError, ~2.5k instructions each);
+                # a large body is not copied for that
+                small = body if len(body) > _COPY_MAX else bytearray(body)
+                db.insert_created(sql.INSERT_ONE, (ch, priority, bytearray(idb), job, small))
+            if db.sync_creates:
+                db.sync_created()  # outside the gate: other writers go on meanwhile
         finally:
+            mu = self._mu
             mu.acquire()
             if self._queue:
                 self._hand_over()

@@ -222,6 +222,7 @@ class Database:
         try:
             self.gate = WriteGate(self, self._gate_fd)
             self.create = self._connect("FULL" if durability == "full" else "NORMAL")
+            self._create_cursor = self.create.cursor()  # used under the gate only (insert_created)
             self.move = self._connect("NORMAL")
             self.read_conn = self._connect("NORMAL")
             self.node_id = self._init_schema()
@@ -265,6 +266,7 @@ class Database:
                 raise SpoolUnavailable(f"cannot open {self.db_path} read-only", hint="check its permissions")
             self._conns.append(conn)
             self.create = self.move = self.read_conn = conn
+            self._create_cursor = conn.cursor()  # a write through it fails as read-only
             version = conn.execute(sql.USER_VERSION).fetchone()[0]
             if version > sql.SCHEMA_VERSION:
                 raise SpoolVersionError(
@@ -509,6 +511,16 @@ class Database:
                     if not isinstance(error, StorageFull) or conn is not self.move or not self.make_room():
                         raise error from e
             return self.retry(lambda: conn.execute(statement, params).fetchall())  # type: ignore[arg-type]
+
+    def insert_created(self, statement: str, params: tuple[Any, ...]) -> None:
+        """One autocommitted write on ``create`` by a caller that holds the gate, through a cursor kept for
+        it (``Connection.execute`` makes and registers a new cursor per call; issue 9)."""
+        try:
+            self._create_cursor.execute(statement, params)
+        except sqlite3.Error as e:
+            if not is_busy(e):
+                raise storage_error(e, self.db_path) from e
+            self.retry(lambda: self._create_cursor.execute(statement, params))
 
     def execute_gated(self, conn: sqlite3.Connection, statement: str, params: object) -> int:
         """:meth:`execute_write` for a caller that already holds the gate."""

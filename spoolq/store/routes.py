@@ -79,7 +79,8 @@ class RoutesFile:
 
     def route(self, channel: str) -> list[str] | None:
         """Peers a message of ``channel`` goes to by the routing table (None: local delivery)."""
-        self._load()
+        if time.monotonic() - self._checked >= 1.0:  # _load's own test, without its call on every send
+            self._load()
         if not self._routes:
             return None
         hit = self._cache.get(channel, _MISS)
