@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Literal
@@ -47,6 +48,7 @@ from .names import JobNumbers, Names
 __all__ = ["WriteRequest", "GroupCommit"]
 
 LINGER: Final = 0.0005  # how long the writer thread waits for more senders before it stops
+GATHER: Final = 0.0005  # at most this long it waits for the senders it just woke to send again
 _COPY_MAX: Final = 4096  # bodies up to this size are bound as bytearray by send_one (see _write_row)
 _PLAIN_SIZES: Final = frozenset(range(1, 17))  # batches of plain rows written as one statement
 
@@ -121,6 +123,7 @@ class GroupCommit:
         self._mu = threading.Lock()
         self._cv = threading.Condition(self._mu)
         self._lingering = False
+        self._want = 0  # while the writer thread gathers: the queue length that wakes it
         self._queue: list[WriteRequest] = []
         self._leading = False
         self._executor: ThreadPoolExecutor | None = None
@@ -160,7 +163,7 @@ class GroupCommit:
             lk.acquire()
             own.waiter = lk
             self._queue.extend(writes)
-            if self._lingering:
+            if self._lingering and len(self._queue) >= self._want:
                 self._cv.notify()
             mu.release()
             lk.acquire()  # released by the leader: done, or promoted to lead
@@ -185,16 +188,35 @@ class GroupCommit:
         """
         tracing = self.tracing
         tracing.refresh()
+        mu = self._mu
+        mu.acquire()
+        if self._leading:
+            # Another send is in progress: queue for its group commit, as submit() would, with fewer
+            # calls (under concurrency every µs of Python here delays the next batch: issue 9)
+            w = WriteRequest()
+            w.inbox.append((ch, priority, idb, body))
+            w.bells.add(bell)
+            lk = threading.Lock()
+            lk.acquire()
+            w.waiter = lk
+            queue = self._queue
+            queue.append(w)
+            if self._lingering and len(queue) >= self._want:
+                self._cv.notify()
+            mu.release()
+            lk.acquire()  # released by the leader: done, or promoted to lead
+            if not w.done:
+                self._lead(w)
+            if w.error is not None:
+                raise w.error
+            return
         if not tracing.on:
-            mu = self._mu
-            mu.acquire()
-            if not self._leading:
-                self._leading = True  # this thread writes; senders arriving meanwhile queue for the writer
-                mu.release()
-                if self._write_row(ch, priority, idb, body, bell):
-                    return
-            else:
-                mu.release()
+            self._leading = True  # this thread writes; senders arriving meanwhile queue for the writer
+            mu.release()
+            if self._write_row(ch, priority, idb, body, bell):
+                return
+        else:
+            mu.release()
         w = WriteRequest()
         w.inbox.append((ch, priority, idb, body))
         w.bells.add(bell)
@@ -238,18 +260,25 @@ class GroupCommit:
         reserved (then nothing was done: the caller goes through submit)."""
         db = self.db
         try:
-            with db.gate:
+            gate = db.gate
+            with gate:
                 jobs = self.jobs
                 job = jobs.next
                 if jobs.end <= job:  # a new block must be reserved, in a transaction: the general path
                     return False
                 jobs.next = job + 1
+                # Alone, and no other process writing: let SQLite sync inside the commit, which measured
+                # faster than syncing after it (issue 9). While other processes write, the sync runs
+                # outside the gate (issue 15), so that they do not queue behind it.
+                inline = db.sync_creates and not gate.contended()
                 # bytearray, not bytes: the sqlite3 module looks for an adapter for every bytes parameter
                 # (a failed attribute lookup that formats an AttributeError, ~2.5k instructions each);
                 # a large body is not copied for that
                 small = body if len(body) > _COPY_MAX else bytearray(body)
-                db.insert_created(sql.INSERT_ONE, (ch, priority, bytearray(idb), job, small))
-            if db.sync_creates:
+                db.insert_created(sql.INSERT_ONE, (ch, priority, bytearray(idb), job, small), inline)
+            if inline:
+                db.check_created()  # a removed spool raises, as with the sync below
+            elif db.sync_creates:
                 db.sync_created()  # outside the gate: other writers go on meanwhile
         finally:
             mu = self._mu
@@ -306,7 +335,7 @@ class GroupCommit:
         with self._mu:
             self._queue.extend(writes)
             if self._leading:
-                if self._lingering:
+                if self._lingering and len(self._queue) >= self._want:
                     self._cv.notify()
                 return
             self._leading = True
@@ -332,8 +361,21 @@ class GroupCommit:
     def _lead(self, own: WriteRequest | None) -> None:
         """Commit queued writes until ``own`` is done, then hand the lead on."""
         mu = self._mu
+        want = 0  # requests to gather before the next batch: the senders just woken and those queued
+        gather = 0.0
+        skip = False
         while True:
             with mu:
+                if own is None and len(self._queue) < want:
+                    # The writer thread, gathering: the senders of the last batch were just woken and
+                    # usually send again at once. Taking the queue before they are in splits the senders
+                    # into two groups that take turns, each syncing half of them (issue 9).
+                    self._want = want
+                    self._lingering = True
+                    gathered = self._cv.wait(gather)
+                    self._lingering = False
+                    self._want = 0
+                    skip = not gathered  # a sender who did not come back in time: do not wait next round
                 if own is None and not self._queue:
                     # The writer thread: senders were here a moment ago. Wait briefly for the
                     # next one before giving up the lead, so a steady stream of senders keeps
@@ -348,17 +390,28 @@ class GroupCommit:
                 if not batch:
                     self._leading = False
                     return
+            started = time.perf_counter()
             bells = self._commit(batch)
+            took = time.perf_counter() - started
             self.commits += 1
             self.requests += len(batch)
+            woken = 0
             for w in batch:
                 w.done = True
                 if w is own:
                     continue
                 if w.waiter is not None:
                     w.waiter.release()
+                    woken += 1
                 elif w.callback is not None:
                     w.callback()
+            if skip or own is not None:
+                want, skip = 0, False
+            else:
+                with mu:
+                    want = woken + len(self._queue)
+                # never wait longer than a commit takes: without a sync (durability normal) that is short
+                gather = min(GATHER, took)
             # after the senders are woken: each system call gives up the GIL, and retaking it behind
             # running senders would hold up the next batch (this thread is its writer)
             for b in bells:

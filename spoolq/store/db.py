@@ -128,6 +128,11 @@ class WriteGate:
             self._owner = threading.get_ident()
         self._depth += 1
 
+    def contended(self) -> bool:
+        """Whether other processes were found writing lately (this gate queues in the ``flock``)."""
+        until = self._queue_until
+        return bool(until) and time.monotonic() < until
+
     def escalate(self) -> None:
         """SQLite said busy: from now on (for a while) wait in the queue. Call with the gate held."""
         self._queue_until = time.monotonic() + self.STICKY
@@ -203,6 +208,7 @@ class Database:
         self.on_rollback: Callable[[], None] = lambda: None
         self._marks = _spool_marks(path, self.db_path)
         self.sync_creates = durability == "full" and not read_only
+        self._create_full = False  # `create` syncs inside its commits right now (see insert_created)
         self._commits = 0  # commits on `create` known to be done (sync_created), and how many are synced
         self._synced = 0
         self._count_lock = threading.Lock()
@@ -512,9 +518,15 @@ class Database:
                         raise error from e
             return self.retry(lambda: conn.execute(statement, params).fetchall())  # type: ignore[arg-type]
 
-    def insert_created(self, statement: str, params: tuple[Any, ...]) -> None:
+    def insert_created(self, statement: str, params: tuple[Any, ...], synced: bool = False) -> None:
         """One autocommitted write on ``create`` by a caller that holds the gate, through a cursor kept for
-        it (``Connection.execute`` makes and registers a new cursor per call; issue 9)."""
+        it (``Connection.execute`` makes and registers a new cursor per call; issue 9).
+
+        ``synced``: SQLite syncs the WAL inside the commit (``synchronous=FULL``), as for a lone sender
+        under ``full`` while no other process writes; the caller then skips :meth:`sync_created`.
+        """
+        if synced != self._create_full:
+            self._create_synchronous(synced)
         try:
             self._create_cursor.execute(statement, params)
         except sqlite3.Error as e:
@@ -522,8 +534,16 @@ class Database:
                 raise storage_error(e, self.db_path) from e
             self.retry(lambda: self._create_cursor.execute(statement, params))
 
+    def _create_synchronous(self, full: bool) -> None:
+        """Switch ``create`` between syncing inside its commits (FULL) and after them (NORMAL, then
+        :meth:`sync_created`). Called under the gate; a pragma that touches no page takes no lock."""
+        self.create.execute("PRAGMA synchronous=FULL" if full else "PRAGMA synchronous=NORMAL")
+        self._create_full = full
+
     def execute_gated(self, conn: sqlite3.Connection, statement: str, params: object) -> int:
         """:meth:`execute_write` for a caller that already holds the gate."""
+        if self._create_full and conn is self.create:
+            self._create_synchronous(False)
         try:
             return conn.execute(statement, params).rowcount  # type: ignore[arg-type]
         except sqlite3.Error as e:
@@ -548,6 +568,8 @@ class Database:
 
         with self.gate:
             if conn is not self.move:
+                if self._create_full and conn is self.create:  # group commits sync outside the gate
+                    self._create_synchronous(False)
                 return self.retry(attempt)
             try:
                 return self.retry(attempt)
@@ -590,6 +612,14 @@ class Database:
                 raise StorageError(f"cannot sync the spool at {self.path}: {e.strerror or e}",
                                    hint="check the disk; the last messages written may not be durable") from e
             self._synced = target
+
+    def check_created(self) -> None:
+        """After a commit that SQLite synced itself (:meth:`insert_created` with ``synced``): the check
+        :meth:`sync_created` makes, that the WAL was not removed; if it was (or is not open yet for this
+        check), :meth:`sync_created` reopens it by name, and raises when it is gone."""
+        fd = self._wal_fd
+        if fd < 0 or self._wal_unlinked(fd):
+            self.sync_created()
 
     def _wal_unlinked(self, fd: int) -> bool:
         """Whether the WAL held open for syncing was unlinked: the spool directory was removed (or its WAL
