@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -142,5 +143,58 @@ def test_syncing_reads_no_attributes_of_the_wal(spool_dir: Path, monkeypatch: py
             s.send(b"x", "c")
         s.send_many([b"a", b"b"], "c")
         assert s._db._wal_fd == wal_fd and wal_fd not in seen
+    finally:
+        s.close()
+
+
+def test_a_lone_full_send_is_synced_in_its_commit_unless_other_processes_write(
+        spool_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alone and with no other process writing, a send under full lets SQLite sync the WAL inside the commit
+    (synchronous=FULL, measured faster than a sync after it); once other processes were found writing, the
+    sync runs after the commit, outside the write gate, so that they do not queue behind it (issue 15)."""
+    s = Spool(spool_dir)
+    try:
+        syncs = _Syncs(s)
+        monkeypatch.setattr(db_module, "_datasync", syncs)
+        create = s._db.create
+        s.send(b"first", "c")  # reserves job numbers in a transaction, synced after its commit
+        s.send(b"second", "c")
+        assert create.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: SQLite synced the commit
+        before = len(syncs.calls)
+        for _ in range(5):
+            s.send(b"x", "c")
+        assert len(syncs.calls) == before
+        s.send_many([b"a", b"b"], "c")  # a transaction on `create`: back to NORMAL, synced after the commit
+        assert create.execute("PRAGMA synchronous").fetchone()[0] == 1
+        assert len(syncs.calls) == before + 1 and not syncs.calls[-1][1]
+        s._db.gate._queue_until = time.monotonic() + 60  # as after SQLite said busy: other processes write
+        for _ in range(3):
+            s.send(b"y", "c")
+        assert create.execute("PRAGMA synchronous").fetchone()[0] == 1
+        assert len(syncs.calls) == before + 4 and not any(held for _, held in syncs.calls)
+        assert s.stats().channels["c"].ready == 12
+    finally:
+        s.close()
+
+
+def test_senders_queued_behind_a_send_in_progress_are_logged_with_trace_on(spool_dir: Path) -> None:
+    """A send that finds another in progress queues for the group commit directly; with the event log on,
+    its rows and their events still go in one transaction."""
+    s = Spool(spool_dir, trace=True)
+    try:
+        ids: list[list[str]] = [[] for _ in range(4)]
+
+        def go(i: int) -> None:
+            for k in range(25):
+                ids[i].append(s.send(f"{i}:{k}".encode(), "t"))
+
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        sent = [m for r in ids for m in r]
+        assert len(set(sent)) == 100 and s.stats().channels["t"].ready == 100
+        assert all([e["kind"] for e in s.trace_events(m)] == ["created"] for m in sent)
     finally:
         s.close()

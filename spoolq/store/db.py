@@ -7,7 +7,9 @@ A :class:`Database` owns the three connections of one spool object:
             runs ``synchronous=NORMAL`` and :meth:`Database.sync_created` then
             syncs the WAL *outside* the write gate, so other writers (a
             consumer's acks, the daemon's settling) are not held up by the sync,
-            and concurrent creators share one (issue 15).
+            and concurrent creators share one (issue 15). A lone sender while no
+            other process writes lets SQLite sync inside its commit instead
+            (``synchronous=FULL``, :meth:`Database.insert_created`; issue 9).
 ``move``    writes that only move or remove messages (lease, ack, nack, touch,
             dead-lettering, outbox clean-up): ``synchronous=NORMAL``. Losing
             one to a power cut only repeats a delivery.
