@@ -327,18 +327,29 @@ def test_asend_one_shares_one_request_per_loop_turn(real_spool: Spool) -> None:
     assert len(got) == 41
 
 
-def test_asend_one_with_the_event_log_keeps_a_request_per_message(tmp_path: Path) -> None:
+def test_asend_one_with_the_event_log_shares_a_request_per_sender(tmp_path: Path) -> None:
+    """With the event log on, a turn's messages share a request only with those of the same sender
+    (ACTOR), so each ``created`` event still names who sent it."""
+    from spoolq.store.events import ACTOR
+
     with Spool(tmp_path / "s", trace=True) as s:
         s.send(b"first", "one")
 
+        async def send(actor: tuple[str, str | None]) -> str:
+            ACTOR.set(actor)  # a task's own context, as a request handler sets it
+            return await s.asend_one(b"x", "one")
+
         async def main() -> list[str]:
-            return list(await asyncio.gather(*[s.asend_one(b"x", "one") for _ in range(5)]))
+            senders = [("token:a", "10.0.0.1")] * 3 + [("token:b", "10.0.0.2")] * 2
+            return list(await asyncio.gather(*[send(a) for a in senders]))
 
         requests = s.commit_stats()[1]
         ids = asyncio.run(main())
-        assert s.commit_stats()[1] - requests == 5
-        for mid in ids:
-            assert [e["kind"] for e in s.trace_events(mid)] == ["created"]
+        assert s.commit_stats()[1] - requests == 2
+        for mid, by in zip(ids, ["token:a"] * 3 + ["token:b"] * 2, strict=True):
+            events = s.trace_events(mid)
+            assert [e["kind"] for e in events] == ["created"]
+            assert events[0]["detail"]["by"] == by
 
 
 def test_asend_one_new_channel_and_bad_input(real_spool: Spool) -> None:

@@ -213,24 +213,19 @@ class GroupCommit:
     async def wait_row(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> None:
         """Commit one plain message (an inbox row with no options) for asyncio: :meth:`wait` of one row.
 
-        The HTTP API's usual send. Without the event log, the rows of one loop
-        turn share one request (one object for the writer thread to go through,
-        not one per message); each caller still waits on a future of its own,
-        so a cancelled caller cancels nobody else's wait.
+        The HTTP API's usual send. The rows of one loop turn from one sender
+        (``ACTOR``: who and from where, as the event log records it) share one
+        request: one object for the writer thread to go through, not one per
+        message. Each caller still waits on a future of its own, so a cancelled
+        caller cancels nobody else's wait.
         """
-        tracing = self.tracing
-        tracing.refresh()
-        if tracing.on:  # each request carries its sender, for the event log
-            w = WriteRequest()
-            w.inbox.append((ch, priority, idb, body))
-            w.bells.add(bell)
-            await self.wait([w])
-            return
+        self.tracing.refresh()  # never waits (see TraceSetting)
         turn = self._turn()
         fut = turn.loop.create_future()
-        shared = turn.plain
+        actor = ACTOR.get()
+        shared = turn.plain.get(actor)
         if shared is None:
-            shared = turn.plain = WriteRequest()
+            shared = turn.plain[actor] = WriteRequest()
             turn.writes.append(shared)
         shared.inbox.append((ch, priority, idb, body))
         shared.bells.add(bell)
@@ -711,7 +706,7 @@ class _Turn:
         self.loop = loop
         self.writes: list[WriteRequest] = []
         self.futures: list[asyncio.Future[None]] = []
-        self.plain: WriteRequest | None = None  # the plain single messages of the turn (wait_row)
+        self.plain: dict[tuple[str, str | None], WriteRequest] = {}  # wait_row's shared requests, by sender
 
 
 def _all_new(conn: sqlite3.Connection, ids: list[bytes], until: int, now: int) -> bool:
