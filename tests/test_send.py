@@ -455,3 +455,30 @@ def test_the_event_loop_rings_the_bells_of_its_sends(real_spool: Spool, monkeypa
 
     asyncio.run(main())
     assert rung[1] == ("c.two", threading.current_thread().name)
+
+
+def test_the_writer_waits_longer_for_an_event_loops_next_group(real_spool: Spool) -> None:
+    """After a loop's group the writer thread lingers LOOP_LINGER (a loop hands over a group a turn:
+    notifying a waiting writer costs the loop less than starting it again through the executor)."""
+    from spoolq.store import commit
+
+    from .conftest import wait_for
+
+    gc_ = real_spool._commit
+    timeouts: list[float | None] = []
+    real_wait = gc_._cv.wait
+
+    def wait(timeout: float | None = None) -> bool:
+        timeouts.append(timeout)
+        return real_wait(timeout)
+
+    gc_._cv.wait = wait  # type: ignore[method-assign]
+    real_spool.send(b"first", "one")
+
+    async def main() -> None:
+        await real_spool.asend_one(b"x", "one")
+
+    asyncio.run(main())
+    wait_for(lambda: timeouts)
+    assert timeouts[0] == commit.LOOP_LINGER
+    assert commit.LOOP_LINGER > commit.LINGER

@@ -13,8 +13,9 @@ module's side; callers above the store never hold one.
 Concurrent requests share one transaction and one sync. The first caller in
 becomes the leader and commits inline; callers who arrive while a commit is
 running queue up, and a dedicated writer thread then commits the queue batch
-after batch until it stays empty for ``LINGER`` seconds. A lone caller never
-waits for anyone: a single plain message is one autocommitted INSERT.
+after batch until it stays empty for ``LINGER`` seconds (``LOOP_LINGER`` after
+a group from an event loop). A lone caller never waits for anyone: a single
+plain message is one autocommitted INSERT.
 
 An asyncio caller's requests of one event-loop turn are handed to the writer
 thread as one group (one hand-off, one sync); the loop goes on serving while
@@ -50,6 +51,9 @@ from .names import JobNumbers, Names
 __all__ = ["WriteRequest", "GroupCommit"]
 
 LINGER: Final = 0.0005  # how long the writer thread waits for more senders before it stops
+# ... after a group from an event loop: a loop hands over a group per turn, and waking a waiting writer
+# (a notify) costs the loop less than starting it again through the executor
+LOOP_LINGER: Final = 0.003
 # batches of plain rows written as one autocommitted statement (one distinct statement per size: the
 # connections cache 256)
 _PLAIN_SIZES: Final = frozenset(range(1, 65))
@@ -373,6 +377,7 @@ class GroupCommit:
     def _lead(self, own: WriteRequest | None) -> None:
         """Commit queued writes until ``own`` is done, then hand the lead on."""
         mu = self._mu
+        linger = LINGER
         while True:
             with mu:
                 if own is None and not self._queue:
@@ -382,13 +387,15 @@ class GroupCommit:
                     # Senders notify; nobody polls (on 2 cores a polling thread steals the CPU
                     # the senders need).
                     self._lingering = True
-                    self._cv.wait(LINGER)
+                    self._cv.wait(linger)
                     self._lingering = False
                 batch = self._queue
                 self._queue = []
                 if not batch:
                     self._leading = False
                     return
+            # the last request of an event loop's group carries its callback (see submit)
+            linger = LOOP_LINGER if batch[-1].callback is not None else LINGER
             bells = self._commit(batch)
             self.commits += 1
             self.requests += len(batch)
