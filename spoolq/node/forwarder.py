@@ -177,6 +177,8 @@ class PeerLink:
         self.in_flight_messages = 0
         self.forwarded = 0
         self._backlog = False  # the last thread read was full: read from a thread until one comes back short
+        self._drained = False  # the last step read to the end of the outbox (see step())
+        self._unwrapped = False  # it read to the end after the cursor, but could not go round (batches in flight)
         self._done: collections.deque[tuple[float, int]] = collections.deque(maxlen=RATE_SAMPLES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -198,6 +200,7 @@ class PeerLink:
     async def step(self) -> int:
         """Read and launch as many batches as the in-flight limit and backoff allow. Returns how many."""
         launched = 0
+        self._drained = False
         while not self._stopping and self.in_flight < self.max_in_flight:
             target = self.pick(self.clock())
             if target is None:
@@ -222,6 +225,9 @@ class PeerLink:
                 if self.cursor is not None and self.in_flight == 0:
                     self.cursor = None  # wrap around: revisit what failed or came in ahead of the cursor
                     continue
+                # the end of the outbox: what is sent from now on rings the bell, which wakes the loop
+                self._drained = True
+                self._unwrapped = self.cursor is not None
                 break
             self.cursor = batch[-1].key
             self.in_flight += 1
@@ -316,11 +322,19 @@ class PeerLink:
         finally:
             self.in_flight -= 1
             self.in_flight_messages -= len(batch)
-            if not ok and self.in_flight == 0:
+            if self.in_flight == 0:
+                # Nothing in flight: the front of the outbox is where the cursor would go on from, plus
+                # what failed or came in ahead of it. One read from the front finds both (before, the
+                # next step read after the cursor, found nothing, and read again from the front).
                 self.cursor = None
             if self.metrics is not None:
                 self.metrics.batch(self.name, ok)
-            self.wake.set()
+            if not ok or not self._drained or (self._unwrapped and self.in_flight == 0):
+                # More may be waiting: the in-flight limit or a backlog stopped the last step, this
+                # batch's messages stay to be retried, or the last step could not go round to what came
+                # in ahead of the cursor. Otherwise the outbox bell wakes the loop when something new is
+                # sent: waking it here too would cost reads that find nothing (issue 15).
+                self.wake.set()
 
     def _failed(self, target: Target, e: Exception) -> None:
         target.failures += 1
@@ -421,7 +435,7 @@ class PeerLink:
             except SpoolqError as e:
                 log.error("peer %s: cannot read the outbox: %s", self.name, e)
                 launched = 0
-            if launched:
+            if launched and not self._drained:
                 continue
             timeout = self.scan_interval
             nxt = self.next_retry()
@@ -433,7 +447,8 @@ class PeerLink:
             if probe_at is not None:
                 timeout = min(timeout, probe_at - now)
             try:
-                await asyncio.wait_for(self.wake.wait(), max(0.001, timeout))
+                async with asyncio.timeout(max(0.001, timeout)):  # unlike wait_for, no task per wait
+                    await self.wake.wait()
             except TimeoutError:
                 pass
             if probe_at is not None and not self.wake.is_set() and not self._stopping:

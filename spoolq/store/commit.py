@@ -384,6 +384,18 @@ class GroupCommit:
                     w.error = e2
             if all(w.error is not None for w in batch):
                 return set()
+        early: set[str] = set()
+        if self.db.sync_creates:
+            for w in batch:
+                if w.sender is not None and w.error is None:
+                    early |= w.bells
+            # Received messages: their sender keeps them until our answer, which waits for the sync
+            # below. A consumer woken now, while the sync runs, finds messages that are durable on the
+            # sender; a power cut before the sync makes the sender send them again (at-least-once).
+            # Ringing after the sync made a consumer wait for it (issue 15: the sync is the largest
+            # step on a received message's way to its consumer).
+            for b in early:
+                self.bells.ring(b)
         try:
             self.db.sync_created()  # outside the gate: other writers go on meanwhile
         except BaseException as e:
@@ -395,7 +407,7 @@ class GroupCommit:
         for w in batch:
             if w.error is None:
                 bells |= w.bells
-        return bells
+        return bells - early
 
     def _write_batch(self, batch: list[WriteRequest]) -> None:
         if self._write_plain(batch):
