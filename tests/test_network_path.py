@@ -218,9 +218,10 @@ def test_the_hub_wakes_only_for_the_bells_it_watches(tmp_path: Path) -> None:
         ringer.close()
 
 
-def test_a_received_batch_rings_its_bell_before_the_sync_and_answers_after_it(tmp_path: Path) -> None:
+def test_messages_between_nodes_are_announced_before_the_sync_and_answered_after_it(tmp_path: Path) -> None:
     """A consumer's wake-up overlaps the receiver's sync (the sender keeps the batch until the answer,
-    which still waits for the sync); a local send still rings after its sync."""
+    which still waits for the sync), and the forwarder's read overlaps the sender's (send() still
+    returns after it); a local send still rings after its sync."""
     from spoolq import Spool, _bell
     from spoolq.codec import WireMessage
     from spoolq.message import _take_ids
@@ -250,6 +251,10 @@ def test_a_received_batch_rings_its_bell_before_the_sync_and_answers_after_it(tm
         order.clear()
         s.send(b"y", "c")
         assert order == ["sync", f"ring {_bell.channel_bell('c')}"]
+        order.clear()
+        s.send(b"z", "c", to="http://127.0.0.1:9")  # the forwarder's read and POST overlap the sync
+        order.append("returned")
+        assert order == [f"ring {_bell.OUTBOX}", "sync", "returned"]
 
 
 def test_a_message_ahead_of_the_cursor_goes_when_the_batch_in_flight_returns(tmp_path: Path) -> None:

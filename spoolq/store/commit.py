@@ -387,13 +387,20 @@ class GroupCommit:
         early: set[str] = set()
         if self.db.sync_creates:
             for w in batch:
-                if w.sender is not None and w.error is None:
+                if w.error is not None:
+                    continue
+                if w.sender is not None:
                     early |= w.bells
-            # Received messages: their sender keeps them until our answer, which waits for the sync
-            # below. A consumer woken now, while the sync runs, finds messages that are durable on the
-            # sender; a power cut before the sync makes the sender send them again (at-least-once).
-            # Ringing after the sync made a consumer wait for it (issue 15: the sync is the largest
-            # step on a received message's way to its consumer).
+                elif w.outbox and _bell.OUTBOX in w.bells:
+                    early.add(_bell.OUTBOX)
+            # Messages on their way between nodes are announced before the sync, so that the next step
+            # (the forwarder's read and POST; a consumer's lease of a received batch) overlaps it instead
+            # of waiting for it (issue 15: the syncs were the largest steps of the A -> B path). What
+            # the bell announces is committed and readable; the promises are about answers: send()
+            # still returns, and a received batch is still acknowledged, only after the sync. A power
+            # cut before it can leave a copy at the next hop of a message whose send() never returned
+            # (which could already happen: a crash after the sync, before the return) or make the
+            # sender of a batch send it again (at-least-once; dedup by id keeps each inbox exactly-once).
             for b in early:
                 self.bells.ring(b)
         try:
