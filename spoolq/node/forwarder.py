@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
+from .. import __version__
 from ..codec import (
     ACCEPTED,
     ACCEPTED_RESULT,
@@ -81,6 +82,7 @@ from ..codec import (
 )
 from ..errors import CodecError, PeerError, SpoolqError
 from ..retry import backoff
+from .peerhttp import BadAnswer, HttpPool, NoAnswer
 
 if TYPE_CHECKING:
     from ..spool import OutboxRecord, Spool
@@ -182,6 +184,18 @@ class PeerLink:
         self._done: collections.deque[tuple[float, int]] = collections.deque(maxlen=RATE_SAMPLES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._pools: dict[str, HttpPool] = {}  # kept-alive connections to each spoolq peer URL
+
+    def _pool(self, target: Target) -> HttpPool:
+        """The connections to ``target``'s URL (new ones when its TLS settings changed: a reload)."""
+        pool = self._pools.get(target.url)
+        if pool is not None and pool.ssl is not target.ssl:
+            self._pools.pop(target.url)
+            pool.close()
+            pool = None
+        if pool is None:
+            pool = self._pools[target.url] = HttpPool(target.url, target.ssl, f"spoolq/{__version__}")
+        return pool
 
     # -- one round ----------------------------------------------------------------
 
@@ -267,7 +281,7 @@ class PeerLink:
             dups: set[bytes] = set()
             counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "retry": 0}
             if live:
-                sink = target.sink or HttpSink(self.session, target, self.node_id)
+                sink = target.sink or HttpSink(self._pool(target), target, self.node_id)
                 if target.sink is None:  # a spoolq peer takes no origin as the sender's: 37 bytes less each
                     me = self.node_id
                     wire = [WireMessage(*b[1:8]) if b.origin == me else _wire(b) for b in live]
@@ -470,6 +484,9 @@ class PeerLink:
                 t.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
 def _wire(r: OutboxRecord) -> WireMessage:
@@ -480,10 +497,11 @@ def _wire(r: OutboxRecord) -> WireMessage:
 
 
 class HttpSink:
-    """The spoolq peer protocol: one ``POST /v1/batches`` per batch (see ``codec``)."""
+    """The spoolq peer protocol: one ``POST /v1/batches`` per batch (see ``codec``), through the link's
+    kept-alive connections to the target (``peerhttp``)."""
 
-    def __init__(self, session: aiohttp.ClientSession, target: Target, node_id: str) -> None:
-        self.session = session
+    def __init__(self, pool: HttpPool, target: Target, node_id: str) -> None:
+        self.pool = pool
         self.target = target
         self.node_id = node_id
 
@@ -494,16 +512,20 @@ class HttpSink:
         if target.token:
             headers["Authorization"] = f"Bearer {target.token}"
         try:
-            async with self.session.post(target.url + "/v1/batches", data=payload, headers=headers,
-                                         ssl=target.ssl if target.ssl is not None else True) as resp:
-                body = await resp.read()
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            target.unreachable = not isinstance(e, aiohttp.ClientResponseError)
-            raise PeerError(f"cannot reach {target.name} at {target.url}: {type(e).__name__}: {e}",
+            reply = await self.pool.post("/v1/batches", payload, headers)
+        except (NoAnswer, OSError) as e:
+            target.unreachable = True
+            raise PeerError(f"cannot reach {target.name} at {target.url}: {e}",
                             hint="is the peer's daemon running and reachable?") from e
+        except BadAnswer as e:
+            target.unreachable = False
+            raise PeerError(f"{target.name} at {target.url} sent an unreadable answer: {e}") from e
+        except ValueError as e:
+            target.unreachable = False
+            raise PeerError(f"cannot send to {target.name}: {e}", hint="check the peer's token in the config") from e
         target.unreachable = False
+        body, status = reply.body, reply.status
+        retry_after = reply.headers.get("retry-after")
         if status == 200:
             try:
                 return list(decode_reply(body, expected=n).results)
@@ -525,4 +547,4 @@ class HttpSink:
                         retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None, hint=hint)
 
     async def close(self) -> None:
-        """The session belongs to the daemon: nothing to close."""
+        """The connections belong to the link: nothing to close."""
