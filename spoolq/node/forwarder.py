@@ -46,6 +46,9 @@ backoff applies in full. A node that starts says so to its configured peers
 Latency: an idle link woken by the outbox bell reads its first batch (at most
 ``INLINE_MESSAGES``) on the event loop when the read needs no wait, saving a
 thread hop; later batches, and any read that would wait, come from a thread.
+A link that read to the end of the outbox sleeps until the bell (or a batch it
+could not go round for) wakes it, and POSTs to spoolq peers go through the
+small client of ``peerhttp`` (issue 15).
 
 ``step()`` does one round and returns; ``run()`` repeats it until stopped,
 waking on the outbox bell, on a finished batch, or after ``scan_interval``.
