@@ -331,7 +331,6 @@ async def post_batch(request: web.Request) -> web.Response:
                 for channel, count in collections.Counter(m.channel for m in valid).items():
                     node.history.came(channel, count)
         node.metrics.received(n, 0, 0)
-        node.metrics.receive_batches.labels("ok").inc()
         return web.Response(body=encode_reply(final), content_type="application/x-msgpack")
     if where is None:
         where = list(range(n))
@@ -346,7 +345,6 @@ async def post_batch(request: web.Request) -> web.Response:
     accepted = sum(1 for s in statuses if s == 0)
     rejected = sum(1 for r in final if r.status == REJECTED)
     node.metrics.received(accepted, len(final) - accepted - rejected, rejected)
-    node.metrics.receive_batches.labels("ok").inc()
     return web.Response(body=encode_reply(final), content_type="application/x-msgpack")
 
 

@@ -52,6 +52,7 @@ T = TypeVar("T")
 LOCK_FILE = "node.lock"
 INFO_FILE = "node.json"
 PRUNE_INTERVAL = 30.0  # seconds between two prunes of the trace log
+NEW_PEER_GAP = 0.05  # the outbox bell looks for new outbox peers at most this often (seconds; see _outbox_bell_loop)
 
 
 # -- logging --------------------------------------------------------------------------------
@@ -468,6 +469,10 @@ class Node:
             await self._sync_links()
             for link in list(self.links.values())[known:]:
                 link.wake.set()
+            # Every send to a peer rings this bell: looking on each ring cost a thread hop and a query
+            # per message, on the CPU the forwarding needed (issue 15). Rings during the gap are kept
+            # by the event and looked at after it, so a new peer still gets its link within the gap.
+            await asyncio.sleep(NEW_PEER_GAP)
 
     async def _scan_loop(self) -> None:
         """Covers what no bell announced: messages sent while the daemon was down, new peers."""

@@ -445,6 +445,25 @@ class GroupCommit:
                     w.error = e2
             if all(w.error is not None for w in batch):
                 return set()
+        early: set[str] = set()
+        if self.db.sync_creates:
+            for w in batch:
+                if w.error is not None:
+                    continue
+                if w.sender is not None:
+                    early |= w.bells
+                elif w.outbox and _bell.OUTBOX in w.bells:
+                    early.add(_bell.OUTBOX)
+            # Messages on their way between nodes are announced before the sync, so that the next step
+            # (the forwarder's read and POST; a consumer's lease of a received batch) overlaps it instead
+            # of waiting for it (issue 15: the syncs were the largest steps of the A -> B path). What
+            # the bell announces is committed and readable; the promises are about answers: send()
+            # still returns, and a received batch is still acknowledged, only after the sync. A power
+            # cut before it can leave a copy at the next hop of a message whose send() never returned
+            # (which could already happen: a crash after the sync, before the return) or make the
+            # sender of a batch send it again (at-least-once; dedup by id keeps each inbox exactly-once).
+            for b in early:
+                self.bells.ring(b)
         try:
             self.db.sync_created()  # outside the gate: other writers go on meanwhile
         except BaseException as e:
@@ -456,7 +475,7 @@ class GroupCommit:
         for w in batch:
             if w.error is None and not w.loop_bells:
                 bells |= w.bells
-        return bells
+        return bells - early
 
     def _write_batch(self, batch: list[WriteRequest]) -> None:
         if self._write_plain(batch):
