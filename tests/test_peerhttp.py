@@ -1,4 +1,4 @@
-"""The forwarder's HTTP/1.1 client (spoolq/node/peerhttp.py): the head parser by table and by fuzz,
+"""The forwarder's HTTP/1.1 client (spoolq/node/peerhttp.py): reading answers by table and by fuzz,
 and the client against raw servers that frame, close and misbehave."""
 
 from __future__ import annotations
@@ -11,45 +11,80 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spoolq.node import peerhttp
-from spoolq.node.peerhttp import BadAnswer, HttpPool, NoAnswer, parse_head
+from spoolq.node.peerhttp import AnswerParser, BadAnswer, HttpPool, NoAnswer
 
-HEADS = [
-    (b"HTTP/1.1 200 OK\r\n\r\n", (200, True, {})),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nRetry-After:  5 \r\n\r\n",
-     (200, True, {"content-length": "3", "retry-after": "5"})),
-    (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n", (503, False, {"connection": "close"})),
-    (b"HTTP/1.0 200 OK\r\n\r\n", (200, False, {})),
-    (b"HTTP/1.1 204\r\n\r\n", (204, True, {})),
+ANSWERS = [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", (200, True, {"content-length": "0"}, b"")),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nRetry-After:  5 \r\n\r\nabc",
+     (200, True, {"content-length": "3", "retry-after": "5"}, b"abc")),
+    (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+     (503, False, {"connection": "close", "content-length": "0"}, b"")),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204\r\n\r\n", (204, True, {}, b"")),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+     (200, True, {"transfer-encoding": "chunked"}, b"ab")),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n\r\n",  # a second answer: not kept
+     (200, False, {"content-length": "1"}, b"x")),
 ]
 
-BAD_HEADS = [
+BAD_ANSWERS = [
     b"HTTP/2 200 OK\r\n\r\n",
     b"HTTP/1.1 20 OK\r\n\r\n",
     b"HTTP/1.1 2000 OK\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\n folded: x\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
     b"SSH-2.0-OpenSSH\r\n\r\n",
 ]
 
 
-@pytest.mark.parametrize(("head", "expected"), HEADS)
-def test_parse_head(head: bytes, expected: tuple[int, bool, dict[str, str]]) -> None:
-    assert parse_head(head) == expected
+@pytest.mark.parametrize(("data", "expected"), ANSWERS)
+def test_answers_read_whole_or_byte_by_byte(data: bytes, expected: tuple[int, bool, dict[str, str], bytes]) -> None:
+    status, _keep, headers, body = expected
+    whole = AnswerParser()
+    assert whole.feed(data) and (whole.status, whole.keep, whole.headers, whole.body) == expected
+    a = AnswerParser()
+    for i in range(len(data)):
+        if a.feed(data[i:i + 1]):
+            break
+    assert a.complete and (a.status, a.headers, a.body) == (status, headers, body)
 
 
-@pytest.mark.parametrize("head", BAD_HEADS)
-def test_parse_head_refuses(head: bytes) -> None:
+@pytest.mark.parametrize("data", BAD_ANSWERS)
+def test_unreadable_answers_are_refused(data: bytes) -> None:
     with pytest.raises(BadAnswer):
-        parse_head(head)
+        AnswerParser().feed(data)
+
+
+def test_an_answer_framed_by_the_end_of_the_connection_and_one_cut_off() -> None:
+    a = AnswerParser()
+    assert not a.feed(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
+    a.eof()
+    assert (a.complete, a.keep, a.body) == (True, False, b"until the end")
+    b = AnswerParser()
+    assert not b.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort")
+    with pytest.raises(BadAnswer):
+        b.eof()
+
+
+def test_what_an_answer_can_make_the_client_hold_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(BadAnswer, match="head"):
+        a = AnswerParser()
+        for _ in range(100):  # a header that never ends
+            a.feed(b"HTTP/1.1 200 OK\r\nX: " if a._fed == 0 else b"y" * 4096)
+    monkeypatch.setattr(peerhttp, "MAX_BODY", 100)
+    with pytest.raises(BadAnswer, match="body"):
+        AnswerParser().feed(b"HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\n" + b"x" * 101)
 
 
 @given(st.binary(max_size=300))
-def test_any_head_parses_or_raises_bad_answer(data: bytes) -> None:
+def test_any_bytes_are_an_answer_or_a_bad_answer(data: bytes) -> None:
+    a = AnswerParser()
     try:
-        parse_head(data + b"\r\n\r\n")
+        if not a.feed(data):
+            a.eof()
     except BadAnswer:
-        pass
+        return
+    assert a.complete and 100 <= a.status <= 999
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -6,7 +6,9 @@ header merging, cookies, tracing hooks), a POST written and read here about 10 u
 second that was a sixth of the sending daemon's CPU, and the time a batch waited on a busy core
 before its bytes left.
 
-What it speaks is small, because the other end is a spoolq node (or a proxy in front of one):
+What it speaks is small, because the other end is a spoolq node (or a proxy in front of one). The
+answers are parsed by ``httptools`` (llhttp, the parser of Node.js and uvicorn); this module only
+holds connections, frames requests and bounds what an answer may make it hold:
 
 * requests: ``POST`` with ``Content-Length``, never chunked, never ``Expect``;
 * responses: a status line and headers (at most ``MAX_HEAD`` bytes), interim ``1xx`` answers
@@ -31,7 +33,9 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-__all__ = ["BadAnswer", "HttpPool", "NoAnswer", "Reply", "parse_head"]
+import httptools
+
+__all__ = ["AnswerParser", "BadAnswer", "HttpPool", "NoAnswer", "Reply"]
 
 MAX_HEAD: Final = 64 << 10  # status line and headers of an answer (also a chunk-size line, the trailers)
 MAX_BODY: Final = 16 << 20  # an answer's body: a reply to the largest batch is far smaller
@@ -55,41 +59,108 @@ class Reply:
     body: bytes
 
 
-def parse_head(head: bytes) -> tuple[int, bool, dict[str, str]]:
-    """The status line and headers of an answer, up to and including the empty line (no I/O).
+class AnswerParser:
+    """One answer read from bytes as they come (no I/O): :meth:`feed` until it says complete, or
+    :meth:`eof` when the connection ends first. ``httptools`` parses; this class bounds and collects.
 
-    ::
-
-        HTTP/1.1 200 OK\\r\\n            version, status (3 digits), reason (ignored)
-        Content-Length: 12\\r\\n         name ":" value, once per header (no folded lines)
-        \\r\\n
-
-    Returns:
-        ``(status, keep_alive_allowed, headers)``: keep-alive is allowed for HTTP/1.1 without
-        ``Connection: close``.
-
-    Raises:
-        BadAnswer: anything else.
+    Raises :class:`BadAnswer` for anything that is not an HTTP/1.x answer, or over a limit.
     """
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError as e:  # pragma: no cover - latin-1 decodes every byte
-        raise BadAnswer("undecodable answer head") from e
-    lines = text.split("\r\n")
-    if len(lines) < 3 or lines[-1] != "" or lines[-2] != "":
-        raise BadAnswer("answer head does not end with an empty line")
-    version, _, rest = lines[0].partition(" ")
-    code = rest[:3]
-    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit() or rest[3:4] not in ("", " "):
-        raise BadAnswer(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:-2]:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip() or line[:1] in (" ", "\t"):
-            raise BadAnswer(f"bad header line: {line[:80]!r}")
-        headers[name.lower()] = value.strip()
-    keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-    return int(code), keep, headers
+
+    __slots__ = ("_body", "_close_framed", "_fed", "_head", "_parser", "_started", "complete", "headers",
+                 "keep", "status")
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._fed = 0  # bytes fed before the final answer's headers were complete
+        self._head = 0  # bytes of status lines and headers (interim answers included)
+        self._body = bytearray()
+        self._started = False  # the final answer's headers are complete
+        self._close_framed = False
+        self.status = 0
+        self.headers: dict[str, str] = {}  # names lower-cased; a repeated name keeps its last value
+        self.keep = False
+        self.complete = False
+
+    def feed(self, data: bytes) -> bool:
+        """Parse ``data``; whether the answer is complete (bytes after it are refused)."""
+        if self.complete:
+            raise BadAnswer("bytes after the end of the answer")
+        if not self._started:  # what the parser may buffer before it calls back is bounded too
+            if self._fed > MAX_HEAD:
+                raise BadAnswer(f"answer head over {MAX_HEAD} bytes")
+            self._fed += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            raise BadAnswer("the answer asks to switch protocols") from e
+        except httptools.HttpParserCallbackError as e:
+            if isinstance(e.__context__, _Beyond):  # the peer sent more than one answer: keep the first
+                self.keep = False
+                return True
+            if isinstance(e.__context__, BadAnswer):
+                raise e.__context__ from None
+            raise BadAnswer(f"unreadable answer: {e}") from e
+        except httptools.HttpParserError as e:
+            raise BadAnswer(f"not an HTTP/1.x answer: {e}") from e
+        return self.complete
+
+    def eof(self) -> None:
+        """The connection ended: fine for an answer framed by the end of the connection only."""
+        if self.complete:
+            return
+        if self._started and self._close_framed:
+            self.complete = True
+            self.keep = False
+            return
+        raise BadAnswer("the answer was cut off")
+
+    @property
+    def body(self) -> bytes:
+        return bytes(self._body)
+
+    # -- httptools callbacks (an exception raised here comes back as HttpParserCallbackError) ---
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _Beyond
+        self.headers = {}
+
+    def on_status(self, status: bytes) -> None:
+        self._count(len(status) + 16)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
+
+    def _count(self, n: int) -> None:
+        self._head += n
+        if self._head > MAX_HEAD:
+            raise BadAnswer(f"answer head over {MAX_HEAD} bytes")
+
+    def on_headers_complete(self) -> None:
+        if self._parser.get_http_version() not in ("1.1", "1.0"):
+            raise BadAnswer(f"HTTP/{self._parser.get_http_version()} answers are not read here")
+        self.status = self._parser.get_status_code()
+        if self.status >= 200:
+            self._started = True
+            self._close_framed = ("content-length" not in self.headers and "transfer-encoding" not in self.headers
+                                  and self.status not in (204, 304))
+            self.keep = self._parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        if len(self._body) + len(body) > MAX_BODY:
+            raise BadAnswer(f"answer body over {MAX_BODY} bytes")
+        self._body += body
+
+    def on_message_complete(self) -> None:
+        if self.status < 200:  # an interim answer (100 Continue): the real one follows
+            return
+        self.keep = self.keep and self._parser.should_keep_alive()
+        self.complete = True
+
+
+class _Beyond(Exception):
+    """Bytes after the end of an answer (the connection is then not kept)."""
 
 
 class _Conn:
@@ -190,56 +261,24 @@ class HttpPool:
 
     async def _exchange(self, conn: _Conn, request: bytes) -> tuple[Reply, bool]:
         reader = conn.reader
+        answer = AnswerParser()
         try:
             conn.writer.write(request)
             await conn.writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as e:
-            if e.partial:
-                raise BadAnswer("the answer's head was cut off") from e
-            raise _Stale("closed") from e
+            data = await reader.read(1 << 16)
         except (OSError, RuntimeError) as e:  # reset, or a transport closed under us
             raise _Stale(str(e)) from e
-        except asyncio.LimitOverrunError as e:
-            raise BadAnswer(f"answer head over {MAX_HEAD} bytes") from e
+        if not data:
+            raise _Stale("closed")
         try:
-            status, keep, headers = parse_head(head)
-            while 100 <= status < 200:  # an interim answer: the real one follows
-                head = await reader.readuntil(b"\r\n\r\n")
-                status, keep, headers = parse_head(head)
-            body, framed = await self._body(reader, status, headers)
-        except asyncio.IncompleteReadError as e:
-            raise BadAnswer("the answer was cut off") from e
-        except asyncio.LimitOverrunError as e:
-            raise BadAnswer(f"a line of the answer is over {MAX_HEAD} bytes") from e
+            while not answer.feed(data):
+                data = await reader.read(1 << 16)
+                if not data:
+                    answer.eof()
+                    break
         except OSError as e:
             raise BadAnswer(f"the connection failed while reading the answer: {e}") from e
-        return Reply(status, headers, body), keep and framed
-
-    @staticmethod
-    async def _body(reader: asyncio.StreamReader, status: int, headers: dict[str, str]) -> tuple[bytes, bool]:
-        """The answer's body, and whether its end was framed (the connection may be kept)."""
-        te = headers.get("transfer-encoding")
-        if te is not None:
-            if te.lower() != "chunked":
-                raise BadAnswer(f"unsupported transfer-encoding {te[:40]!r}")
-            return await _chunked(reader), True
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit() or len(length) > 12:
-                raise BadAnswer(f"bad content-length {length[:40]!r}")
-            n = int(length)
-            if n > MAX_BODY:
-                raise BadAnswer(f"answer body of {n} bytes is over {MAX_BODY}")
-            return await reader.readexactly(n), True
-        if status in (204, 304):
-            return b"", True
-        body = bytearray()
-        while chunk := await reader.read(1 << 16):  # framed by the end of the connection
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise BadAnswer(f"answer body over {MAX_BODY} bytes")
-        return bytes(body), False
+        return Reply(answer.status, answer.headers, answer.body), answer.keep
 
     def close(self) -> None:
         """Close the kept connections; later posts open new ones."""
@@ -247,26 +286,3 @@ class HttpPool:
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
-
-
-async def _chunked(reader: asyncio.StreamReader) -> bytes:
-    """A ``Transfer-Encoding: chunked`` body: hex size line, data, CRLF ... a 0 size, trailers, CRLF."""
-    body = bytearray()
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        size_text = line.split(b";", 1)[0].strip()
-        if not size_text or len(size_text) > 8 or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
-            raise BadAnswer(f"bad chunk size line {line[:40]!r}")
-        size = int(size_text, 16)
-        if size == 0:
-            trailers = 0
-            while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
-                trailers += len(line)
-                if trailers > MAX_HEAD:
-                    raise BadAnswer(f"trailers over {MAX_HEAD} bytes")
-            return bytes(body)
-        if len(body) + size > MAX_BODY:
-            raise BadAnswer(f"answer body over {MAX_BODY} bytes")
-        body += await reader.readexactly(size)
-        if await reader.readexactly(2) != b"\r\n":
-            raise BadAnswer("a chunk does not end with CRLF")

@@ -450,10 +450,14 @@ class GroupCommit:
             for w in batch:
                 if w.error is not None:
                     continue
+                # what is rung here is taken out of the request's bells: neither the writer nor the
+                # event loop that waits for the request (loop_bells) rings it a second time
                 if w.sender is not None:
                     early |= w.bells
+                    w.bells = set()
                 elif w.outbox and _bell.OUTBOX in w.bells:
                     early.add(_bell.OUTBOX)
+                    w.bells = w.bells - {_bell.OUTBOX}
             # Messages on their way between nodes are announced before the sync, so that the next step
             # (the forwarder's read and POST; a consumer's lease of a received batch) overlaps it instead
             # of waiting for it (issue 15: the syncs were the largest steps of the A -> B path). What
@@ -475,7 +479,7 @@ class GroupCommit:
         for w in batch:
             if w.error is None and not w.loop_bells:
                 bells |= w.bells
-        return bells - early
+        return bells - early  # (a local send's bell may have been rung already for a received batch)
 
     def _write_batch(self, batch: list[WriteRequest]) -> None:
         if self._write_plain(batch):
