@@ -116,6 +116,7 @@ class GroupCommit:
         self.clock = clock
         self.seen_retention_ms = seen_retention_ms
         self.jobs = JobNumbers()
+        self._dense = False  # see dense()
         db.on_rollback = self.jobs.forget
         self._mu = threading.Lock()
         self._cv = threading.Condition(self._mu)
@@ -251,6 +252,53 @@ class GroupCommit:
             mu.release()
         self.bells.ring(bell)
         return True
+
+    def dense(self) -> None:
+        """Reserve exactly the job numbers each transaction uses (the caller owns the spool, see
+        ``JobNumbers.dense``); a lone plain message takes its number in its own INSERT."""
+        self.jobs.dense()
+        self.db.retry(lambda: self.db.create.execute(sql.DENSE_JOBS_TRIGGER))
+        self._dense = True
+
+    def put_job(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> int | None:
+        """:meth:`send_one` that returns the message's job number (a beanstalkd put): one autocommitted
+        INSERT when no other send is in progress and the event log is off, with a number reserved
+        before or, for a spool owned densely, the next one (``sql.INSERT_ONE_NEXT_JOB``). None: nothing
+        was written (the caller takes the general path)."""
+        tracing = self.tracing
+        tracing.refresh()
+        if tracing.on:
+            return None
+        mu = self._mu
+        mu.acquire()
+        if self._leading:
+            mu.release()
+            return None
+        self._leading = True
+        mu.release()
+        db = self.db
+        try:
+            with db.gate:
+                if self._dense:
+                    rows = db.fetch_write(db.create, sql.INSERT_ONE_NEXT_JOB, (ch, priority, idb, body))
+                    if not rows:
+                        return None
+                    job = int(rows[0][0])
+                else:
+                    job = self.jobs.take_reserved(1)  # type: ignore[assignment]
+                    if job is None:  # a new block must be reserved, in a transaction: the general path
+                        return None
+                    db.execute_gated(db.create, sql.INSERT_ONE, (ch, priority, idb, job, body))
+            db.sync_created()  # outside the gate: other writers go on meanwhile
+        finally:
+            mu.acquire()
+            if self._queue:
+                self._hand_over()
+            else:
+                self._leading = False
+            mu.release()
+        self.bells.ring(bell)
+        return job
 
     def _write_one(self, w: WriteRequest) -> bool:
         """One plain message, written by the caller itself when no other send is in progress."""

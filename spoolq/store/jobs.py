@@ -105,6 +105,10 @@ class Jobs:
         make = self.inbox.make_lease
 
         self.inbox.tracing.refresh()
+        if len(chs) == 1 and not self.inbox.trace:
+            got = self._lease_one(*chs[0], vis_ms, visibility_for)
+            if got is not None:
+                return got, None
 
         def lease(conn: sqlite3.Connection) -> tuple[Any | None, float | None]:
             now = self.inbox.now_ms()
@@ -136,6 +140,32 @@ class Jobs:
             return None, (nxt / 1000.0 if nxt is not None else None)
 
         return self.db.txn(self.db.move, lease)
+
+    def _lease_one(self, ch: int, name: str, max_attempts: int, vis_ms: int,
+                   visibility_for: VisibilityFor | None) -> Any | None:
+        """The common reserve in one autocommitted statement (``sql.LEASE_ONE``, as ``Spool.lease``
+        does), or None: then the general transaction decides (a spent front row, due delayed
+        messages, nothing ready).
+
+        A message with its own lease length (a beanstalkd TTR other than the default, kept in its
+        headers) gets it by a second statement right after. Should the process die between the two,
+        the lease runs for ``vis_ms`` instead; a standalone beanstalkd server makes every lease of
+        its predecessor ready at start anyway, as beanstalkd does."""
+        db = self.db
+        now = self.inbox.now_ms()
+        until = now + vis_ms
+        got = db.fetch_write(db.move, sql.LEASE_ONE, (until, ch, now, max_attempts))
+        if not got:
+            return None
+        pri, idb, attempts, job, body, hdrs, expires, origin, deliver_at = got[0]
+        if hdrs is not None and visibility_for is not None:
+            own = visibility_for(hdrs)
+            if own is not None:
+                mine = now + max(1, int(own * 1000))
+                if mine != until and db.execute_write(db.move, sql.TOUCH, (mine, ch, pri, idb, attempts, now)):
+                    until = mine
+        return self.inbox.make_lease(ch, name, pri, idb, attempts, job, body, hdrs, expires, origin, deliver_at,
+                                     until)
 
     def find(self, job: int) -> Job | None:
         """The message with job number ``job`` wherever it is (ready, reserved, delayed, buried)."""
@@ -266,9 +296,14 @@ class Jobs:
 
         self.db.txn(self.db.move, save)
 
+    def put_plain(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> int | None:
+        """One plain message written now, alone (see ``GroupCommit.put_job``); its job number, or None
+        when it could not go this way (nothing was written)."""
+        return self.commit.put_job(ch, priority, idb, body, bell)
+
     def own(self) -> int:
         """The caller owns the spool: dense job numbers, and leases of earlier owners ready now."""
-        self.commit.jobs.dense()
+        self.commit.dense()
         now = self.inbox.now_ms()
         return int(self.db.txn(self.db.move, lambda c: c.execute(sql.RELEASE_ALL_LEASES, (now,)).rowcount))
 

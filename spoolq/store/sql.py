@@ -120,6 +120,18 @@ DELAYED_COLS: Final = "(channel, due, id, job, priority, body, headers, expires,
 OUTBOX_COLS: Final = "(peer, priority, id, channel, body, headers, expires, origin, deliver_at)"
 
 INSERT_ONE: Final = f"INSERT OR IGNORE INTO inbox{INBOX_SIMPLE_COLS} VALUES (?,?,?,?,?)"
+# Dense job numbers (a process that owns the spool, see names.JobNumbers.dense): one message takes the
+# next number and the counter moves on in the same autocommitted statement, through a trigger that
+# lives on the writing connection only (TEMP: nothing in the spool file changes, other processes
+# and older versions never see it). Rows inserted with numbers reserved before leave the counter be.
+DENSE_JOBS_TRIGGER: Final = (
+    "CREATE TEMP TRIGGER IF NOT EXISTS dense_jobs AFTER INSERT ON main.inbox "
+    "BEGIN UPDATE meta SET value=new.job+1 WHERE key='next_job' AND value<=new.job; END"
+)
+INSERT_ONE_NEXT_JOB: Final = (
+    f"INSERT OR IGNORE INTO inbox{INBOX_SIMPLE_COLS} VALUES (?,?,?,(SELECT value FROM meta WHERE key='next_job'),?) "
+    "RETURNING job"
+)
 INBOX_HAS: Final = "SELECT 1 FROM inbox WHERE channel=? AND priority=? AND id=?"
 DELAYED_HAS: Final = "SELECT 1 FROM delayed WHERE channel=? AND id=?"
 OUTBOX_HAS: Final = "SELECT 1 FROM outbox WHERE peer=? AND priority=? AND id=?"
