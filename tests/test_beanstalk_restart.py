@@ -40,3 +40,23 @@ def test_ids_continue_and_reservations_die_with_the_server() -> None:
         b.cleanup()
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_after_kill_a_deleted_last_job_keeps_its_id_and_the_rest_of_a_block_is_taken_back() -> None:
+    d = short_tmpdir()
+    try:
+        a = Beanstalkd("-b", str(d), "-f", "0")
+        w = a.connect()
+        assert [w.put(b"one"), w.put(b"two"), w.put(b"three")] == [1, 2, 3]
+        w.send(b"delete 3\r\n")  # the last id shown: gone from the spool before the crash
+        assert w.line() == b"DELETED"
+        a.kill()
+        b = Beanstalkd("-b", str(d), "-f", "0")
+        w2 = b.connect()
+        assert w2.put(b"four") == 4  # neither 3 again nor the end of a reserved block
+        b.kill()
+        c = Beanstalkd("-b", str(d), "-f", "0")
+        assert c.connect().put(b"five") == 5
+        c.cleanup()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -38,33 +38,73 @@ def put(s: Spool, body: bytes = b"x", headers: dict[str, str] | None = None) -> 
     return job
 
 
-def test_an_owned_spool_numbers_lone_puts_densely_in_one_statement_beside_other_writers(spool_dir: Path) -> None:
+def test_an_owned_spool_writes_lone_puts_in_one_statement_and_never_shows_a_number_twice(spool_dir: Path) -> None:
     owner = Spool(spool_dir, max_attempts=1 << 62)
     owner.jobs.own()
-    other = Spool(spool_dir)  # another process's view: it reserves numbers in blocks
+    other = Spool(spool_dir)  # another process's view
     try:
-        assert put(owner) == 1  # makes the tube (its own transaction)
+        assert put(owner) == 1  # makes the tube, and reserves a block of numbers (a transaction)
         with statements(owner._db.create) as seen:
             assert [put(owner), put(owner)] == [2, 3]
         assert len(seen) == 2  # one INSERT each: no BEGIN, counter UPDATE, COMMIT
-        other.send(b"from elsewhere", "tube")  # takes 4 and reserves a block beyond it
-        third = put(owner)
-        assert third > 4  # after the other writer's block, never inside it
-        batch = owner.jobs.put([(b"a", "tube", 1024, 0.0, None), (b"b", "tube", 1024, 0.0, None)])
-        assert batch == [third + 1, third + 2]  # the general path goes on from the same counter
-        (delayed,) = owner.jobs.put([(b"later", "tube", 1024, 5.0, {"beanstalk-delay": "5"})])
-        assert (delayed, put(owner)) == (third + 3, third + 4)
-        jobs = [x.job for x in owner.lease_many("tube", 100)]
-        assert len(jobs) == len(set(jobs)) == 8  # 7 ready + the other's; the delayed one waits
+        other.send(b"from elsewhere", "tube")  # reserves a block after the owner's
+        mine = [put(owner), *owner.jobs.put([(b"a", "tube", 1024, 0.0, None), (b"b", "tube", 1024, 0.0, None)])]
+        assert mine == [4, 5, 6]  # from the owner's block
+        shown = [x.job for x in owner.lease_many("tube", 100)]
+        assert len(shown) == len(set(shown)) == 7 and max(shown) > 16  # the other's number is its own
     finally:
         other.close()
         owner.close()
     again = Spool(spool_dir, max_attempts=1 << 62)
     try:
         again.jobs.own()
-        assert put(again) == third + 5  # the last number plus one, as beanstalkd after a restart
+        assert put(again) > max(shown)  # someone reserved after the owner: its numbers are not taken back
     finally:
         again.close()
+
+
+def restart(spool_dir: Path) -> Spool:
+    s = Spool(spool_dir, max_attempts=1 << 62)
+    s.jobs.own()
+    return s
+
+
+def test_after_a_restart_numbers_go_on_at_the_last_one_shown_plus_one(spool_dir: Path) -> None:
+    s = restart(spool_dir)
+    assert [put(s) for _ in range(3)] == [1, 2, 3]
+    s.close()
+    s = restart(spool_dir)
+    assert put(s) == 4  # not 17: the rest of the block is taken back
+    lease, _ = s.jobs.lease_any(["tube"], visibility=60)
+    assert lease is not None and lease.job == 1
+    s.close()  # the lease ends with its owner
+    s = restart(spool_dir)
+    assert put(s) == 5
+    lease, _ = s.jobs.lease_any(["tube"], visibility=60)
+    assert lease is not None and lease.job == 1
+    s.close()
+
+
+def test_the_last_number_deleted_is_not_shown_again_after_a_restart(spool_dir: Path) -> None:
+    s = restart(spool_dir)
+    assert [put(s) for _ in range(4)] == [1, 2, 3, 4]
+    assert s.jobs.delete(4)  # the last one shown, gone from the tables
+    s.close()
+    s = restart(spool_dir)
+    assert put(s) == 5
+    leases = s.lease_many("tube", 10)
+    assert [x.job for x in leases] == [1, 2, 3, 5]
+    for x in leases[1:]:
+        x.ack()  # 5, the last one shown, acked; 2 and 3 too
+    s.close()
+    s = restart(spool_dir)
+    assert put(s) == 6
+    (delayed,) = s.jobs.put([(b"later", "tube", 1024, 30.0, {"beanstalk-delay": "30"})])
+    assert delayed == 7 and s.jobs.delete(delayed)  # a delayed one deleted
+    s.close()
+    s = restart(spool_dir)
+    assert put(s) == 8
+    s.close()
 
 
 def test_a_spool_not_owned_writes_a_lone_put_with_a_reserved_number(spool_dir: Path) -> None:

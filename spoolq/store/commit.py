@@ -116,7 +116,6 @@ class GroupCommit:
         self.clock = clock
         self.seen_retention_ms = seen_retention_ms
         self.jobs = JobNumbers()
-        self._dense = False  # see dense()
         db.on_rollback = self.jobs.forget
         self._mu = threading.Lock()
         self._cv = threading.Condition(self._mu)
@@ -253,18 +252,19 @@ class GroupCommit:
         self.bells.ring(bell)
         return True
 
-    def dense(self) -> None:
-        """Reserve exactly the job numbers each transaction uses (the caller owns the spool, see
-        ``JobNumbers.dense``); a lone plain message takes its number in its own INSERT."""
-        self.jobs.dense()
-        self.db.retry(lambda: self.db.create.execute(sql.DENSE_JOBS_TRIGGER))
-        self._dense = True
+    def own(self, last: int) -> None:
+        """The caller owns the spool (see ``sql.OWNED_BLOCK``): note its blocks, and the numbers its
+        connections take out of the tables. ``last``: the highest number that may have been shown."""
+        self.jobs.own(last)
+        for conn in (self.db.create, self.db.move):
+            conn.create_function("spoolq_last_job", 0, self.jobs.last_job)
+            for statement in sql.JOB_HW_TRIGGERS:
+                self.db.retry(lambda c=conn, st=statement: c.execute(st))  # type: ignore[misc]
 
     def put_job(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> int | None:
         """:meth:`send_one` that returns the message's job number (a beanstalkd put): one autocommitted
-        INSERT when no other send is in progress and the event log is off, with a number reserved
-        before or, for a spool owned densely, the next one (``sql.INSERT_ONE_NEXT_JOB``). None: nothing
-        was written (the caller takes the general path)."""
+        INSERT with a number reserved before, when no other send is in progress and the event log is
+        off. None: nothing was written (the caller takes the general path)."""
         tracing = self.tracing
         tracing.refresh()
         if tracing.on:
@@ -279,16 +279,10 @@ class GroupCommit:
         db = self.db
         try:
             with db.gate:
-                if self._dense:
-                    rows = db.fetch_write(db.create, sql.INSERT_ONE_NEXT_JOB, (ch, priority, idb, body))
-                    if not rows:
-                        return None
-                    job = int(rows[0][0])
-                else:
-                    job = self.jobs.take_reserved(1)  # type: ignore[assignment]
-                    if job is None:  # a new block must be reserved, in a transaction: the general path
-                        return None
-                    db.execute_gated(db.create, sql.INSERT_ONE, (ch, priority, idb, job, body))
+                job = self.jobs.take_reserved(1)
+                if job is None:  # a new block must be reserved, in a transaction: the general path
+                    return None
+                db.execute_gated(db.create, sql.INSERT_ONE, (ch, priority, idb, job, body))
             db.sync_created()  # outside the gate: other writers go on meanwhile
         finally:
             mu.acquire()
@@ -468,6 +462,7 @@ class GroupCommit:
                 kept.append((w, ib, dl, ob))
                 njobs += len(ib) + len(dl) + (len(ob) if w.jobs is not None else 0)
             job = self.jobs.alloc(conn, njobs) if njobs else 0
+            unkept = 0  # one past the last number shown for outbox rows
             for w, ib, dl, ob in kept:
                 jobs = w.jobs
                 if w.layout == "full":
@@ -496,6 +491,9 @@ class GroupCommit:
                     if jobs is not None:  # a number to show the caller; the outbox does not keep it
                         jobs.append(job)
                         job += 1
+                        unkept = job
+            if unkept and self.jobs.owned:  # so that the next owner does not show them again
+                conn.execute(sql.JOB_HW_RAISE, (unkept,))
             if plain:
                 sql.insert_many(conn, "inbox", sql.INBOX_SIMPLE_COLS, 5, plain)
             if received:

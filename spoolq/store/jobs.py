@@ -71,6 +71,9 @@ class Jobs:
         for w in writes:
             w.jobs = []
         self.commit.submit(writes)
+        for w in writes:
+            if w.jobs:
+                self.commit.jobs.shown(w.jobs[-1])
         return [w.jobs[0] for w in writes]  # type: ignore[index]
 
     def promote_due(self, channels: Sequence[str]) -> int:
@@ -299,13 +302,31 @@ class Jobs:
     def put_plain(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> int | None:
         """One plain message written now, alone (see ``GroupCommit.put_job``); its job number, or None
         when it could not go this way (nothing was written)."""
-        return self.commit.put_job(ch, priority, idb, body, bell)
+        job = self.commit.put_job(ch, priority, idb, body, bell)
+        if job is not None:
+            self.commit.jobs.shown(job)
+        return job
 
     def own(self) -> int:
-        """The caller owns the spool: dense job numbers, and leases of earlier owners ready now."""
-        self.commit.dense()
+        """The caller owns the spool: job numbers go on at the last one it may have shown plus one
+        (see ``sql.OWNED_BLOCK``), and leases of earlier owners are ready now. Returns how many."""
         now = self.inbox.now_ms()
-        return int(self.db.txn(self.db.move, lambda c: c.execute(sql.RELEASE_ALL_LEASES, (now,)).rowcount))
+
+        def own(c: sqlite3.Connection) -> tuple[int, int]:
+            c.execute(sql.JOB_HW_INIT)
+            st = {k: int(v) for k, v in c.execute(sql.OWNED_STATE).fetchall()}
+            nxt = st["next_job"]
+            if "owned_end" in st and nxt == st["owned_end"]:  # nobody reserved numbers after the last owner
+                top = c.execute(sql.MAX_JOB).fetchone()[0]
+                back = max(st["owned_start"], (top or 0) + 1, st["job_hw"])
+                if back < nxt:
+                    c.execute(sql.SET_NEXT_JOB, (back,))
+                    nxt = back
+            return nxt, int(c.execute(sql.RELEASE_ALL_LEASES, (now,)).rowcount)
+
+        nxt, released = self.db.txn(self.db.move, own)
+        self.commit.own(nxt - 1)
+        return released
 
     def peek_delayed(self, channel: str) -> Job | None:
         """The delayed message of ``channel`` that becomes ready first."""
