@@ -569,7 +569,8 @@ class Conn(asyncio.BufferedProtocol):
                 self.c_delete(ev)
             else:
                 self.server.cmds["reserve"] += 1
-                self._start_wait(None)
+                if not self._reserve_now():
+                    self._start_wait(None)
         except SpoolqError as e:  # as in _process
             log.error("beanstalk command %r failed: %s", ev, e)
             self.reply(wire.OUT_OF_MEMORY if isinstance(e, StorageFull) else wire.INTERNAL_ERROR)
@@ -689,6 +690,21 @@ class Conn(asyncio.BufferedProtocol):
         if self in self.server.waiting:
             self.server.add_waiter(self)
             self.try_reserve()
+
+    def _reserve_now(self) -> bool:
+        """A plain ``reserve`` that finds a job at once: answered without entering the waiters (what
+        try_reserve would do on its first look, without the wait's bookkeeping). False: nothing was
+        done (no job ready, or this connection holds reservations, whose deadlines come into it)."""
+        if self.reserved or self.server.paused:
+            return False
+        lease, _ = self.store.lease_any(self._channels())
+        if lease is None:
+            return False
+        self.worker = True
+        self.reserved[lease.job] = lease
+        self.server.reserved_job(lease.job)
+        self.reply(wire.reserved(lease.job, lease.body))
+        return True
 
     def _channels(self) -> list[str]:
         srv = self.server
