@@ -530,7 +530,7 @@ class Node:
                 ev.clear()
                 if gone is not None and gone():
                     return []
-                leases = await asyncio.to_thread(self.spool.lease_many, channel, n, visibility=visibility)
+                leases = await _loop.lease_in_thread(self.spool, channel, n, visibility)
                 if leases and gone is not None and gone():
                     await self.release(leases)
                     return []
