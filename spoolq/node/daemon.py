@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -511,6 +512,13 @@ class Node:
             self.history.came(channel, sum(1 for _, opts in items if not opts.get("to")))
         return ids
 
+    async def send_one(self, channel: str, body: bytes) -> str:
+        """:meth:`send` of one message without options (the API's ``{"body": "..."}``)."""
+        mid = await self.spool.asend_one(body, channel)
+        if self.history is not None:
+            self.history.came(channel)
+        return mid
+
     # -- consuming over HTTP ---------------------------------------------------------------
 
     async def lease_async(self, channel: str, n: int, visibility: float, wait: float,
@@ -623,6 +631,9 @@ async def _serve(config: NodeConfig) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await node.start()
     started = True
+    # What exists now (modules, the app, the spool) lives as long as the process: take it out of the
+    # garbage collector's view, so its full collections under load walk only what came since
+    gc.freeze()
     # systemd's Type=notify: ready once the port is open and node.json written (no-op without NOTIFY_SOCKET)
     notify(f"READY=1\nSTATUS=serving on {node.url}\nMAINPID={os.getpid()}")
     if early_hup:

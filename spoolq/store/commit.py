@@ -13,12 +13,16 @@ module's side; callers above the store never hold one.
 Concurrent requests share one transaction and one sync. The first caller in
 becomes the leader and commits inline; callers who arrive while a commit is
 running queue up, and a dedicated writer thread then commits the queue batch
-after batch until it stays empty for ``LINGER`` seconds. A lone caller never
-waits for anyone: a single plain message is one autocommitted INSERT.
+after batch until it stays empty for ``LINGER`` seconds (``LOOP_LINGER`` after
+a group from an event loop). A lone caller never waits for anyone: a single
+plain message is one autocommitted INSERT.
 
 An asyncio caller's requests of one event-loop turn are handed to the writer
 thread as one group (one hand-off, one sync); the loop goes on serving while
-the sync runs, and is woken when it is done.
+the sync runs, and is woken when it is done. The loop then rings the group's
+bells itself, so the writer thread goes straight on to the next group. Plain
+single messages of one turn (:meth:`GroupCommit.wait_row`, the HTTP API's
+usual send) share one request.
 
 Row layouts of a request (the message id is always at index 2):
   inbox plain:    (channel, priority, id, body)
@@ -47,7 +51,12 @@ from .names import JobNumbers, Names
 __all__ = ["WriteRequest", "GroupCommit"]
 
 LINGER: Final = 0.0005  # how long the writer thread waits for more senders before it stops
-_PLAIN_SIZES: Final = frozenset(range(1, 17))  # batches of plain rows written as one statement
+# ... after a group from an event loop: a loop hands over a group per turn, and waking a waiting writer
+# (a notify) costs the loop less than starting it again through the executor
+LOOP_LINGER: Final = 0.003
+# batches of plain rows written as one autocommitted statement (one distinct statement per size: the
+# connections cache 256)
+_PLAIN_SIZES: Final = frozenset(range(1, 65))
 
 Layout = Literal["plain", "received", "full"]
 
@@ -70,6 +79,7 @@ class WriteRequest:
         "inbox",
         "jobs",
         "layout",
+        "loop_bells",
         "outbox",
         "probe",
         "route",
@@ -91,6 +101,7 @@ class WriteRequest:
         self.done = False
         self.waiter: threading.Lock | None = None
         self.callback: Callable[[], None] | None = None
+        self.loop_bells = False  # its bells are rung by the event loop that waits for it, not the writer
         self.acks: list[tuple[int, int, bytes, int]] = []  # lease keys to end in the same transaction
         self.ack_leases: list[Any] = []  # the leases themselves, for the error when one is not held
         self.actor = ACTOR.get()  # who sends, for the event log: (by, client address)
@@ -124,7 +135,7 @@ class GroupCommit:
         self._leading = False
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
-        self._turns: dict[asyncio.AbstractEventLoop, list[tuple[Sequence[WriteRequest], asyncio.Future[None]]]] = {}
+        self._turns: dict[asyncio.AbstractEventLoop, _Turn] = {}
         self.commits = 0  # transactions written by group commit, and the requests in them
         self.requests = 0
 
@@ -194,33 +205,77 @@ class GroupCommit:
     async def wait(self, writes: Sequence[WriteRequest]) -> None:
         """:meth:`submit` for asyncio: the requests of one loop turn go to the writer thread as one group."""
         self.tracing.refresh()  # never waits (see TraceSetting)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        turn = self._turns.get(loop)
-        if turn is None:
-            turn = self._turns[loop] = []
-            loop.call_soon(self._flush_turn, loop)
-        turn.append((writes, fut))
+        turn = self._turn()
+        fut = turn.loop.create_future()
+        turn.writes += writes
+        turn.futures.append(fut)
         await fut
         for w in writes:
             if w.error is not None:
                 raise w.error
 
-    def _flush_turn(self, loop: asyncio.AbstractEventLoop) -> None:
-        pending = self._turns.pop(loop, [])
+    async def wait_row(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> None:
+        """Commit one plain message (an inbox row with no options) for asyncio: :meth:`wait` of one row.
 
-        def resolve() -> None:
-            for _, fut in pending:
+        The HTTP API's usual send. The rows of one loop turn from one sender
+        (``ACTOR``: who and from where, as the event log records it) share one
+        request: one object for the writer thread to go through, not one per
+        message. Each caller still waits on a future of its own, so a cancelled
+        caller cancels nobody else's wait.
+        """
+        self.tracing.refresh()  # never waits (see TraceSetting)
+        turn = self._turn()
+        fut = turn.loop.create_future()
+        actor = ACTOR.get()
+        shared = turn.plain.get(actor)
+        if shared is None:
+            shared = turn.plain[actor] = WriteRequest()
+            turn.writes.append(shared)
+        shared.inbox.append((ch, priority, idb, body))
+        shared.bells.add(bell)
+        turn.futures.append(fut)
+        await fut
+        if shared.error is not None:
+            raise shared.error
+
+    def _turn(self) -> _Turn:
+        """The requests of this loop turn (the first one schedules their hand-off, at the turn's end)."""
+        loop = asyncio.get_running_loop()
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = _Turn(loop)
+            loop.call_soon(self._flush_turn, loop)
+        return turn
+
+    def _flush_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        turn = self._turns.pop(loop, None)
+        if turn is None:
+            return
+        writes, futures = turn.writes, turn.futures
+        for w in writes:
+            w.loop_bells = True
+
+        def ring() -> None:
+            bells: set[str] = set()
+            for w in writes:
+                if w.error is None:
+                    bells |= w.bells
+            for b in bells:
+                self.bells.ring(b)
+
+        def resolve() -> None:  # on the loop: wake the senders, then ring (the writer thread is not held up)
+            for fut in futures:
                 if not fut.done():
                     fut.set_result(None)
+            ring()
 
         def done() -> None:  # in the writer thread
             try:
                 loop.call_soon_threadsafe(resolve)
-            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
-                pass
+            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting, but others may be
+                ring()
 
-        self.submit([w for writes, _ in pending for w in writes], done)
+        self.submit(writes, done)
 
     # -- leading --------------------------------------------------------------------------------
 
@@ -364,6 +419,7 @@ class GroupCommit:
     def _lead(self, own: WriteRequest | None) -> None:
         """Commit queued writes until ``own`` is done, then hand the lead on."""
         mu = self._mu
+        linger = LINGER
         while True:
             with mu:
                 if own is None and not self._queue:
@@ -373,13 +429,15 @@ class GroupCommit:
                     # Senders notify; nobody polls (on 2 cores a polling thread steals the CPU
                     # the senders need).
                     self._lingering = True
-                    self._cv.wait(LINGER)
+                    self._cv.wait(linger)
                     self._lingering = False
                 batch = self._queue
                 self._queue = []
                 if not batch:
                     self._leading = False
                     return
+            # the last request of an event loop's group carries its callback (see submit)
+            linger = LOOP_LINGER if batch[-1].callback is not None else LINGER
             bells = self._commit(batch)
             self.commits += 1
             self.requests += len(batch)
@@ -390,7 +448,10 @@ class GroupCommit:
                 if w.waiter is not None:
                     w.waiter.release()
                 elif w.callback is not None:
-                    w.callback()
+                    # dropped first: the callback's closure holds the group's requests (this one
+                    # included), a reference cycle that would leave the group to the garbage collector
+                    callback, w.callback = w.callback, None
+                    callback()
             # after the senders are woken: each system call gives up the GIL, and retaking it behind
             # running senders would hold up the next batch (this thread is its writer)
             for b in bells:
@@ -435,7 +496,7 @@ class GroupCommit:
             return set()
         bells: set[str] = set()
         for w in batch:
-            if w.error is None:
+            if w.error is None and not w.loop_bells:
                 bells |= w.bells
         return bells
 
@@ -687,6 +748,18 @@ class GroupCommit:
             w.dups = set(ids) - accepted
 
 
+
+
+class _Turn:
+    """The write requests of one event-loop turn, handed to the writer thread together at its end."""
+
+    __slots__ = ("futures", "loop", "plain", "writes")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.writes: list[WriteRequest] = []
+        self.futures: list[asyncio.Future[None]] = []
+        self.plain: dict[tuple[str, str | None], WriteRequest] = {}  # wait_row's shared requests, by sender
 
 
 def _all_new(conn: sqlite3.Connection, ids: list[bytes], until: int, now: int) -> bool:
