@@ -307,6 +307,48 @@ class GroupCommit:
         self.bells.ring(bell)
         return True
 
+    def own(self, last: int) -> None:
+        """The caller owns the spool (see ``sql.OWNED_BLOCK``): note its blocks, and the numbers its
+        connections take out of the tables. ``last``: the highest number that may have been shown."""
+        self.jobs.own(last)
+        for conn in (self.db.create, self.db.move):
+            conn.create_function("spoolq_last_job", 0, self.jobs.last_job)
+            for statement in sql.JOB_HW_TRIGGERS:
+                self.db.retry(lambda c=conn, st=statement: c.execute(st))  # type: ignore[misc]
+
+    def put_job(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> int | None:
+        """:meth:`send_one` that returns the message's job number (a beanstalkd put): one autocommitted
+        INSERT with a number reserved before, when no other send is in progress and the event log is
+        off. None: nothing was written (the caller takes the general path)."""
+        tracing = self.tracing
+        tracing.refresh()
+        if tracing.on:
+            return None
+        mu = self._mu
+        mu.acquire()
+        if self._leading:
+            mu.release()
+            return None
+        self._leading = True
+        mu.release()
+        db = self.db
+        try:
+            with db.gate:
+                job = self.jobs.take_reserved(1)
+                if job is None:  # a new block must be reserved, in a transaction: the general path
+                    return None
+                db.execute_gated(db.create, sql.INSERT_ONE, (ch, priority, idb, job, body))
+            db.sync_created()  # outside the gate: other writers go on meanwhile
+        finally:
+            mu.acquire()
+            if self._queue:
+                self._hand_over()
+            else:
+                self._leading = False
+            mu.release()
+        self.bells.ring(bell)
+        return job
+
     def _write_one(self, w: WriteRequest) -> bool:
         """One plain message, written by the caller itself when no other send is in progress."""
         mu = self._mu
@@ -504,6 +546,7 @@ class GroupCommit:
                 kept.append((w, ib, dl, ob))
                 njobs += len(ib) + len(dl) + (len(ob) if w.jobs is not None else 0)
             job = self.jobs.alloc(conn, njobs) if njobs else 0
+            unkept = 0  # one past the last number shown for outbox rows
             for w, ib, dl, ob in kept:
                 jobs = w.jobs
                 if w.layout == "full":
@@ -532,6 +575,9 @@ class GroupCommit:
                     if jobs is not None:  # a number to show the caller; the outbox does not keep it
                         jobs.append(job)
                         job += 1
+                        unkept = job
+            if unkept and self.jobs.owned:  # so that the next owner does not show them again
+                conn.execute(sql.JOB_HW_RAISE, (unkept,))
             if plain:
                 sql.insert_many(conn, "inbox", sql.INBOX_SIMPLE_COLS, 5, plain)
             if received:
