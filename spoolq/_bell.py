@@ -183,7 +183,12 @@ class Watch:
 
 
 class BellHub:
-    """Turns bell rings (inotify on ``<spool>/bells``) into asyncio events."""
+    """Turns bell rings (inotify on ``<spool>/bells``) into asyncio events.
+
+    It watches the files of the bells someone subscribed to, not the directory (unless someone
+    subscribes to ``"*"``, every bell): a node's own rings of channels nobody waits on here (every
+    batch it receives rings one) then do not wake its loop (issue 15).
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -191,21 +196,67 @@ class BellHub:
         self._ino: Any = None
         self._listening = False
         self._poll_task: asyncio.Task[None] | None = None
+        self._wd_name: dict[int, str] = {}  # inotify watch -> bell name ("*": the directory)
+        self._name_wd: dict[str, int] = {}
+        self._dir_always = False  # a bell's file could not be watched: the directory is, until close
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             from inotify_simple import INotify
-            from inotify_simple import flags as fl
 
             ino = INotify(nonblocking=True)
-            ino.add_watch(self.directory, fl.MODIFY)
             self._ino = ino
+            for name in list(self._subs):
+                self._watch(name)
             loop.add_reader(ino.fileno(), self._readable)
             self._listening = True
         except Exception as e:  # pragma: no cover - non-Linux: poll instead
             logging.getLogger("spoolq").warning("no inotify (%s): waking waiters every 20 ms instead", e)
+            if self._ino is not None:
+                self._ino.close()
+                self._ino = None
+            self._wd_name.clear()
+            self._name_wd.clear()
             self._poll_task = asyncio.create_task(self._poll())
+
+    def _watch(self, name: str) -> None:
+        """Add the inotify watch of bell ``name`` (the directory's for ``"*"``), creating its file if needed.
+        A file that cannot be watched is covered by watching the directory from then on."""
+        if self._ino is None or name in self._name_wd:
+            return
+        if name != "*":
+            from inotify_simple import flags as fl
+
+            path = self.directory / name
+            try:
+                if not path.exists():
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+                wd = self._ino.add_watch(path, fl.MODIFY)
+            except OSError:  # out of watches, or no file: every ring is seen through the directory
+                self._dir_always = True
+                name = "*"
+            else:
+                self._wd_name[wd] = name
+                self._name_wd[name] = wd
+                return
+        if "*" not in self._name_wd:
+            from inotify_simple import flags as fl
+
+            wd = self._ino.add_watch(self.directory, fl.MODIFY)
+            self._wd_name[wd] = "*"
+            self._name_wd["*"] = wd
+
+    def _unwatch(self, name: str) -> None:
+        if name == "*" and self._dir_always:
+            return
+        wd = self._name_wd.pop(name, None)
+        if wd is None:
+            return
+        self._wd_name.pop(wd, None)
+        if self._ino is not None:
+            with contextlib.suppress(OSError):
+                self._ino.rm_watch(wd)
 
     def listen(self, on: bool) -> None:
         """Stop (``False``) or resume (``True``) turning rings into events.
@@ -230,8 +281,14 @@ class BellHub:
             events = self._ino.read(timeout=0)
         except (BlockingIOError, OSError):
             return
-        for name in {e.name for e in events}:
-            self._fire(name)
+        fired = set()
+        for e in events:
+            name = self._wd_name.get(e.wd)
+            if name == "*":
+                name = e.name
+            if name and name not in fired:  # None: a watch removed meanwhile
+                fired.add(name)
+                self._fire(name)
 
     def _fire(self, name: str) -> None:
         for ev in list(self._subs.get(name, ())):
@@ -246,8 +303,10 @@ class BellHub:
                 self._fire(name)
 
     def subscribe(self, name: str, event: asyncio.Event | None = None) -> asyncio.Event:
+        """An event set by every ring of bell ``name`` (``"*"``: of any bell) from now on."""
         ev = event or asyncio.Event()
         self._subs[name].add(ev)
+        self._watch(name)
         return ev
 
     def unsubscribe(self, name: str, event: asyncio.Event) -> None:
@@ -256,6 +315,7 @@ class BellHub:
             subs.discard(event)
             if not subs:
                 del self._subs[name]
+                self._unwatch(name)
 
     def close(self) -> None:
         if self._ino is not None:
@@ -264,6 +324,8 @@ class BellHub:
                     asyncio.get_running_loop().remove_reader(self._ino.fileno())
             self._ino.close()
             self._ino = None
+        self._wd_name.clear()
+        self._name_wd.clear()
         if self._poll_task is not None:
             self._poll_task.cancel()
 

@@ -54,9 +54,15 @@ class JobOps:
             if (ch is not None and not delay and headers is None and type(body) is bytes and len(body) <= limit
                     and type(priority) is int and 0 <= priority <= MAX_PRIORITY
                     and route(channel) is None):
+                idb = _take_ids(1).to_bytes(16, "big")
+                bell = _bell.channel_bell(channel)
+                if len(items) == 1:  # a put alone: one INSERT, no request (see GroupCommit.put_job)
+                    job = self._jobs.put_plain(ch, priority, idb, body, bell)
+                    if job is not None:
+                        return [job]
                 w = WriteRequest()  # the common case, without the general path's checks and lists
-                w.inbox.append((ch, priority, _take_ids(1).to_bytes(16, "big"), body))
-                w.bells.add(_bell.channel_bell(channel))
+                w.inbox.append((ch, priority, idb, body))
+                w.bells.add(bell)
             else:
                 try:
                     pw, _ = self._prepare([body], channel, None, priority, delay, None, headers, None,

@@ -319,6 +319,20 @@ class Spool:
         self._commit.submit([w])
         return ids
 
+    async def asend_one(self, body: bytes, channel: str) -> str:
+        """:meth:`asend` of one message without options (the HTTP API's usual request): when the
+        channel exists and no route takes it, the message joins the loop turn's shared request."""
+        ch = self._names.channels.get(channel)
+        if ch is None or self._routes.route(channel) is not None:
+            ids = await self.asend_items(channel, [(body, {})])
+            return ids[0]
+        if type(body) is not bytes or len(body) > self.max_message_size:
+            body = check_body(body, self.max_message_size)
+        first = _take_ids(1)
+        await self._commit.wait_row(ch, DEFAULT_PRIORITY, first.to_bytes(16, "big"), body,
+                                    _bell.channel_bell(channel))
+        return id_text(first)
+
     async def asend_items(self, channel: str, items: Sequence[tuple[bytes, dict[str, Any]]]) -> list[str]:
         """Send messages of one channel, each with its own options (those of :meth:`send`), in one
         transaction, without blocking the event loop (the HTTP API's sends).

@@ -495,16 +495,20 @@ def test_reserve_waits_for_a_put_from_another_connection(bs: Beanstalkd, w: Wire
 
 
 def test_reserve_with_timeout(w: Wire) -> None:
+    # Lower bounds are the protocol (never early); upper bounds only tell a different behaviour apart
+    # (a wait where none is due, a whole extra second, a wake-up at the timeout instead of when the job
+    # is ready) with room for a busy machine's scheduling delays.
     t0 = time.monotonic()
     assert w.cmd("reserve-with-timeout 0") == b"TIMED_OUT"
-    assert elapsed(t0) < 0.2
+    assert elapsed(t0) < 1.0  # no wait: 1 s is the shortest real one
     t0 = time.monotonic()
     assert w.cmd("reserve-with-timeout 1") == b"TIMED_OUT"
-    assert 1.0 <= elapsed(t0) <= 1.2
+    assert 1.0 <= elapsed(t0) < 2.0  # not early, and not a second late
     d = w.put(b"soon", delay=1)
     t0 = time.monotonic()
-    assert w.job("reserve-with-timeout 3") == (d, b"soon")  # a delayed job becomes ready while we wait
-    assert 0.9 <= elapsed(t0) <= 1.2
+    # a delayed job becomes ready while we wait: answered then, not at the timeout
+    assert w.job("reserve-with-timeout 5") == (d, b"soon")
+    assert 0.9 <= elapsed(t0) < 4.0
     assert w.stats()["cmd-reserve-with-timeout"] == 3
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import spoolq
-from spoolq import Spool
+from spoolq import Lease, Spool
 from spoolq.testing import FakeClock
 
 from .conftest import PYTHON, python_env
@@ -412,3 +413,43 @@ def test_one_lease_takes_the_front_in_every_case(spool_dir: Path, clock: FakeClo
         assert [d.message.body for d in s.dead_letters()] == [b"due"]
         nxt.ack()
         assert s.lease("c") is None
+
+
+def test_a_lease_taken_for_a_cancelled_waiter_is_given_back(tmp_path: Path) -> None:
+    """Cancelling a task that awaits a lease in a worker thread does not stop the thread: what it
+    leases must come back at once, uncounted (a STOMP UNSUBSCRIBE during a subscription's lease)."""
+    import asyncio
+    import threading
+
+    from spoolq import _loop
+
+    entered, go, leased = threading.Event(), threading.Event(), threading.Event()
+
+    class Slow(Spool):
+        def lease_many(self, *args: Any, **kwargs: Any) -> list[Lease]:
+            entered.set()
+            assert go.wait(10)
+            try:
+                return super().lease_many(*args, **kwargs)
+            finally:
+                leased.set()
+
+    async def main(s: Slow) -> None:
+        task = asyncio.ensure_future(_loop.lease_in_thread(s, "jobs", 10, 60))
+        assert await asyncio.to_thread(entered.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        go.set()  # the thread now leases the message for nobody
+        assert await asyncio.to_thread(leased.wait, 10)
+        for _ in range(1000):
+            back = Spool.lease_many(s, "jobs", 10)
+            if back:
+                assert [(x.body, x.attempts) for x in back] == [(b"x", 1)]  # not counted as an attempt
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the message leased for a cancelled waiter was not given back")
+
+    with Slow(tmp_path / "s") as s:
+        s.send(b"x", "jobs")
+        asyncio.run(main(s))

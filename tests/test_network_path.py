@@ -168,3 +168,157 @@ def test_a_big_batch_is_counted_once_per_message(tmp_path: Path, monkeypatch: py
         assert came == {"c": 50, "d": 10}
 
     run_pair(tmp_path, body)
+
+
+def test_the_hub_wakes_only_for_the_bells_it_watches(tmp_path: Path) -> None:
+    """A node's hub watches the files of bells someone waits on: its own ring of another channel (every
+    received batch rings one) does not wake its loop; ``"*"`` still hears every bell; an unsubscribed
+    bell is not heard any more."""
+    from spoolq import _bell
+
+    bells_dir = tmp_path / "bells"
+    bells_dir.mkdir()
+    ringer = _bell.Bells(bells_dir)
+
+    async def main() -> None:
+        hub = _bell.BellHub(bells_dir)
+        fired: list[str] = []
+        real_fire = hub._fire
+
+        def noting(name: str) -> None:
+            fired.append(name)
+            real_fire(name)
+
+        hub._fire = noting  # type: ignore[method-assign]
+        outbox = hub.subscribe(_bell.OUTBOX)  # before start, as the daemon does
+        hub.start()
+        try:
+            lat = hub.subscribe("c.lat")
+            ringer.ring("c.other")  # nobody here waits on it
+            ringer.ring("c.lat")
+            await asyncio.wait_for(lat.wait(), 10)
+            # inotify keeps the order of events: a watched c.other would have come first
+            assert fired == ["c.lat"] and not outbox.is_set()
+            ringer.ring(_bell.OUTBOX)
+            await asyncio.wait_for(outbox.wait(), 10)
+
+            hub.unsubscribe("c.lat", lat)
+            lat.clear()
+            everything = hub.subscribe("*")
+            fired.clear()
+            ringer.ring("c.lat")
+            await asyncio.wait_for(everything.wait(), 10)
+            assert fired == ["c.lat"] and not lat.is_set()
+        finally:
+            hub.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        ringer.close()
+
+
+def test_messages_between_nodes_are_announced_before_the_sync_and_answered_after_it(tmp_path: Path) -> None:
+    """A consumer's wake-up overlaps the receiver's sync (the sender keeps the batch until the answer,
+    which still waits for the sync), and the forwarder's read overlaps the sender's (send() still
+    returns after it); a local send still rings after its sync."""
+    from spoolq import Spool, _bell
+    from spoolq.codec import WireMessage
+    from spoolq.message import _take_ids
+
+    order: list[str] = []
+    with Spool(tmp_path / "b", durability="full") as s:
+        real_ring, real_sync = s.bells.ring, s._db.sync_created
+
+        def ring(name: str) -> None:
+            order.append(f"ring {name}")
+            real_ring(name)
+
+        def sync() -> None:
+            order.append("sync")
+            real_sync()
+
+        s.bells.ring = ring  # type: ignore[method-assign]
+        s._db.sync_created = sync  # type: ignore[method-assign]
+        m = WireMessage(_take_ids(1).to_bytes(16, "big"), "c", b"x", 1024, None, None, None, "node-a")
+
+        async def receive() -> None:
+            await s.areceive([m], "node-a")
+            order.append("answered")
+
+        asyncio.run(receive())
+        assert order == [f"ring {_bell.channel_bell('c')}", "sync", "answered"]
+        order.clear()
+        s.send(b"y", "c")
+        assert order == ["sync", f"ring {_bell.channel_bell('c')}"]
+        order.clear()
+        s.send(b"z", "c", to="http://127.0.0.1:9")  # the forwarder's read and POST overlap the sync
+        order.append("returned")
+        assert order == [f"ring {_bell.OUTBOX}", "sync", "returned"]
+
+
+def test_a_message_ahead_of_the_cursor_goes_when_the_batch_in_flight_returns(tmp_path: Path) -> None:
+    """A link that read to the end is not woken by each finished batch (that read found nothing), but
+    one that could not go round to the front because a batch was in flight is: a more urgent message
+    sent meanwhile goes then, not on the next scan."""
+    import aiohttp
+
+    from spoolq import Spool
+    from spoolq.codec import ACCEPTED_RESULT, Result, WireMessage
+    from spoolq.node.forwarder import PeerLink, Target
+
+    class GatedSink:
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
+            self.gate = asyncio.Event()
+
+        async def deliver(self, messages: list[WireMessage]) -> list[Result]:
+            self.got += [m.body for m in messages]
+            await self.gate.wait()
+            return [ACCEPTED_RESULT] * len(messages)
+
+        async def close(self) -> None:
+            pass
+
+    async def main(s: Spool) -> None:
+        sink = GatedSink()
+        async with aiohttp.ClientSession() as session:
+            link = PeerLink("b", [Target("b", "http://127.0.0.1:9", sink=sink)], s, session, node_id="a",
+                            scan_interval=600.0)  # no scan comes to the rescue
+            task = asyncio.create_task(link.run())
+            try:
+                s.send(b"first", "c", to="b")
+                link.wake.set()  # the outbox bell
+                await until(lambda: sink.got == [b"first"])
+                s.send(b"urgent", "c", to="b", priority=1)  # sorts before the cursor
+                link.wake.set()
+                await until(lambda: not link.wake.is_set())  # read after the cursor: nothing
+                sink.gate.set()
+                await until(lambda: sink.got == [b"first", b"urgent"])
+                await until(lambda: link.forwarded == 2)
+            finally:
+                await link.stop()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    with Spool(tmp_path / "a") as s:
+        asyncio.run(main(s))
+
+
+def test_new_peers_sent_to_in_quick_succession_all_get_links(tmp_path: Path) -> None:
+    """The outbox bell looks for new outbox peers at most every NEW_PEER_GAP; rings in between are kept,
+    so a peer first sent to during the gap still gets its link without waiting for the scan."""
+    from spoolq.testing import StubPeer
+
+    with StubPeer() as p1, StubPeer() as p2, StubPeer() as p3:
+        async def main() -> None:
+            node = Node(NodeConfig(spool=str(tmp_path / "a"), listen="127.0.0.1:0", scan_interval=600.0).validate())
+            await node.start()
+            try:
+                for p in (p1, p2, p3):
+                    await asyncio.to_thread(node.spool.send, b"to " + p.url.encode(), "c", to=p.url)
+                await until(lambda: all(len(p.messages) == 1 for p in (p1, p2, p3)))
+            finally:
+                await node.stop()
+
+        asyncio.run(main())

@@ -102,7 +102,6 @@ TUBE_ORDER_PRUNE: Final = 4096
 PAUSE_READING_AT: Final = 1 << 16  # bytes buffered behind a pending reply before reading pauses
 
 
-
 # -- the server -------------------------------------------------------------------------------
 
 
@@ -674,6 +673,11 @@ class Conn(asyncio.BufferedProtocol):
 
     def _start_wait(self, timeout: float | None) -> None:
         self.worker = True
+        if not self.reserved and not self.server.paused:  # a job at once: none of the wait's bookkeeping
+            lease, _ = self.store.lease_any(self._channels())  # (with reservations, deadlines matter first)
+            if lease is not None:
+                self.reply(self._got(lease))
+                return
         self.busy = True
         if timeout is None:
             self._wait_until = None
@@ -689,6 +693,12 @@ class Conn(asyncio.BufferedProtocol):
         if self in self.server.waiting:
             self.server.add_waiter(self)
             self.try_reserve()
+
+    def _got(self, lease: Reservation) -> bytes:
+        """Hold ``lease`` (a reserve found its job); the reply that says so."""
+        self.reserved[lease.job] = lease
+        self.server.reserved_job(lease.job)
+        return wire.reserved(lease.job, lease.body)
 
     def _channels(self) -> list[str]:
         srv = self.server
@@ -711,9 +721,7 @@ class Conn(asyncio.BufferedProtocol):
         self.expire(now)
         lease, when = self.store.lease_any(self._channels())
         if lease is not None:
-            self.reserved[lease.job] = lease
-            self.server.reserved_job(lease.job)
-            self._finish_wait(wire.reserved(lease.job, lease.body))
+            self._finish_wait(self._got(lease))
             return
         soonest = min((x.deadline for x in self.reserved.values()), default=None)
         if soonest is not None and now >= soonest - SAFETY_MARGIN:
@@ -783,9 +791,7 @@ class Conn(asyncio.BufferedProtocol):
             self.reply(wire.NOT_FOUND)
             return
         self.worker = True
-        self.reserved[job] = lease
-        self.server.reserved_job(job)
-        self.reply(wire.reserved(job, lease.body))
+        self.reply(self._got(lease))
 
     def c_delete(self, ev: wire.Delete) -> None:
         job = ev.job

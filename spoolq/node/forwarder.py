@@ -46,6 +46,9 @@ backoff applies in full. A node that starts says so to its configured peers
 Latency: an idle link woken by the outbox bell reads its first batch (at most
 ``INLINE_MESSAGES``) on the event loop when the read needs no wait, saving a
 thread hop; later batches, and any read that would wait, come from a thread.
+A link that read to the end of the outbox sleeps until the bell (or a batch it
+could not go round for) wakes it, and POSTs to spoolq peers go through the
+small client of ``peerhttp`` (issue 15).
 
 ``step()`` does one round and returns; ``run()`` repeats it until stopped,
 waking on the outbox bell, on a finished batch, or after ``scan_interval``.
@@ -66,6 +69,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
+from .. import __version__
 from ..codec import (
     ACCEPTED,
     ACCEPTED_RESULT,
@@ -81,6 +85,7 @@ from ..codec import (
 )
 from ..errors import CodecError, PeerError, SpoolqError
 from ..retry import backoff
+from .peerhttp import BadAnswer, HttpPool, NoAnswer
 
 if TYPE_CHECKING:
     from ..spool import OutboxRecord, Spool
@@ -177,9 +182,23 @@ class PeerLink:
         self.in_flight_messages = 0
         self.forwarded = 0
         self._backlog = False  # the last thread read was full: read from a thread until one comes back short
+        self._drained = False  # the last step read to the end of the outbox (see step())
+        self._unwrapped = False  # it read to the end after the cursor, but could not go round (batches in flight)
         self._done: collections.deque[tuple[float, int]] = collections.deque(maxlen=RATE_SAMPLES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._pools: dict[str, HttpPool] = {}  # kept-alive connections to each spoolq peer URL
+
+    def _pool(self, target: Target) -> HttpPool:
+        """The connections to ``target``'s URL (new ones when its TLS settings changed: a reload)."""
+        pool = self._pools.get(target.url)
+        if pool is not None and pool.ssl is not target.ssl:
+            self._pools.pop(target.url)
+            pool.close()
+            pool = None
+        if pool is None:
+            pool = self._pools[target.url] = HttpPool(target.url, target.ssl, f"spoolq/{__version__}")
+        return pool
 
     # -- one round ----------------------------------------------------------------
 
@@ -198,6 +217,7 @@ class PeerLink:
     async def step(self) -> int:
         """Read and launch as many batches as the in-flight limit and backoff allow. Returns how many."""
         launched = 0
+        self._drained = False
         while not self._stopping and self.in_flight < self.max_in_flight:
             target = self.pick(self.clock())
             if target is None:
@@ -222,6 +242,9 @@ class PeerLink:
                 if self.cursor is not None and self.in_flight == 0:
                     self.cursor = None  # wrap around: revisit what failed or came in ahead of the cursor
                     continue
+                # the end of the outbox: what is sent from now on rings the bell, which wakes the loop
+                self._drained = True
+                self._unwrapped = self.cursor is not None
                 break
             self.cursor = batch[-1].key
             self.in_flight += 1
@@ -261,7 +284,7 @@ class PeerLink:
             dups: set[bytes] = set()
             counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "retry": 0}
             if live:
-                sink = target.sink or HttpSink(self.session, target, self.node_id)
+                sink = target.sink or HttpSink(self._pool(target), target, self.node_id)
                 if target.sink is None:  # a spoolq peer takes no origin as the sender's: 37 bytes less each
                     me = self.node_id
                     wire = [WireMessage(*b[1:8]) if b.origin == me else _wire(b) for b in live]
@@ -316,11 +339,19 @@ class PeerLink:
         finally:
             self.in_flight -= 1
             self.in_flight_messages -= len(batch)
-            if not ok and self.in_flight == 0:
+            if self.in_flight == 0:
+                # Nothing in flight: the front of the outbox is where the cursor would go on from, plus
+                # what failed or came in ahead of it. One read from the front finds both (before, the
+                # next step read after the cursor, found nothing, and read again from the front).
                 self.cursor = None
             if self.metrics is not None:
                 self.metrics.batch(self.name, ok)
-            self.wake.set()
+            if not ok or not self._drained or (self._unwrapped and self.in_flight == 0):
+                # More may be waiting: the in-flight limit or a backlog stopped the last step, this
+                # batch's messages stay to be retried, or the last step could not go round to what came
+                # in ahead of the cursor. Otherwise the outbox bell wakes the loop when something new is
+                # sent: waking it here too would cost reads that find nothing (issue 15).
+                self.wake.set()
 
     def _failed(self, target: Target, e: Exception) -> None:
         target.failures += 1
@@ -421,7 +452,7 @@ class PeerLink:
             except SpoolqError as e:
                 log.error("peer %s: cannot read the outbox: %s", self.name, e)
                 launched = 0
-            if launched:
+            if launched and not self._drained:
                 continue
             timeout = self.scan_interval
             nxt = self.next_retry()
@@ -433,7 +464,8 @@ class PeerLink:
             if probe_at is not None:
                 timeout = min(timeout, probe_at - now)
             try:
-                await asyncio.wait_for(self.wake.wait(), max(0.001, timeout))
+                async with asyncio.timeout(max(0.001, timeout)):  # unlike wait_for, no task per wait
+                    await self.wake.wait()
             except TimeoutError:
                 pass
             if probe_at is not None and not self.wake.is_set() and not self._stopping:
@@ -455,6 +487,9 @@ class PeerLink:
                 t.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
 def _wire(r: OutboxRecord) -> WireMessage:
@@ -465,10 +500,11 @@ def _wire(r: OutboxRecord) -> WireMessage:
 
 
 class HttpSink:
-    """The spoolq peer protocol: one ``POST /v1/batches`` per batch (see ``codec``)."""
+    """The spoolq peer protocol: one ``POST /v1/batches`` per batch (see ``codec``), through the link's
+    kept-alive connections to the target (``peerhttp``)."""
 
-    def __init__(self, session: aiohttp.ClientSession, target: Target, node_id: str) -> None:
-        self.session = session
+    def __init__(self, pool: HttpPool, target: Target, node_id: str) -> None:
+        self.pool = pool
         self.target = target
         self.node_id = node_id
 
@@ -479,16 +515,20 @@ class HttpSink:
         if target.token:
             headers["Authorization"] = f"Bearer {target.token}"
         try:
-            async with self.session.post(target.url + "/v1/batches", data=payload, headers=headers,
-                                         ssl=target.ssl if target.ssl is not None else True) as resp:
-                body = await resp.read()
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            target.unreachable = not isinstance(e, aiohttp.ClientResponseError)
-            raise PeerError(f"cannot reach {target.name} at {target.url}: {type(e).__name__}: {e}",
+            reply = await self.pool.post("/v1/batches", payload, headers)
+        except (NoAnswer, OSError) as e:
+            target.unreachable = True
+            raise PeerError(f"cannot reach {target.name} at {target.url}: {e}",
                             hint="is the peer's daemon running and reachable?") from e
+        except BadAnswer as e:
+            target.unreachable = False
+            raise PeerError(f"{target.name} at {target.url} sent an unreadable answer: {e}") from e
+        except ValueError as e:
+            target.unreachable = False
+            raise PeerError(f"cannot send to {target.name}: {e}", hint="check the peer's token in the config") from e
         target.unreachable = False
+        body, status = reply.body, reply.status
+        retry_after = reply.headers.get("retry-after")
         if status == 200:
             try:
                 return list(decode_reply(body, expected=n).results)
@@ -510,4 +550,4 @@ class HttpSink:
                         retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None, hint=hint)
 
     async def close(self) -> None:
-        """The session belongs to the daemon: nothing to close."""
+        """The connections belong to the link: nothing to close."""

@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import __version__
 from .._bell import BellHub, channel_bell
+from .._loop import lease_in_thread
 from ..errors import LeaseError, SpoolqError
 from ..lease import Lease
 from ..message import MAX_HEADERS, check_channel, new_id
@@ -237,7 +238,7 @@ class Server:
         try:
             while True:
                 ev.clear()
-                leases = await asyncio.to_thread(self.spool.lease_many, channel, n, visibility=self.visibility)
+                leases = await lease_in_thread(self.spool, channel, n, self.visibility)
                 remaining = deadline - loop.time()
                 if leases or remaining <= 0:
                     return leases

@@ -13,12 +13,16 @@ module's side; callers above the store never hold one.
 Concurrent requests share one transaction and one sync. The first caller in
 becomes the leader and commits inline; callers who arrive while a commit is
 running queue up, and a dedicated writer thread then commits the queue batch
-after batch until it stays empty for ``LINGER`` seconds. A lone caller never
-waits for anyone: a single plain message is one autocommitted INSERT.
+after batch until it stays empty for ``LINGER`` seconds (``LOOP_LINGER`` after
+a group from an event loop). A lone caller never waits for anyone: a single
+plain message is one autocommitted INSERT.
 
 An asyncio caller's requests of one event-loop turn are handed to the writer
 thread as one group (one hand-off, one sync); the loop goes on serving while
-the sync runs, and is woken when it is done.
+the sync runs, and is woken when it is done. The loop then rings the group's
+bells itself, so the writer thread goes straight on to the next group. Plain
+single messages of one turn (:meth:`GroupCommit.wait_row`, the HTTP API's
+usual send) share one request.
 
 Row layouts of a request (the message id is always at index 2):
   inbox plain:    (channel, priority, id, body)
@@ -50,7 +54,12 @@ __all__ = ["WriteRequest", "GroupCommit"]
 LINGER: Final = 0.0005  # how long the writer thread waits for more senders before it stops
 GATHER: Final = 0.0005  # at most this long it waits for the senders it just woke to send again
 _COPY_MAX: Final = 4096  # bodies up to this size are bound as bytearray by send_one (see _write_row)
-_PLAIN_SIZES: Final = frozenset(range(1, 17))  # batches of plain rows written as one statement
+# ... after a group from an event loop: a loop hands over a group per turn, and waking a waiting writer
+# (a notify) costs the loop less than starting it again through the executor
+LOOP_LINGER: Final = 0.003
+# batches of plain rows written as one autocommitted statement (one distinct statement per size: the
+# connections cache 256)
+_PLAIN_SIZES: Final = frozenset(range(1, 65))
 
 Layout = Literal["plain", "received", "full"]
 
@@ -73,6 +82,7 @@ class WriteRequest:
         "inbox",
         "jobs",
         "layout",
+        "loop_bells",
         "outbox",
         "probe",
         "route",
@@ -94,6 +104,7 @@ class WriteRequest:
         self.done = False
         self.waiter: threading.Lock | None = None
         self.callback: Callable[[], None] | None = None
+        self.loop_bells = False  # its bells are rung by the event loop that waits for it, not the writer
         self.acks: list[tuple[int, int, bytes, int]] = []  # lease keys to end in the same transaction
         self.ack_leases: list[Any] = []  # the leases themselves, for the error when one is not held
         self.actor = ACTOR.get()  # who sends, for the event log: (by, client address)
@@ -128,7 +139,7 @@ class GroupCommit:
         self._leading = False
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
-        self._turns: dict[asyncio.AbstractEventLoop, list[tuple[Sequence[WriteRequest], asyncio.Future[None]]]] = {}
+        self._turns: dict[asyncio.AbstractEventLoop, _Turn] = {}
         self.commits = 0  # transactions written by group commit, and the requests in them
         self.requests = 0
 
@@ -225,33 +236,77 @@ class GroupCommit:
     async def wait(self, writes: Sequence[WriteRequest]) -> None:
         """:meth:`submit` for asyncio: the requests of one loop turn go to the writer thread as one group."""
         self.tracing.refresh()  # never waits (see TraceSetting)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        turn = self._turns.get(loop)
-        if turn is None:
-            turn = self._turns[loop] = []
-            loop.call_soon(self._flush_turn, loop)
-        turn.append((writes, fut))
+        turn = self._turn()
+        fut = turn.loop.create_future()
+        turn.writes += writes
+        turn.futures.append(fut)
         await fut
         for w in writes:
             if w.error is not None:
                 raise w.error
 
-    def _flush_turn(self, loop: asyncio.AbstractEventLoop) -> None:
-        pending = self._turns.pop(loop, [])
+    async def wait_row(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> None:
+        """Commit one plain message (an inbox row with no options) for asyncio: :meth:`wait` of one row.
 
-        def resolve() -> None:
-            for _, fut in pending:
+        The HTTP API's usual send. The rows of one loop turn from one sender
+        (``ACTOR``: who and from where, as the event log records it) share one
+        request: one object for the writer thread to go through, not one per
+        message. Each caller still waits on a future of its own, so a cancelled
+        caller cancels nobody else's wait.
+        """
+        self.tracing.refresh()  # never waits (see TraceSetting)
+        turn = self._turn()
+        fut = turn.loop.create_future()
+        actor = ACTOR.get()
+        shared = turn.plain.get(actor)
+        if shared is None:
+            shared = turn.plain[actor] = WriteRequest()
+            turn.writes.append(shared)
+        shared.inbox.append((ch, priority, idb, body))
+        shared.bells.add(bell)
+        turn.futures.append(fut)
+        await fut
+        if shared.error is not None:
+            raise shared.error
+
+    def _turn(self) -> _Turn:
+        """The requests of this loop turn (the first one schedules their hand-off, at the turn's end)."""
+        loop = asyncio.get_running_loop()
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = _Turn(loop)
+            loop.call_soon(self._flush_turn, loop)
+        return turn
+
+    def _flush_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        turn = self._turns.pop(loop, None)
+        if turn is None:
+            return
+        writes, futures = turn.writes, turn.futures
+        for w in writes:
+            w.loop_bells = True
+
+        def ring() -> None:
+            bells: set[str] = set()
+            for w in writes:
+                if w.error is None:
+                    bells |= w.bells
+            for b in bells:
+                self.bells.ring(b)
+
+        def resolve() -> None:  # on the loop: wake the senders, then ring (the writer thread is not held up)
+            for fut in futures:
                 if not fut.done():
                     fut.set_result(None)
+            ring()
 
         def done() -> None:  # in the writer thread
             try:
                 loop.call_soon_threadsafe(resolve)
-            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
-                pass
+            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting, but others may be
+                ring()
 
-        self.submit([w for writes, _ in pending for w in writes], done)
+        self.submit(writes, done)
 
     # -- leading --------------------------------------------------------------------------------
 
@@ -290,6 +345,48 @@ class GroupCommit:
             mu.release()
         self.bells.ring(bell)
         return True
+
+    def own(self, last: int) -> None:
+        """The caller owns the spool (see ``sql.OWNED_BLOCK``): note its blocks, and the numbers its
+        connections take out of the tables. ``last``: the highest number that may have been shown."""
+        self.jobs.own(last)
+        for conn in (self.db.create, self.db.move):
+            conn.create_function("spoolq_last_job", 0, self.jobs.last_job)
+            for statement in sql.JOB_HW_TRIGGERS:
+                self.db.retry(lambda c=conn, st=statement: c.execute(st))  # type: ignore[misc]
+
+    def put_job(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> int | None:
+        """:meth:`send_one` that returns the message's job number (a beanstalkd put): one autocommitted
+        INSERT with a number reserved before, when no other send is in progress and the event log is
+        off. None: nothing was written (the caller takes the general path)."""
+        tracing = self.tracing
+        tracing.refresh()
+        if tracing.on:
+            return None
+        mu = self._mu
+        mu.acquire()
+        if self._leading:
+            mu.release()
+            return None
+        self._leading = True
+        mu.release()
+        db = self.db
+        try:
+            with db.gate:
+                job = self.jobs.take_reserved(1)
+                if job is None:  # a new block must be reserved, in a transaction: the general path
+                    return None
+                db.execute_gated(db.create, sql.INSERT_ONE, (ch, priority, idb, job, body))
+            db.sync_created()  # outside the gate: other writers go on meanwhile
+        finally:
+            mu.acquire()
+            if self._queue:
+                self._hand_over()
+            else:
+                self._leading = False
+            mu.release()
+        self.bells.ring(bell)
+        return job
 
     def _write_one(self, w: WriteRequest) -> bool:
         """One plain message, written by the caller itself when no other send is in progress."""
@@ -364,6 +461,7 @@ class GroupCommit:
         want = 0  # requests to gather before the next batch: the senders just woken and those queued
         gather = 0.0
         skip = False
+        linger = LINGER
         while True:
             with mu:
                 if own is None and len(self._queue) < want:
@@ -383,13 +481,15 @@ class GroupCommit:
                     # Senders notify; nobody polls (on 2 cores a polling thread steals the CPU
                     # the senders need).
                     self._lingering = True
-                    self._cv.wait(LINGER)
+                    self._cv.wait(linger)
                     self._lingering = False
                 batch = self._queue
                 self._queue = []
                 if not batch:
                     self._leading = False
                     return
+            # the last request of an event loop's group carries its callback (see submit)
+            linger = LOOP_LINGER if batch[-1].callback is not None else LINGER
             started = time.perf_counter()
             bells = self._commit(batch)
             took = time.perf_counter() - started
@@ -404,7 +504,10 @@ class GroupCommit:
                     w.waiter.release()
                     woken += 1
                 elif w.callback is not None:
-                    w.callback()
+                    # dropped first: the callback's closure holds the group's requests (this one
+                    # included), a reference cycle that would leave the group to the garbage collector
+                    callback, w.callback = w.callback, None
+                    callback()
             if skip or own is not None:
                 want, skip = 0, False
             else:
@@ -447,6 +550,29 @@ class GroupCommit:
                     w.error = e2
             if all(w.error is not None for w in batch):
                 return set()
+        early: set[str] = set()
+        if self.db.sync_creates:
+            for w in batch:
+                if w.error is not None:
+                    continue
+                # what is rung here is taken out of the request's bells: neither the writer nor the
+                # event loop that waits for the request (loop_bells) rings it a second time
+                if w.sender is not None:
+                    early |= w.bells
+                    w.bells = set()
+                elif w.outbox and _bell.OUTBOX in w.bells:
+                    early.add(_bell.OUTBOX)
+                    w.bells = w.bells - {_bell.OUTBOX}
+            # Messages on their way between nodes are announced before the sync, so that the next step
+            # (the forwarder's read and POST; a consumer's lease of a received batch) overlaps it instead
+            # of waiting for it (issue 15: the syncs were the largest steps of the A -> B path). What
+            # the bell announces is committed and readable; the promises are about answers: send()
+            # still returns, and a received batch is still acknowledged, only after the sync. A power
+            # cut before it can leave a copy at the next hop of a message whose send() never returned
+            # (which could already happen: a crash after the sync, before the return) or make the
+            # sender of a batch send it again (at-least-once; dedup by id keeps each inbox exactly-once).
+            for b in early:
+                self.bells.ring(b)
         try:
             self.db.sync_created()  # outside the gate: other writers go on meanwhile
         except BaseException as e:
@@ -456,9 +582,9 @@ class GroupCommit:
             return set()
         bells: set[str] = set()
         for w in batch:
-            if w.error is None:
+            if w.error is None and not w.loop_bells:
                 bells |= w.bells
-        return bells
+        return bells - early  # (a local send's bell may have been rung already for a received batch)
 
     def _write_batch(self, batch: list[WriteRequest]) -> None:
         if self._write_plain(batch):
@@ -483,6 +609,7 @@ class GroupCommit:
                 kept.append((w, ib, dl, ob))
                 njobs += len(ib) + len(dl) + (len(ob) if w.jobs is not None else 0)
             job = self.jobs.alloc(conn, njobs) if njobs else 0
+            unkept = 0  # one past the last number shown for outbox rows
             for w, ib, dl, ob in kept:
                 jobs = w.jobs
                 if w.layout == "full":
@@ -511,6 +638,9 @@ class GroupCommit:
                     if jobs is not None:  # a number to show the caller; the outbox does not keep it
                         jobs.append(job)
                         job += 1
+                        unkept = job
+            if unkept and self.jobs.owned:  # so that the next owner does not show them again
+                conn.execute(sql.JOB_HW_RAISE, (unkept,))
             if plain:
                 sql.insert_many(conn, "inbox", sql.INBOX_SIMPLE_COLS, 5, plain)
             if received:
@@ -704,6 +834,18 @@ class GroupCommit:
             w.dups = set(ids) - accepted
 
 
+
+
+class _Turn:
+    """The write requests of one event-loop turn, handed to the writer thread together at its end."""
+
+    __slots__ = ("futures", "loop", "plain", "writes")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.writes: list[WriteRequest] = []
+        self.futures: list[asyncio.Future[None]] = []
+        self.plain: dict[tuple[str, str | None], WriteRequest] = {}  # wait_row's shared requests, by sender
 
 
 def _all_new(conn: sqlite3.Connection, ids: list[bytes], until: int, now: int) -> bool:

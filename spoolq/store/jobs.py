@@ -71,6 +71,9 @@ class Jobs:
         for w in writes:
             w.jobs = []
         self.commit.submit(writes)
+        for w in writes:
+            if w.jobs:
+                self.commit.jobs.shown(w.jobs[-1])
         return [w.jobs[0] for w in writes]  # type: ignore[index]
 
     def promote_due(self, channels: Sequence[str]) -> int:
@@ -105,6 +108,10 @@ class Jobs:
         make = self.inbox.make_lease
 
         self.inbox.tracing.refresh()
+        if len(chs) == 1 and not self.inbox.trace:
+            got = self._lease_one(*chs[0], vis_ms, visibility_for)
+            if got is not None:
+                return got, None
 
         def lease(conn: sqlite3.Connection) -> tuple[Any | None, float | None]:
             now = self.inbox.now_ms()
@@ -136,6 +143,32 @@ class Jobs:
             return None, (nxt / 1000.0 if nxt is not None else None)
 
         return self.db.txn(self.db.move, lease)
+
+    def _lease_one(self, ch: int, name: str, max_attempts: int, vis_ms: int,
+                   visibility_for: VisibilityFor | None) -> Any | None:
+        """The common reserve in one autocommitted statement (``sql.LEASE_ONE``, as ``Spool.lease``
+        does), or None: then the general transaction decides (a spent front row, due delayed
+        messages, nothing ready).
+
+        A message with its own lease length (a beanstalkd TTR other than the default, kept in its
+        headers) gets it by a second statement right after. Should the process die between the two,
+        the lease runs for ``vis_ms`` instead; a standalone beanstalkd server makes every lease of
+        its predecessor ready at start anyway, as beanstalkd does."""
+        db = self.db
+        now = self.inbox.now_ms()
+        until = now + vis_ms
+        got = db.fetch_write(db.move, sql.LEASE_ONE, (until, ch, now, max_attempts))
+        if not got:
+            return None
+        pri, idb, attempts, job, body, hdrs, expires, origin, deliver_at = got[0]
+        if hdrs is not None and visibility_for is not None:
+            own = visibility_for(hdrs)
+            if own is not None:
+                mine = now + max(1, int(own * 1000))
+                if mine != until and db.execute_write(db.move, sql.TOUCH, (mine, ch, pri, idb, attempts, now)):
+                    until = mine
+        return self.inbox.make_lease(ch, name, pri, idb, attempts, job, body, hdrs, expires, origin, deliver_at,
+                                     until)
 
     def find(self, job: int) -> Job | None:
         """The message with job number ``job`` wherever it is (ready, reserved, delayed, buried)."""
@@ -266,11 +299,34 @@ class Jobs:
 
         self.db.txn(self.db.move, save)
 
+    def put_plain(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> int | None:
+        """One plain message written now, alone (see ``GroupCommit.put_job``); its job number, or None
+        when it could not go this way (nothing was written)."""
+        job = self.commit.put_job(ch, priority, idb, body, bell)
+        if job is not None:
+            self.commit.jobs.shown(job)
+        return job
+
     def own(self) -> int:
-        """The caller owns the spool: dense job numbers, and leases of earlier owners ready now."""
-        self.commit.jobs.dense()
+        """The caller owns the spool: job numbers go on at the last one it may have shown plus one
+        (see ``sql.OWNED_BLOCK``), and leases of earlier owners are ready now. Returns how many."""
         now = self.inbox.now_ms()
-        return int(self.db.txn(self.db.move, lambda c: c.execute(sql.RELEASE_ALL_LEASES, (now,)).rowcount))
+
+        def own(c: sqlite3.Connection) -> tuple[int, int]:
+            c.execute(sql.JOB_HW_INIT)
+            st = {k: int(v) for k, v in c.execute(sql.OWNED_STATE).fetchall()}
+            nxt = st["next_job"]
+            if "owned_end" in st and nxt == st["owned_end"]:  # nobody reserved numbers after the last owner
+                top = c.execute(sql.MAX_JOB).fetchone()[0]
+                back = max(st["owned_start"], (top or 0) + 1, st["job_hw"])
+                if back < nxt:
+                    c.execute(sql.SET_NEXT_JOB, (back,))
+                    nxt = back
+            return nxt, int(c.execute(sql.RELEASE_ALL_LEASES, (now,)).rowcount)
+
+        nxt, released = self.db.txn(self.db.move, own)
+        self.commit.own(nxt - 1)
+        return released
 
     def peek_delayed(self, channel: str) -> Job | None:
         """The delayed message of ``channel`` that becomes ready first."""

@@ -172,14 +172,28 @@ class JobNumbers:
     def __init__(self) -> None:
         self.next = 0
         self.end = 0
+        self.last = -1  # the highest number shown (committed) so far, as far as this object knows
+        self.owned = False
         self._block = 16
         self._max_block = 4096
 
-    def dense(self) -> None:
-        """Reserve exactly the numbers a transaction uses: after a crash, numbering goes on at last + 1.
+    def own(self, last: int) -> None:
+        """The caller owns the spool (see ``sql.OWNED_BLOCK``): each block it reserves is noted, so that
+        the next owner can take back the numbers never shown. ``last``: the highest number that may
+        have been shown before."""
+        self.owned = True
+        self.last = max(self.last, last)
 
-        For a process that owns the spool; others reserving blocks would leave gaps anyway."""
-        self._block = self._max_block = 1
+    def shown(self, job: int) -> None:
+        """``job`` was committed and is about to be shown (a beanstalkd put). Numbers given out
+        otherwise are not noted: ``last`` may only lag behind, which makes the triggers note more
+        deletes than needed, never fewer."""
+        if job > self.last:
+            self.last = job
+
+    def last_job(self) -> int:
+        """The highest number noted as shown (for ``sql.JOB_HW_TRIGGERS``)."""
+        return self.last
 
     def forget(self) -> None:
         """A transaction that reserved a block was rolled back: the block is gone with it."""
@@ -202,6 +216,8 @@ class JobNumbers:
         self._block = min(self._block * 2, self._max_block)
         end = int(conn.execute(sql.NEXT_JOB_BLOCK, (size,)).fetchone()[0])
         first = end - size
+        if self.owned:
+            conn.execute(sql.OWNED_BLOCK, (first, end))
         self.next = first + n
         self.end = end
         return first

@@ -119,7 +119,7 @@ class Outbox:
         else:
             statement, args = sql.OUTBOX_AFTER, (p, after[0], after[1], max_messages)
         if nowait:
-            done, got = self.db.read_nowait(lambda c: c.execute(statement, args).fetchall())
+            done, got = self.db.read_nowait(lambda c: c.execute(statement, args).fetchall(), one_statement=True)
             if not done or got is None:
                 return None
             rows = got

@@ -95,6 +95,27 @@ NODE_ID: Final = "SELECT value FROM meta WHERE key='node_id'"
 TRACE_GET: Final = "SELECT value FROM meta WHERE key='trace'"
 TRACE_SET: Final = "INSERT OR REPLACE INTO meta(key, value) VALUES ('trace', ?)"
 NEXT_JOB_BLOCK: Final = "UPDATE meta SET value=value+? WHERE key='next_job' RETURNING value"
+# A process that owns the spool (names.JobNumbers.own) reserves numbers in blocks like any other and
+# notes its last block; when it starts, numbering goes back to the last number it may have shown plus
+# one: past every stored job, every number it took away (job_hw) and its block's start, and only if
+# nobody reserved numbers after that block. A number goes away from the tables when its row is
+# deleted; the owner's connections note the highest such (job_hw) through TEMP triggers, which live on
+# those connections only (nothing in the spool file changes), and fire only when the row deleted holds
+# the last number the process issued (spoolq_last_job(), a function of the connection).
+OWNED_BLOCK: Final = "INSERT OR REPLACE INTO meta(key, value) VALUES ('owned_start', ?), ('owned_end', ?)"
+OWNED_STATE: Final = "SELECT key, value FROM meta WHERE key IN ('next_job', 'job_hw', 'owned_start', 'owned_end')"
+JOB_HW_INIT: Final = "INSERT OR IGNORE INTO meta(key, value) VALUES ('job_hw', 0)"
+JOB_HW_RAISE: Final = "UPDATE meta SET value=?1 WHERE key='job_hw' AND value<?1"
+JOB_HW_TRIGGERS: Final = tuple(
+    f"CREATE TEMP TRIGGER IF NOT EXISTS job_hw_{t} AFTER DELETE ON main.{t} WHEN old.job>=spoolq_last_job() "
+    "BEGIN UPDATE meta SET value=old.job+1 WHERE key='job_hw' AND value<=old.job; END"
+    for t in ("inbox", "delayed", "dead", "held")
+)
+MAX_JOB: Final = (
+    "SELECT max(m) FROM (SELECT max(job) AS m FROM inbox UNION ALL SELECT max(job) FROM delayed "
+    "UNION ALL SELECT max(job) FROM dead UNION ALL SELECT max(job) FROM held)"
+)
+SET_NEXT_JOB: Final = "UPDATE meta SET value=? WHERE key='next_job'"
 
 # -- names -----------------------------------------------------------------------------------
 
