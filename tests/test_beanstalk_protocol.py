@@ -521,12 +521,12 @@ def test_ttr_safety_margin_expiry_and_the_old_holder(bs: Beanstalkd, w: Wire) ->
     assert st["time-left"] in (1, 2)
     # waiting for another job: DEADLINE_SOON when the last second of the TTR begins
     assert w.cmd("reserve-with-timeout 10") == b"DEADLINE_SOON"
-    assert 0.95 <= elapsed(t0) <= 1.2
+    assert 0.95 <= elapsed(t0) < 1.9  # at the margin: not early, and not when the TTR runs out
     assert w.cmd("reserve-with-timeout 0") == b"DEADLINE_SOON"  # inside the margin: at once
     t1 = time.monotonic()
     assert w.cmd(f"touch {j}") == b"TOUCHED"  # two more seconds
     assert w.cmd("reserve") == b"DEADLINE_SOON"
-    assert 0.95 <= elapsed(t1) <= 1.2
+    assert 0.95 <= elapsed(t1) < 1.9
     # nobody touches it: after the TTR it is ready again and another connection gets it
     other = bs.connect()
     assert other.job("reserve-with-timeout 5") == (j, b"slow work")
@@ -939,14 +939,14 @@ def test_a_job_reserved_max_attempts_times_is_buried(start: Callable[..., Beanst
 def test_pause_tube(bs: Beanstalkd, w: Wire) -> None:
     assert w.cmd("pause-tube nosuchtube 1") == b"NOT_FOUND"
     j = w.put(b"paused")
+    t0 = time.monotonic()  # before the pause begins: the reserve below can't return before t0 + 1
     assert w.cmd("pause-tube default 1") == b"PAUSED"
-    t0 = time.monotonic()
     st = bs.connect().yaml("stats-tube default")
     assert (st["pause"], st["cmd-pause-tube"], st["current-jobs-ready"]) == (1, 1, 1)
     assert st["pause-time-left"] in (0, 1)
     assert w.cmd("reserve-with-timeout 0") == b"TIMED_OUT"
     assert w.job("reserve") == (j, b"paused")
-    assert 0.95 <= elapsed(t0) <= 1.2
+    assert 0.95 <= elapsed(t0) < 2.0  # when the pause ends, not a second later
     st = w.yaml("stats-tube default")
     assert (st["pause"], st["pause-time-left"]) == (0, 0)
     assert w.stats()["cmd-pause-tube"] == 2  # the NOT_FOUND one counts too, as in beanstalkd
