@@ -97,7 +97,11 @@ def test_limits() -> None:
 header_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=20)
 
 
-@given(st.lists(st.tuples(header_text.filter(bool), header_text), max_size=5), st.binary(max_size=50))
+# content-length is encode()'s own header (its callers leave it out), not one a frame is given
+header_name = header_text.filter(lambda k: bool(k) and k != "content-length")
+
+
+@given(st.lists(st.tuples(header_name, header_text), max_size=5), st.binary(max_size=50))
 @settings(max_examples=200, deadline=None)
 def test_roundtrip(headers: list[tuple[str, str]], body: bytes) -> None:
     f = Frame("SEND", tuple(headers), body)
