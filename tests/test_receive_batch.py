@@ -8,12 +8,14 @@ when none was seen before, and falls back to the per-chunk ``RETURNING`` upsert
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from pathlib import Path
 
 from spoolq import Spool
 from spoolq.codec import WireMessage
 from spoolq.message import _take_ids
-from spoolq.store import sql
+from spoolq.store import events, sql
 
 SENDER = "node-a-0123456789abcdef0123456789ab"
 
@@ -99,3 +101,65 @@ def test_settling_leaves_the_messages_of_the_range_it_was_not_told_of(tmp_path: 
         assert sorted(r.key for r in s.outbox_batch("b")) == sorted(keep)
         s.outbox_settle("b", [batch[10].key, batch[25].key, batch[10].key])  # a key twice: still exact
         assert s.outbox_batch("b") == []
+
+
+# -- the events of a batch are runs: one row for many ids (schema v3) ------------------------------
+
+
+def ids_at(ms: int, n: int) -> list[bytes]:
+    """``n`` distinct ids whose time (first 6 bytes) is ``ms``, in order."""
+    return [ms.to_bytes(6, "big") + (7 << 72 | i).to_bytes(10, "big") for i in range(n)]
+
+
+def batch_of(ids: list[bytes]) -> list[WireMessage]:
+    return [WireMessage(i, "jobs", b"m", 1024, None, None, None, SENDER) for i in ids]
+
+
+def event_rows(s: Spool) -> tuple[int, int]:
+    """(rows of `events`, rows of `event_runs`) in the spool's database."""
+    c = sqlite3.connect(s.path / "spool.db")
+    try:
+        return (c.execute("SELECT count(*) FROM events").fetchone()[0],
+                c.execute("SELECT count(*) FROM event_runs").fetchone()[0])
+    finally:
+        c.close()
+
+
+def test_a_wide_batch_is_logged_as_runs_within_the_span_and_rows_for_stragglers(tmp_path: Path) -> None:
+    now = int(time.time() * 1000)
+    hour = 3_600_000
+    recent, straggling, old = ids_at(now, 30), ids_at(now - 2 * hour, 3), ids_at(now - 4 * hour, 20)
+    assert len(straggling) < sql.IDS_MIN <= len(old)
+    with Spool(tmp_path / "b", trace=True) as s:
+        assert receive(s, batch_of(recent + straggling + old)) == set()
+        assert event_rows(s) == (3, 2)  # two runs (each within RUN_SPAN), a row per straggler
+        for idb in recent + straggling + old:
+            assert results(s, idb, "received") == ["new"]
+        assert s.trace_events(ids_at(now, 31)[-1]) == []  # in no run's ids, though inside its range
+        dups = receive(s, batch_of(recent))
+        assert dups == set(recent) and results(s, recent[0], "received") == ["new", "duplicate"]
+
+
+def test_an_id_is_found_in_a_run_only_at_its_own_place() -> None:
+    a, b = ids_at(5, 2)
+    assert events._holds(a + b, b) and events._holds(a + b, a)
+    assert not events._holds(a + b, a[8:] + b[:8])  # the bytes are there, across two ids
+
+
+def test_prune_counts_a_run_as_its_ids_and_drops_the_oldest_first(tmp_path: Path) -> None:
+    now = [time.time()]
+    ms = int(now[0] * 1000)
+    older, newer = ids_at(ms - 60_000, 50), ids_at(ms - 30_000, 50)
+    with Spool(tmp_path / "b", trace=True, clock=lambda: now[0]) as s:
+        receive(s, batch_of(older))
+        receive(s, batch_of(newer))
+        sent = s.send_many([b"x"] * 10, "jobs")  # rows per id ("created"), the newest ids
+        assert event_rows(s) == (10, 2)
+        assert s.event_log.prune(None, 70) == 50  # the older run goes whole
+        assert s.trace_events(older[0]) == [] and results(s, newer[-1], "received") == ["new"]
+        assert s.event_log.prune(None, 5) == 55  # then the other run, then the oldest rows
+        assert len(s.trace_events(sent[-1])) == 1 and s.trace_events(sent[0]) == []
+        receive(s, batch_of(ids_at(ms - 20_000, 20)))
+        now[0] += 7200
+        assert s.event_log.prune(3600, None) == 25  # by age: the run and the rows logged before the cutoff
+        assert event_rows(s) == (0, 0)

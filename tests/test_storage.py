@@ -71,7 +71,7 @@ def test_a_version_1_spool_is_upgraded_in_place_keeping_its_messages(spool_dir: 
     s.send(b"kept", "jobs")
     s.close()
     c = sqlite3.connect(spool_dir / "spool.db")  # make it what spoolq 0.1 wrote: no v2 tables
-    for table in ("held", "audit", "events", "job_stats"):
+    for table in ("held", "audit", "events", "job_stats", "event_runs"):
         c.execute(f"DROP TABLE {table}")
     c.execute("PRAGMA user_version=1")
     c.commit()
@@ -82,9 +82,26 @@ def test_a_version_1_spool_is_upgraded_in_place_keeping_its_messages(spool_dir: 
     assert lease is not None and lease.body == b"kept"
     s.close()
     c = sqlite3.connect(spool_dir / "spool.db")
-    assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"held", "audit", "events", "job_stats"} <= tables
+    assert {"held", "audit", "events", "job_stats", "event_runs"} <= tables
+    c.close()
+
+
+def test_a_version_2_spool_is_upgraded_keeping_its_events(spool_dir: Path) -> None:
+    s = Spool(spool_dir, trace=True)
+    mid = s.send(b"kept", "jobs")
+    s.close()
+    c = sqlite3.connect(spool_dir / "spool.db")  # what spoolq wrote before issue 15's event runs
+    c.execute("DROP TABLE event_runs")
+    c.execute("PRAGMA user_version=2")
+    c.commit()
+    c.close()
+    with Spool(spool_dir, trace=True) as s:
+        assert [e["kind"] for e in s.trace_events(mid)] == ["created"]
+    c = sqlite3.connect(spool_dir / "spool.db")
+    assert c.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert c.execute("SELECT count(*) FROM event_runs").fetchone()[0] == 0
     c.close()
 
 
@@ -226,7 +243,7 @@ def test_a_new_or_upgraded_schema_is_synced_and_a_current_one_untouched(spool_di
     Spool(spool_dir, durability="normal").close()
     assert synced == [spool_dir]  # a current spool: nothing written, nothing synced
     c = sqlite3.connect(spool_dir / "spool.db")
-    for table in ("held", "audit", "events", "job_stats"):
+    for table in ("held", "audit", "events", "job_stats", "event_runs"):
         c.execute(f"DROP TABLE {table}")
     c.execute("PRAGMA user_version=1")
     c.commit()

@@ -47,6 +47,7 @@ from ..errors import LeaseLost
 from . import sql
 from .db import Database
 from .events import ACTOR, TraceSetting, detail, record
+from .events import runs as event_runs
 from .names import JobNumbers, Names
 
 __all__ = ["WriteRequest", "GroupCommit"]
@@ -696,12 +697,7 @@ class GroupCommit:
                         if d is None:
                             d = details[rkey] = detail(channel=names.channel_name(ch), result=result,
                                                       **{"from": sender})
-                        blob = sql.ids_blob(ids, distinct=True)
-                        if blob is not None:  # a peer's batch: one statement, not 4 parameters per row
-                            blocks.append((sql.EVENTS_OF_IDS, (now, "received", d, blob)))
-                        else:
-                            for idb in ids:
-                                ev += (idb, now, "received", d)
+                        event_runs(ids, now, "received", d, ev, blocks)  # a peer's batch: one row per run
                 continue
             if w.block > 1 and not w.dedup:
                 self._block(w, ib, dl, ob, now, blocks)

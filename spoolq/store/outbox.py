@@ -23,6 +23,7 @@ from .commit import GroupCommit, WriteRequest
 from .db import Database
 from .events import TraceSetting, record
 from .events import detail as event_detail
+from .events import runs as event_runs
 from .names import Names
 
 __all__ = ["OutboxRecord", "Incoming", "Outbox"]
@@ -201,12 +202,7 @@ class Outbox:
                 groups = [([i for i in ids if i not in duplicates], accepted),
                           ([i for i in ids if i in duplicates], dup)]
             for group, d in groups:
-                blob = sql.ids_blob(group, distinct=True)
-                if blob is not None:
-                    blocks.append((sql.EVENTS_OF_IDS, (now, "forwarded", d, blob)))
-                    continue
-                for idb in group:
-                    ev += (idb, now, "forwarded", d)
+                event_runs(group, now, "forwarded", d, ev, blocks)  # one row per run of ids
         for (_pri, idb), reason, text in dead:
             ev += (idb, now, "dead", event_detail(reason=reason, detail=text, peer=peer))
         if retry:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 SCHEMA: Final = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -72,6 +72,15 @@ CREATE TABLE events(
 CREATE TABLE job_stats(
     job INTEGER PRIMARY KEY, delay INTEGER NOT NULL, reserves INTEGER NOT NULL, timeouts INTEGER NOT NULL,
     releases INTEGER NOT NULL, buries INTEGER NOT NULL, kicks INTEGER NOT NULL);
+""",
+    # v3: events of many ids at once (a forwarded or received batch) as one row holding the ids
+    # (issue 15: a row per id cost about as much as storing the message itself)
+    2: """
+CREATE TABLE event_runs(
+    seq INTEGER PRIMARY KEY, first BLOB NOT NULL, last BLOB NOT NULL, n INTEGER NOT NULL,
+    at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', count INTEGER NOT NULL,
+    ids BLOB NOT NULL);
+CREATE INDEX event_runs_by_first ON event_runs(first, last);
 """,
 }
 
@@ -309,10 +318,6 @@ SEEN_UPSERT_IDS: Final = _ids(1) + (
 OUTBOX_DELETE_IDS: Final = _ids(1) + (
     "DELETE FROM outbox WHERE peer=?2 AND priority=?3 AND id IN (SELECT substr(?1, i, 16) FROM k)"
 )
-# one event per id, all with the same n (the ids must be distinct): (n, at, kind, detail, ids)
-EVENTS_OF_IDS: Final = _ids(5) + (
-    "INSERT OR IGNORE INTO events(id, n, at, kind, detail) SELECT substr(?5, i, 16), ?1, ?2, ?3, ?4 FROM k"
-)
 # A settled batch is usually a whole run of keys: delete the range, once the range is seen to hold
 # exactly those ids (hex of the ids in key order; an order or set that differs only costs the IN path)
 OUTBOX_RANGE_HEX: Final = (
@@ -416,12 +421,25 @@ _EVENTS_OF_BLOCK: Final = "INSERT OR IGNORE INTO events(id, n, at, kind, detail)
 EVENTS_OF_INBOX_BLOCK: Final = _EVENTS_OF_BLOCK + "FROM inbox WHERE channel=? AND priority=? AND id BETWEEN ? AND ?"
 EVENTS_OF_DELAYED_BLOCK: Final = _EVENTS_OF_BLOCK + "FROM delayed WHERE channel=? AND due=? AND id BETWEEN ? AND ?"
 EVENTS_OF_OUTBOX_BLOCK: Final = _EVENTS_OF_BLOCK + "FROM outbox WHERE peer=? AND priority=? AND id BETWEEN ? AND ?"
-EVENTS_OF: Final = "SELECT at, kind, detail FROM events WHERE id=? ORDER BY at, n LIMIT ?"
+EVENTS_OF: Final = "SELECT at, n, kind, detail FROM events WHERE id=? ORDER BY at, n LIMIT ?"
+# a run: the events of many distinct ids (one kind, time and detail) as one row; ``ids`` is their
+# concatenation, first/last the least and greatest, all within RUN_SPAN of id time (see events.py)
+EVENT_RUN_INSERT: Final = (
+    "INSERT INTO event_runs(n, at, kind, detail, first, last, count, ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+EVENT_RUNS_OF: Final = "SELECT at, n, kind, detail, ids FROM event_runs WHERE first BETWEEN ? AND ? AND last >= ?"
+EVENT_RUNS_COUNT: Final = "SELECT coalesce(sum(count), 0) FROM event_runs"
+EVENT_RUNS_OLDEST: Final = "SELECT seq, first, count FROM event_runs ORDER BY first LIMIT 1"
+EVENT_RUN_DELETE: Final = "DELETE FROM event_runs WHERE seq=?"
+EVENT_RUNS_DELETE_OLD: Final = (
+    "DELETE FROM event_runs WHERE seq IN (SELECT seq FROM event_runs WHERE last<? AND at<? LIMIT ?) RETURNING count"
+)
 EVENTS_COUNT: Final = "SELECT count(*) FROM events"
 EVENTS_BOUNDARY: Final = "SELECT id FROM events WHERE id>=? AND id<? ORDER BY id LIMIT 1 OFFSET ?"
 EVENTS_DELETE_OLD: Final = "DELETE FROM events WHERE id>=? AND id<? AND at<?"
 EVENTS_NTH: Final = "SELECT id FROM events ORDER BY id LIMIT 1 OFFSET ?"
 EVENTS_DELETE_BELOW: Final = "DELETE FROM events WHERE id<?"
+EVENTS_DELETE_ALL: Final = "DELETE FROM events"
 
 
 def event_rows(size: int) -> str:
