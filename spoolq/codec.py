@@ -48,6 +48,7 @@ Reply, version 1 (one result per message, in batch order)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 import msgspec
@@ -61,6 +62,7 @@ __all__ = [
     "DUPLICATE",
     "REJECTED",
     "WireMessage",
+    "WireRow",
     "Batch",
     "Result",
     "Reply",
@@ -137,8 +139,14 @@ _reply_dec = msgspec.msgpack.Decoder(tuple[int, list[_ResultTuple]])
 _version_dec = msgspec.msgpack.Decoder(_Version)
 
 
-def encode_batch(sender: str, messages: list[WireMessage]) -> bytes:
-    return _enc.encode(Batch(VERSION, sender, messages))
+# A message as a tuple of its fields in WireMessage order (an outbox record is one): encoded the same way
+WireRow = tuple[bytes, str, bytes, int, dict[str, str] | None, int | None, int | None, str | None]
+
+
+def encode_batch(sender: str, messages: Sequence[WireMessage] | Sequence[WireRow]) -> bytes:
+    """A batch of ``messages``: ``WireMessage`` structs, or tuples of their fields in that order (the
+    same bytes; a tuple costs no object per message when the caller has them already)."""
+    return _enc.encode((VERSION, sender, messages))
 
 
 def encode_reply(results: list[Result]) -> bytes:

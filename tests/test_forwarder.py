@@ -138,15 +138,22 @@ def test_message_too_big_for_the_peer_is_dead_lettered(tmp_path: Path) -> None:
         b.stop()
 
 
-def test_an_outbox_record_after_its_key_is_a_wire_message() -> None:
-    """The forwarder builds each WireMessage from a slice of the record (``_wire``)."""
-    from spoolq.codec import WireMessage
+def test_an_outbox_record_is_a_wire_message() -> None:
+    """A batch of records is encoded as it is (``encode_batch``), and ``_wire`` builds a WireMessage
+    for other sinks from the record itself, naming this node where the record's origin is None."""
+    from spoolq.codec import WireMessage, decode_batch, encode_batch
     from spoolq.node.forwarder import _wire
     from spoolq.store.outbox import OutboxRecord
 
-    assert OutboxRecord._fields[1:] == WireMessage.__struct_fields__
-    r = OutboxRecord((5, b"i" * 16), b"i" * 16, "ch", b"body", 5, {"k": "v"}, 7, 8, "node")
-    assert _wire(r) == WireMessage(b"i" * 16, "ch", b"body", 5, {"k": "v"}, 7, 8, "node")
+    assert OutboxRecord._fields == WireMessage.__struct_fields__
+    r = OutboxRecord(b"i" * 16, "ch", b"body", 5, {"k": "v"}, 7, 8, "node")
+    assert r.key == (5, b"i" * 16)
+    assert _wire(r, "me") == WireMessage(b"i" * 16, "ch", b"body", 5, {"k": "v"}, 7, 8, "node")
+    mine = r._replace(origin=None)
+    assert _wire(mine, "me") == WireMessage(b"i" * 16, "ch", b"body", 5, {"k": "v"}, 7, 8, "me")
+    wire = [WireMessage(*r), WireMessage(*mine)]
+    assert encode_batch("me", [r, mine]) == encode_batch("me", wire)
+    assert decode_batch(encode_batch("me", [r, mine])).messages == wire
 
 
 def test_a_few_messages_are_read_on_the_loop_while_batches_are_in_flight(

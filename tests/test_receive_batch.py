@@ -163,3 +163,26 @@ def test_prune_counts_a_run_as_its_ids_and_drops_the_oldest_first(tmp_path: Path
         now[0] += 7200
         assert s.event_log.prune(3600, None) == 25  # by age: the run and the rows logged before the cutoff
         assert event_rows(s) == (0, 0)
+
+
+def test_an_outbox_batch_reads_each_field_as_the_wire_takes_it(tmp_path: Path) -> None:
+    """Records come in (priority, id) order with names joined in SQL: the origin is None for this
+    node's messages and the creating node's id for a relayed one; headers are a map."""
+    with Spool(tmp_path / "a") as s:
+        plain = s.send(b"p", "jobs", to="b")
+        rich = s.send(b"r", "other", to="b", headers={"k": "v"}, ttl=600, priority=7)
+        receive(s, wire(1, "relay"))
+        lease = s.lease("relay")
+        assert lease is not None
+        lease.forward("b")  # its origin is the sender's node
+        got = s.outbox_batch("b")
+        assert [r.channel for r in got] == ["other", "jobs", "relay"]
+        first, second, third = got
+        assert first.id == bytes.fromhex(rich.replace("-", "")) and first.key == (7, first.id)
+        assert first.headers == {"k": "v"} and first.expires is not None and first.origin is None
+        assert second.id == bytes.fromhex(plain.replace("-", "")) and second.headers is None
+        assert second.expires is None and second.deliver_at is None and second.origin is None
+        assert third.origin == SENDER and third.body == b"m0"
+        assert [r.channel for r in s.outbox_batch("b", after=first.key)] == ["jobs", "relay"]
+        assert len(s.outbox_batch("b", max_bytes=1)) == 1  # the byte limit: at least one message
+        assert len(s.outbox_batch("b", max_bytes=64 + 1 + 64 + 1)) == 1  # the headers count too

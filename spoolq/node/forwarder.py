@@ -60,10 +60,11 @@ import asyncio
 import collections
 import json
 import logging
+import operator
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -80,6 +81,7 @@ from ..codec import (
     REJECTED,
     Result,
     WireMessage,
+    WireRow,
     decode_reply,
     encode_batch,
 )
@@ -284,15 +286,15 @@ class PeerLink:
             dups: set[bytes] = set()
             counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "retry": 0}
             if live:
-                sink = target.sink or HttpSink(self._pool(target), target, self.node_id)
-                if target.sink is None:  # a spoolq peer takes no origin as the sender's: 37 bytes less each
-                    me = self.node_id
-                    wire = [WireMessage(*b[1:8]) if b.origin == me else _wire(b) for b in live]
+                if target.sink is None:
+                    # A spoolq peer: the records are encoded as they are, in the wire's order (a record's
+                    # origin is None for this node, which a peer takes as the sender's: 37 bytes less each)
+                    results = await HttpSink(self._pool(target), target, self.node_id).deliver_records(live)
                 else:
-                    wire = [_wire(b) for b in live]
-                results = await sink.deliver(wire)
+                    results = await target.sink.deliver([_wire(b, self.node_id) for b in live])
                 if len(results) == len(live) and results.count(ACCEPTED_RESULT) == len(live):
-                    done = [b.key for b in live]  # the usual reply: all accepted, no loop per message
+                    # the usual reply: all accepted, no loop per message
+                    done = list(zip(map(_PRIORITY, live), map(_ID, live), strict=True))
                     counts["accepted"] = len(live)
                 else:
                     for b, r in zip(live, results, strict=True):
@@ -492,11 +494,13 @@ class PeerLink:
             pool.close()
 
 
-def _wire(r: OutboxRecord) -> WireMessage:
-    """An outbox record as it goes on the wire: its fields after ``key`` are the message's, in
-    ``WireMessage`` order (tests/test_forwarder.py checks), so a slice builds it without reading
-    each field by name (a batch of thousands is built on the event loop)."""
-    return WireMessage(*r[1:])
+_PRIORITY, _ID = operator.itemgetter(3), operator.itemgetter(0)  # of an OutboxRecord: its key is (priority, id)
+
+
+def _wire(r: OutboxRecord, me: str) -> WireMessage:
+    """An outbox record as a message for a sink: its fields are the message's, in ``WireMessage``
+    order (tests/test_forwarder.py checks); a message of this node is given this node's id."""
+    return WireMessage(*r) if r.origin is not None else WireMessage(*r[:7], me)
 
 
 class HttpSink:
@@ -509,8 +513,14 @@ class HttpSink:
         self.node_id = node_id
 
     async def deliver(self, messages: list[WireMessage]) -> list[Result]:
-        target, n = self.target, len(messages)
-        payload = encode_batch(self.node_id, messages)
+        return await self._post(encode_batch(self.node_id, messages), len(messages))
+
+    async def deliver_records(self, records: Sequence[WireRow]) -> list[Result]:
+        """:meth:`deliver` for messages as tuples in ``WireMessage`` order (outbox records)."""
+        return await self._post(encode_batch(self.node_id, records), len(records))
+
+    async def _post(self, payload: bytes, n: int) -> list[Result]:
+        target = self.target
         headers = {"Content-Type": "application/x-msgpack"}
         if target.token:
             headers["Authorization"] = f"Bearer {target.token}"

@@ -12,6 +12,8 @@ duplicates. Neither side knows the wire format: records in, records out.
 from __future__ import annotations
 
 import asyncio
+import functools
+import operator
 import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any, NamedTuple, Protocol
@@ -30,9 +32,10 @@ __all__ = ["OutboxRecord", "Incoming", "Outbox"]
 
 
 class OutboxRecord(NamedTuple):
-    """A message waiting in the outbox: its key there, and what a peer needs of it."""
+    """A message waiting in the outbox, as a peer needs it. The fields are in the order of a message
+    of the peer wire format (``codec.WireMessage``; tests/test_forwarder.py checks), so a batch of
+    records is encoded as it is read, without an object per message (issue 15)."""
 
-    key: tuple[int, bytes]  # (priority, id)
     id: bytes
     channel: str
     body: bytes
@@ -40,11 +43,17 @@ class OutboxRecord(NamedTuple):
     headers: dict[str, str] | None
     deliver_at: int | None  # Unix ms
     expires: int | None  # Unix ms
-    origin: str  # node id
+    origin: str | None  # node id of the node that created it; None: this node
+
+    @property
+    def key(self) -> tuple[int, bytes]:
+        """Its key in the outbox: (priority, id)."""
+        return (self.priority, self.id)
 
 
-# builds a record from a tuple without the Python-level __new__ a NamedTuple has (thousands per batch)
-_record = tuple.__new__
+# builds records from rows without the Python-level __new__ a NamedTuple has (thousands per batch)
+_records = functools.partial(tuple.__new__, OutboxRecord)
+_BODY, _HEADERS, _KEY_PRIORITY, _KEY_ID = (operator.itemgetter(i) for i in (2, 4, 0, 1))
 
 
 class Incoming(Protocol):
@@ -119,6 +128,7 @@ class Outbox:
             statement, args = sql.OUTBOX_FIRST, (p, max_messages)
         else:
             statement, args = sql.OUTBOX_AFTER, (p, after[0], after[1], max_messages)
+        rows: list[Any]
         if nowait:
             done, got = self.db.read_nowait(lambda c: c.execute(statement, args).fetchall(), one_statement=True)
             if not done or got is None:
@@ -126,29 +136,25 @@ class Outbox:
             rows = got
         else:
             rows = self.db.read(lambda c: c.execute(statement, args).fetchall())
-        # the byte limit: cut where the running size passes max_bytes (always at least one message)
-        if sum(len(r[3]) + (len(r[4]) if r[4] else 0) for r in rows) + 64 * len(rows) > max_bytes:
+        # per column, not per row: thousands of rows, and headers are rare
+        headers = list(map(_HEADERS, rows))
+        plain = headers.count(None) == len(headers)
+        size = sum(map(len, map(_BODY, rows))) + 64 * len(rows)
+        if not plain:
+            size += sum(len(h) for h in headers if h)
+        if size > max_bytes:  # the byte limit: cut where the running size passes it (at least one message)
             size = 0
             for i, r in enumerate(rows):
-                size += len(r[3]) + (len(r[4]) if r[4] else 0) + 64
+                size += len(r[2]) + (len(r[4]) if r[4] else 0) + 64
                 if i and size > max_bytes:
                     rows = rows[:i]
                     break
-        # the few distinct names first, then every record in one comprehension (thousands per batch)
-        names: dict[int, str] = {}
-        for ch in {r[2] for r in rows}:
-            if nowait and not self.names.knows_channel_ref(ch):
-                return None  # looking the name up reads the database: not here
-            names[ch] = self.names.channel_name(ch)
-        origins: dict[int | None, str] = {}
-        for ref in {r[6] for r in rows}:
-            if nowait and not self.names.knows_origin_ref(ref):
-                return None
-            origins[ref] = self.names.origin_name(ref)
-        record, cls = _record, OutboxRecord
-        return [record(cls, ((pri, idb), idb, names[ch], body, pri, decode_headers(hdrs) if hdrs else None,
-                             deliver_at, expires, origins[ref]))
-                for pri, idb, ch, body, hdrs, expires, ref, deliver_at in rows]
+        records: list[OutboxRecord] = list(map(_records, rows))
+        if not plain:
+            for i, r in enumerate(records):
+                if r.headers is not None:  # stored as bytes, sent as a map
+                    records[i] = r._replace(headers=decode_headers(rows[i][4]) or None)
+        return records
 
     def settle(self, peer: str, now: int, done: Sequence[tuple[int, bytes]],
                dead: Sequence[tuple[tuple[int, bytes], str, str]], retry: Sequence[tuple[int, bytes]],
@@ -158,11 +164,15 @@ class Outbox:
         blocks: list[tuple[str, tuple[Any, ...]]] = []
         ev = self._events(peer, now, done, dead, retry, target, duplicates, blocks) if self.trace else []
         by_priority: dict[int, list[bytes]] = {}
-        for pri, idb in done:
-            ids = by_priority.get(pri)
-            if ids is None:
-                ids = by_priority[pri] = []
-            ids.append(idb)
+        priorities = set(map(_KEY_PRIORITY, done))
+        if len(priorities) == 1:  # the usual batch: one priority, no loop per message
+            by_priority[priorities.pop()] = list(map(_KEY_ID, done))
+        else:
+            for pri, idb in done:
+                ids = by_priority.get(pri)
+                if ids is None:
+                    ids = by_priority[pri] = []
+                ids.append(idb)
 
         def settle(c: sqlite3.Connection) -> None:
             for pri, ids in by_priority.items():
@@ -195,7 +205,7 @@ class Outbox:
         ev: list[Any] = []
         if done:
             accepted = event_detail(peer=peer, target=name, url=url, result="accepted")
-            ids = [idb for _pri, idb in done]
+            ids = list(map(_KEY_ID, done))
             groups = [(ids, accepted)]
             if duplicates:
                 dup = event_detail(peer=peer, target=name, url=url, result="duplicate")
