@@ -186,3 +186,21 @@ def test_an_outbox_batch_reads_each_field_as_the_wire_takes_it(tmp_path: Path) -
         assert [r.channel for r in s.outbox_batch("b", after=first.key)] == ["jobs", "relay"]
         assert len(s.outbox_batch("b", max_bytes=1)) == 1  # the byte limit: at least one message
         assert len(s.outbox_batch("b", max_bytes=64 + 1 + 64 + 1)) == 1  # the headers count too
+
+
+def test_a_consumers_lease_many_and_ack_many_are_logged_as_runs(tmp_path: Path) -> None:
+    with Spool(tmp_path / "b", trace=True) as s:
+        batch = wire(40)
+        receive(s, batch)
+        leases = s.lease_many("jobs", 40)
+        assert len(leases) == 40
+        s.ack_many(leases)
+        assert event_rows(s) == (0, 3)  # received, leased, acked: one run each
+        for m in batch:
+            kinds = [e["kind"] for e in s.trace_events(m.id)]
+            assert kinds == ["received", "leased", "acked"]
+            assert s.trace_events(m.id)[1]["detail"]["attempt"] == 1
+        few = wire(3)  # under IDS_MIN: a row per id
+        receive(s, few)
+        s.ack_many(s.lease_many("jobs", 3))
+        assert event_rows(s) == (9, 3)

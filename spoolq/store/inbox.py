@@ -42,6 +42,7 @@ from . import sql
 from .db import Database
 from .events import TraceSetting, record
 from .events import detail as event_detail
+from .events import runs as event_runs
 from .names import JobNumbers, Names
 
 __all__ = ["Inbox", "LeaseKey", "ChannelStats", "PeerStats", "Stats", "Rollback"]
@@ -254,12 +255,17 @@ class Inbox:
                 x = leases[0]
                 conn.execute(sql.LEASE_UPDATE, (until, ch, x.priority, x.key[2]))
             elif leases:
-                conn.executemany(sql.LEASE_UPDATE, [(until, ch, x.priority, x.key[2]) for x in leases])
+                # ids as bytearray: a bytes parameter costs an adapter lookup (see commit.py, issue 15)
+                conn.executemany(sql.LEASE_UPDATE, [(until, ch, x.priority, bytearray(x.key[2])) for x in leases])
             if trace and leases:
                 ev: list[Any] = []
+                blocks: list[tuple[str, tuple[Any, ...]]] = []
+                by_attempt: dict[int, list[bytes]] = {}
                 for x in leases:
-                    ev += (x.key[2], now, "leased", f'{{"until":{until / 1000.0},"attempt":{x.key[3]}}}')
-                record(conn, ev)
+                    by_attempt.setdefault(x.key[3], []).append(x.key[2])
+                for attempt, ids in by_attempt.items():  # many ids: one row per run (events.runs)
+                    event_runs(ids, now, "leased", f'{{"until":{until / 1000.0},"attempt":{attempt}}}', ev, blocks)
+                record(conn, ev, blocks)
             return leases, (None if leases else next_due(conn, ch, now))
 
         return self.db.txn(self.db.move, lease)
@@ -306,14 +312,16 @@ class Inbox:
 
         def ack(conn: sqlite3.Connection) -> None:
             before = conn.total_changes
-            conn.executemany(sql.ACK, [(*x.key, now) for x in leases])
+            # ids as bytearray: a bytes parameter costs an adapter lookup (see commit.py, issue 15)
+            conn.executemany(sql.ACK, [(ch, pri, bytearray(idb), attempts, now)
+                                       for ch, pri, idb, attempts in (x.key for x in leases)])
             if conn.total_changes - before != len(leases):
                 raise Rollback()  # some lease is not held: undo the others too
             if self.trace:
                 ev: list[Any] = []
-                for x in leases:
-                    ev += (x.key[2], now, "acked", "{}")
-                record(conn, ev)
+                blocks: list[tuple[str, tuple[Any, ...]]] = []
+                event_runs([x.key[2] for x in leases], now, "acked", "{}", ev, blocks)  # one row per run
+                record(conn, ev, blocks)
 
         try:
             self.db.txn(self.db.move, ack)
