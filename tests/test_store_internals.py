@@ -106,18 +106,15 @@ def test_concurrent_creators_share_syncs(spool_dir: Path, monkeypatch: pytest.Mo
     s.close()
 
 
-@pytest.mark.parametrize("check", ["proc-fd-link", "proc-fd-link-os", "fstat"])
-def test_a_send_after_the_wal_was_removed_raises_under_full(spool_dir: Path, check: str,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("proc", [True, False], ids=["proc-fd-link", "fstat"])
+def test_a_send_after_the_wal_was_removed_raises_under_full(spool_dir: Path, proc: bool) -> None:
     """The sync holds the WAL open, and SQLite goes on writing into its old file once it is removed (the
     spool directory deleted under an open spool): a send must then fail, not report a durable message."""
     s = Spool(spool_dir)
     try:
         s.send(b"before", "c")
-        if check == "fstat":  # where /proc is missing, the check falls back to fstat
+        if not proc:  # where /proc is missing, the check falls back to fstat
             s._db._wal_link = None
-        elif check == "proc-fd-link-os":  # without libc's readlink through ctypes: os.readlink
-            monkeypatch.setattr(db_module, "_readlink", None)
         os.unlink(spool_dir / "spool.db-wal")
         with pytest.raises(spoolq.StorageError, match="cannot sync"):
             s.send(b"after", "c")
@@ -146,35 +143,6 @@ def test_syncing_reads_no_attributes_of_the_wal(spool_dir: Path, monkeypatch: py
             s.send(b"x", "c")
         s.send_many([b"a", b"b"], "c")
         assert s._db._wal_fd == wal_fd and wal_fd not in seen
-    finally:
-        s.close()
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd") or db_module._readlink is None,
-                    reason="Linux /proc and libc's readlink through ctypes")
-def test_the_sync_reads_the_wal_link_without_giving_up_the_gil(spool_dir: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """``os.readlink`` releases the GIL, and in a group commit's writer thread every release between the INSERT
-    and the sync is a hand-off to the event loop it waits to get back (issue 9): the check goes through
-    libc's readlink called by ctypes' PyDLL, which keeps the GIL."""
-    s = Spool(spool_dir)
-    try:
-        s.send(b"first", "c")
-        calls: list[str] = []
-        real = os.readlink
-
-        def readlink(path: str) -> str:
-            calls.append(path)
-            return real(path)
-
-        monkeypatch.setattr(os, "readlink", readlink)
-        s.send_many([b"a", b"b"], "c")
-        s.send(b"x", "c")
-        assert calls == []
-        os.unlink(spool_dir / "spool.db-wal")  # and it still tells a removed WAL
-        with pytest.raises(spoolq.StorageError, match="cannot sync"):
-            s.send_many([b"c", b"d"], "c")
-        assert calls == []
     finally:
         s.close()
 

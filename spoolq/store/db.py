@@ -21,7 +21,6 @@ so a synced commit also makes every earlier one durable.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import logging
 import os
@@ -187,29 +186,6 @@ def storage_error(e: sqlite3.Error, path: Path) -> SpoolqError:
 
 _FD_LINKS: Final = "/proc/self/fd/"  # Linux: a descriptor's file name, " (deleted)" once unlinked
 _datasync: Final = getattr(os, "fdatasync", os.fsync)  # what SQLite uses for the WAL on Linux; fsync elsewhere
-
-
-def _readlink_keeping_gil() -> Callable[[bytes, Any, int], int] | None:
-    """libc's ``readlink`` called *without* giving up the GIL (ctypes' ``PyDLL``), or None.
-
-    ``os.readlink`` releases the GIL around the call. In the writer thread of a group commit, each
-    release between its INSERT and its sync lets the event loop take the GIL, and the writer then
-    waits for the loop to let go (up to a switch interval) before it can start the sync (issue 9:
-    the hand-offs of the GIL were the writer's cost). Reading a ``/proc/self/fd`` link never waits
-    for a disk, so holding the GIL for it (~2 us) is cheaper than handing it over.
-    """
-    try:
-        fn = ctypes.PyDLL(None).readlink
-        fn.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t)
-        fn.restype = ctypes.c_ssize_t
-    except (OSError, AttributeError):
-        return None
-    return fn  # type: ignore[no-any-return]
-
-
-_readlink: Final = _readlink_keeping_gil()
-_LINK_MAX: Final = 4096
-_link_buf = ctypes.create_string_buffer(_LINK_MAX)  # shared: every call of _readlink holds the GIL throughout
 
 
 class Database:
@@ -659,10 +635,6 @@ class Database:
         """
         link = self._wal_link
         if link is not None:
-            if _readlink is not None:
-                n = _readlink(link.encode(), _link_buf, _LINK_MAX)
-                if 0 <= n < _LINK_MAX:
-                    return ctypes.string_at(_link_buf, n).endswith(b" (deleted)")
             try:
                 return os.readlink(link).endswith(" (deleted)")
             except OSError:  # no /proc: fstat from now on
