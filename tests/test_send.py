@@ -499,3 +499,106 @@ def test_the_writer_waits_longer_for_an_event_loops_next_group(real_spool: Spool
     wait_for(lambda: timeouts)
     assert timeouts[0] == commit.LOOP_LINGER
     assert commit.LOOP_LINGER > commit.LINGER
+
+
+def test_close_wakes_a_lingering_writer(real_spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer thread lingers after an event loop's group (LOOP_LINGER, long: waiting costs nothing);
+    close() does not wait that out: it wakes the writer, which then stops."""
+    from spoolq.store import commit
+
+    from .conftest import wait_for
+
+    monkeypatch.setattr(commit, "LOOP_LINGER", 60.0)
+    gc_ = real_spool._commit
+    waits: list[tuple[float | None, bool]] = []
+    real_wait = gc_._cv.wait
+
+    def wait(timeout: float | None = None) -> bool:
+        woken = real_wait(timeout)
+        waits.append((timeout, woken))
+        return woken
+
+    gc_._cv.wait = wait  # type: ignore[method-assign]
+    real_spool.send(b"first", "one")
+
+    async def main() -> None:
+        await real_spool.asend_one(b"x", "one")
+
+    asyncio.run(main())
+    wait_for(lambda: gc_._lingering)
+    real_spool.close()
+    assert waits[-1] == (60.0, True)  # woken by close(), not by the end of the wait
+    assert not gc_._leading
+
+
+def test_a_traced_group_of_plain_sends_is_one_statement(tmp_path: Path) -> None:
+    """With the event log on, a group of plain sends and their ``created`` events are one autocommitted
+    statement (the create connection's TEMP view, issue 9), not BEGIN, two INSERTs and COMMIT: each
+    statement is a hand-off of the GIL for the writer thread. Every message still gets its event."""
+    from spoolq.store.events import ACTOR
+
+    with Spool(tmp_path / "s", trace=True) as s:
+        s._commit.jobs._block = 1024  # job numbers for the whole group reserved before (else: a transaction)
+        s.send(b"first", "one")
+        s.send(b"first", "two")
+        statements: list[str] = []
+        s._db.create.set_trace_callback(statements.append)
+
+        async def send(i: int) -> str:
+            ACTOR.set(("token:a" if i % 2 else "token:b", "10.0.0.1"))
+            return await s.asend_one(f"m{i}".encode(), "one" if i % 3 else "two")
+
+        async def main() -> list[str]:
+            return list(await asyncio.gather(*[send(i) for i in range(30)]))
+
+        commits = s.commit_stats()[0]
+        ids = asyncio.run(main())
+        s._db.create.set_trace_callback(None)
+        assert s.commit_stats()[0] - commits == 1
+        # (the trace callback names the top statement again for each statement its trigger runs)
+        assert len(set(statements)) == 1 and "send_traced" in statements[0]
+        for i, mid in enumerate(ids):
+            events = s.trace_events(mid)
+            assert [e["kind"] for e in events] == ["created"]
+            assert events[0]["detail"] == {"channel": "one" if i % 3 else "two",
+                                           "by": "token:a" if i % 2 else "token:b", "client": "10.0.0.1"}
+        got = {x.id: x.body for ch in ("one", "two") for x in s.lease_many(ch, 100)}
+        assert {got[mid] for mid in ids} == {f"m{i}".encode() for i in range(30)}
+
+
+def test_a_traced_group_whose_events_fail_writes_no_message(tmp_path: Path) -> None:
+    """The messages and their events are one statement: when the events cannot be written, neither are
+    the messages, and every sender of the group gets the error."""
+    with Spool(tmp_path / "s", trace=True) as s:
+        s.send(b"first", "one")
+        s._db.create.execute("CREATE TEMP TRIGGER no_events BEFORE INSERT ON events BEGIN "
+                             "SELECT RAISE(ABORT, 'no events today'); END")
+
+        async def main() -> list[object]:
+            return list(await asyncio.gather(*[s.asend_one(b"x", "one") for _ in range(5)],
+                                             return_exceptions=True))
+
+        results = asyncio.run(main())
+        assert all(isinstance(r, spoolq.StorageError) for r in results), results
+        s._db.create.execute("DROP TRIGGER temp.no_events")
+        assert s.stats().channels["one"].ready == 1
+
+
+def test_without_the_view_a_traced_group_takes_the_general_path(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """If SQLite refuses the TEMP view, the group is written by the general path (BEGIN ... COMMIT), with
+    its events, and the view is not tried again."""
+    from spoolq.store import sql
+
+    monkeypatch.setattr(sql, "SEND_TRACED_VIEW", ("CREATE TEMP VIEW broken AS SELECT FROM",))
+    with Spool(tmp_path / "s", trace=True) as s:
+        s.send(b"first", "one")
+
+        async def main() -> list[str]:
+            return list(await asyncio.gather(*[s.asend_one(b"x", "one") for _ in range(5)]))
+
+        ids = asyncio.run(main()) + asyncio.run(main())
+        assert s._commit._traced_view is False
+        for mid in ids:
+            assert [e["kind"] for e in s.trace_events(mid)] == ["created"]
+        assert s.stats().channels["one"].ready == 11

@@ -37,7 +37,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import aiohttp
 import msgspec
@@ -426,15 +426,40 @@ async def _json(request: web.Request) -> Any:
     try:
         charset = request.charset
         data: bytes | str = raw if charset is None or charset.lower() in _UTF8 else raw.decode(charset)
-        if len(raw) <= 1 << 16:
+        if len(raw) <= _INLINE_JSON:
             return _decode_json(data)
         return await asyncio.to_thread(_decode_json, data)  # large bodies: off the event loop
-    except RecursionError:
-        raise InvalidArgument("request body is nested too deeply",
-                              hint="send a flat JSON object as the API describes") from None
-    except (ValueError, UnicodeDecodeError, LookupError) as e:  # LookupError: an unknown charset
-        raise InvalidArgument(f"request body is not valid JSON: {e}",
-                              hint="send Content-Type: application/json with a JSON object") from None
+    except (RecursionError, ValueError, UnicodeDecodeError, LookupError) as e:  # LookupError: an unknown charset
+        raise _bad_json(e) from None
+
+
+_INLINE_JSON: Final = 1 << 16  # JSON bodies up to this size are decoded on the event loop
+
+
+def _bad_json(e: BaseException) -> InvalidArgument:
+    if isinstance(e, RecursionError):
+        return InvalidArgument("request body is nested too deeply",
+                               hint="send a flat JSON object as the API describes")
+    return InvalidArgument(f"request body is not valid JSON: {e}",
+                           hint="send Content-Type: application/json with a JSON object")
+
+
+def _small_json(request: web.Request, limit: int) -> bytes | None:
+    """The body of a small JSON request when it is simple to take (issue 9: the send route's usual
+    request): ``Content-Type`` exactly ``application/json`` (no charset parameter), no
+    ``Content-Encoding``, and the whole body arrived with the headers, at most ``limit`` bytes and
+    small enough to decode on the loop. ``None``, with nothing read, for anything else: the caller
+    takes the general path (:func:`_json`), which applies every check."""
+    content = request.content
+    if not content.is_eof():
+        return None
+    headers = request.headers
+    if headers.get("Content-Type") != "application/json" or "Content-Encoding" in headers:
+        return None
+    cl = request.content_length
+    if cl is None or not 0 < cl <= min(limit, _INLINE_JSON):
+        return None
+    return content.read_nowait(-1)
 
 
 def _count(node: Node, n: int, what: str) -> None:
@@ -496,8 +521,15 @@ def _check_to(node: Node, to: Any, where: str) -> None:
 async def post_messages(request: web.Request) -> web.Response:
     node: Node = request.app[NODE]
     channel = request.match_info["channel"]
-    if request.content_type == "application/json":
-        data = await _json(request)
+    raw = _small_json(request, node.config.max_request_bytes)
+    if raw is not None or request.content_type == "application/json":
+        if raw is None:
+            data = await _json(request)
+        else:
+            try:
+                data = _decode_json(raw)
+            except (RecursionError, ValueError) as e:
+                raise _bad_json(e) from None
         if type(data) is dict and len(data) == 1 and type(text := data.get("body")) is str:
             # the common request, {"body": "..."}: what the general path below would make of it
             return _reply({"id": await node.send_one(channel, text.encode("utf-8"))}, 201)

@@ -43,10 +43,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Literal
 
 from .. import _bell
-from ..errors import LeaseLost
+from ..errors import LeaseLost, SpoolqError
 from . import sql
 from .db import Database
-from .events import ACTOR, TraceSetting, detail, record
+from .events import ACTOR, TraceSetting, detail, record, statement_base
 from .events import runs as event_runs
 from .names import JobNumbers, Names
 
@@ -56,8 +56,11 @@ LINGER: Final = 0.0005  # how long the writer thread waits for more senders befo
 GATHER: Final = 0.0005  # at most this long it waits for the senders it just woke to send again
 _COPY_MAX: Final = 4096  # bodies up to this size are bound as bytearray by send_one (see _write_row)
 # ... after a group from an event loop: a loop hands over a group per turn, and waking a waiting writer
-# (a notify) costs the loop less than starting it again through the executor
-LOOP_LINGER: Final = 0.003
+# (a notify) costs the loop less than starting it again through the executor. Issue 9: at 3 ms, one group
+# in four of a busy node's HTTP sends (32 connections, a shared 2-core box) found the writer gone and paid
+# for the executor again (ThreadPoolExecutor.submit on the loop); a thread that waits costs nothing, and
+# close() wakes it
+LOOP_LINGER: Final = 0.05
 # batches of plain rows written as one autocommitted statement (one distinct statement per size: the
 # connections cache 256)
 _PLAIN_SIZES: Final = frozenset(range(1, 65))
@@ -135,12 +138,14 @@ class GroupCommit:
         self._mu = threading.Lock()
         self._cv = threading.Condition(self._mu)
         self._lingering = False
+        self._closing = False  # close() was called: the writer thread no longer lingers
         self._want = 0  # while the writer thread gathers: the queue length that wakes it
         self._queue: list[WriteRequest] = []
         self._leading = False
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         self._turns: dict[asyncio.AbstractEventLoop, _Turn] = {}
+        self._traced_view: bool | None = None  # sql.SEND_TRACED_VIEW made on db.create (None: not yet tried)
         self.commits = 0  # transactions written by group commit, and the requests in them
         self.requests = 0
 
@@ -475,12 +480,12 @@ class GroupCommit:
                     self._lingering = False
                     self._want = 0
                     skip = not gathered  # a sender who did not come back in time: do not wait next round
-                if own is None and not self._queue:
+                if own is None and not self._queue and not self._closing:
                     # The writer thread: senders were here a moment ago. Wait briefly for the
                     # next one before giving up the lead, so a steady stream of senders keeps
                     # one thread committing for them (a cold start costs a thread hop).
                     # Senders notify; nobody polls (on 2 cores a polling thread steals the CPU
-                    # the senders need).
+                    # the senders need). close() notifies too.
                     self._lingering = True
                     self._cv.wait(linger)
                     self._lingering = False
@@ -531,6 +536,9 @@ class GroupCommit:
 
     def close(self) -> None:
         """Let queued writes finish and stop the writer thread."""
+        with self._mu:
+            self._closing = True  # a lingering writer stops waiting for more
+            self._cv.notify_all()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
@@ -768,30 +776,65 @@ class GroupCommit:
         The common case under concurrency. Each ``execute`` gives up and retakes
         the GIL, and retaking it while other senders run Python costs tens of
         microseconds, so BEGIN/INSERT/COMMIT would cost three of those per sync.
+        With the event log on, the rows and their ``created`` events are one
+        statement too, through the create connection's TEMP view (issue 9:
+        BEGIN, two INSERTs and COMMIT were four hand-offs of the GIL per group).
         """
-        if self.tracing.on:  # the events go in the same transaction: not one statement any more
+        traced = self.tracing.on
+        if traced and self._traced_view is False:
             return False
-        rows: list[tuple[Any, ...]] = []
+        n = 0
         for w in batch:
             if not w.is_plain():
                 return False
-            rows += w.inbox
-        n = len(rows)
+            n += len(w.inbox)
         if n not in _PLAIN_SIZES:
             return False
-        with self.db.gate:
+        db = self.db
+        with db.gate:
+            if traced and self._traced_view is None and not self._install_traced_view():
+                return False
             job = self.jobs.take_reserved(n)
             if job is None:
                 return False
             params: list[Any] = []
-            for w in batch:
-                jobs = w.jobs
-                for ch, pri, idb, body in w.inbox:
-                    params += (ch, pri, idb, job, body)
-                    if jobs is not None:
-                        jobs.append(job)
-                    job += 1
-            self.db.execute_gated(self.db.create, sql.insert_rows("inbox", sql.INBOX_SIMPLE_COLS, 5, n), params)
+            if traced:
+                last = -1
+                d = ""
+                for w in batch:
+                    jobs = w.jobs
+                    for ch, pri, idb, body in w.inbox:
+                        if ch != last:
+                            d, last = self._created(ch, None, w), ch
+                        params += (ch, pri, idb, job, body, d)
+                        if jobs is not None:
+                            jobs.append(job)
+                        job += 1
+                    last = -1  # the next request may have another sender
+                params += (statement_base(), int(self.clock() * 1000))
+                statement = sql.insert_traced(n)
+            else:
+                for w in batch:
+                    jobs = w.jobs
+                    for ch, pri, idb, body in w.inbox:
+                        params += (ch, pri, idb, job, body)
+                        if jobs is not None:
+                            jobs.append(job)
+                        job += 1
+                statement = sql.insert_rows("inbox", sql.INBOX_SIMPLE_COLS, 5, n)
+            db.execute_gated(db.create, statement, params)
+        return True
+
+    def _install_traced_view(self) -> bool:
+        """Create ``sql.SEND_TRACED_VIEW`` on the create connection (once; called under the gate). False,
+        and never tried again, when SQLite refuses: the general path writes the events then."""
+        try:
+            for statement in sql.SEND_TRACED_VIEW:
+                self.db.execute_gated(self.db.create, statement, ())
+        except SpoolqError:
+            self._traced_view = False
+            return False
+        self._traced_view = True
         return True
 
     def _dedup(self, conn: sqlite3.Connection, dedup: list[WriteRequest]) -> None:

@@ -15,6 +15,8 @@ can never fail the change it describes. Rows are written by :func:`record`, alwa
 and inside the transaction of the state change they describe (a send's
 group commit, a lease, an ack, a settled batch): the log costs no extra
 transaction and no extra sync, and a rolled-back change leaves no event.
+A group of plain sends writes its rows and their ``created`` events in one statement
+instead (``sql.insert_traced``, numbered by :func:`statement_base`), still one transaction.
 The one exception is a forward attempt that failed before the peer answered:
 nothing else changes then, so its events are a small transaction of their own.
 
@@ -78,7 +80,7 @@ from ..errors import SpoolqError
 from . import sql
 from .db import Database
 
-__all__ = ["ACTOR", "EventLog", "TraceSetting", "record", "detail"]
+__all__ = ["ACTOR", "EventLog", "TraceSetting", "record", "detail", "statement_base"]
 
 # Who is acting, for the ``created`` event: set by a front-end for the requests it serves
 # (the HTTP API: the token's name and the client's address). A library call is "library".
@@ -172,6 +174,13 @@ def _holds(blob: bytes, idb: bytes) -> bool:
             return True
         i = blob.find(idb, i + 1)
     return False
+
+
+def statement_base() -> int:
+    """The ``n`` of the first row of a statement that writes events (row ``i`` gets this plus ``i``): for
+    the one statement besides :func:`record` that writes them, ``sql.insert_traced`` (plain sends and
+    their ``created`` events together, see ``GroupCommit._write_plain``)."""
+    return next(_STATEMENTS) << 12
 
 
 class TraceSetting:

@@ -446,6 +446,37 @@ EVENTS_DELETE_BELOW: Final = "DELETE FROM events WHERE id<?"
 EVENTS_DELETE_ALL: Final = "DELETE FROM events"
 
 
+# Plain sends and their `created` events as ONE autocommitted statement (issue 9): rows inserted into this
+# view of the create connection's TEMP schema are written to `inbox` and `events` by its trigger, so a group
+# of traced sends is one statement (one GIL hand-off for the writer thread), not BEGIN, two INSERTs and
+# COMMIT. Both stay in the connection (TEMP): nothing in the spool file changes, other processes and older
+# versions never see them. A TEMP trigger's body names the main tables unqualified (SQLite refuses
+# qualified names there); the statement's OR IGNORE applies to both of its INSERTs.
+SEND_TRACED_VIEW: Final = (
+    "CREATE TEMP VIEW IF NOT EXISTS send_traced(channel, priority, id, job, body, n, at, detail) AS "
+    "SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0",
+    "CREATE TEMP TRIGGER IF NOT EXISTS send_traced_insert INSTEAD OF INSERT ON send_traced BEGIN "
+    "INSERT INTO inbox(channel, priority, id, job, body) "
+    "VALUES (NEW.channel, NEW.priority, NEW.id, NEW.job, NEW.body); "
+    "INSERT INTO events(id, n, at, kind, detail) VALUES (NEW.id, NEW.n, NEW.at, 'created', NEW.detail); END",
+)
+
+
+def insert_traced(size: int) -> str:
+    """Insert ``size`` plain inbox rows with their ``created`` events through ``SEND_TRACED_VIEW``: params
+    are 6 per row (channel, priority, id, job, body, detail), then the ``n`` base and ``at`` shared by all;
+    row ``i`` gets ``n = base + i``. Cached."""
+    key = ("traced", "send_traced", size, "")
+    statement = _CACHE.get(key)
+    if statement is None:
+        base, at = 6 * size + 1, 6 * size + 2
+        rows = ",".join(f"(?{6 * i + 1},?{6 * i + 2},?{6 * i + 3},?{6 * i + 4},?{6 * i + 5},?{base}+{i},?{at},"
+                        f"?{6 * i + 6})" for i in range(size))
+        statement = _CACHE[key] = ("INSERT OR IGNORE INTO temp.send_traced(channel, priority, id, job, body, n, at, "
+                                   f"detail) VALUES {rows}")
+    return statement
+
+
 def event_rows(size: int) -> str:
     """Insert ``size`` events: params are 4 per row (id, at, kind, detail), then one ``n`` base;
     row ``i`` gets ``n = base + i`` (no per-row number built in Python). Cached."""
