@@ -269,6 +269,59 @@ class GroupCommit:
         if shared.error is not None:
             raise shared.error
 
+    async def wait_now(self, w: WriteRequest) -> None:
+        """:meth:`wait` for one small request that may be written on the event loop (a batch received
+        from a peer, issue 15): when nothing else of this object is being committed or waiting for its
+        loop turn, and the write needs no wait (the gate free, SQLite not busy), it is written here and
+        now, its bells are rung, and only the sync goes to a thread. Otherwise it goes as :meth:`wait`.
+
+        The hand-off to the writer thread cost a thread wake-up between the request and the consumer's
+        bell: 0.15 ms at the median and 1 ms at p90 on a busy two-core machine, for a write of 0.2 ms.
+        """
+        if not self._write_now(w):
+            await self.wait([w])
+            return
+        if w.error is None and self.db.sync_creates:
+            try:
+                await asyncio.to_thread(self.db.sync_created)
+            except BaseException as e:
+                w.error = e
+        if w.error is not None:
+            raise w.error
+
+    def _write_now(self, w: WriteRequest) -> bool:
+        """Write ``w`` in this thread if nobody leads and that needs no wait; ``False``: nothing done."""
+        mu = self._mu
+        with mu:
+            if self._leading or self._turns:
+                return False
+            self._leading = True
+        written = False
+        try:
+            self.tracing.refresh()  # never waits (see TraceSetting)
+            try:
+                written = self._write_batch([w], nowait=True)
+            except BaseException as e:  # raised by wait_now; nothing of it was written
+                w.error = e
+                written = True
+        finally:
+            with mu:
+                if self._queue:
+                    self._hand_over()
+                else:
+                    self._leading = False
+        if not written:
+            return False
+        self.commits += 1
+        self.requests += 1
+        w.done = True
+        if w.error is None:
+            # rung before the sync, as _commit rings a received batch's bells (see there)
+            bells, w.bells = w.bells, set()
+            for b in bells:
+                self.bells.ring(b)
+        return True
+
     def _turn(self) -> _Turn:
         """The requests of this loop turn (the first one schedules their hand-off, at the turn's end)."""
         loop = asyncio.get_running_loop()
@@ -586,9 +639,11 @@ class GroupCommit:
                 bells |= w.bells
         return bells - early  # (a local send's bell may have been rung already for a received batch)
 
-    def _write_batch(self, batch: list[WriteRequest]) -> None:
-        if self._write_plain(batch):
-            return
+    def _write_batch(self, batch: list[WriteRequest], nowait: bool = False) -> bool:
+        """Write ``batch`` in one transaction (without its sync). ``nowait``: only if that needs no wait
+        for a lock (see ``Database.txn_nowait``); ``False`` when it would have waited (nothing written)."""
+        if not nowait and self._write_plain(batch):
+            return True
 
         def write(conn: sqlite3.Connection) -> None:
             plain: list[Any] = []
@@ -665,7 +720,10 @@ class GroupCommit:
                             hint="the message was or will be delivered again; make processing idempotent",
                         )
 
+        if nowait:
+            return self.db.txn_nowait(self.db.create, write)[0]
         self.db.txn(self.db.create, write)
+        return True
 
     def _events(self, kept: list[tuple[WriteRequest, list[Any], list[Any], list[Any]]], now: int,
                 blocks: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
