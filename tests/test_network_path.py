@@ -250,7 +250,8 @@ def test_messages_between_nodes_are_announced_before_the_sync_and_answered_after
         assert order == [f"ring {_bell.channel_bell('c')}", "sync", "answered"]
         order.clear()
         s.send(b"y", "c")
-        assert order == ["sync", f"ring {_bell.channel_bell('c')}"]
+        # a lone sender's row may be synced by SQLite inside its commit (synchronous=FULL): no sync_created
+        assert order in (["sync", f"ring {_bell.channel_bell('c')}"], [f"ring {_bell.channel_bell('c')}"])
         order.clear()
         s.send(b"z", "c", to="http://127.0.0.1:9")  # the forwarder's read and POST overlap the sync
         order.append("returned")

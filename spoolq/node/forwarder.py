@@ -316,8 +316,12 @@ class PeerLink:
                         else:
                             retry.append(b.key)
                             counts["retry"] += 1
-            await asyncio.to_thread(self.spool.outbox_settle, self.name, done, dead, retry,
-                                    target=(target.name, target.url), duplicates=dups)
+            if dead or retry or len(done) > INLINE_MESSAGES or not self.spool.outbox_settle_nowait(
+                    self.name, done, target=(target.name, target.url), duplicates=dups):
+                # a small answer of accepted messages is settled on the loop when that needs no wait
+                # (the thread hop cost more than the delete; issue 15), anything else from a thread
+                await asyncio.to_thread(self.spool.outbox_settle, self.name, done, dead, retry,
+                                        target=(target.name, target.url), duplicates=dups)
             ok = not retry
             self.forwarded += len(done)
             if done:

@@ -575,9 +575,10 @@ class Database:
             return self.retry(lambda: conn.execute(statement, params).rowcount)  # type: ignore[arg-type]
 
     def txn_nowait(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
-        """:meth:`txn` on ``create`` for an event loop, never waiting for a lock: ``(False, None)``, with
-        nothing done, when the gate is held by another thread or queued for, or SQLite says busy (another
-        process writes); the caller then commits from a thread. Errors other than busy are raised."""
+        """:meth:`txn` for an event loop, never waiting for a lock: ``(False, None)``, with nothing done,
+        when the gate is held by another thread or queued for, or SQLite says busy (another process
+        writes), or ``move`` is out of room (:meth:`txn` makes room); the caller then commits from a
+        thread. Other errors are raised. A small transaction only: the loop waits for its writes."""
         gate = self.gate
         if not gate.enter_nowait():
             return False, None
@@ -601,7 +602,10 @@ class Database:
                 if isinstance(e, sqlite3.Error):
                     if is_busy(e):  # nothing was written: the caller commits from a thread instead
                         return False, None
-                    raise storage_error(e, self.db_path) from e
+                    error = storage_error(e, self.db_path)
+                    if isinstance(error, StorageFull) and conn is self.move:  # txn() makes room first
+                        return False, None
+                    raise error from e
                 raise
         finally:
             gate.__exit__(None, None, None)

@@ -158,9 +158,13 @@ class Outbox:
 
     def settle(self, peer: str, now: int, done: Sequence[tuple[int, bytes]],
                dead: Sequence[tuple[tuple[int, bytes], str, str]], retry: Sequence[tuple[int, bytes]],
-               target: tuple[str, str] | None = None, duplicates: Collection[bytes] = ()) -> None:
-        """Apply a peer's answer in one transaction (see ``Spool.outbox_settle``)."""
-        p = self.names.peer(peer)
+               target: tuple[str, str] | None = None, duplicates: Collection[bytes] = (), *,
+               nowait: bool = False) -> bool:
+        """Apply a peer's answer in one transaction (see ``Spool.outbox_settle``). ``nowait``: only if
+        that needs no wait (for an event loop, see ``Database.txn_nowait``); ``False``: nothing done."""
+        p = self.names.peers.get(peer) if nowait else self.names.peer(peer)
+        if p is None:  # nowait: a name to look up
+            return False
         blocks: list[tuple[str, tuple[Any, ...]]] = []
         ev = self._events(peer, now, done, dead, retry, target, duplicates, blocks) if self.trace else []
         by_priority: dict[int, list[bytes]] = {}
@@ -188,7 +192,10 @@ class Outbox:
                 c.executemany(sql.OUTBOX_TRY, [(p, pri, idb) for pri, idb in retry])
             record(c, ev, blocks)
 
+        if nowait:
+            return self.db.txn_nowait(self.db.move, settle)[0]
         self.db.txn(self.db.move, settle)
+        return True
 
     @staticmethod
     def _events(peer: str, now: int, done: Sequence[tuple[int, bytes]],
