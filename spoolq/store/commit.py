@@ -22,7 +22,9 @@ thread as one group (one hand-off, one sync); the loop goes on serving while
 the sync runs, and is woken when it is done. The loop then rings the group's
 bells itself, so the writer thread goes straight on to the next group. Plain
 single messages of one turn (:meth:`GroupCommit.wait_row`, the HTTP API's
-usual send) share one request.
+usual send) share one request. A small batch received from a peer
+(:meth:`GroupCommit.wait_now`) is written by the loop itself when that needs no
+wait for a lock, and only its sync goes to a thread (issue 15: latency).
 
 Row layouts of a request (the message id is always at index 2):
   inbox plain:    (channel, priority, id, body)
