@@ -937,6 +937,8 @@ def test_metrics_after_traffic(tmp_path: Path) -> None:
         for path in ("/nope/1", "/nope/2"):
             assert c.get(path).status == 404
         assert c.post("/v1/channels/m.ch/messages", json_body={"body": "x", "delay": -1}).status == 400
+        for method in ("PROPFIND", "PURGE", "MKCOL"):  # methods of other protocols: not a label value each
+            assert c.request(method, "/v1/stats").status in (404, 405)
 
         m = scrape(c)
 
@@ -959,6 +961,10 @@ def test_metrics_after_traffic(tmp_path: Path) -> None:
                  status="200") == 1
         assert v("spoolq_http_requests_total", route="/v1/batches", method="POST", status="200") == 1
         assert v("spoolq_http_requests_total", route="unmatched", method="GET", status="404") == 2
+        methods = {dict(labels).get("method") for (name, labels) in m if name == "spoolq_http_requests_total"}
+        assert methods == {"GET", "POST", "other"}, methods
+        assert sum(n for (name, labels), n in m.items()
+                   if name == "spoolq_http_requests_total" and dict(labels)["method"] == "other") == 3
         routes = {dict(labels).get("route") for (name, labels) in m if name == "spoolq_http_requests_total"}
         assert not any("nope" in (r or "") or "m.ch" in (r or "") for r in routes), routes
 

@@ -14,6 +14,8 @@ from spoolq.node import gate as gate_module
 from spoolq.node.config import NodeConfig, PeerConfig
 from spoolq.node.daemon import Node
 
+from .conftest import wait_for
+
 
 async def until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
@@ -238,8 +240,16 @@ def test_messages_between_nodes_are_announced_before_the_sync_and_answered_after
             order.append("sync")
             real_sync()
 
+        real_insert = s._db.insert_created
+
+        def insert(statement: str, params: tuple[object, ...], synced: bool = False) -> None:
+            real_insert(statement, params, synced)
+            if synced:  # a lone sender's commit that SQLite synced itself (no writer thread lingering)
+                order.append("sync")
+
         s.bells.ring = ring  # type: ignore[method-assign]
         s._db.sync_created = sync  # type: ignore[method-assign]
+        s._db.insert_created = insert  # type: ignore[method-assign]
         m = WireMessage(_take_ids(1).to_bytes(16, "big"), "c", b"x", 1024, None, None, None, "node-a")
 
         async def receive() -> None:
@@ -249,6 +259,7 @@ def test_messages_between_nodes_are_announced_before_the_sync_and_answered_after
         asyncio.run(receive())
         assert order == [f"ring {_bell.channel_bell('c')}", "sync", "answered"]
         order.clear()
+        wait_for(lambda: not s._commit._leading, 10)  # the writer thread stopped lingering: a lone send
         s.send(b"y", "c")
         # a lone sender's row may be synced by SQLite inside its commit (synchronous=FULL): no sync_created
         assert order in (["sync", f"ring {_bell.channel_bell('c')}"], [f"ring {_bell.channel_bell('c')}"])

@@ -157,6 +157,33 @@ def test_a_kept_connection_the_peer_closed_is_replaced_and_the_batch_sent_again(
     assert len(serve(handler, body)) == 2
 
 
+def test_bytes_a_peer_sends_after_its_answer_are_never_read_as_the_next_answer() -> None:
+    """A kept connection on which more came after the answer (in a later segment) is not reused: those
+    bytes would be taken for the answer to the next batch (a reply of the right length says all accepted)."""
+    first_conn = asyncio.Event()
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        body = await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await w.drain()
+        if not first_conn.is_set():
+            first_conn.set()
+            await asyncio.sleep(0.05)  # after the client has read its answer, as a segment of its own
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+            await w.drain()
+        await r.read()
+
+    async def body(pool: HttpPool, conns: list[int]) -> None:
+        assert (await pool.post("/p", b"one", {})).body == b"one"
+        conn = pool._idle[-1]
+        async with asyncio.timeout(10):
+            while not conn.reader._buffer:  # the stale answer is in the kept connection's buffer
+                await asyncio.sleep(0.005)
+        assert (await pool.post("/p", b"two", {})).body == b"two"
+
+    assert len(serve(handler, body)) == 2
+
+
 def test_close_framed_and_connection_close_answers_are_not_kept() -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         first = await read_request(r)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -20,6 +20,8 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from ..spool import Spool
 
+
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
 
 class TargetState(Protocol):
     name: str
@@ -165,6 +167,10 @@ class Metrics:
         self._child(self.receive_batches, "ok").inc()
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One HTTP request answered. A method HTTP does not define is counted as ``other``: the method is
+        the client's to choose (any token), and every label value is a series the registry keeps forever."""
+        if method not in _METHODS:
+            method = "other"
         self._child(self.requests, route, method, str(status)).inc()
         self._child(self.request_seconds, route).observe(seconds)
 

@@ -15,9 +15,11 @@ holds connections, frames requests and bounds what an answer may make it hold:
   skipped, a body framed by ``Content-Length``, by ``Transfer-Encoding: chunked``, or by the end of
   the connection, at most ``MAX_BODY`` bytes;
 * connections: kept for the next batch unless the answer says ``Connection: close``, is HTTP/1.0 or
-  is framed by the end of the connection. A kept connection the peer closed meanwhile is found
-  before it is used when possible; if it fails before any byte of an answer came back, the batch is
-  sent once more on a new connection (a batch is idempotent: the receiver drops ids it has seen).
+  is framed by the end of the connection. A kept connection the peer closed meanwhile, or on which
+  it sent anything after its answer, is found before it is used when possible and not reused; if
+  it fails before any byte of an answer came back, the batch is sent once more on a new connection
+  (a batch is idempotent: the receiver drops ids it has seen). Bytes that come after the next
+  request was written cannot be told from its answer: a peer must not send them (spoolq never does).
 
 Every wait is bounded by ``TOTAL_TIMEOUT`` (and connecting by ``CONNECT_TIMEOUT``), every read by
 the limits above. Errors: :class:`NoAnswer` (nothing came back: refused, reset, timed out, closed;
@@ -241,7 +243,9 @@ class HttpPool:
     def _take(self) -> tuple[_Conn | None, bool]:
         while self._idle:
             conn = self._idle.pop()
-            if conn.reader.at_eof() or conn.writer.is_closing():  # closed by the peer while idle
+            # closed by the peer while idle, or it sent more after its answer: those bytes would be read
+            # as the answer to the next batch (StreamReader has no public count of what it holds)
+            if conn.reader.at_eof() or conn.writer.is_closing() or conn.reader._buffer:  # type: ignore[attr-defined]
                 conn.close()
                 continue
             return conn, True

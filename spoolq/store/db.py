@@ -49,6 +49,8 @@ __all__ = ["Database", "WriteGate", "is_busy", "storage_error", "DB_NAME", "BUSY
 DB_NAME: Final = "spool.db"
 RESERVE_FILE: Final = "reserve"
 RESERVE_BYTES: Final = 8 << 20  # more than a WAL grows between checkpoints (1,000 pages)
+WAL_ROOM_FRAMES: Final = 1_100  # the WAL's size given in advance (SQLite restarts it at 1,000 pages)
+WAL_GROW_CHECK: Final = 256  # synced commits between two looks at the WAL's size (see _grow_wal)
 BUSY_TIMEOUT: Final = 30.0
 
 T = TypeVar("T")
@@ -175,6 +177,17 @@ class WriteGate:
     def owned(self) -> bool:
         return self._owner == threading.get_ident()
 
+    def try_enter(self) -> bool:
+        """:meth:`__enter__` if no other thread of this process holds the gate (then pair it with
+        :meth:`__exit__`); False: it is held, nothing was done."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self.__enter__()
+        finally:
+            self._lock.release()  # __enter__ took it once more (re-entrant)
+        return True
+
 
 def is_busy(e: sqlite3.Error) -> bool:
     code = getattr(e, "sqlite_errorcode", None)
@@ -238,6 +251,7 @@ class Database:
         self._sync_lock = threading.Lock()
         self._wal_fd = -1
         self._wal_link: str | None = "" if os.path.isdir(_FD_LINKS) else None  # see _wal_unlinked
+        self._grow_count = 0  # synced commits since the last look at the WAL's size (see _grow_wal)
         self._db_fd = -1  # for sync(): never closed while connections are open (see there)
         self._refuse_damaged()
         if read_only:
@@ -671,6 +685,9 @@ class Database:
                 raise StorageError(f"cannot sync the spool at {self.path}: {e.strerror or e}",
                                    hint="check the disk; the last messages written may not be durable") from e
             self._synced = target
+        self._grow_count += 1
+        if self._grow_count >= WAL_GROW_CHECK:
+            self._grow_wal()
 
     def check_created(self) -> None:
         """After a commit that SQLite synced itself (:meth:`insert_created` with ``synced``): the check
@@ -679,6 +696,57 @@ class Database:
         fd = self._wal_fd
         if fd < 0 or self._wal_unlinked(fd):
             self.sync_created()
+            return
+        self._grow_count += 1
+        if self._grow_count >= WAL_GROW_CHECK:
+            self._grow_wal()
+
+    def _grow_wal(self) -> None:
+        """Give the WAL the size it reaches between two checkpoints, as written zeros, ahead of the commits.
+
+        A synced commit that appends past the WAL's end changes the file's size and allocates blocks, so
+        its ``fdatasync`` also commits the inode through the filesystem's journal: ~30% fewer synced commits
+        per second were measured while a fresh WAL grows (its first 1,000 pages after every open). Zeros past
+        the last frame are what a WAL holds anyway once SQLite restarts it after a checkpoint: recovery
+        stops at the first frame whose salt and checksum do not match. They are written only past the end
+        of the file, while this connection holds SQLite's write lock (``BEGIN IMMEDIATE``, then rolled back),
+        so no frame is written or moved meanwhile. Looked at every ``WAL_GROW_CHECK`` synced commits (one
+        ``lseek``): a spool object that commits less never pays for it. Never raises: it only saves time.
+        """
+        self._grow_count = 0
+        if self._wal_fd < 0 or self.closed:
+            return
+        gate = self.gate
+        if not gate.try_enter():  # another thread writes now: look again later
+            return
+        try:
+            try:
+                conn = self.create
+                if conn.in_transaction:
+                    return
+                page = conn.execute("PRAGMA page_size").fetchone()[0]
+                want = 32 + WAL_ROOM_FRAMES * (24 + page)
+                if os.lseek(self._wal_fd, 0, os.SEEK_END) >= want:  # not fstat: see _wal_unlinked
+                    return
+                conn.execute("BEGIN IMMEDIATE")  # busy (another process writes): look again later
+                try:
+                    fd = os.open(f"{self.db_path}-wal", os.O_WRONLY | os.O_CLOEXEC)
+                    try:
+                        end = os.lseek(fd, 0, os.SEEK_END)
+                        if end < 32:  # no header yet: leave a fresh WAL to SQLite
+                            return
+                        zeros = memoryview(bytes(min(1 << 20, want - end)))
+                        while end < want:
+                            end += os.pwrite(fd, zeros[: want - end], end)
+                        _datasync(fd)
+                    finally:
+                        os.close(fd)
+                finally:
+                    conn.execute("ROLLBACK")
+            finally:
+                gate.__exit__()
+        except (OSError, sqlite3.Error) as e:  # a full disk, a busy database: the WAL grows as it would
+            log.debug("could not give the WAL of %s its size in advance: %s", self.path, e)
 
     def _wal_unlinked(self, fd: int) -> bool:
         """Whether the WAL held open for syncing was unlinked: the spool directory was removed (or its WAL
