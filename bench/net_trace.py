@@ -127,12 +127,12 @@ def _node_main(config_path: str, events_path: str, role: str) -> None:
             ids_in=lambda self, batch: [r[2].hex() for w in batch for r in w.inbox],
             sink=ev,
         )
-        _wrap(
+        _wrap(  # its start: a batch written on the event loop does not go through _commit (issue 15)
             commit.GroupCommit,
             "_write_batch",
-            None,
+            "B commit start",
             "B written",
-            ids_in=lambda self, batch: [r[2].hex() for w in batch for r in w.inbox],
+            ids_in=lambda self, batch, *a, **k: [r[2].hex() for w in batch for r in w.inbox],
             sink=ev,
         )
         _wrap(

@@ -768,6 +768,18 @@ class Spool:
         the event log: ``target`` (name, URL) answered, and already had the ``duplicates`` ids."""
         self._outbox.settle(peer, self._now_ms(), done, dead, retry, target, duplicates)
 
+    def outbox_settle_nowait(
+        self,
+        peer: str,
+        done: Sequence[tuple[int, bytes]] = (),
+        *,
+        target: tuple[str, str] | None = None,
+        duplicates: Collection[bytes] = (),
+    ) -> bool:
+        """:meth:`outbox_settle` of ``done`` keys for an event loop: ``False``, with nothing done, when
+        it would have to wait for anything (a lock, a name to look up); then settle from a thread."""
+        return self._outbox.settle(peer, self._now_ms(), done, (), (), target, duplicates, nowait=True)
+
     def trace_events(self, message_id: str | bytes) -> list[dict[str, Any]]:
         """What happened to a message on this node, oldest first: ``{"at", "kind", "detail"}``
         (``at`` in Unix seconds). Empty when nothing is logged (or ``trace`` is off)."""

@@ -261,7 +261,8 @@ def test_messages_between_nodes_are_announced_before_the_sync_and_answered_after
         order.clear()
         wait_for(lambda: not s._commit._leading, 10)  # the writer thread stopped lingering: a lone send
         s.send(b"y", "c")
-        assert order == ["sync", f"ring {_bell.channel_bell('c')}"]
+        # a lone sender's row may be synced by SQLite inside its commit (synchronous=FULL): no sync_created
+        assert order in (["sync", f"ring {_bell.channel_bell('c')}"], [f"ring {_bell.channel_bell('c')}"])
         order.clear()
         s.send(b"z", "c", to="http://127.0.0.1:9")  # the forwarder's read and POST overlap the sync
         order.append("returned")
@@ -333,3 +334,178 @@ def test_new_peers_sent_to_in_quick_succession_all_get_links(tmp_path: Path) -> 
                 await node.stop()
 
         asyncio.run(main())
+
+
+def test_a_small_received_batch_is_written_on_the_loop_and_answered_after_the_sync(tmp_path: Path) -> None:
+    """No hand-off to the writer thread for a lone small batch (issue 15): it is written in the loop's
+    thread, its bell rung, then synced (in another thread) before areceive returns; sent again, it is all
+    duplicates. A larger batch, or one that finds the gate held by another thread, goes to the writer
+    thread as before, and is stored exactly once all the same."""
+    import threading
+
+    from spoolq import Spool, _bell
+    from spoolq.codec import WireMessage
+    from spoolq.message import _take_ids
+    from spoolq.store import commit as commit_module
+    from spoolq.store.outbox import RECEIVE_NOW_MESSAGES
+
+    def wire(n: int) -> list[WireMessage]:
+        return [WireMessage(_take_ids(1).to_bytes(16, "big"), "c", b"m", 1024, None, None, None, "node-a")
+                for _ in range(n)]
+
+    with Spool(tmp_path / "b", durability="full") as s:
+        asyncio.run(s.areceive(wire(1), "node-a"))  # names cached (channel, origin): nothing to look up
+        order: list[tuple[str, int]] = []
+        real_ring, real_sync, real_write = s.bells.ring, s._db.sync_created, commit_module.GroupCommit._write_batch
+
+        def ring(name: str) -> None:
+            order.append((f"ring {name}", threading.get_ident()))
+            real_ring(name)
+
+        def sync() -> None:
+            order.append(("sync", threading.get_ident()))
+            real_sync()
+
+        def write(self: commit_module.GroupCommit, batch: list[commit_module.WriteRequest],
+                  nowait: bool = False) -> bool:
+            done = real_write(self, batch, nowait)
+            order.append((f"write nowait={nowait} done={done}", threading.get_ident()))
+            return done
+
+        s.bells.ring = ring  # type: ignore[method-assign]
+        s._db.sync_created = sync  # type: ignore[method-assign]
+        commit_module.GroupCommit._write_batch = write  # type: ignore[method-assign]
+        try:
+            async def receive(batch: list[WireMessage]) -> tuple[set[bytes], int]:
+                dups = await s.areceive(batch, "node-a")
+                order.append(("answered", threading.get_ident()))
+                return dups, threading.get_ident()
+
+            small = wire(3)
+            dups, loop_thread = asyncio.run(receive(small))
+            bell = f"ring {_bell.channel_bell('c')}"
+            assert dups == set()
+            assert [o for o, _ in order] == ["write nowait=True done=True", bell, "sync", "answered"]
+            assert order[0][1] == order[1][1] == loop_thread != order[2][1]
+            order.clear()
+            dups, _ = asyncio.run(receive(small))  # sent again (a lost answer): all duplicates, no bell
+            assert dups == {m.id for m in small}
+            order.clear()
+
+            big = wire(RECEIVE_NOW_MESSAGES + 1)
+            dups, loop_thread = asyncio.run(receive(big))
+            assert dups == set()
+            writes = [(o, t) for o, t in order if o.startswith("write")]
+            assert writes == [(writes[0][0], writes[0][1])] and "nowait=False" in writes[0][0]
+            assert writes[0][1] != loop_thread
+            order.clear()
+
+            held = threading.Event()
+            release = threading.Event()
+
+            def hold_gate() -> None:
+                with s._db.gate:
+                    held.set()
+                    release.wait(30)
+
+            holder = threading.Thread(target=hold_gate)
+            holder.start()
+            held.wait(30)
+
+            async def blocked() -> tuple[set[bytes], int]:
+                task = asyncio.ensure_future(receive(small2))
+                await asyncio.sleep(0.05)  # the batch now waits for the gate, in the writer thread
+                release.set()
+                return await task
+
+            small2 = wire(2)
+            try:
+                dups, loop_thread = asyncio.run(blocked())
+            finally:
+                release.set()
+                holder.join()
+            assert dups == set()
+            writes = [(o, t) for o, t in order if o.startswith("write")]
+            assert writes[0] == ("write nowait=True done=False", loop_thread)  # tried, gave up, nothing done
+            assert writes[1][0] == "write nowait=False done=True" and writes[1][1] != loop_thread
+        finally:
+            commit_module.GroupCommit._write_batch = real_write  # type: ignore[method-assign]
+        got = s.lease_many("c", 1000)
+        assert sorted(x.body for x in got).count(b"m") == 1 + 3 + RECEIVE_NOW_MESSAGES + 1 + 2
+
+
+def test_txn_nowait_gives_up_while_another_process_writes(tmp_path: Path) -> None:
+    """SQLite busy (another connection holds the write lock): nothing done, no wait; then it writes."""
+    import sqlite3
+
+    from spoolq import Spool
+
+    with Spool(tmp_path / "s") as s:
+        db = s._db
+        other = sqlite3.connect(tmp_path / "s" / "spool.db", isolation_level=None, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            calls: list[int] = []
+            assert db.txn_nowait(db.move, lambda c: calls.append(1)) == (False, None)
+            assert calls == [] and not db.move.in_transaction
+            other.execute("ROLLBACK")
+            assert db.txn_nowait(db.move, lambda c: c.execute("SELECT 1").fetchone()[0]) == (True, 1)
+        finally:
+            other.close()
+
+
+def test_the_forwarder_posts_an_inline_batch_before_reading_again(tmp_path: Path) -> None:
+    """A batch read on the loop is on its way (its POST written) before the step reads again (issue 15:
+    that read, which usually finds nothing, delayed every lone message by its length); a small answer
+    is settled on the loop."""
+    import threading
+
+    import aiohttp
+
+    from spoolq import Spool
+    from spoolq.codec import ACCEPTED_RESULT, Result, WireMessage
+    from spoolq.node.forwarder import PeerLink, Target
+
+    events: list[str] = []
+
+    class Sink:
+        async def deliver(self, messages: list[WireMessage]) -> list[Result]:
+            events.append("post")
+            await asyncio.sleep(0)
+            return [ACCEPTED_RESULT] * len(messages)
+
+        async def close(self) -> None:
+            pass
+
+    async def main(s: Spool) -> None:
+        real_read, real_settle = s.outbox_batch_nowait, s.outbox_settle_nowait
+        loop_thread = threading.get_ident()
+
+        def read(*a: Any, **k: Any) -> Any:
+            events.append("read")
+            return real_read(*a, **k)
+
+        def settle(*a: Any, **k: Any) -> bool:
+            done = real_settle(*a, **k)
+            events.append(f"settled {done} {threading.get_ident() == loop_thread}")
+            return done
+
+        s.outbox_batch_nowait = read  # type: ignore[method-assign]
+        s.outbox_settle_nowait = settle  # type: ignore[method-assign]
+        async with aiohttp.ClientSession() as session:
+            link = PeerLink("b", [Target("b", "http://127.0.0.1:9", sink=Sink())], s, session, node_id="a",
+                            scan_interval=600.0)
+            task = asyncio.create_task(link.run())
+            try:
+                await until(lambda: link.forwarded == 1)
+            finally:
+                await link.stop()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        assert events[:3] == ["read", "post", "read"]
+        assert "settled True True" in events
+
+    with Spool(tmp_path / "a") as s:
+        s.send(b"one", "c", to="b")
+        asyncio.run(main(s))
+        assert s.stats().peers["b"].outbox == 0

@@ -22,7 +22,9 @@ thread as one group (one hand-off, one sync); the loop goes on serving while
 the sync runs, and is woken when it is done. The loop then rings the group's
 bells itself, so the writer thread goes straight on to the next group. Plain
 single messages of one turn (:meth:`GroupCommit.wait_row`, the HTTP API's
-usual send) share one request.
+usual send) share one request. A small batch received from a peer
+(:meth:`GroupCommit.wait_now`) is written by the loop itself when that needs no
+wait for a lock, and only its sync goes to a thread (issue 15: latency).
 
 Row layouts of a request (the message id is always at index 2):
   inbox plain:    (channel, priority, id, body)
@@ -274,6 +276,51 @@ class GroupCommit:
         await fut
         if shared.error is not None:
             raise shared.error
+
+    async def wait_now(self, w: WriteRequest) -> None:
+        """:meth:`wait` for one small request that may be written on the event loop (a batch received
+        from a peer, issue 15): when no request is queued for the writer thread and the write needs no
+        wait (the gate free, SQLite not busy), it is written here and now, its bells are rung, and only
+        the sync goes to a thread. Otherwise it goes as :meth:`wait`.
+
+        The hand-off to the writer thread cost a thread wake-up between the request and the consumer's
+        bell: 0.15 ms at the median and 1 ms at p90 on a busy two-core machine, for a write of 0.2 ms.
+        """
+        if not self._write_now(w):
+            await self.wait([w])
+            return
+        if w.error is None and self.db.sync_creates:
+            try:
+                await asyncio.to_thread(self.db.sync_created)
+            except BaseException as e:
+                w.error = e
+        if w.error is not None:
+            raise w.error
+
+    def _write_now(self, w: WriteRequest) -> bool:
+        """Write ``w`` in this thread if that needs no wait; ``False``: nothing was done.
+
+        It does not take the lead: the gate alone keeps writers of this object apart (the lead
+        organises the queue). So a writer thread lingering for more requests, which holds the lead
+        but not the gate, does not send the batch through its queue.
+        """
+        if self._queue:  # requests are waiting for the writer thread: do not overtake them
+            return False
+        self.tracing.refresh()  # never waits (see TraceSetting)
+        try:
+            if not self._write_batch([w], nowait=True):
+                return False
+        except BaseException as e:  # raised by wait_now; nothing of it was written
+            w.error = e
+        self.commits += 1
+        self.requests += 1
+        w.done = True
+        if w.error is None:
+            # rung before the sync, as _commit rings a received batch's bells (see there)
+            bells, w.bells = w.bells, set()
+            for b in bells:
+                self.bells.ring(b)
+        return True
 
     def _turn(self) -> _Turn:
         """The requests of this loop turn (the first one schedules their hand-off, at the turn's end)."""
@@ -595,9 +642,11 @@ class GroupCommit:
                 bells |= w.bells
         return bells - early  # (a local send's bell may have been rung already for a received batch)
 
-    def _write_batch(self, batch: list[WriteRequest]) -> None:
-        if self._write_plain(batch):
-            return
+    def _write_batch(self, batch: list[WriteRequest], nowait: bool = False) -> bool:
+        """Write ``batch`` in one transaction (without its sync). ``nowait``: only if that needs no wait
+        for a lock (see ``Database.txn_nowait``); ``False`` when it would have waited (nothing written)."""
+        if not nowait and self._write_plain(batch):
+            return True
 
         def write(conn: sqlite3.Connection) -> None:
             plain: list[Any] = []
@@ -682,7 +731,10 @@ class GroupCommit:
                             hint="the message was or will be delivered again; make processing idempotent",
                         )
 
+        if nowait:
+            return self.db.txn_nowait(self.db.create, write)[0]
         self.db.txn(self.db.create, write)
+        return True
 
     def _events(self, kept: list[tuple[WriteRequest, list[Any], list[Any], list[Any]]], now: int,
                 blocks: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:

@@ -132,6 +132,27 @@ class WriteGate:
             self._owner = threading.get_ident()
         self._depth += 1
 
+    def enter_nowait(self) -> bool:
+        """Enter the gate if that needs no wait (for an event loop); ``False``: it would wait, and it
+        was not entered. Leave it with ``__exit__`` as after ``with``."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        if self._depth == 0:
+            if self._db.closed:
+                self._lock.release()
+                self._db.check_open()
+            if self._queue_until and time.monotonic() < self._queue_until:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    self._queue_until = time.monotonic() + self.STICKY  # others queue: keep queueing
+                    self._lock.release()
+                    return False
+                self.held = True
+            self._owner = threading.get_ident()
+        self._depth += 1
+        return True
+
     def contended(self) -> bool:
         """Whether other processes were found writing lately (this gate queues in the ``flock``)."""
         until = self._queue_until
@@ -566,6 +587,42 @@ class Database:
             if not is_busy(e):
                 raise storage_error(e, self.db_path) from e
             return self.retry(lambda: conn.execute(statement, params).rowcount)  # type: ignore[arg-type]
+
+    def txn_nowait(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """:meth:`txn` for an event loop, never waiting for a lock: ``(False, None)``, with nothing done,
+        when the gate is held by another thread or queued for, or SQLite says busy (another process
+        writes), or ``move`` is out of room (:meth:`txn` makes room); the caller then commits from a
+        thread. Other errors are raised. A small transaction only: the loop waits for its writes."""
+        gate = self.gate
+        if not gate.enter_nowait():
+            return False, None
+        try:
+            if self._create_full and conn is self.create:  # group commits sync outside the gate
+                self._create_synchronous(False)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                if is_busy(e):
+                    return False, None
+                raise storage_error(e, self.db_path) from e
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+                return True, result
+            except BaseException as e:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self.on_rollback()
+                if isinstance(e, sqlite3.Error):
+                    if is_busy(e):  # nothing was written: the caller commits from a thread instead
+                        return False, None
+                    error = storage_error(e, self.db_path)
+                    if isinstance(error, StorageFull) and conn is self.move:  # txn() makes room first
+                        return False, None
+                    raise error from e
+                raise
+        finally:
+            gate.__exit__(None, None, None)
 
     def txn(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` as one write transaction (BEGIN IMMEDIATE … COMMIT)."""

@@ -6,7 +6,9 @@ batch writes nothing; the peer's answer is settled in one transaction.
 
 Received messages are recorded in ``seen`` and inserted in one durable commit
 through the group commit; what comes back is the set of ids that were
-duplicates. Neither side knows the wire format: records in, records out.
+duplicates. A small batch that arrives while nothing else is being committed
+is written on the event loop, and only its sync goes to a thread (issue 15).
+Neither side knows the wire format: records in, records out.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from .events import runs as event_runs
 from .names import Names
 
 __all__ = ["OutboxRecord", "Incoming", "Outbox"]
+
+# a received batch up to this size may be written on the event loop (GroupCommit.wait_now): well under a
+# millisecond of the loop; larger ones (a backlog) go to the writer thread, where concurrent batches share
+RECEIVE_NOW_MESSAGES = 64
+RECEIVE_NOW_BYTES = 256 << 10
 
 
 class OutboxRecord(NamedTuple):
@@ -158,9 +165,13 @@ class Outbox:
 
     def settle(self, peer: str, now: int, done: Sequence[tuple[int, bytes]],
                dead: Sequence[tuple[tuple[int, bytes], str, str]], retry: Sequence[tuple[int, bytes]],
-               target: tuple[str, str] | None = None, duplicates: Collection[bytes] = ()) -> None:
-        """Apply a peer's answer in one transaction (see ``Spool.outbox_settle``)."""
-        p = self.names.peer(peer)
+               target: tuple[str, str] | None = None, duplicates: Collection[bytes] = (), *,
+               nowait: bool = False) -> bool:
+        """Apply a peer's answer in one transaction (see ``Spool.outbox_settle``). ``nowait``: only if
+        that needs no wait (for an event loop, see ``Database.txn_nowait``); ``False``: nothing done."""
+        p = self.names.peers.get(peer) if nowait else self.names.peer(peer)
+        if p is None:  # nowait: a name to look up
+            return False
         blocks: list[tuple[str, tuple[Any, ...]]] = []
         ev = self._events(peer, now, done, dead, retry, target, duplicates, blocks) if self.trace else []
         by_priority: dict[int, list[bytes]] = {}
@@ -192,7 +203,10 @@ class Outbox:
                 c.executemany(sql.OUTBOX_TRY, [(p, pri, idb) for pri, idb in retry])
             record(c, ev, blocks)
 
+        if nowait:
+            return self.db.txn_nowait(self.db.move, settle)[0]
         self.db.txn(self.db.move, settle)
+        return True
 
     @staticmethod
     def _events(peer: str, now: int, done: Sequence[tuple[int, bytes]],
@@ -262,6 +276,9 @@ class Outbox:
         known = self.names.channels
         if all(m.channel in known for m in messages) and self.names.knows_origins(m.origin or sender for m in messages):
             w = self.receive_request(messages, sender, now)
+            if len(messages) <= RECEIVE_NOW_MESSAGES and sum(len(m.body) for m in messages) <= RECEIVE_NOW_BYTES:
+                await self.commit.wait_now(w)  # a small batch may be written on the loop (issue 15, latency)
+                return w.dups
         else:  # names to create: no SQLite write or lock wait on the event loop
             w = await asyncio.to_thread(self.receive_request, messages, sender, now)
         await self.commit.wait([w])
