@@ -118,6 +118,18 @@ class WriteGate:
 
     def __enter__(self) -> None:
         self._lock.acquire()
+        self._enter(True)
+
+    def enter_nowait(self) -> bool:
+        """Enter the gate if that needs no wait (for an event loop, or work that can be skipped); ``False``:
+        it would wait, and it was not entered. Leave it with ``__exit__`` as after ``with``."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        return self._enter(False)
+
+    def _enter(self, wait: bool) -> bool:
+        """The rest of entering, with ``_lock`` taken: the ``flock`` while queueing (``wait``: block in it;
+        else give up, release ``_lock`` and return False)."""
         if self._depth == 0:
             if self._db.closed:
                 self._lock.release()
@@ -127,27 +139,10 @@ class WriteGate:
                     fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     self._queue_until = time.monotonic() + self.STICKY  # others queue too: keep queueing
+                    if not wait:
+                        self._lock.release()
+                        return False
                     fcntl.flock(self._fd, fcntl.LOCK_EX)
-                self.held = True
-            self._owner = threading.get_ident()
-        self._depth += 1
-
-    def enter_nowait(self) -> bool:
-        """Enter the gate if that needs no wait (for an event loop); ``False``: it would wait, and it
-        was not entered. Leave it with ``__exit__`` as after ``with``."""
-        if not self._lock.acquire(blocking=False):
-            return False
-        if self._depth == 0:
-            if self._db.closed:
-                self._lock.release()
-                self._db.check_open()
-            if self._queue_until and time.monotonic() < self._queue_until:
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    self._queue_until = time.monotonic() + self.STICKY  # others queue: keep queueing
-                    self._lock.release()
-                    return False
                 self.held = True
             self._owner = threading.get_ident()
         self._depth += 1
@@ -176,17 +171,6 @@ class WriteGate:
 
     def owned(self) -> bool:
         return self._owner == threading.get_ident()
-
-    def try_enter(self) -> bool:
-        """:meth:`__enter__` if no other thread of this process holds the gate (then pair it with
-        :meth:`__exit__`); False: it is held, nothing was done."""
-        if not self._lock.acquire(blocking=False):
-            return False
-        try:
-            self.__enter__()
-        finally:
-            self._lock.release()  # __enter__ took it once more (re-entrant)
-        return True
 
 
 def is_busy(e: sqlite3.Error) -> bool:
@@ -717,7 +701,7 @@ class Database:
         if self._wal_fd < 0 or self.closed:
             return
         gate = self.gate
-        if not gate.try_enter():  # another thread writes now: look again later
+        if not gate.enter_nowait():  # another writer now: look again later
             return
         try:
             try:
