@@ -252,6 +252,32 @@ def test_events_of_every_local_change(tmp_path: Path) -> None:
         assert [e["kind"] for e in s.trace_events(other)] == ["created", "dead"]
 
 
+def test_arrival_comes_first_within_a_millisecond(tmp_path: Path) -> None:
+    """``n`` orders one process's events; a relay process may log ``leased`` with a lower ``n`` in the
+    very millisecond the receiver logged ``received`` (seen in the three-node trace under load)."""
+    from spoolq.store.events import record, runs
+
+    at = 1_800_000_000_000
+    with Spool(tmp_path / "s", trace=True) as s:
+        db = s.event_log.db
+        one = bytes.fromhex("0190f1e2000070008000000000000001")
+        batch = [bytes.fromhex(f"0190f1e20000700080000000000001{i:02x}") for i in range(20)]
+
+        def write(flat: list[Any], blocks: list[tuple[str, tuple[Any, ...]]] | None = None) -> None:
+            db.txn(db.move, lambda c: record(c, flat, blocks))
+
+        for ids in ([one], batch):
+            # the "relay" writes first, so its n is lower; the "receiver" then logs the arrival
+            write([ids[0], at, "leased", "{}"])
+            write([ids[0], at + 1, "acked", "{}"])
+            flat: list[Any] = []
+            blocks: list[tuple[str, tuple[Any, ...]]] = []
+            runs(ids, at, "received", "{}", flat, blocks)  # a batch: one event run for all its ids
+            assert bool(blocks) == (len(ids) > 1)
+            write(flat, blocks)
+            assert [e["kind"] for e in s.trace_events(ids[0])] == ["received", "leased", "acked"]
+
+
 def test_a_rolled_back_change_leaves_no_event(tmp_path: Path) -> None:
     with Spool(tmp_path / "s", trace=True) as s:
         s.send(b"x", "jobs")

@@ -10,7 +10,10 @@ so an event costs one page write, not a table page and an index page. ``n``
 orders the events of one id within a millisecond: it comes from a per-process
 counter that starts at a random point (statement number times 4096 plus the
 row's place in the statement), so two processes logging the same id in the same
-millisecond cannot clash in practice; ``INSERT OR IGNORE`` makes sure an event
+millisecond cannot clash in practice. Being per process, it does not order the
+events of two processes: a message's timeline puts its arrival on the node
+(``created``, ``received``) first within a millisecond, then sorts by ``n``
+(a relay may lease a message in the millisecond the receiver logged it). ``INSERT OR IGNORE`` makes sure an event
 can never fail the change it describes. Rows are written by :func:`record`, always on the connection
 and inside the transaction of the state change they describe (a send's
 group commit, a lease, an ack, a settled batch): the log costs no extra
@@ -176,6 +179,17 @@ def _holds(blob: bytes, idb: bytes) -> bool:
     return False
 
 
+_ARRIVALS: Final = frozenset({"created", "received"})
+
+
+def _order(row: tuple[Any, ...]) -> tuple[int, bool, int]:
+    """The timeline order of an event row ``(at, n, kind, ...)``, as ``sql.EVENTS_OF`` sorts: by time;
+    within a millisecond the message's arrival on this node first, then by ``n``. ``n`` comes from a
+    per-process counter, so it orders the events one process wrote, not those of two: a relay process
+    may lease, in the millisecond the receiver logged it, a message the node had just received."""
+    return (row[0], row[2] not in _ARRIVALS, row[1])
+
+
 def statement_base() -> int:
     """The ``n`` of the first row of a statement that writes events (row ``i`` gets this plus ``i``): for
     the one statement besides :func:`record` that writes them, ``sql.insert_traced`` (plain sends and
@@ -261,7 +275,7 @@ class EventLog:
                 found = []
             hits = [(at, n, kind, text) for at, n, kind, text, blob in found if _holds(blob, idb)]
             if hits:
-                rows = sorted([*rows, *hits], key=lambda r: (r[0], r[1]))[:limit]
+                rows = sorted([*rows, *hits], key=_order)[:limit]
         out = []
         for at, _n, kind, text in rows:
             try:

@@ -425,7 +425,12 @@ _EVENTS_OF_BLOCK: Final = "INSERT OR IGNORE INTO events(id, n, at, kind, detail)
 EVENTS_OF_INBOX_BLOCK: Final = _EVENTS_OF_BLOCK + "FROM inbox WHERE channel=? AND priority=? AND id BETWEEN ? AND ?"
 EVENTS_OF_DELAYED_BLOCK: Final = _EVENTS_OF_BLOCK + "FROM delayed WHERE channel=? AND due=? AND id BETWEEN ? AND ?"
 EVENTS_OF_OUTBOX_BLOCK: Final = _EVENTS_OF_BLOCK + "FROM outbox WHERE peer=? AND priority=? AND id BETWEEN ? AND ?"
-EVENTS_OF: Final = "SELECT at, n, kind, detail FROM events WHERE id=? ORDER BY at, n LIMIT ?"
+# within a millisecond a message's arrival (created, received) comes first: ``n`` orders the events
+# of one process, not those of two (a relay may lease what the receiver logged in the same ms)
+EVENTS_OF: Final = (
+    "SELECT at, n, kind, detail FROM events WHERE id=? "
+    "ORDER BY at, kind NOT IN ('created', 'received'), n LIMIT ?"
+)
 # a run: the events of many distinct ids (one kind, time and detail) as one row; ``ids`` is their
 # concatenation, first/last the least and greatest, all within RUN_SPAN of id time (see events.py)
 EVENT_RUN_INSERT: Final = (
