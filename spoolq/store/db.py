@@ -122,6 +122,10 @@ class WriteGate:
 
     def __enter__(self) -> None:
         self._lock.acquire()
+        if self._depth == 0 and not self._queue_until and not self._db.closed:  # the common case, inline
+            self._owner = threading.get_ident()
+            self._depth = 1
+            return
         self._enter(True)
 
     def enter_nowait(self) -> bool:
