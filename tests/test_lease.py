@@ -474,7 +474,7 @@ def test_an_armed_waiter_looks_once_before_it_sleeps_and_a_send_during_that_look
         looks.append(1)
         return real(*args)
 
-    s._inbox.lease_once = counting  # type: ignore[method-assign]
+    s._inbox.lease_once = counting  # type: ignore[method-assign,assignment]
     assert s.lease("c", wait=0.05) is None
     assert len(looks) == 2  # the first look, and one when the wait ends (was 3: a second look before it)
 
@@ -489,7 +489,7 @@ def test_an_armed_waiter_looks_once_before_it_sleeps_and_a_send_during_that_look
         looks.append(1)
         return got
 
-    s._inbox.lease_once = send_during_look  # type: ignore[method-assign]
+    s._inbox.lease_once = send_during_look  # type: ignore[method-assign,assignment]
     watch = s._watches.for_thread()
     real_wait = watch.wait
     woke: list[bool] = []
