@@ -48,9 +48,10 @@ Latency: an idle link woken by the outbox bell reads its first batch (at most
 thread hop; later batches, and any read that would wait, come from a thread.
 A link that read to the end of the outbox sleeps until the bell (or a batch it
 could not go round for) wakes it, and POSTs to spoolq peers go through the
-small client of ``peerhttp`` (issue 15). A batch read on the loop is posted
-before the next read, and a small all-accepted answer is settled on the loop
-when that needs no wait (no thread hop; the in-flight slot is free sooner).
+small client of ``peerhttp`` (issue 15). A batch read on the loop is short, so
+it ends the step (the outbox was read to its end; what is sent later rings the
+bell), and a small all-accepted answer is settled on the loop when that needs
+no wait (no thread hop; the in-flight slot is free sooner).
 
 ``step()`` does one round and returns; ``run()`` repeats it until stopped,
 waking on the outbox bell, on a finished batch, or after ``scan_interval``.

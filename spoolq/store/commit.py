@@ -24,7 +24,8 @@ bells itself, so the writer thread goes straight on to the next group. Plain
 single messages of one turn (:meth:`GroupCommit.wait_row`, the HTTP API's
 usual send) share one request. A small batch received from a peer
 (:meth:`GroupCommit.wait_now`) is written by the loop itself when that needs no
-wait for a lock, and only its sync goes to a thread (issue 15: latency).
+wait for a lock, and only its sync goes to a thread, shared by the batches
+waiting for one (``loopsync``; issue 15: latency).
 
 Row layouts of a request (the message id is always at index 2):
   inbox plain:    (channel, priority, id, body)
