@@ -271,7 +271,15 @@ class MemoryStore:
 
     def _reserve(self, j: MemJob, now: float) -> MemLease:
         t = j.tube
-        self._leave(j)
+        if j.state == READY:  # (_leave's first case)
+            t.n_ready -= 1
+            if j.pri < URGENT_BELOW:
+                t.n_urgent -= 1
+            if len(t.ready) > 2 * t.n_ready + 64:
+                _compact(t.ready, t.n_ready)
+            j.tok += 1
+        else:
+            self._leave(j)
         j.state = RESERVED
         j.attempts += 1
         j.due = now + j.ttr
@@ -292,12 +300,17 @@ class MemoryStore:
                 v = headers.get(TTR_HEADER)
                 if v is not None:
                     ttr = float(v)
-            j = MemJob(job, self._tube(channel), pri, body, headers, ttr, now)
+            t = self.tubes.get(channel) or self._tube(channel)
+            j = MemJob(job, t, pri, body, headers, ttr, now)
             self.jobs[job] = j
-            if _exact(wait) > 0:
+            if wait > NOT_EARLY:  # (_exact(wait) > 0)
                 self._delay(j, now + _exact(wait))
-            else:
-                self._ready(j)
+            else:  # (_ready)
+                j.tok = 1
+                heapq.heappush(t.ready, (pri, job, 1, j))
+                t.n_ready += 1
+                if pri < URGENT_BELOW:
+                    t.n_urgent += 1
             out.append(job)
         return out
 
@@ -314,6 +327,24 @@ class MemoryStore:
 
     def lease_any(self, channels: list[str]) -> tuple[MemLease | None, float | None]:
         now = time.time()
+        if len(channels) == 1:  # the common case, without the comparisons between tubes
+            t = self.tubes.get(channels[0])
+            if t is None:
+                return None, None
+            if t.n_delayed or t.n_reserved:
+                self._catch_up(t, now)
+            ready = t.ready
+            while t.n_ready:  # (a live entry is in the heap: it is not empty)
+                top = ready[0]
+                j = top[3]
+                if j.tok != top[2]:  # stale
+                    heapq.heappop(ready)
+                elif j.attempts >= self.max_attempts:  # used up (released or timed out too often): buried
+                    heapq.heappop(ready)
+                    self._leave(j)
+                    self._bury(j, None)
+                else:
+                    return self._reserve(j, now), None
         best: tuple[int, int, int, MemJob] | None = None
         for name in channels:
             t = self.tubes.get(name)

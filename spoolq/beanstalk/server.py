@@ -152,17 +152,18 @@ class Server:
         loop = asyncio.get_running_loop()
         for ec in conns:
             try:
-                await loop.connect_accepted_socket(functools.partial(Conn, self, ec.chunks), sock=ec.sock)
+                await loop.connect_accepted_socket(functools.partial(conn_class(), self, ec.chunks), sock=ec.sock)
             except OSError:
                 ec.sock.close()
 
     async def listen(self, sock: socket.socket) -> None:
         """Serve connections on an already bound and listening socket."""
         loop = asyncio.get_running_loop()
+        cls = conn_class()
         if sock.family == socket.AF_UNIX:
-            srv = await loop.create_unix_server(lambda: Conn(self), sock=sock)
+            srv = await loop.create_unix_server(lambda: cls(self), sock=sock)
         else:
-            srv = await loop.create_server(lambda: Conn(self), sock=sock)
+            srv = await loop.create_server(lambda: cls(self), sock=sock)
         self._servers.append(srv)
         if not self._tasks:
             try:
@@ -344,7 +345,17 @@ class Server:
     def put_one(self, conn: Conn, body: bytes, tube: str, pri: int, delay: int, ttr: int, age: float) -> None:
         """A put with no other connection to share its commit with: written and answered now (flush's
         work for one put, without its queue)."""
-        self._answer_put(conn, tube, self._send([self._item(body, tube, pri, delay, ttr, age)])[0])
+        if delay or ttr != DEFAULT_TTR:
+            item = self._item(body, tube, pri, delay, ttr, age)
+        else:  # (what _item makes of it)
+            item = (body, self.channel(tube) or "default", pri, 0.0, None)
+        r = self._send([item])[0]
+        if type(r) is int:  # (_answer_put's first case)
+            self.total_jobs += 1
+            self.tube_jobs[tube] += 1
+            conn.reply(b"INSERTED %d\r\n" % r)
+        else:
+            self._answer_put(conn, tube, r)
         if self.waiting:
             self.wake_waiters()
 
@@ -498,6 +509,7 @@ class Conn(asyncio.BufferedProtocol):
         self._rxview = memoryview(bytearray(65536))
         self.use = "default"
         self.watch: list[str] = ["default"]
+        self._watched: list[str] | None = None  # the channels of watch (while no tube is paused), kept
         self.reserved: dict[int, Reservation] = {}
         self.producer = False
         self.worker = False
@@ -517,7 +529,7 @@ class Conn(asyncio.BufferedProtocol):
         early, self._early = self._early, None
         for arrived, data in early or ():  # before the transport reads anything new (it starts after this)
             self._arrived = arrived
-            self.data_received(data)
+            self._received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -544,38 +556,55 @@ class Conn(asyncio.BufferedProtocol):
         return self._rxview
 
     def buffer_updated(self, nbytes: int) -> None:
+        """Bytes read into the buffer (asyncio's loop; under uvloop, see :class:`StreamConn`)."""
         self._arrived = None
-        if not self.busy and self.decoder.idle:
-            data = bytes(self._rxview[:nbytes])
-            if not self._fast(data):
-                self.data_received(data)
+        if self.busy or not self.decoder.idle:
+            self._received(self._rxview[:nbytes])
             return
-        self.data_received(self._rxview[:nbytes])
+        data = bytes(self._rxview[:nbytes])
+        if not self._fast(data):
+            self._received(data)
+
+    def data_received(self, data: bytes) -> None:  # type: ignore[override]
+        """Bytes read (uvloop calls this of a plain protocol, :class:`StreamConn`, with a bytes object)."""
+        self._arrived = None
+        if self.busy or not self.decoder.idle or not self._fast(data):
+            self._received(data)
 
     def _fast(self, data: bytes) -> bool:
         """One whole put, reserve or delete read on its own (what a client waiting for each answer sends),
-        without the decoder (see wire.fast_command), by the same handlers. False: not one, nothing done."""
-        ev = wire.fast_command(data, self.server.max_job_size)
-        if ev is None:
-            return False
+        without the decoder or the event objects, by the same handlers (see wire.fast_command, which
+        takes the same frames). False: not one of those, nothing done."""
+        srv = self.server
         try:
-            if type(ev) is wire.Put:
-                self.server.cmds["put"] += 1
+            if data[:4] == b"put ":
+                m = _FAST_PUT(data)
+                if m is None:
+                    return False
+                start = m.end()
+                size = int(m[4])
+                if size > srv.max_job_size or len(data) != start + size + 2 or data[-2:] != b"\r\n":
+                    return False
+                srv.cmds["put"] += 1
                 self.producer = True
-                self.c_put(ev)
-            elif type(ev) is wire.Delete:
-                self.server.cmds["delete"] += 1
-                self.c_delete(ev)
-            else:
-                self.server.cmds["reserve"] += 1
+                ttr = int(m[3])
+                self._put(data[start:start + size], int(m[1]), int(m[2]), ttr if ttr > 0 else 1)
+            elif data == b"reserve\r\n":
+                srv.cmds["reserve"] += 1
                 self._start_wait(None)
+            elif data[:7] == b"delete " and 9 < len(data) < 28 and data[-2:] == b"\r\n" and data[7:-2].isdigit():
+                srv.cmds["delete"] += 1  # (at most 18 digits: a job number the spool can hold)
+                self._delete(int(data[7:-2]))
+            else:
+                return False
         except SpoolqError as e:  # as in _process
-            log.error("beanstalk command %r failed: %s", ev, e)
+            log.error("beanstalk command %r failed: %s", data[:40], e)
             self.reply(wire.OUT_OF_MEMORY if isinstance(e, StorageFull) else wire.INTERNAL_ERROR)
             self.busy = False
         return True
 
-    def data_received(self, data: bytes | memoryview) -> None:
+    def _received(self, data: bytes | memoryview) -> None:
+        """Bytes read, through the decoder."""
         try:
             self.decoder.receive_data(data)
         except wire.WireError as e:  # cannot happen while reading pauses below; never grow without bound
@@ -646,16 +675,19 @@ class Conn(asyncio.BufferedProtocol):
             self.producer = True
 
     def c_put(self, ev: wire.Put) -> None:
-        if self.server.draining:
+        self._put(ev.body, ev.pri, ev.delay, ev.ttr)
+
+    def _put(self, body: bytes, pri: int, delay: int, ttr: int) -> None:
+        srv = self.server
+        if srv.draining:
             self.reply(wire.DRAINING)
             return
-        srv = self.server
         age = 0.0 if self._arrived is None else max(0.0, time.monotonic() - self._arrived)
-        if len(srv.conns) <= 1 and not srv._puts:
-            srv.put_one(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr, age)
+        if not srv._puts and (not srv._persist or len(srv.conns) <= 1):  # no commit to share: now
+            srv.put_one(self, body, self.use, pri, delay, ttr, age)
             return
         self.busy = True
-        if not srv.queue_put(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr, age):
+        if not srv.queue_put(self, body, self.use, pri, delay, ttr, age):
             srv.flush(inline=self)  # alone on the server: commit and answer now, then go on
 
     def c_use(self, ev: wire.Use) -> None:
@@ -674,9 +706,14 @@ class Conn(asyncio.BufferedProtocol):
     def _start_wait(self, timeout: float | None) -> None:
         self.worker = True
         if not self.reserved and not self.server.paused:  # a job at once: none of the wait's bookkeeping
-            lease, _ = self.store.lease_any(self._channels())  # (with reservations, deadlines matter first)
-            if lease is not None:
-                self.reply(self._got(lease))
+            lease, _ = self.store.lease_any(self._watched or self._channels())  # (with reservations,
+            if lease is not None:                                              # deadlines matter first)
+                job = lease.job
+                self.reserved[job] = lease
+                if job in self.server.jobs:
+                    self.server.reserved_job(job)
+                if self.transport is not None and not self.closed:
+                    self.transport.write(b"RESERVED %d %d\r\n%s\r\n" % (job, len(lease.body), lease.body))
                 return
         self.busy = True
         if timeout is None:
@@ -703,7 +740,12 @@ class Conn(asyncio.BufferedProtocol):
     def _channels(self) -> list[str]:
         srv = self.server
         paused = srv.paused
-        now = time.monotonic() if paused else 0.0
+        if not paused:
+            chans = self._watched
+            if chans is None:
+                chans = self._watched = [ch for ch in map(srv.channel, self.watch) if ch is not None]
+            return chans
+        now = time.monotonic()
         out = []
         for tube in self.watch:
             if paused and paused.get(tube, (0.0, 0))[0] > now:
@@ -794,8 +836,13 @@ class Conn(asyncio.BufferedProtocol):
         self.reply(self._got(lease))
 
     def c_delete(self, ev: wire.Delete) -> None:
-        job = ev.job
-        lease = self._held(job)
+        self._delete(ev.job)
+
+    def _delete(self, job: int) -> None:
+        reserved = self.reserved
+        if reserved:
+            self.expire(time.time())
+        lease = reserved.get(job)
         tube = None
         if lease is not None:
             try:
@@ -811,8 +858,10 @@ class Conn(asyncio.BufferedProtocol):
         if tube is None:
             self.reply(wire.NOT_FOUND)
             return
-        self.server.tube_deletes[tube] += 1
-        self.server.deleted_job(job)
+        srv = self.server
+        srv.tube_deletes[tube] += 1
+        if job in srv.jobs:
+            srv.deleted_job(job)
         self.reply(wire.DELETED)
 
     def c_release(self, ev: wire.Release) -> None:
@@ -867,6 +916,7 @@ class Conn(asyncio.BufferedProtocol):
         self.server.note_tube(name)
         if name not in self.watch:
             self.watch.append(name)
+            self._watched = None
         self.reply(wire.watching(len(self.watch)))
 
     def c_ignore(self, ev: wire.Ignore) -> None:
@@ -876,6 +926,7 @@ class Conn(asyncio.BufferedProtocol):
                 self.reply(wire.NOT_IGNORED)
                 return
             self.watch.remove(name)
+            self._watched = None
         self.reply(wire.watching(len(self.watch)))
 
     # -- other commands ------------------------------------------------------------------
@@ -981,6 +1032,20 @@ class Conn(asyncio.BufferedProtocol):
     def _ok(self, data: bytes) -> None:
         self.reply(wire.ok(data))
 
+
+class StreamConn(Conn, asyncio.Protocol):
+    """A :class:`Conn` that uvloop treats as a plain protocol: it reads into its own buffer and hands
+    ``data_received`` a bytes object of what was read (one call from the loop per read, where a
+    buffered protocol costs two, ``get_buffer`` and ``buffer_updated``, and a copy out of the view).
+    asyncio's own loop would allocate 256 KiB per read for a plain protocol: it gets :class:`Conn`."""
+
+
+def conn_class() -> type[Conn]:
+    """The connection class for the running loop (see :class:`StreamConn`)."""
+    return StreamConn if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else Conn
+
+
+_FAST_PUT: Final = wire.FAST_PUT.match
 
 _HANDLERS: Final[dict[type, Callable[[Conn, Any], None]]] = {
     wire.PutStart: Conn.c_put_start, wire.Put: Conn.c_put, wire.Use: Conn.c_use,
