@@ -138,8 +138,16 @@ class MemLease:
         return j
 
     def ack(self) -> None:
-        j = self._held()
-        self._store._remove(j)
+        j = self._held()  # reserved: what _remove and _leave do for that state, without their calls
+        t = j.tube
+        t.n_reserved -= 1
+        if len(t.reserved) > 2 * t.n_reserved + 64:
+            _compact(t.reserved, t.n_reserved)
+        j.tok += 1
+        st = self._store
+        del st.jobs[j.job]
+        if len(st.tubes) > 1024 and t.empty():  # (as _remove)
+            st.tubes.pop(t.name, None)
 
     def nack(self, delay: float | None = None, *, priority: int | None = None, reason: str | None = None) -> bool:
         j = self._held()
@@ -241,7 +249,7 @@ class MemoryStore:
     def _remove(self, j: MemJob) -> None:
         self._leave(j)
         del self.jobs[j.job]
-        if j.tube.empty() and len(self.tubes) > 1024:  # bounded memory under many short-lived tubes
+        if len(self.tubes) > 1024 and j.tube.empty():  # bounded memory under many short-lived tubes
             self.tubes.pop(j.tube.name, None)
 
     def _unreserve(self, j: MemJob) -> None:

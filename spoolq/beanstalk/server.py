@@ -592,7 +592,11 @@ class Conn(asyncio.BufferedProtocol):
                 srv.cmds["put"] += 1
                 self.producer = True
                 ttr = int(m[3])
-                self._put(data[start:start + size], int(m[1]), int(m[2]), ttr if ttr > 0 else 1)
+                if srv.draining or srv._puts or (srv._persist and len(srv.conns) > 1):
+                    self._put(data[start:start + size], int(m[1]), int(m[2]), ttr if ttr > 0 else 1)
+                else:  # what _put does with it (read now: no age)
+                    srv.put_one(self, data[start:start + size], self.use, int(m[1]), int(m[2]), ttr if ttr > 0 else 1,
+                                0.0)
             elif data == b"reserve\r\n":
                 srv.cmds["reserve"] += 1
                 self._start_wait(None)
