@@ -37,6 +37,7 @@ RESERVED: Final = 1
 DELAYED: Final = 2
 BURIED: Final = 3
 URGENT_BELOW: Final = 1024  # beanstalkd's "urgent": priority < 1024
+_DEFAULT_TTR: Final = float(DEFAULT_TTR)
 
 
 def _exact(seconds: float) -> float:
@@ -321,6 +322,20 @@ class MemoryStore:
                     t.n_urgent += 1
             out.append(job)
         return out
+
+    def put_plain(self, body: bytes, channel: str, pri: int) -> int:
+        """``send_jobs`` of one put without delay, TTR or headers (the commonest), without its lists."""
+        job = self.next_job
+        self.next_job = job + 1
+        t = self.tubes.get(channel) or self._tube(channel)
+        j = MemJob(job, t, pri, body, None, _DEFAULT_TTR, time.time())
+        self.jobs[job] = j
+        j.tok = 1  # (_ready)
+        heapq.heappush(t.ready, (pri, job, 1, j))
+        t.n_ready += 1
+        if pri < URGENT_BELOW:
+            t.n_urgent += 1
+        return job
 
     def promote_due(self, channels: list[str]) -> int:
         now = time.time()

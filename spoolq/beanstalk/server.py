@@ -115,6 +115,7 @@ class Server:
         if (spool is None) == (memory is None):
             raise ValueError("serve either a spool or a memory store")
         self.store: JobStore | MemoryStore = JobStore(spool) if spool is not None else memory  # type: ignore[assignment]
+        self._memory = memory
         # in memory, no other process can reach the jobs (no bells), and per-job counters are not saved
         self.hub = BellHub(spool.path / "bells") if spool is not None else None
         self._wake = self.hub.subscribe("*") if self.hub is not None else asyncio.Event()
@@ -346,11 +347,13 @@ class Server:
     def put_one(self, conn: Conn, body: bytes, tube: str, pri: int, delay: int, ttr: int, age: float) -> None:
         """A put with no other connection to share its commit with: written and answered now (flush's
         work for one put, without its queue)."""
+        r: Any
         if delay or ttr != DEFAULT_TTR:
-            item = self._item(body, tube, pri, delay, ttr, age)
+            r = self._send([self._item(body, tube, pri, delay, ttr, age)])[0]
+        elif self._memory is not None:  # (cannot fail)
+            r = self._memory.put_plain(body, self.channel(tube) or "default", pri)
         else:  # (what _item makes of it)
-            item = (body, self.channel(tube) or "default", pri, 0.0, None)
-        r = self._send([item])[0]
+            r = self._send([(body, self.channel(tube) or "default", pri, 0.0, None)])[0]
         if type(r) is int:  # (_answer_put's first case)
             self.total_jobs += 1
             self.tube_jobs[tube] = self.tube_jobs.get(tube, 0) + 1
