@@ -139,7 +139,9 @@ class MemLease:
         return j
 
     def ack(self) -> None:
-        j = self._held()  # reserved: what _remove and _leave do for that state, without their calls
+        j = self._j  # (_held, then what _remove and _leave do for a reserved job, without their calls)
+        if j.tok != self._tok or j.state != RESERVED or j.due <= time.time():
+            self._held()  # raises
         t = j.tube
         t.n_reserved -= 1
         if len(t.reserved) > 2 * t.n_reserved + 64:
@@ -366,8 +368,19 @@ class MemoryStore:
                     heapq.heappop(ready)
                     self._leave(j)
                     self._bury(j, None)
-                else:
-                    return self._reserve(j, now), None
+                else:  # _reserve of a ready job, without its calls
+                    t.n_ready -= 1
+                    if j.pri < URGENT_BELOW:
+                        t.n_urgent -= 1
+                    if len(ready) > 2 * t.n_ready + 64:
+                        _compact(ready, t.n_ready)
+                    tok = j.tok = j.tok + 1
+                    j.state = RESERVED
+                    j.attempts += 1
+                    due = j.due = now + j.ttr
+                    heapq.heappush(t.reserved, (due, j.job, tok, j))
+                    t.n_reserved += 1
+                    return MemLease(self, j), None
         best: tuple[int, int, int, MemJob] | None = None
         for name in channels:
             t = self.tubes.get(name)

@@ -583,8 +583,9 @@ class Conn(asyncio.BufferedProtocol):
         without the decoder or the event objects, by the same handlers (see wire.fast_command, which
         takes the same frames). False: not one of those, nothing done."""
         srv = self.server
+        first = data[:1]
         try:
-            if data[:4] == b"put ":
+            if first == b"p":
                 m = _FAST_PUT(data)
                 if m is None:
                     return False
@@ -600,7 +601,9 @@ class Conn(asyncio.BufferedProtocol):
                 else:  # what _put does with it (read now: no age)
                     srv.put_one(self, data[start:start + size], self.use, int(m[1]), int(m[2]), ttr if ttr > 0 else 1,
                                 0.0)
-            elif data == b"reserve\r\n":
+            elif first == b"r":
+                if data != b"reserve\r\n":
+                    return False
                 srv.cmds["reserve"] += 1
                 self._start_wait(None)
             elif data[:7] == b"delete " and 9 < len(data) < 28 and data[-2:] == b"\r\n" and data[7:-2].isdigit():
