@@ -58,31 +58,26 @@ import contextlib
 import functools
 import logging
 import os
-import resource
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._bell import BellHub
 from ..errors import LeaseError, SpoolqError, StorageError, StorageFull
 from ..message import MAX_SECONDS
-from . import wire
+from . import stats, wire
 from .jobs import (
     DEFAULT_TTR,
     DELAY_HEADER,
-    NOT_EARLY,
     TTR_HEADER,
     JobCounts,
     JobStore,
-    int_header,
     lease_ttr,
     spool_seconds,
-    ttr_of_job,
 )
 from .names import channel_tube, tube_channel
-from .wire import DEFAULT_MAX_JOB_SIZE, yaml_dict, yaml_list, yaml_str
+from .wire import DEFAULT_MAX_JOB_SIZE, yaml_list
 
 if TYPE_CHECKING:
     from ..lease import Lease
@@ -130,7 +125,7 @@ class Server:
         self.total_connections = 0
         self.tube_jobs: dict[str, int] = {}
         self.tube_deletes: dict[str, int] = {}
-        self.tube_pauses: Counter[str] = Counter()
+        self.tube_pauses: dict[str, int] = {}
         self.paused: dict[str, tuple[float, int]] = {}  # tube -> (until, seconds)
         self.jobs: dict[int, JobCounts] = {}
         self.draining = False
@@ -414,83 +409,6 @@ class Server:
         except SpoolqError as e:
             log.error("moving due delayed jobs failed: %s", e)
             return False
-
-    def stats_yaml(self) -> bytes:
-        self.expire_all()
-        st = self.store.stats().channels
-        if self.promote_due(ch for ch, x in st.items() if x.delayed):
-            st = self.store.stats().channels
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        uname = os.uname()  # what beanstalkd reports (platform.uname would cost start-up time)
-        c = self.cmds
-        total = {k: sum(getattr(x, k) for x in st.values()) for k in ("urgent", "ready", "leased", "delayed", "dead")}
-        lines = [
-            ("current-jobs-urgent", total["urgent"]), ("current-jobs-ready", total["ready"]),
-            ("current-jobs-reserved", total["leased"]), ("current-jobs-delayed", total["delayed"]),
-            ("current-jobs-buried", total["dead"]),
-            *((f"cmd-{k}", c.get(k, 0)) for k in (
-                "put", "peek", "peek-ready", "peek-delayed", "peek-buried", "reserve", "reserve-with-timeout",
-                "delete", "release", "use", "watch", "ignore", "bury", "kick", "touch", "stats", "stats-job",
-                "stats-tube", "list-tubes", "list-tube-used", "list-tubes-watched", "pause-tube")),
-            ("job-timeouts", self.job_timeouts), ("total-jobs", self.total_jobs),
-            ("max-job-size", self.max_job_size), ("current-tubes", len(self.tubes())),
-            ("current-connections", len(self.conns)),
-            ("current-producers", sum(1 for x in self.conns if x.producer)),
-            ("current-workers", sum(1 for x in self.conns if x.worker)),
-            ("current-waiting", len(self.waiting)), ("total-connections", self.total_connections),
-            ("pid", os.getpid()), ("version", yaml_str("1.13")),
-            ("rusage-utime", f"{ru.ru_utime:.6f}"), ("rusage-stime", f"{ru.ru_stime:.6f}"),
-            ("uptime", int(time.time() - self.started)),
-            ("binlog-oldest-index", 0), ("binlog-current-index", 0), ("binlog-records-migrated", 0),
-            ("binlog-records-written", 0), ("binlog-max-size", 10485760),
-            ("draining", "true" if self.draining else "false"), ("id", self.instance_id),
-            ("hostname", yaml_str(uname.nodename)), ("os", yaml_str(uname.version)),
-            ("platform", yaml_str(uname.machine)),
-        ]
-        return yaml_dict(lines)
-
-    def stats_tube_yaml(self, tube: str) -> bytes | None:
-        if tube not in self.tubes():
-            return None
-        ch = self.channel(tube)
-        self.expire_all()
-        self.promote_due([ch])
-        st = self.store.stats().channels.get(ch or "")
-        now = time.monotonic()
-        until, secs = self.paused.get(tube, (0.0, 0))
-        paused = until > now
-        left = int(until - now) if paused else 0
-        lines = [
-            ("name", yaml_str(tube)),
-            ("current-jobs-urgent", st.urgent if st else 0), ("current-jobs-ready", st.ready if st else 0),
-            ("current-jobs-reserved", st.leased if st else 0), ("current-jobs-delayed", st.delayed if st else 0),
-            ("current-jobs-buried", st.dead if st else 0), ("total-jobs", self.tube_jobs.get(tube, 0)),
-            ("current-using", sum(1 for x in self.conns if x.use == tube)),
-            ("current-watching", sum(1 for x in self.conns if tube in x.watch)),
-            ("current-waiting", sum(1 for x in self.waiting if tube in x.watch)),
-            ("cmd-delete", self.tube_deletes.get(tube, 0)), ("cmd-pause-tube", self.tube_pauses[tube]),
-            ("pause", secs if paused else 0), ("pause-time-left", left),
-        ]
-        return yaml_dict(lines)
-
-    def stats_job_yaml(self, job: Job) -> bytes:
-        now = time.time()
-        counts = self.jobs.get(job.job) or JobCounts()
-        ttr = ttr_of_job(job)
-        if job.state in ("reserved", "delayed") and job.due is not None:
-            left = max(0, int(job.due - NOT_EARLY - now))  # what the client asked for, not the slack
-        else:
-            left = 0
-        delay = counts.delay if counts.delay >= 0 else int_header(job.headers, DELAY_HEADER)
-        lines = [
-            ("id", job.job), ("tube", yaml_str(channel_tube(job.channel))), ("state", job.state),
-            ("pri", job.priority), ("age", max(0, int(now - job.created_at))), ("delay", delay), ("ttr", ttr),
-            ("time-left", left), ("file", 0), ("reserves", max(job.attempts, counts.reserves)),
-            ("timeouts", counts.timeouts),
-            ("releases", counts.releases), ("buries", counts.buries), ("kicks", counts.kicks),
-        ]
-        return yaml_dict(lines)
-
 
 # -- one connection ---------------------------------------------------------------------------
 
@@ -1008,18 +926,18 @@ class Conn(asyncio.BufferedProtocol):
         if found is None:
             self.reply(wire.NOT_FOUND)
             return
-        self._ok(self.server.stats_job_yaml(found))
+        self._ok(stats.job_yaml(self.server, found))
 
     def c_stats_tube(self, ev: wire.StatsTube) -> None:
         name = ev.tube
-        data = self.server.stats_tube_yaml(name)
+        data = stats.tube_yaml(self.server, name)
         if data is None:
             self.reply(wire.NOT_FOUND)
         else:
             self._ok(data)
 
     def c_stats(self, ev: wire.Stats) -> None:
-        self._ok(self.server.stats_yaml())
+        self._ok(stats.server_yaml(self.server))
 
     def c_list_tubes(self, ev: wire.ListTubes) -> None:
         self._ok(yaml_list(self.server.tubes()))
@@ -1036,7 +954,7 @@ class Conn(asyncio.BufferedProtocol):
             self.reply(wire.NOT_FOUND)
             return
         self.server.paused[name] = (time.monotonic() + delay, delay)
-        self.server.tube_pauses[name] += 1
+        self.server.tube_pauses[name] = self.server.tube_pauses.get(name, 0) + 1
         self.reply(wire.PAUSED)
         self.server.wake_waiters()  # waiters re-plan their sleep around the pause
 
