@@ -144,6 +144,11 @@ class Watch:
             return
         self._watched.add(name)
 
+    def watching(self, name: str) -> bool:
+        """``name`` is watched by inotify (armed by an earlier :meth:`add`): every ring since the last
+        :meth:`drain` (or :meth:`wait`) is pending."""
+        return name in self._watched and self._inotify is not None
+
     def fileno(self) -> int:
         """The file descriptor to poll (for event loops). -1 when polling is the fallback."""
         return self._inotify.fileno() if self._inotify is not None else -1

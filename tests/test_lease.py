@@ -453,3 +453,52 @@ def test_a_lease_taken_for_a_cancelled_waiter_is_given_back(tmp_path: Path) -> N
     with Slow(tmp_path / "s") as s:
         s.send(b"x", "jobs")
         asyncio.run(main(s))
+
+
+def test_an_armed_waiter_looks_once_before_it_sleeps_and_a_send_during_that_look_wakes_it(
+        real_spool: Spool) -> None:
+    """Issue 15: a thread whose watch is armed by an earlier wait does not look twice (an empty look is
+    two write transactions); a ring after its watch was last drained, even during its first look, wakes it."""
+    import threading
+
+    s = real_spool
+    s.send(b"first", "c")
+    x = s.lease("c", wait=1)
+    assert x is not None
+    x.ack()
+    assert s.lease("c", wait=0.01) is None  # arms this thread's watch for the channel
+    real = s._inbox.lease_once
+    looks: list[int] = []
+
+    def counting(*args: Any) -> Any:
+        looks.append(1)
+        return real(*args)
+
+    s._inbox.lease_once = counting  # type: ignore[method-assign,assignment]
+    assert s.lease("c", wait=0.05) is None
+    assert len(looks) == 2  # the first look, and one when the wait ends (was 3: a second look before it)
+
+    looks.clear()
+
+    def send_during_look(*args: Any) -> Any:
+        got = real(*args)
+        if not looks:  # the first (empty) look: a message arrives before the waiter sleeps
+            t = threading.Thread(target=s.send, args=(b"late", "c"))
+            t.start()
+            t.join(10)
+        looks.append(1)
+        return got
+
+    s._inbox.lease_once = send_during_look  # type: ignore[method-assign,assignment]
+    watch = s._watches.for_thread()
+    real_wait = watch.wait
+    woke: list[bool] = []
+
+    def wait(timeout: float) -> bool:
+        woke.append(real_wait(timeout))
+        return woke[-1]
+
+    watch.wait = wait  # type: ignore[method-assign]
+    got = s.lease("c", wait=5)
+    assert got is not None and got.body == b"late"
+    assert woke == [True]  # woken by the ring (a lost ring: the wait ends at its timeout, False)

@@ -48,9 +48,10 @@ Latency: an idle link woken by the outbox bell reads its first batch (at most
 thread hop; later batches, and any read that would wait, come from a thread.
 A link that read to the end of the outbox sleeps until the bell (or a batch it
 could not go round for) wakes it, and POSTs to spoolq peers go through the
-small client of ``peerhttp`` (issue 15). A batch read on the loop is posted
-before the next read, and a small all-accepted answer is settled on the loop
-when that needs no wait (no thread hop; the in-flight slot is free sooner).
+small client of ``peerhttp`` (issue 15). A batch read on the loop is short, so
+it ends the step (the outbox was read to its end; what is sent later rings the
+bell), and a small all-accepted answer is settled on the loop when that needs
+no wait (no thread hop; the in-flight slot is free sooner).
 
 ``step()`` does one round and returns; ``run()`` repeats it until stopped,
 waking on the outbox bell, on a finished batch, or after ``scan_interval``.
@@ -260,10 +261,14 @@ class PeerLink:
             task.add_done_callback(self._tasks.discard)
             launched += 1
             if inline:
-                # Let the batch's task write its POST before the next read (which usually finds
-                # nothing, ~0.1 ms of the loop): its task would otherwise start only when this step
-                # returns (issue 15, latency). A thread read gives the loop away by itself.
-                await asyncio.sleep(0)
+                # An inline batch is short (_read_inline passes no full one): it read to the end of the
+                # outbox as it was when read, and what is sent after that rings the bell, which wakes the
+                # loop again. So the step ends here, as the read after it (which found nothing, ~0.1 ms of
+                # the loop before the batch's task could post) would end it: the outbox read to its end
+                # after the cursor, which goes round once nothing is in flight (issue 15, latency).
+                self._drained = True
+                self._unwrapped = True
+                break
         return launched
 
     def _read_inline(self) -> list[OutboxRecord] | None:

@@ -24,7 +24,8 @@ bells itself, so the writer thread goes straight on to the next group. Plain
 single messages of one turn (:meth:`GroupCommit.wait_row`, the HTTP API's
 usual send) share one request. A small batch received from a peer
 (:meth:`GroupCommit.wait_now`) is written by the loop itself when that needs no
-wait for a lock, and only its sync goes to a thread (issue 15: latency).
+wait for a lock, and only its sync goes to a thread, shared by the batches
+waiting for one (``loopsync``; issue 15: latency).
 
 Row layouts of a request (the message id is always at index 2):
   inbox plain:    (channel, priority, id, body)
@@ -50,6 +51,7 @@ from . import sql
 from .db import Database
 from .events import ACTOR, TraceSetting, detail, record, statement_base
 from .events import runs as event_runs
+from .loopsync import LoopSync
 from .names import JobNumbers, Names
 
 __all__ = ["WriteRequest", "GroupCommit"]
@@ -147,6 +149,7 @@ class GroupCommit:
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         self._turns: dict[asyncio.AbstractEventLoop, _Turn] = {}
+        self._loop_sync = LoopSync(lambda: self.db.sync_created())  # the syncs of wait_now's writes
         self._traced_view: bool | None = None  # sql.SEND_TRACED_VIEW made on db.create (None: not yet tried)
         self.commits = 0  # transactions written by group commit, and the requests in them
         self.requests = 0
@@ -291,7 +294,7 @@ class GroupCommit:
             return
         if w.error is None and self.db.sync_creates:
             try:
-                await asyncio.to_thread(self.db.sync_created)
+                await self._loop_sync.wait()  # shared with the batches of other tasks (see loopsync)
             except BaseException as e:
                 w.error = e
         if w.error is not None:
@@ -588,6 +591,7 @@ class GroupCommit:
             self._cv.notify_all()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        self._loop_sync.close()
 
     # -- writing --------------------------------------------------------------------------------
 
