@@ -204,10 +204,18 @@ class Server:
         """Notice reservations that ran out (timeouts) and let waiters re-check twice a second."""
         while True:
             await asyncio.sleep(0.5)
-            now = time.time()
-            for conn in list(self.conns):
-                conn.expire(now)
-            self.wake_waiters()
+            self.tick()
+
+    def tick(self) -> None:
+        """Expire reservations that ran out and pauses that ended, and let the waiters look again."""
+        now = time.time()
+        for conn in list(self.conns):
+            conn.expire(now)
+        if self.paused:  # an ended pause is forgotten, as beanstalkd sets its pause back to 0
+            mono = time.monotonic()
+            for tube in [t for t, (until, _) in self.paused.items() if until <= mono]:
+                del self.paused[tube]  # (reserves take their fast path again once none is left)
+        self.wake_waiters()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -304,6 +312,11 @@ class Server:
         order = self._tube_order
         for gone in [t for t in order if t not in names]:
             del order[gone]
+        # the per-tube counters and pauses of tubes that no longer exist go too (bounded memory: a
+        # client can name any number of tubes; beanstalkd frees a tube, and its counters, the same way)
+        for counts in (self.tube_jobs, self.tube_deletes, self.tube_pauses, self.paused):
+            for gone in [t for t in counts if t not in names]:
+                del counts[gone]
         for t in sorted(names.difference(order)):
             order[t] = None
         return list(order)
