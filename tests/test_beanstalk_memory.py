@@ -53,3 +53,28 @@ def test_ready_order_is_priority_then_job_number_and_delays_report_when() -> Non
     found = store.find_job(d)
     assert none is None and found is not None and found.state == "delayed" and found.due is not None
     assert when is not None and abs(when - (found.due - NOT_EARLY)) < 1e-6  # the exact end, no slack
+
+
+def test_counters_and_pauses_of_gone_tubes_are_forgotten() -> None:
+    """A client can name any number of tubes: the per-tube counters and pauses of a tube that no longer
+    exists (no job, nobody using or watching it) go with it, and an ended pause is forgotten, so that
+    reserves take their fast path again (the server's memory stays bounded)."""
+    import time
+
+    from spoolq.beanstalk.server import TUBE_ORDER_PRUNE, Server
+
+    srv = Server(None, memory=MemoryStore(max_attempts=10))
+    n = TUBE_ORDER_PRUNE + 500
+    for i in range(n):  # what "use t<i>", "pause-tube t<i> 0" and a put + delete leave behind
+        tube = f"t{i}"
+        srv.note_tube(tube)
+        srv.paused[tube] = (time.monotonic() + 3600, 3600)
+        srv.tube_pauses[tube] = srv.tube_jobs[tube] = srv.tube_deletes[tube] = 1
+    assert srv.tubes() == ["default"]  # nobody uses them, and they hold no job
+    assert not (srv.paused or srv.tube_pauses or srv.tube_jobs or srv.tube_deletes)
+
+    srv.note_tube("live")
+    srv.paused["live"] = (time.monotonic() - 1, 5)  # a pause that has ended
+    srv.paused["default"] = (time.monotonic() + 3600, 3600)
+    srv.tick()
+    assert list(srv.paused) == ["default"]

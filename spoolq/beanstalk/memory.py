@@ -37,6 +37,7 @@ RESERVED: Final = 1
 DELAYED: Final = 2
 BURIED: Final = 3
 URGENT_BELOW: Final = 1024  # beanstalkd's "urgent": priority < 1024
+_DEFAULT_TTR: Final = float(DEFAULT_TTR)
 
 
 def _exact(seconds: float) -> float:
@@ -138,8 +139,18 @@ class MemLease:
         return j
 
     def ack(self) -> None:
-        j = self._held()
-        self._store._remove(j)
+        j = self._j  # (_held, then what _remove and _leave do for a reserved job, without their calls)
+        if j.tok != self._tok or j.state != RESERVED or j.due <= time.time():
+            self._held()  # raises
+        t = j.tube
+        t.n_reserved -= 1
+        if len(t.reserved) > 2 * t.n_reserved + 64:
+            _compact(t.reserved, t.n_reserved)
+        j.tok += 1
+        st = self._store
+        del st.jobs[j.job]
+        if len(st.tubes) > 1024 and t.empty():  # (as _remove)
+            st.tubes.pop(t.name, None)
 
     def nack(self, delay: float | None = None, *, priority: int | None = None, reason: str | None = None) -> bool:
         j = self._held()
@@ -241,7 +252,7 @@ class MemoryStore:
     def _remove(self, j: MemJob) -> None:
         self._leave(j)
         del self.jobs[j.job]
-        if j.tube.empty() and len(self.tubes) > 1024:  # bounded memory under many short-lived tubes
+        if len(self.tubes) > 1024 and j.tube.empty():  # bounded memory under many short-lived tubes
             self.tubes.pop(j.tube.name, None)
 
     def _unreserve(self, j: MemJob) -> None:
@@ -271,7 +282,15 @@ class MemoryStore:
 
     def _reserve(self, j: MemJob, now: float) -> MemLease:
         t = j.tube
-        self._leave(j)
+        if j.state == READY:  # (_leave's first case)
+            t.n_ready -= 1
+            if j.pri < URGENT_BELOW:
+                t.n_urgent -= 1
+            if len(t.ready) > 2 * t.n_ready + 64:
+                _compact(t.ready, t.n_ready)
+            j.tok += 1
+        else:
+            self._leave(j)
         j.state = RESERVED
         j.attempts += 1
         j.due = now + j.ttr
@@ -292,14 +311,33 @@ class MemoryStore:
                 v = headers.get(TTR_HEADER)
                 if v is not None:
                     ttr = float(v)
-            j = MemJob(job, self._tube(channel), pri, body, headers, ttr, now)
+            t = self.tubes.get(channel) or self._tube(channel)
+            j = MemJob(job, t, pri, body, headers, ttr, now)
             self.jobs[job] = j
-            if _exact(wait) > 0:
+            if wait > NOT_EARLY:  # (_exact(wait) > 0)
                 self._delay(j, now + _exact(wait))
-            else:
-                self._ready(j)
+            else:  # (_ready)
+                j.tok = 1
+                heapq.heappush(t.ready, (pri, job, 1, j))
+                t.n_ready += 1
+                if pri < URGENT_BELOW:
+                    t.n_urgent += 1
             out.append(job)
         return out
+
+    def put_plain(self, body: bytes, channel: str, pri: int) -> int:
+        """``send_jobs`` of one put without delay, TTR or headers (the commonest), without its lists."""
+        job = self.next_job
+        self.next_job = job + 1
+        t = self.tubes.get(channel) or self._tube(channel)
+        j = MemJob(job, t, pri, body, None, _DEFAULT_TTR, time.time())
+        self.jobs[job] = j
+        j.tok = 1  # (_ready)
+        heapq.heappush(t.ready, (pri, job, 1, j))
+        t.n_ready += 1
+        if pri < URGENT_BELOW:
+            t.n_urgent += 1
+        return job
 
     def promote_due(self, channels: list[str]) -> int:
         now = time.time()
@@ -314,6 +352,35 @@ class MemoryStore:
 
     def lease_any(self, channels: list[str]) -> tuple[MemLease | None, float | None]:
         now = time.time()
+        if len(channels) == 1:  # the common case, without the comparisons between tubes
+            t = self.tubes.get(channels[0])
+            if t is None:
+                return None, None
+            if t.n_delayed or t.n_reserved:
+                self._catch_up(t, now)
+            ready = t.ready
+            while t.n_ready:  # (a live entry is in the heap: it is not empty)
+                top = ready[0]
+                j = top[3]
+                if j.tok != top[2]:  # stale
+                    heapq.heappop(ready)
+                elif j.attempts >= self.max_attempts:  # used up (released or timed out too often): buried
+                    heapq.heappop(ready)
+                    self._leave(j)
+                    self._bury(j, None)
+                else:  # _reserve of a ready job, without its calls
+                    t.n_ready -= 1
+                    if j.pri < URGENT_BELOW:
+                        t.n_urgent -= 1
+                    if len(ready) > 2 * t.n_ready + 64:
+                        _compact(ready, t.n_ready)
+                    tok = j.tok = j.tok + 1
+                    j.state = RESERVED
+                    j.attempts += 1
+                    due = j.due = now + j.ttr
+                    heapq.heappush(t.reserved, (due, j.job, tok, j))
+                    t.n_reserved += 1
+                    return MemLease(self, j), None
         best: tuple[int, int, int, MemJob] | None = None
         for name in channels:
             t = self.tubes.get(name)

@@ -58,31 +58,26 @@ import contextlib
 import functools
 import logging
 import os
-import resource
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._bell import BellHub
 from ..errors import LeaseError, SpoolqError, StorageError, StorageFull
 from ..message import MAX_SECONDS
-from . import wire
+from . import stats, wire
 from .jobs import (
     DEFAULT_TTR,
     DELAY_HEADER,
-    NOT_EARLY,
     TTR_HEADER,
     JobCounts,
     JobStore,
-    int_header,
     lease_ttr,
     spool_seconds,
-    ttr_of_job,
 )
 from .names import channel_tube, tube_channel
-from .wire import DEFAULT_MAX_JOB_SIZE, yaml_dict, yaml_list, yaml_str
+from .wire import DEFAULT_MAX_JOB_SIZE, yaml_list
 
 if TYPE_CHECKING:
     from ..lease import Lease
@@ -115,6 +110,7 @@ class Server:
         if (spool is None) == (memory is None):
             raise ValueError("serve either a spool or a memory store")
         self.store: JobStore | MemoryStore = JobStore(spool) if spool is not None else memory  # type: ignore[assignment]
+        self._memory = memory
         # in memory, no other process can reach the jobs (no bells), and per-job counters are not saved
         self.hub = BellHub(spool.path / "bells") if spool is not None else None
         self._wake = self.hub.subscribe("*") if self.hub is not None else asyncio.Event()
@@ -122,13 +118,14 @@ class Server:
         self.max_job_size = max_job_size
         self.conns: set[Conn] = set()
         self.waiting: set[Conn] = set()
-        self.cmds: Counter[str] = Counter()
+        # plain dicts, not Counters: a Counter's "+= 1" costs three times a dict's, on every command
+        self.cmds: dict[str, int] = dict.fromkeys(wire.COMMAND_NAMES.values(), 0)
         self.total_jobs = 0
         self.job_timeouts = 0
         self.total_connections = 0
-        self.tube_jobs: Counter[str] = Counter()
-        self.tube_deletes: Counter[str] = Counter()
-        self.tube_pauses: Counter[str] = Counter()
+        self.tube_jobs: dict[str, int] = {}
+        self.tube_deletes: dict[str, int] = {}
+        self.tube_pauses: dict[str, int] = {}
         self.paused: dict[str, tuple[float, int]] = {}  # tube -> (until, seconds)
         self.jobs: dict[int, JobCounts] = {}
         self.draining = False
@@ -152,17 +149,18 @@ class Server:
         loop = asyncio.get_running_loop()
         for ec in conns:
             try:
-                await loop.connect_accepted_socket(functools.partial(Conn, self, ec.chunks), sock=ec.sock)
+                await loop.connect_accepted_socket(functools.partial(conn_class(), self, ec.chunks), sock=ec.sock)
             except OSError:
                 ec.sock.close()
 
     async def listen(self, sock: socket.socket) -> None:
         """Serve connections on an already bound and listening socket."""
         loop = asyncio.get_running_loop()
+        cls = conn_class()
         if sock.family == socket.AF_UNIX:
-            srv = await loop.create_unix_server(lambda: Conn(self), sock=sock)
+            srv = await loop.create_unix_server(lambda: cls(self), sock=sock)
         else:
-            srv = await loop.create_server(lambda: Conn(self), sock=sock)
+            srv = await loop.create_server(lambda: cls(self), sock=sock)
         self._servers.append(srv)
         if not self._tasks:
             try:
@@ -206,10 +204,18 @@ class Server:
         """Notice reservations that ran out (timeouts) and let waiters re-check twice a second."""
         while True:
             await asyncio.sleep(0.5)
-            now = time.time()
-            for conn in list(self.conns):
-                conn.expire(now)
-            self.wake_waiters()
+            self.tick()
+
+    def tick(self) -> None:
+        """Expire reservations that ran out and pauses that ended, and let the waiters look again."""
+        now = time.time()
+        for conn in list(self.conns):
+            conn.expire(now)
+        if self.paused:  # an ended pause is forgotten, as beanstalkd sets its pause back to 0
+            mono = time.monotonic()
+            for tube in [t for t, (until, _) in self.paused.items() if until <= mono]:
+                del self.paused[tube]  # (reserves take their fast path again once none is left)
+        self.wake_waiters()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -306,6 +312,11 @@ class Server:
         order = self._tube_order
         for gone in [t for t in order if t not in names]:
             del order[gone]
+        # the per-tube counters and pauses of tubes that no longer exist go too (bounded memory: a
+        # client can name any number of tubes; beanstalkd frees a tube, and its counters, the same way)
+        for counts in (self.tube_jobs, self.tube_deletes, self.tube_pauses, self.paused):
+            for gone in [t for t in counts if t not in names]:
+                del counts[gone]
         for t in sorted(names.difference(order)):
             order[t] = None
         return list(order)
@@ -344,7 +355,19 @@ class Server:
     def put_one(self, conn: Conn, body: bytes, tube: str, pri: int, delay: int, ttr: int, age: float) -> None:
         """A put with no other connection to share its commit with: written and answered now (flush's
         work for one put, without its queue)."""
-        self._answer_put(conn, tube, self._send([self._item(body, tube, pri, delay, ttr, age)])[0])
+        r: Any
+        if delay or ttr != DEFAULT_TTR:
+            r = self._send([self._item(body, tube, pri, delay, ttr, age)])[0]
+        elif self._memory is not None:  # (cannot fail)
+            r = self._memory.put_plain(body, self.channel(tube) or "default", pri)
+        else:  # (what _item makes of it)
+            r = self._send([(body, self.channel(tube) or "default", pri, 0.0, None)])[0]
+        if type(r) is int:  # (_answer_put's first case)
+            self.total_jobs += 1
+            self.tube_jobs[tube] = self.tube_jobs.get(tube, 0) + 1
+            conn.reply(b"INSERTED %d\r\n" % r)
+        else:
+            self._answer_put(conn, tube, r)
         if self.waiting:
             self.wake_waiters()
 
@@ -371,7 +394,7 @@ class Server:
     def _answer_put(self, conn: Conn, tube: str, r: Any) -> None:
         if isinstance(r, int):
             self.total_jobs += 1
-            self.tube_jobs[tube] += 1
+            self.tube_jobs[tube] = self.tube_jobs.get(tube, 0) + 1
             conn.reply(wire.inserted(r))
         elif isinstance(r, SpoolqError):
             log.error("put refused: %s", r)
@@ -400,83 +423,6 @@ class Server:
             log.error("moving due delayed jobs failed: %s", e)
             return False
 
-    def stats_yaml(self) -> bytes:
-        self.expire_all()
-        st = self.store.stats().channels
-        if self.promote_due(ch for ch, x in st.items() if x.delayed):
-            st = self.store.stats().channels
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        uname = os.uname()  # what beanstalkd reports (platform.uname would cost start-up time)
-        c = self.cmds
-        total = {k: sum(getattr(x, k) for x in st.values()) for k in ("urgent", "ready", "leased", "delayed", "dead")}
-        lines = [
-            ("current-jobs-urgent", total["urgent"]), ("current-jobs-ready", total["ready"]),
-            ("current-jobs-reserved", total["leased"]), ("current-jobs-delayed", total["delayed"]),
-            ("current-jobs-buried", total["dead"]),
-            *((f"cmd-{k}", c[k]) for k in (
-                "put", "peek", "peek-ready", "peek-delayed", "peek-buried", "reserve", "reserve-with-timeout",
-                "delete", "release", "use", "watch", "ignore", "bury", "kick", "touch", "stats", "stats-job",
-                "stats-tube", "list-tubes", "list-tube-used", "list-tubes-watched", "pause-tube")),
-            ("job-timeouts", self.job_timeouts), ("total-jobs", self.total_jobs),
-            ("max-job-size", self.max_job_size), ("current-tubes", len(self.tubes())),
-            ("current-connections", len(self.conns)),
-            ("current-producers", sum(1 for x in self.conns if x.producer)),
-            ("current-workers", sum(1 for x in self.conns if x.worker)),
-            ("current-waiting", len(self.waiting)), ("total-connections", self.total_connections),
-            ("pid", os.getpid()), ("version", yaml_str("1.13")),
-            ("rusage-utime", f"{ru.ru_utime:.6f}"), ("rusage-stime", f"{ru.ru_stime:.6f}"),
-            ("uptime", int(time.time() - self.started)),
-            ("binlog-oldest-index", 0), ("binlog-current-index", 0), ("binlog-records-migrated", 0),
-            ("binlog-records-written", 0), ("binlog-max-size", 10485760),
-            ("draining", "true" if self.draining else "false"), ("id", self.instance_id),
-            ("hostname", yaml_str(uname.nodename)), ("os", yaml_str(uname.version)),
-            ("platform", yaml_str(uname.machine)),
-        ]
-        return yaml_dict(lines)
-
-    def stats_tube_yaml(self, tube: str) -> bytes | None:
-        if tube not in self.tubes():
-            return None
-        ch = self.channel(tube)
-        self.expire_all()
-        self.promote_due([ch])
-        st = self.store.stats().channels.get(ch or "")
-        now = time.monotonic()
-        until, secs = self.paused.get(tube, (0.0, 0))
-        paused = until > now
-        left = int(until - now) if paused else 0
-        lines = [
-            ("name", yaml_str(tube)),
-            ("current-jobs-urgent", st.urgent if st else 0), ("current-jobs-ready", st.ready if st else 0),
-            ("current-jobs-reserved", st.leased if st else 0), ("current-jobs-delayed", st.delayed if st else 0),
-            ("current-jobs-buried", st.dead if st else 0), ("total-jobs", self.tube_jobs[tube]),
-            ("current-using", sum(1 for x in self.conns if x.use == tube)),
-            ("current-watching", sum(1 for x in self.conns if tube in x.watch)),
-            ("current-waiting", sum(1 for x in self.waiting if tube in x.watch)),
-            ("cmd-delete", self.tube_deletes[tube]), ("cmd-pause-tube", self.tube_pauses[tube]),
-            ("pause", secs if paused else 0), ("pause-time-left", left),
-        ]
-        return yaml_dict(lines)
-
-    def stats_job_yaml(self, job: Job) -> bytes:
-        now = time.time()
-        counts = self.jobs.get(job.job) or JobCounts()
-        ttr = ttr_of_job(job)
-        if job.state in ("reserved", "delayed") and job.due is not None:
-            left = max(0, int(job.due - NOT_EARLY - now))  # what the client asked for, not the slack
-        else:
-            left = 0
-        delay = counts.delay if counts.delay >= 0 else int_header(job.headers, DELAY_HEADER)
-        lines = [
-            ("id", job.job), ("tube", yaml_str(channel_tube(job.channel))), ("state", job.state),
-            ("pri", job.priority), ("age", max(0, int(now - job.created_at))), ("delay", delay), ("ttr", ttr),
-            ("time-left", left), ("file", 0), ("reserves", max(job.attempts, counts.reserves)),
-            ("timeouts", counts.timeouts),
-            ("releases", counts.releases), ("buries", counts.buries), ("kicks", counts.kicks),
-        ]
-        return yaml_dict(lines)
-
-
 # -- one connection ---------------------------------------------------------------------------
 
 
@@ -495,9 +441,13 @@ class Conn(asyncio.BufferedProtocol):
         self._arrived: float | None = None  # arrival of the early bytes being decoded
         self.transport: asyncio.Transport | None = None
         self.decoder = wire.Decoder(server.max_job_size)
+        # the decoder holds bytes or a frame under way (not decoder.idle, a property: a call per read);
+        # set where the decoder's state changes, after _received's and process's work
+        self._mid = False
         self._rxview = memoryview(bytearray(65536))
         self.use = "default"
         self.watch: list[str] = ["default"]
+        self._watched: list[str] | None = None  # the channels of watch (while no tube is paused), kept
         self.reserved: dict[int, Reservation] = {}
         self.producer = False
         self.worker = False
@@ -517,7 +467,7 @@ class Conn(asyncio.BufferedProtocol):
         early, self._early = self._early, None
         for arrived, data in early or ():  # before the transport reads anything new (it starts after this)
             self._arrived = arrived
-            self.data_received(data)
+            self._received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -544,38 +494,62 @@ class Conn(asyncio.BufferedProtocol):
         return self._rxview
 
     def buffer_updated(self, nbytes: int) -> None:
+        """Bytes read into the buffer (asyncio's loop; under uvloop, see :class:`StreamConn`)."""
         self._arrived = None
-        if not self.busy and self.decoder.idle:
-            data = bytes(self._rxview[:nbytes])
-            if not self._fast(data):
-                self.data_received(data)
+        if self.busy or self._mid:
+            self._received(self._rxview[:nbytes])
             return
-        self.data_received(self._rxview[:nbytes])
+        data = bytes(self._rxview[:nbytes])
+        if not self._fast(data):
+            self._received(data)
+
+    def data_received(self, data: bytes) -> None:  # type: ignore[override]
+        """Bytes read (uvloop calls this of a plain protocol, :class:`StreamConn`, with a bytes object)."""
+        self._arrived = None
+        if self.busy or self._mid or not self._fast(data):
+            self._received(data)
 
     def _fast(self, data: bytes) -> bool:
         """One whole put, reserve or delete read on its own (what a client waiting for each answer sends),
-        without the decoder (see wire.fast_command), by the same handlers. False: not one, nothing done."""
-        ev = wire.fast_command(data, self.server.max_job_size)
-        if ev is None:
-            return False
+        without the decoder or the event objects, by the same handlers (see wire.fast_command, which
+        takes the same frames). False: not one of those, nothing done."""
+        srv = self.server
+        first = data[:1]
         try:
-            if type(ev) is wire.Put:
-                self.server.cmds["put"] += 1
+            if first == b"p":
+                m = _FAST_PUT(data)
+                if m is None:
+                    return False
+                start = m.end()
+                size = int(m[4])
+                if size > srv.max_job_size or len(data) != start + size + 2 or data[-2:] != b"\r\n":
+                    return False
+                srv.cmds["put"] += 1
                 self.producer = True
-                self.c_put(ev)
-            elif type(ev) is wire.Delete:
-                self.server.cmds["delete"] += 1
-                self.c_delete(ev)
-            else:
-                self.server.cmds["reserve"] += 1
+                ttr = int(m[3])
+                if srv.draining or srv._puts or (srv._persist and len(srv.conns) > 1):
+                    self._put(data[start:start + size], int(m[1]), int(m[2]), ttr if ttr > 0 else 1)
+                else:  # what _put does with it (read now: no age)
+                    srv.put_one(self, data[start:start + size], self.use, int(m[1]), int(m[2]), ttr if ttr > 0 else 1,
+                                0.0)
+            elif first == b"r":
+                if data != b"reserve\r\n":
+                    return False
+                srv.cmds["reserve"] += 1
                 self._start_wait(None)
+            elif data[:7] == b"delete " and 9 < len(data) < 28 and data[-2:] == b"\r\n" and data[7:-2].isdigit():
+                srv.cmds["delete"] += 1  # (at most 18 digits: a job number the spool can hold)
+                self._delete(int(data[7:-2]))
+            else:
+                return False
         except SpoolqError as e:  # as in _process
-            log.error("beanstalk command %r failed: %s", ev, e)
+            log.error("beanstalk command %r failed: %s", data[:40], e)
             self.reply(wire.OUT_OF_MEMORY if isinstance(e, StorageFull) else wire.INTERNAL_ERROR)
             self.busy = False
         return True
 
-    def data_received(self, data: bytes | memoryview) -> None:
+    def _received(self, data: bytes | memoryview) -> None:
+        """Bytes read, through the decoder."""
         try:
             self.decoder.receive_data(data)
         except wire.WireError as e:  # cannot happen while reading pauses below; never grow without bound
@@ -586,9 +560,11 @@ class Conn(asyncio.BufferedProtocol):
             return
         if not self.busy:
             self.process()
-        elif self.decoder.buffered > PAUSE_READING_AT and self.transport is not None:
-            self.transport.pause_reading()  # a reply is pending: do not buffer without bound
-            self._paused = True
+        else:
+            self._mid = not self.decoder.idle
+            if self.decoder.buffered > PAUSE_READING_AT and self.transport is not None:
+                self.transport.pause_reading()  # a reply is pending: do not buffer without bound
+                self._paused = True
 
     def eof_received(self) -> bool | None:
         """The client sent all it will: answer every command it sent (in order), then close."""
@@ -611,6 +587,7 @@ class Conn(asyncio.BufferedProtocol):
 
     def process(self) -> None:
         self._process()
+        self._mid = not self.decoder.idle
         if self._eof and not self.busy and not self.closed and self.transport is not None:
             self.closed = True  # nothing more will come: what is left in the buffer is an incomplete command
             self.transport.close()  # (the replies already written are sent first)
@@ -632,7 +609,8 @@ class Conn(asyncio.BufferedProtocol):
         """Carry out one decoded command."""
         name = ev.counted if isinstance(ev, wire.BadFormat) else wire.COMMAND_NAMES.get(type(ev))
         if name:
-            self.server.cmds[name] += 1
+            cmds = self.server.cmds
+            cmds[name] = cmds.get(name, 0) + 1
         handler = _HANDLERS.get(type(ev))
         if handler is not None:
             handler(self, ev)
@@ -646,16 +624,19 @@ class Conn(asyncio.BufferedProtocol):
             self.producer = True
 
     def c_put(self, ev: wire.Put) -> None:
-        if self.server.draining:
+        self._put(ev.body, ev.pri, ev.delay, ev.ttr)
+
+    def _put(self, body: bytes, pri: int, delay: int, ttr: int) -> None:
+        srv = self.server
+        if srv.draining:
             self.reply(wire.DRAINING)
             return
-        srv = self.server
         age = 0.0 if self._arrived is None else max(0.0, time.monotonic() - self._arrived)
-        if len(srv.conns) <= 1 and not srv._puts:
-            srv.put_one(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr, age)
+        if not srv._puts and (not srv._persist or len(srv.conns) <= 1):  # no commit to share: now
+            srv.put_one(self, body, self.use, pri, delay, ttr, age)
             return
         self.busy = True
-        if not srv.queue_put(self, ev.body, self.use, ev.pri, ev.delay, ev.ttr, age):
+        if not srv.queue_put(self, body, self.use, pri, delay, ttr, age):
             srv.flush(inline=self)  # alone on the server: commit and answer now, then go on
 
     def c_use(self, ev: wire.Use) -> None:
@@ -674,9 +655,14 @@ class Conn(asyncio.BufferedProtocol):
     def _start_wait(self, timeout: float | None) -> None:
         self.worker = True
         if not self.reserved and not self.server.paused:  # a job at once: none of the wait's bookkeeping
-            lease, _ = self.store.lease_any(self._channels())  # (with reservations, deadlines matter first)
-            if lease is not None:
-                self.reply(self._got(lease))
+            lease, _ = self.store.lease_any(self._watched or self._channels())  # (with reservations,
+            if lease is not None:                                              # deadlines matter first)
+                job = lease.job
+                self.reserved[job] = lease
+                if job in self.server.jobs:
+                    self.server.reserved_job(job)
+                if self.transport is not None and not self.closed:
+                    self.transport.write(b"RESERVED %d %d\r\n%s\r\n" % (job, len(lease.body), lease.body))
                 return
         self.busy = True
         if timeout is None:
@@ -703,7 +689,12 @@ class Conn(asyncio.BufferedProtocol):
     def _channels(self) -> list[str]:
         srv = self.server
         paused = srv.paused
-        now = time.monotonic() if paused else 0.0
+        if not paused:
+            chans = self._watched
+            if chans is None:
+                chans = self._watched = [ch for ch in map(srv.channel, self.watch) if ch is not None]
+            return chans
+        now = time.monotonic()
         out = []
         for tube in self.watch:
             if paused and paused.get(tube, (0.0, 0))[0] > now:
@@ -794,8 +785,13 @@ class Conn(asyncio.BufferedProtocol):
         self.reply(self._got(lease))
 
     def c_delete(self, ev: wire.Delete) -> None:
-        job = ev.job
-        lease = self._held(job)
+        self._delete(ev.job)
+
+    def _delete(self, job: int) -> None:
+        reserved = self.reserved
+        if reserved:
+            self.expire(time.time())
+        lease = reserved.get(job)
         tube = None
         if lease is not None:
             try:
@@ -811,8 +807,10 @@ class Conn(asyncio.BufferedProtocol):
         if tube is None:
             self.reply(wire.NOT_FOUND)
             return
-        self.server.tube_deletes[tube] += 1
-        self.server.deleted_job(job)
+        srv = self.server
+        srv.tube_deletes[tube] = srv.tube_deletes.get(tube, 0) + 1
+        if job in srv.jobs:
+            srv.deleted_job(job)
         self.reply(wire.DELETED)
 
     def c_release(self, ev: wire.Release) -> None:
@@ -867,6 +865,7 @@ class Conn(asyncio.BufferedProtocol):
         self.server.note_tube(name)
         if name not in self.watch:
             self.watch.append(name)
+            self._watched = None
         self.reply(wire.watching(len(self.watch)))
 
     def c_ignore(self, ev: wire.Ignore) -> None:
@@ -876,6 +875,7 @@ class Conn(asyncio.BufferedProtocol):
                 self.reply(wire.NOT_IGNORED)
                 return
             self.watch.remove(name)
+            self._watched = None
         self.reply(wire.watching(len(self.watch)))
 
     # -- other commands ------------------------------------------------------------------
@@ -939,18 +939,18 @@ class Conn(asyncio.BufferedProtocol):
         if found is None:
             self.reply(wire.NOT_FOUND)
             return
-        self._ok(self.server.stats_job_yaml(found))
+        self._ok(stats.job_yaml(self.server, found))
 
     def c_stats_tube(self, ev: wire.StatsTube) -> None:
         name = ev.tube
-        data = self.server.stats_tube_yaml(name)
+        data = stats.tube_yaml(self.server, name)
         if data is None:
             self.reply(wire.NOT_FOUND)
         else:
             self._ok(data)
 
     def c_stats(self, ev: wire.Stats) -> None:
-        self._ok(self.server.stats_yaml())
+        self._ok(stats.server_yaml(self.server))
 
     def c_list_tubes(self, ev: wire.ListTubes) -> None:
         self._ok(yaml_list(self.server.tubes()))
@@ -967,7 +967,7 @@ class Conn(asyncio.BufferedProtocol):
             self.reply(wire.NOT_FOUND)
             return
         self.server.paused[name] = (time.monotonic() + delay, delay)
-        self.server.tube_pauses[name] += 1
+        self.server.tube_pauses[name] = self.server.tube_pauses.get(name, 0) + 1
         self.reply(wire.PAUSED)
         self.server.wake_waiters()  # waiters re-plan their sleep around the pause
 
@@ -981,6 +981,20 @@ class Conn(asyncio.BufferedProtocol):
     def _ok(self, data: bytes) -> None:
         self.reply(wire.ok(data))
 
+
+class StreamConn(Conn, asyncio.Protocol):
+    """A :class:`Conn` that uvloop treats as a plain protocol: it reads into its own buffer and hands
+    ``data_received`` a bytes object of what was read (one call from the loop per read, where a
+    buffered protocol costs two, ``get_buffer`` and ``buffer_updated``, and a copy out of the view).
+    asyncio's own loop would allocate 256 KiB per read for a plain protocol: it gets :class:`Conn`."""
+
+
+def conn_class() -> type[Conn]:
+    """The connection class for the running loop (see :class:`StreamConn`)."""
+    return StreamConn if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else Conn
+
+
+_FAST_PUT: Final = wire.FAST_PUT.match
 
 _HANDLERS: Final[dict[type, Callable[[Conn, Any], None]]] = {
     wire.PutStart: Conn.c_put_start, wire.Put: Conn.c_put, wire.Use: Conn.c_use,

@@ -383,7 +383,7 @@ def parse_command(line: bytes, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> Even
 # -- the fast path: one whole command in one read ---------------------------------------------
 
 # a put line as clients write it: numbers of at most 9 digits (below 2**32), single spaces
-_FAST_PUT: Final = re.compile(rb"put ([0-9]{1,9}) ([0-9]{1,9}) ([0-9]{1,9}) ([0-9]{1,9})\r\n")
+FAST_PUT: Final = re.compile(rb"put ([0-9]{1,9}) ([0-9]{1,9}) ([0-9]{1,9}) ([0-9]{1,9})\r\n")
 _RESERVE: Final = Reserve()
 
 
@@ -392,7 +392,7 @@ def fast_command(data: bytes, max_job_size: int = DEFAULT_MAX_JOB_SIZE) -> Put |
     client that waits for each answer sends them; else None (the :class:`Decoder` takes it). For these
     frames it gives what the decoder gives (a put's :class:`PutStart` is left to the caller)."""
     if data.startswith(b"put "):
-        m = _FAST_PUT.match(data)
+        m = FAST_PUT.match(data)
         if m is None:
             return None
         start = m.end()
