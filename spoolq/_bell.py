@@ -50,9 +50,12 @@ POLL_FALLBACK: Final = 0.005
 OUTBOX: Final = "outbox"
 
 
+CHANNEL_PREFIX: Final = "c."  # Spool.send adds it itself (issue 9: a call less per send)
+
+
 def channel_bell(channel: str) -> str:
     """Bell name for a channel (prefixed, so '.' and '..' stay plain file names)."""
-    return "c." + channel
+    return CHANNEL_PREFIX + channel
 
 
 class Bells:

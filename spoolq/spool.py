@@ -253,7 +253,7 @@ class Spool:
                     if ch is None:
                         ch = self._names.create_channel(channel)
                     first = _take_ids(1)
-                    self._commit.send_one(ch, priority, first.to_bytes(16, "big"), body, _bell.channel_bell(channel))
+                    self._commit.send_one(ch, priority, first.to_bytes(16, "big"), body, _bell.CHANNEL_PREFIX + channel)
                     return id_text(first)
             else:
                 route = self._routes.matched(channel)

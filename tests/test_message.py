@@ -38,6 +38,17 @@ def test_ids_sort_in_creation_order_as_text_and_bytes() -> None:
     assert raw == sorted(raw)
 
 
+def test_id_text_is_the_uuid_text_whatever_id_came_before() -> None:
+    # id_text keeps the text of the last id's high bits (issue 9): ids that share them, and ids that do not,
+    # in any order, carry into the high bits, and the edges of the 48 low bits
+    high = 0x0189_0A5D_AC96_774B_BCCE << 48
+    ns = [high, high + 1, high + (1 << 48) - 1, high + (1 << 48), high, 0, (1 << 128) - 1, 1 << 48, (1 << 48) - 1, high]
+    ns += [spoolq.message._take_ids(1) for _ in range(100)]
+    for n in ns:
+        assert id_text(n) == str(uuid.UUID(int=n))
+        assert id_text(n) == id_text_from_bytes(n.to_bytes(16, "big"))
+
+
 def test_id_time_is_creation_time() -> None:
     before = time.time()
     i = spoolq.new_id()

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from spoolq import Spool
-from spoolq.store.db import WAL_GROW_CHECK, WAL_ROOM_FRAMES
+from spoolq.store.db import CREATE_CHECKPOINT_PAGES, WAL_GROW_CHECK, WAL_ROOM_FRAMES
 
 from .conftest import PYTHON, ROOT, python_env
 
@@ -75,3 +75,21 @@ def test_a_process_killed_after_its_wal_grew_loses_nothing_it_was_told_was_store
     with Spool(spool_dir, durability="full") as s:  # and the spool goes on: new frames after recovery
         s.send(b"after", "c")
     assert drain(spool_dir) == [b"after"]
+
+
+def test_a_normal_spools_sends_checkpoint_every_create_checkpoint_pages_not_every_1000(tmp_path: Path) -> None:
+    # issue 9: a checkpoint syncs the WAL and the database; under normal the senders' connection lets the WAL
+    # reach CREATE_CHECKPOINT_PAGES first (at SQLite's default of 1,000 it restarts there)
+    spool_dir = tmp_path / "s"
+    past = 32 + (1_000 + (CREATE_CHECKPOINT_PAGES - 1_000) // 2) * (24 + PAGE)
+    sent = 0
+    with Spool(spool_dir, durability="normal") as s:
+        while wal_size(spool_dir) < past and sent < 4 * CREATE_CHECKPOINT_PAGES:
+            for _ in range(100):
+                s.send(b"x" * 200 + b"%d" % sent, "c")
+                sent += 1
+        assert wal_size(spool_dir) >= past, (sent, wal_size(spool_dir))
+    with Spool(spool_dir, durability="full") as s:  # full keeps 1,000: the WAL's room given in advance matches it
+        assert s._db.create.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1_000
+        assert s._db.move.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1_000
+    assert len(drain(spool_dir)) == sent

@@ -58,7 +58,7 @@ __all__ = ["WriteRequest", "GroupCommit"]
 
 LINGER: Final = 0.0005  # how long the writer thread waits for more senders before it stops
 GATHER: Final = 0.0005  # at most this long it waits for the senders it just woke to send again
-_COPY_MAX: Final = 4096  # bodies up to this size are bound as bytearray by send_one (see _write_row)
+_COPY_MAX: Final = 4096  # bodies up to this size are bound as bytearray by send_one
 # ... after a group from an event loop: a loop hands over a group per turn, and waking a waiting writer
 # (a notify) costs the loop less than starting it again through the executor. Issue 9: at 3 ms, one group
 # in four of a busy node's HTTP sends (32 connections, a shared 2-core box) found the writer gone and paid
@@ -232,13 +232,48 @@ class GroupCommit:
             if w.error is not None:
                 raise w.error
             return
-        if not tracing.on:
-            self._leading = True  # this thread writes; senders arriving meanwhile queue for the writer
+        if tracing.on:
             mu.release()
-            if self._write_row(ch, priority, idb, body, bell):
-                return
         else:
+            # This thread writes (senders arriving meanwhile queue for the writer), here rather than in a
+            # method of its own: every Python call is ~500 instructions of a ~70k send (issue 9)
+            self._leading = True
             mu.release()
+            db = self.db
+            gate = db.gate
+            inline = False
+            try:
+                with gate:
+                    jobs = self.jobs
+                    job = jobs.next
+                    if jobs.end <= job:  # a new block must be reserved, in a transaction: the general path
+                        job = -1
+                    else:
+                        jobs.next = job + 1
+                        # Alone, and no other process writing: let SQLite sync inside the commit, which
+                        # measured faster than syncing after it (issue 9). While other processes write, the
+                        # sync runs outside the gate (issue 15), so that they do not queue behind it.
+                        inline = db.sync_creates and not gate.contended()
+                        # bytearray, not bytes: the sqlite3 module looks for an adapter for every bytes
+                        # parameter (a failed attribute lookup that formats an AttributeError, ~2.5k
+                        # instructions each); a large body is not copied for that
+                        small = body if len(body) > _COPY_MAX else bytearray(body)
+                        db.insert_created(sql.INSERT_ONE, (ch, priority, bytearray(idb), job, small), inline)
+                if job >= 0:
+                    if inline:
+                        db.check_created()  # a removed spool raises, as with the sync below
+                    elif db.sync_creates:
+                        db.sync_created()  # outside the gate: other writers go on meanwhile
+            finally:
+                mu.acquire()
+                if self._queue:
+                    self._hand_over()
+                else:
+                    self._leading = False
+                mu.release()
+            if job >= 0:
+                self.bells.ring(bell)
+                return
         w = WriteRequest()
         w.inbox.append((ch, priority, idb, body))
         w.bells.add(bell)
@@ -365,42 +400,6 @@ class GroupCommit:
         self.submit(writes, done)
 
     # -- leading --------------------------------------------------------------------------------
-
-    def _write_row(self, ch: int, priority: int, idb: bytes, body: bytes, bell: str) -> bool:
-        """:meth:`_write_one` for :meth:`send_one`, which took the lead: False when no job number is
-        reserved (then nothing was done: the caller goes through submit)."""
-        db = self.db
-        try:
-            gate = db.gate
-            with gate:
-                jobs = self.jobs
-                job = jobs.next
-                if jobs.end <= job:  # a new block must be reserved, in a transaction: the general path
-                    return False
-                jobs.next = job + 1
-                # Alone, and no other process writing: let SQLite sync inside the commit, which measured
-                # faster than syncing after it (issue 9). While other processes write, the sync runs
-                # outside the gate (issue 15), so that they do not queue behind it.
-                inline = db.sync_creates and not gate.contended()
-                # bytearray, not bytes: the sqlite3 module looks for an adapter for every bytes parameter
-                # (a failed attribute lookup that formats an AttributeError, ~2.5k instructions each);
-                # a large body is not copied for that
-                small = body if len(body) > _COPY_MAX else bytearray(body)
-                db.insert_created(sql.INSERT_ONE, (ch, priority, bytearray(idb), job, small), inline)
-            if inline:
-                db.check_created()  # a removed spool raises, as with the sync below
-            elif db.sync_creates:
-                db.sync_created()  # outside the gate: other writers go on meanwhile
-        finally:
-            mu = self._mu
-            mu.acquire()
-            if self._queue:
-                self._hand_over()
-            else:
-                self._leading = False
-            mu.release()
-        self.bells.ring(bell)
-        return True
 
     def own(self, last: int) -> None:
         """The caller owns the spool (see ``sql.OWNED_BLOCK``): note its blocks, and the numbers its

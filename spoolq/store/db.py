@@ -51,6 +51,10 @@ RESERVE_FILE: Final = "reserve"
 RESERVE_BYTES: Final = 8 << 20  # more than a WAL grows between checkpoints (1,000 pages)
 WAL_ROOM_FRAMES: Final = 1_100  # the WAL's size given in advance (SQLite restarts it at 1,000 pages)
 WAL_GROW_CHECK: Final = 256  # synced commits between two looks at the WAL's size (see _grow_wal)
+# Under durability normal, the WAL pages after which a commit on `create` checkpoints (SQLite's default,
+# and every other connection's, is 1,000): a checkpoint syncs the WAL and the database, and a send of the
+# spool writes ~1.6 WAL pages, so at 1,000 a sender paid those two syncs every ~600 sends (issue 9)
+CREATE_CHECKPOINT_PAGES: Final = 4_000
 BUSY_TIMEOUT: Final = 30.0
 
 T = TypeVar("T")
@@ -118,6 +122,10 @@ class WriteGate:
 
     def __enter__(self) -> None:
         self._lock.acquire()
+        if self._depth == 0 and not self._queue_until and not self._db.closed:  # the common case, inline
+            self._owner = threading.get_ident()
+            self._depth = 1
+            return
         self._enter(True)
 
     def enter_nowait(self) -> bool:
@@ -250,6 +258,8 @@ class Database:
             self.gate = WriteGate(self, self._gate_fd)
             self.create = self._connect("FULL" if durability == "full" else "NORMAL")
             self._create_cursor = self.create.cursor()  # used under the gate only (insert_created)
+            if not self.sync_creates:
+                self.create.execute(f"PRAGMA wal_autocheckpoint={CREATE_CHECKPOINT_PAGES}")
             self.move = self._connect("NORMAL")
             self.read_conn = self._connect("NORMAL")
             self.node_id = self._init_schema()
