@@ -67,15 +67,7 @@ from .._bell import BellHub
 from ..errors import LeaseError, SpoolqError, StorageError, StorageFull
 from ..message import MAX_SECONDS
 from . import stats, wire
-from .jobs import (
-    DEFAULT_TTR,
-    DELAY_HEADER,
-    TTR_HEADER,
-    JobCounts,
-    JobStore,
-    lease_ttr,
-    spool_seconds,
-)
+from .jobs import DEFAULT_TTR, DELAY_HEADER, TTR_HEADER, JobCounts, JobStore, lease_ttr, spool_seconds
 from .names import channel_tube, tube_channel
 from .wire import DEFAULT_MAX_JOB_SIZE, yaml_list
 
@@ -208,9 +200,7 @@ class Server:
 
     def tick(self) -> None:
         """Expire reservations that ran out and pauses that ended, and let the waiters look again."""
-        now = time.time()
-        for conn in list(self.conns):
-            conn.expire(now)
+        self.expire_all()
         if self.paused:  # an ended pause is forgotten, as beanstalkd sets its pause back to 0
             mono = time.monotonic()
             for tube in [t for t, (until, _) in self.paused.items() if until <= mono]:
@@ -407,7 +397,7 @@ class Server:
     def expire_all(self) -> None:
         """Count the reservations that ran out as timeouts now (the tick would, within half a second)."""
         now = time.time()
-        for conn in self.conns:
+        for conn in list(self.conns):
             conn.expire(now)
 
     def promote_due(self, channels: Iterable[str | None]) -> bool:
@@ -453,7 +443,7 @@ class Conn(asyncio.BufferedProtocol):
         self.worker = False
         self.busy = False  # a reply is pending (a put being written, a reserve waiting)
         self.closed = False
-        self._wait_until: float | None = None  # loop time a reserve-with-timeout gives up
+        self._wait_until: float | None = None  # time.monotonic() at which a reserve-with-timeout gives up
         self._timer: asyncio.TimerHandle | None = None
         self._eof = False  # the client half-closed: answer what it sent, then close
         self._paused = False  # reading paused while a reply is pending and much is buffered
@@ -668,9 +658,10 @@ class Conn(asyncio.BufferedProtocol):
         if timeout is None:
             self._wait_until = None
         else:
-            start = asyncio.get_running_loop().time()
+            # not loop.time(): uvloop's is whole ms from the loop's wake-up, so the wait could end ~1 ms early
+            start = time.monotonic()
             if self._arrived is not None:  # read before the server was ready: count from its arrival
-                start -= max(0.0, time.monotonic() - self._arrived)
+                start = min(start, self._arrived)
             self._wait_until = start + timeout
         # A first look without listening to bells (turning that on and off costs system calls); only
         # if nothing is there, listen, then look again, so that no ring is missed.
@@ -719,7 +710,7 @@ class Conn(asyncio.BufferedProtocol):
             self._finish_wait(wire.DEADLINE_SOON)
             return
         loop = asyncio.get_running_loop()
-        if self._eof or (self._wait_until is not None and loop.time() >= self._wait_until):
+        if self._eof or (self._wait_until is not None and time.monotonic() >= self._wait_until):
             self._finish_wait(wire.TIMED_OUT)
             return
         # sleep until the earliest moment the answer could change
@@ -728,8 +719,8 @@ class Conn(asyncio.BufferedProtocol):
             at.append(loop.time() + max(0.0, when - time.time()))
         if soonest is not None:
             at.append(loop.time() + max(0.0, soonest - SAFETY_MARGIN - time.time()))
-        if self._wait_until is not None:
-            at.append(self._wait_until)
+        if self._wait_until is not None:  # (a timer that fires early finds it not yet due, and sleeps again)
+            at.append(loop.time() + (self._wait_until - time.monotonic()))
         mono = time.monotonic()
         for tube in self.watch:
             until = self.server.paused.get(tube, (0.0, 0))[0]
