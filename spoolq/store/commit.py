@@ -265,12 +265,7 @@ class GroupCommit:
                     elif db.sync_creates:
                         db.sync_created()  # outside the gate: other writers go on meanwhile
             finally:
-                mu.acquire()
-                if self._queue:
-                    self._hand_over()
-                else:
-                    self._leading = False
-                mu.release()
+                self._end_lead()
             if job >= 0:
                 self.bells.ring(bell)
                 return
@@ -434,12 +429,7 @@ class GroupCommit:
                 db.execute_gated(db.create, sql.INSERT_ONE, (ch, priority, idb, job, body))
             db.sync_created()  # outside the gate: other writers go on meanwhile
         finally:
-            mu.acquire()
-            if self._queue:
-                self._hand_over()
-            else:
-                self._leading = False
-            mu.release()
+            self._end_lead()
         self.bells.ring(bell)
         return job
 
@@ -472,12 +462,7 @@ class GroupCommit:
                     self._write_batch([w])
             self.db.sync_created()  # outside the gate: other writers go on meanwhile
         finally:
-            mu.acquire()
-            if self._queue:
-                self._hand_over()
-            else:
-                self._leading = False
-            mu.release()
+            self._end_lead()
         w.done = True
         for b in w.bells:
             self.bells.ring(b)
@@ -492,6 +477,15 @@ class GroupCommit:
                 return
             self._leading = True
         self._writer().submit(self._lead, None)
+
+    def _end_lead(self) -> None:
+        """A caller that led (wrote itself) is done: the lead passes to the writer thread when others
+        queued meanwhile (:meth:`_hand_over`), else nobody leads."""
+        with self._mu:
+            if self._queue:
+                self._hand_over()
+            else:
+                self._leading = False
 
     def _hand_over(self) -> None:
         """Pass the lead to the writer thread. Called with ``_mu`` held.
@@ -576,11 +570,7 @@ class GroupCommit:
                 self.bells.ring(b)
             if own is None:
                 continue
-            with mu:
-                if self._queue:
-                    self._hand_over()
-                else:
-                    self._leading = False
+            self._end_lead()
             return
 
     def close(self) -> None:
