@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import importlib.util
 import json
 import ssl
 import threading
@@ -150,10 +151,15 @@ def toml_str(path: Path | str) -> str:
     return json.dumps(str(path))  # a JSON string is a valid TOML basic string for plain paths
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
-    """A node without tokens on loopback; sweeps often so TTLs turn into dead letters quickly."""
-    n = NodeProc(tmp_path_factory.mktemp("plain") / "spool", config="[node]\nsweep_interval = 0.2\n")
+@pytest.fixture(scope="module", params=["default", "asyncio"])
+def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
+    """A node without tokens on loopback; sweeps often so TTLs turn into dead letters quickly. Once on the
+    default event loop (uvloop when installed), once on asyncio's own (SPOOLQ_LOOP=asyncio)."""
+    loop = request.param
+    n = NodeProc(tmp_path_factory.mktemp("plain") / "spool", config="[node]\nsweep_interval = 0.2\n",
+                 env={"SPOOLQ_LOOP": "asyncio" if loop == "asyncio" else ""})
+    uv = loop != "asyncio" and importlib.util.find_spec("uvloop") is not None
+    assert f"event loop: {'uvloop' if uv else 'asyncio'}" in n.log(), n.log()
     yield n
     assert n.stop() == 0, n.log()
 
