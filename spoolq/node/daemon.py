@@ -537,8 +537,9 @@ class Node:
         """
         bell = channel_bell(channel)
         ev = self.bells.subscribe(bell)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
+        # counted on time.monotonic(): uvloop's loop.time() is whole ms from the loop's wake-up, and a
+        # wait counted on it could end up to ~1 ms early
+        deadline = time.monotonic() + wait
         try:
             while True:
                 ev.clear()
@@ -548,7 +549,7 @@ class Node:
                 if leases and gone is not None and gone():
                     await self.release(leases)
                     return []
-                remaining = deadline - loop.time()
+                remaining = deadline - time.monotonic()
                 if leases or remaining <= 0 or self._stopping:
                     return leases
                 # delayed messages and expiring leases ring no bell: look again at least twice a second
