@@ -105,6 +105,12 @@ def test_watch_list_order_after_ignore(pair: tuple[Wire, Wire]) -> None:
     assert real.yaml("list-tubes-watched") == ours.yaml("list-tubes-watched") == ["d", "a", "c", "e"]
 
 
+def test_quit_with_anything_after_it_closes(pair: tuple[Wire, Wire]) -> None:
+    for w in pair:
+        w.send(b"quit now\r\nstats\r\n")
+        assert w.wait_closed() == b""
+
+
 def test_version_and_os(pair: tuple[Wire, Wire]) -> None:  # item 3
     real, ours = pair
     a, b = real.yaml("stats"), ours.yaml("stats")
