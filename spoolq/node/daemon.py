@@ -34,6 +34,7 @@ from .._bell import OUTBOX, BellHub, channel_bell
 from ..codec import BATCH_BYTES, BATCH_MESSAGES, MAX_IN_FLIGHT
 from ..errors import SpoolqError, SpoolUnavailable
 from ..lease import Lease
+from ..message import check_channel
 from ..routing import failover_parts
 from ..spool import Spool
 from .api import build_app
@@ -535,7 +536,7 @@ class Node:
         back uncounted (``Spool.release``), so a message is not hidden from everyone for the
         visibility nor spends an attempt on nobody.
         """
-        bell = channel_bell(channel)
+        bell = channel_bell(check_channel(channel))  # before the bell: its file is named after the channel
         ev = self.bells.subscribe(bell)
         # counted on time.monotonic(): uvloop's loop.time() is whole ms from the loop's wake-up, and a
         # wait counted on it could end up to ~1 ms early

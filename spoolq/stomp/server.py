@@ -231,7 +231,7 @@ class Server:
         self.hub.close()
 
     async def lease_async(self, channel: str, n: int, wait: float) -> list[Lease]:
-        bell = channel_bell(channel)
+        bell = channel_bell(check_channel(channel))  # before the bell: its file is named after the channel
         ev = self.hub.subscribe(bell)
         # counted on time.monotonic(): uvloop's loop.time() is whole ms from the loop's wake-up, and a
         # wait counted on it could end up to ~1 ms early
