@@ -160,9 +160,13 @@ def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     loop = request.param
     n = NodeProc(tmp_path_factory.mktemp("plain") / "spool", config="[node]\nsweep_interval = 0.2\n",
                  env={"SPOOLQ_LOOP": "asyncio" if loop == "asyncio" else ""})
-    uv = loop != "asyncio" and importlib.util.find_spec("uvloop") is not None
-    wait_for(lambda: "event loop:" in n.log())  # logged just after the node starts answering
-    assert f"event loop: {'uvloop' if uv else 'asyncio'}" in n.log(), n.log()
+    try:
+        uv = loop != "asyncio" and importlib.util.find_spec("uvloop") is not None
+        wait_for(lambda: "event loop:" in n.log())  # logged just after the node starts answering
+        assert f"event loop: {'uvloop' if uv else 'asyncio'}" in n.log(), n.log()
+    except BaseException:
+        n.stop()
+        raise
     yield n
     assert n.stop() == 0, n.log()
 

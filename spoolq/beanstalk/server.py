@@ -67,6 +67,7 @@ from .._bell import BellHub
 from ..errors import LeaseError, SpoolqError, StorageError, StorageFull
 from ..message import MAX_SECONDS
 from . import stats, wire
+from .counting import Counting
 from .jobs import DEFAULT_TTR, DELAY_HEADER, NOT_EARLY, TTR_HEADER, JobCounts, JobStore, lease_ttr, spool_seconds
 from .names import channel_tube, tube_channel, unwatch
 from .tubes import Tubes
@@ -74,7 +75,7 @@ from .wire import DEFAULT_MAX_JOB_SIZE, yaml_list
 
 if TYPE_CHECKING:
     from ..lease import Lease
-    from ..spool import Job, Spool
+    from ..spool import Job, Spool, Stats
     from .early import EarlyConn
     from .memory import MemLease, MemoryStore
 
@@ -115,6 +116,7 @@ class Server:
         self.job_timeouts = 0
         self.total_connections = 0
         self.tube = Tubes(self.store.holds_jobs, self.tubes)
+        self.counting = Counting(self.store, spool is not None, self.expire_all)  # stats: off the loop
         t = self.tube  # (its tables, under the names stats.py reads)
         self.tube_jobs, self.tube_deletes, self.tube_pauses, self.paused = t.jobs, t.deletes, t.pauses, t.paused
         self.jobs: dict[int, JobCounts] = {}
@@ -267,7 +269,7 @@ class Server:
         for conn in list(self.waiting):
             conn.try_reserve()
 
-    def tubes(self) -> list[str]:
+    def tubes(self, counted: Stats | None = None) -> list[str]:
         """Existing tubes: those holding jobs, those in use by a connection, and default.
 
         In creation order, as beanstalkd lists them: a tube that stops existing (no job, nobody
@@ -275,7 +277,7 @@ class Server:
         only in the spool (jobs sent by other processes) are added in name order.
         """
         names = {"default", *self.tube.refs}  # (the tubes connections use or watch)
-        for ch, st in self.store.stats().channels.items():
+        for ch, st in (counted or self.store.stats()).channels.items():
             if st.ready + st.delayed + st.leased + st.dead:
                 names.add(channel_tube(ch))
         # the counters and pauses of tubes that no longer exist go too (bounded memory: a client can
@@ -914,19 +916,30 @@ class Conn(asyncio.BufferedProtocol):
             return
         self._ok(stats.job_yaml(self.server, found))
 
+    def _counted(self, answer: Callable[[Stats], None]) -> None:
+        """Answer with the spool's counts, taken off the event loop (see :mod:`.counting`); this
+        connection's later commands wait, the other connections do not."""
+        self.busy = True
+
+        def done(counted: Stats | None) -> None:
+            if not self.closed:
+                answer(counted) if counted is not None else self.reply(wire.INTERNAL_ERROR)
+                self.resume()
+
+        self.server.counting.then(done)
+
     def c_stats_tube(self, ev: wire.StatsTube) -> None:
-        name = ev.tube
-        data = stats.tube_yaml(self.server, name)
-        if data is None:
-            self.reply(wire.NOT_FOUND)
-        else:
-            self._ok(data)
+        def answer(counted: Stats) -> None:
+            data = stats.tube_yaml(self.server, ev.tube, counted)
+            self.reply(wire.NOT_FOUND) if data is None else self._ok(data)
+
+        self._counted(answer)
 
     def c_stats(self, ev: wire.Stats) -> None:
-        self._ok(stats.server_yaml(self.server))
+        self._counted(lambda counted: self._ok(stats.server_yaml(self.server, counted)))
 
     def c_list_tubes(self, ev: wire.ListTubes) -> None:
-        self._ok(yaml_list(self.server.tubes()))
+        self._counted(lambda counted: self._ok(yaml_list(self.server.tubes(counted))))
 
     def c_list_tube_used(self, ev: wire.ListTubeUsed) -> None:
         self.reply(wire.using(self.use))
@@ -936,13 +949,18 @@ class Conn(asyncio.BufferedProtocol):
 
     def c_pause_tube(self, ev: wire.PauseTube) -> None:
         name, delay = ev.tube, ev.delay
-        if name not in self.server.tubes():
-            self.reply(wire.NOT_FOUND)
-            return
-        self.server.paused[name] = (time.monotonic() + delay, delay)
-        self.server.tube_pauses[name] = self.server.tube_pauses.get(name, 0) + 1
-        self.reply(wire.PAUSED)
-        self.server.wake_waiters()  # waiters re-plan their sleep around the pause
+        srv = self.server
+
+        def answer(counted: Stats) -> None:
+            if name not in srv.tubes(counted):
+                self.reply(wire.NOT_FOUND)
+                return
+            srv.paused[name] = (time.monotonic() + delay, delay)
+            srv.tube_pauses[name] = srv.tube_pauses.get(name, 0) + 1
+            self.reply(wire.PAUSED)
+            srv.wake_waiters()  # waiters re-plan their sleep around the pause
+
+        self._counted(answer)
 
     def c_quit(self, ev: wire.Quit) -> None:
         self.closed = True

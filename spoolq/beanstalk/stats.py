@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
 from .jobs import DELAY_HEADER, NOT_EARLY, JobCounts, int_header, ttr_of_job
@@ -50,18 +50,13 @@ class StatsSource(Protocol):
     tube_pauses: dict[str, int]
     jobs: dict[int, JobCounts]
 
-    def expire_all(self) -> None: ...
-    def promote_due(self, channels: Iterable[str | None]) -> bool: ...
-    def tubes(self) -> list[str]: ...
+    def tubes(self, counted: Stats | None = None) -> list[str]: ...
     def channel(self, tube: str) -> str | None: ...
 
 
-def server_yaml(srv: StatsSource) -> bytes:
-    """``stats``."""
-    srv.expire_all()
-    st = srv.store.stats().channels
-    if srv.promote_due(ch for ch, x in st.items() if x.delayed):
-        st = srv.store.stats().channels
+def server_yaml(srv: StatsSource, counted: Stats) -> bytes:
+    """``stats``, from the spool's counts (``counting.Counting``: due delayed jobs already made ready)."""
+    st = counted.channels
     ru = resource.getrusage(resource.RUSAGE_SELF)
     uname = os.uname()  # what beanstalkd reports (platform.uname would cost start-up time)
     c = srv.cmds
@@ -75,7 +70,7 @@ def server_yaml(srv: StatsSource) -> bytes:
             "delete", "release", "use", "watch", "ignore", "bury", "kick", "touch", "stats", "stats-job",
             "stats-tube", "list-tubes", "list-tube-used", "list-tubes-watched", "pause-tube")),
         ("job-timeouts", srv.job_timeouts), ("total-jobs", srv.total_jobs),
-        ("max-job-size", srv.max_job_size), ("current-tubes", len(srv.tubes())),
+        ("max-job-size", srv.max_job_size), ("current-tubes", len(srv.tubes(counted))),
         ("current-connections", len(srv.conns)),
         ("current-producers", sum(1 for x in srv.conns if x.producer)),
         ("current-workers", sum(1 for x in srv.conns if x.worker)),
@@ -91,14 +86,11 @@ def server_yaml(srv: StatsSource) -> bytes:
     ]
     return yaml_dict(lines)
 
-def tube_yaml(srv: StatsSource, tube: str) -> bytes | None:
-    """``stats-tube``: None when the tube does not exist."""
-    if tube not in srv.tubes():
+def tube_yaml(srv: StatsSource, tube: str, counted: Stats) -> bytes | None:
+    """``stats-tube``, from the spool's counts: None when the tube does not exist."""
+    if tube not in srv.tubes(counted):
         return None
-    ch = srv.channel(tube)
-    srv.expire_all()
-    srv.promote_due([ch])
-    st = srv.store.stats().channels.get(ch or "")
+    st = counted.channels.get(srv.channel(tube) or "")
     now = time.monotonic()
     until, secs = srv.paused.get(tube, (0.0, 0))
     paused = until > now
