@@ -4,10 +4,12 @@ which are saved in the spool so that they survive a restart (see docs/design.md)
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
+from ..errors import StorageError, StorageFull
 from ..message import MAX_SECONDS
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ TTR_HEADER: Final = "beanstalk-ttr"
 DELAY_HEADER: Final = "beanstalk-delay"  # the delay given at put, for stats-job (after a restart too)
 
 _hdr_dec = msgspec.msgpack.Decoder(dict[str, str])
+log = logging.getLogger("spoolq.beanstalk")
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -98,6 +101,12 @@ class JobStore:
     def send_jobs(self, items: list[tuple[bytes, str, int, float, dict[str, str] | None]]) -> list[Any]:
         return self.spool.jobs.put(items)
 
+    def put_plain(self, body: bytes, channel: str, pri: int) -> Any:
+        """A put alone with no delay and the default TTR: :meth:`send_jobs` of it, without its lists when
+        it can (one INSERT, see ``JobOps.put_plain``)."""
+        job = self.spool.jobs.put_plain(body, channel, pri)
+        return job if job is not None else self.send_jobs([(body, channel, pri, 0.0, None)])[0]
+
     def promote_due(self, channels: list[str]) -> int:
         return self.spool.jobs.promote_due(channels)
 
@@ -144,6 +153,15 @@ class JobStore:
 
     def sweep(self) -> dict[str, int]:
         return self.spool.sweep()
+
+
+def refused_put(e: StorageError) -> str:
+    """The reply's word for puts the spool could not write (logged)."""
+    if isinstance(e, StorageFull):
+        log.error("put refused: %s", e)
+        return "OUT_OF_MEMORY"
+    log.error("put failed: %s", e)
+    return "INTERNAL_ERROR"
 
 
 def int_header(headers: dict[str, str], name: str) -> int:

@@ -67,7 +67,7 @@ from .._bell import BellHub
 from ..errors import LeaseError, SpoolqError, StorageError, StorageFull
 from ..message import MAX_SECONDS
 from . import stats, wire
-from .jobs import DEFAULT_TTR, DELAY_HEADER, TTR_HEADER, JobCounts, JobStore, lease_ttr, spool_seconds
+from .jobs import DEFAULT_TTR, DELAY_HEADER, TTR_HEADER, JobCounts, JobStore, lease_ttr, refused_put, spool_seconds
 from .names import channel_tube, tube_channel
 from .wire import DEFAULT_MAX_JOB_SIZE, yaml_list
 
@@ -348,10 +348,11 @@ class Server:
         r: Any
         if delay or ttr != DEFAULT_TTR:
             r = self._send([self._item(body, tube, pri, delay, ttr, age)])[0]
-        elif self._memory is not None:  # (cannot fail)
-            r = self._memory.put_plain(body, self.channel(tube) or "default", pri)
-        else:  # (what _item makes of it)
-            r = self._send([(body, self.channel(tube) or "default", pri, 0.0, None)])[0]
+        else:  # (what _item makes of it; in memory it cannot fail)
+            try:
+                r = self.store.put_plain(body, self.channel(tube) or "default", pri)
+            except StorageError as e:
+                r = refused_put(e)
         if type(r) is int:  # (_answer_put's first case)
             self.total_jobs += 1
             self.tube_jobs[tube] = self.tube_jobs.get(tube, 0) + 1
@@ -374,12 +375,8 @@ class Server:
         """Write the puts in one transaction: per put, its job number, an error, or the reply's word."""
         try:
             return self.store.send_jobs(items)
-        except StorageFull as e:
-            log.error("put refused: %s", e)
-            return ["OUT_OF_MEMORY"] * len(items)
         except StorageError as e:
-            log.error("put failed: %s", e)
-            return ["INTERNAL_ERROR"] * len(items)
+            return [refused_put(e)] * len(items)
 
     def _answer_put(self, conn: Conn, tube: str, r: Any) -> None:
         if isinstance(r, int):
