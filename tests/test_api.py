@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import http.client
+import importlib.util
 import json
+import os
 import ssl
 import threading
 import time
@@ -150,10 +152,16 @@ def toml_str(path: Path | str) -> str:
     return json.dumps(str(path))  # a JSON string is a valid TOML basic string for plain paths
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
-    """A node without tokens on loopback; sweeps often so TTLs turn into dead letters quickly."""
-    n = NodeProc(tmp_path_factory.mktemp("plain") / "spool", config="[node]\nsweep_interval = 0.2\n")
+@pytest.fixture(scope="module", params=["default", "asyncio"])
+def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
+    """A node without tokens on loopback; sweeps often so TTLs turn into dead letters quickly. Once on the
+    default event loop (uvloop when installed), once on asyncio's own (SPOOLQ_LOOP=asyncio)."""
+    loop = request.param
+    n = NodeProc(tmp_path_factory.mktemp("plain") / "spool", config="[node]\nsweep_interval = 0.2\n",
+                 env={"SPOOLQ_LOOP": "asyncio" if loop == "asyncio" else ""})
+    uv = loop != "asyncio" and importlib.util.find_spec("uvloop") is not None
+    wait_for(lambda: "event loop:" in n.log())  # logged just after the node starts answering
+    assert f"event loop: {'uvloop' if uv else 'asyncio'}" in n.log(), n.log()
     yield n
     assert n.stop() == 0, n.log()
 
@@ -632,6 +640,21 @@ def test_bad_lease_is_refused_and_leases_nothing(api: Client, disk: Spool, case:
     assert (r.status, r.error) == (400, "invalid_argument"), r
     d = depth(disk, ch)
     assert (d.ready, d.leased) == (1, 0)
+
+
+@pytest.mark.parametrize("wait", [0, 0.2])
+def test_a_lease_of_a_bad_channel_name_is_400_and_makes_no_bell(node: NodeProc, api: Client, wait: float) -> None:
+    """The name is checked before the long poll's bell, whose file is named after the channel: a NUL was
+    a 500 (no file name can hold it), an overlong name turned the node's bells to directory-wide watching."""
+    bells = node.spool_dir / "bells"
+    before = set(os.listdir(bells)) if bells.exists() else set()
+    for name in ("c%00", "x" * 201, "bad%20name", "a%2Fb"):
+        r = api.post(f"/v1/channels/{name}/leases", json_body={"wait": wait})
+        assert (r.status, r.error) == (400, "invalid_argument"), (name, r)
+        assert "bad channel name" in r.json()["message"]
+    after = set(os.listdir(bells)) if bells.exists() else set()
+    assert after <= before, after - before
+    assert "failed unexpectedly" not in node.log()
 
 
 def test_bad_nack_and_touch_change_nothing(api: Client, disk: Spool) -> None:

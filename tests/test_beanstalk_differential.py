@@ -93,6 +93,24 @@ def test_list_tubes_in_creation_order(pair: tuple[Wire, Wire]) -> None:  # item 
     assert real.yaml("list-tubes") == ours.yaml("list-tubes") == ["default", "zz", "aa", "mm"]
 
 
+def test_watch_list_order_after_ignore(pair: tuple[Wire, Wire]) -> None:
+    """beanstalkd moves the last tube watched into the place of the one ignored."""
+    for w in pair:
+        for t in ("a", "b", "c", "d"):
+            w.cmd(f"watch {t}")
+        assert w.cmd("ignore default") == b"WATCHING 4"
+        assert w.cmd("ignore b") == b"WATCHING 3"
+        w.cmd("watch e")
+    real, ours = pair
+    assert real.yaml("list-tubes-watched") == ours.yaml("list-tubes-watched") == ["d", "a", "c", "e"]
+
+
+def test_quit_with_anything_after_it_closes(pair: tuple[Wire, Wire]) -> None:
+    for w in pair:
+        w.send(b"quit now\r\nstats\r\n")
+        assert w.wait_closed() == b""
+
+
 def test_version_and_os(pair: tuple[Wire, Wire]) -> None:  # item 3
     real, ours = pair
     a, b = real.yaml("stats"), ours.yaml("stats")

@@ -68,7 +68,7 @@ from ..errors import LeaseError, SpoolqError, StorageError, StorageFull
 from ..message import MAX_SECONDS
 from . import stats, wire
 from .jobs import DEFAULT_TTR, DELAY_HEADER, TTR_HEADER, JobCounts, JobStore, lease_ttr, refused_put, spool_seconds
-from .names import channel_tube, tube_channel
+from .names import channel_tube, tube_channel, unwatch
 from .wire import DEFAULT_MAX_JOB_SIZE, yaml_list
 
 if TYPE_CHECKING:
@@ -862,7 +862,7 @@ class Conn(asyncio.BufferedProtocol):
             if len(self.watch) == 1:
                 self.reply(wire.NOT_IGNORED)
                 return
-            self.watch.remove(name)
+            unwatch(self.watch, name)
             self._watched = None
         self.reply(wire.watching(len(self.watch)))
 
