@@ -17,6 +17,7 @@ import http.client
 import importlib.util
 import json
 import os
+import re
 import ssl
 import threading
 import time
@@ -780,6 +781,43 @@ def test_auth_admin_routes(secured: NodeProc, secured_disk: Spool) -> None:
     assert stored_in(secured_disk, ch) == 0
     r = admin.get("/metrics")
     assert r.status == 200 and b"spoolq_http_requests_total" in r.body
+
+
+def test_every_route_asks_for_its_scope(secured: NodeProc, tmp_path: Path) -> None:
+    """Walks the application's whole route table (so that a route added later is covered too): every
+    route with a scope refuses a request without a token (401), and one with another scope's token (403),
+    before it looks at the request; routes without a scope are the few that are meant to be open."""
+    from spoolq.node import api
+    from spoolq.node.config import load_config
+    from spoolq.node.daemon import Node
+
+    n = Node(load_config(None, spool=str(tmp_path / "spool")))
+    try:
+        routes = [(r.method, r.resource.canonical, r.name) for r in api.build_app(n).router.routes()
+                  if r.resource is not None and r.method != "HEAD"]
+    finally:
+        n.spool.close()
+    assert len(routes) > 20
+    open_routes = sorted(path for _m, path, name in routes if api.SCOPE.get(name or "") is None)
+    # liveness, STOMP over WebSocket (its CONNECT carries the token) and the dashboard's static files
+    assert open_routes == ["/healthz", "/stomp", "/ui", "/ui/", "/ui/{file}"], open_routes
+    c = Client(secured.url)
+    checked = 0
+    for method, path, name in routes:
+        scope = api.SCOPE.get(name or "")
+        if scope is None:
+            continue
+        concrete = re.sub(r"\{[^}]*\}", "x1", path)
+        r = c.request(method, concrete)
+        assert (r.status, r.error) == (401, "unauthorized"), (method, path, r)
+        other = next(t for k, t in TOKENS.items() if k != scope)
+        r = c.request(method, concrete, token=other)
+        if scope == "any":  # any valid token passes; what follows is the route's own answer
+            assert r.status not in (401, 403), (method, path, r)
+        else:
+            assert (r.status, r.error) == (403, "forbidden"), (method, path, scope, r)
+        checked += 1
+    assert checked == len(routes) - len(open_routes)
 
 
 def test_auth_stats_takes_any_token_and_healthz_none(secured: NodeProc, secured_disk: Spool) -> None:

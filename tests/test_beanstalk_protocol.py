@@ -286,6 +286,8 @@ def start(request: pytest.FixtureRequest) -> Iterator[Callable[..., Beanstalkd]]
     yield run
     logs = []
     for b in procs:
+        # a server stopped while still starting (a test that only connects) has not logged its loop yet
+        wait_for(lambda b=b: "serving the beanstalkd protocol" in b.log() or b.proc.poll() is not None, 30)
         b.stop()
         logs.append(b.log())
         shutil.rmtree(b.dir, ignore_errors=True)
