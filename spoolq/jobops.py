@@ -77,6 +77,18 @@ class JobOps:
         numbers = iter(self._jobs.put(writes) if writes else [])
         return [next(numbers) if r == -1 else r for r in out]
 
+    def put_plain(self, body: bytes, channel: str, priority: int) -> int | None:
+        """A put alone, of an existing channel, with no delay, headers or route: one INSERT now (see
+        ``GroupCommit.put_job``). Its job number; None when it cannot go this way (nothing was written:
+        :meth:`put` takes it). Storage errors raise."""
+        ch = self._names.channels.get(channel)
+        if (ch is None or type(body) is not bytes or len(body) > self._max_message_size
+                or type(priority) is not int or not 0 <= priority <= MAX_PRIORITY
+                or self._routes.route(channel) is not None):
+            return None
+        return self._jobs.put_plain(ch, priority, _take_ids(1).to_bytes(16, "big"), body,
+                                    _bell.channel_bell(channel))
+
     def promote_due(self, channels: Sequence[str]) -> int:
         """Make the delayed messages of ``channels`` whose time has come ready now. Returns how many."""
         return self._jobs.promote_due(channels)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from spoolq import Spool
-from spoolq.beanstalk.jobs import DEFAULT_TTR, NOT_EARLY, TTR_HEADER, ttr_of
+from spoolq.beanstalk.jobs import DEFAULT_TTR, NOT_EARLY, TTR_HEADER, JobStore, ttr_of
 from spoolq.testing import FakeClock
 
 
@@ -61,6 +61,29 @@ def test_an_owned_spool_writes_lone_puts_in_one_statement_and_never_shows_a_numb
         assert put(again) > max(shown)  # someone reserved after the owner: its numbers are not taken back
     finally:
         again.close()
+
+
+def test_put_plain_is_one_insert_or_nothing_written(spool_dir: Path) -> None:
+    owner = Spool(spool_dir, max_attempts=1 << 62)
+    owner.jobs.own()
+    try:
+        assert put(owner) == 1  # makes the tube, reserves a block
+        with statements(owner._db.create) as seen:
+            assert owner.jobs.put_plain(b"plain", "tube", 7) == 2
+        assert len(seen) == 1  # the INSERT alone
+        # not for it (nothing written; the caller takes jobs.put): a channel that does not exist yet, a
+        # priority out of range, a body over the size limit
+        assert owner.jobs.put_plain(b"x", "other", 7) is None
+        assert owner.jobs.put_plain(b"x", "tube", 1 << 32) is None
+        assert owner.jobs.put_plain(b"x" * (owner.max_message_size + 1), "tube", 7) is None
+        assert owner.stats().channels["tube"].ready == 2 and "other" not in owner.stats().channels
+        store = JobStore(owner)
+        assert store.put_plain(b"general", "other", 7) == 3  # the general path, same numbering
+        assert owner.stats().channels["other"].ready == 1
+        job = owner.jobs.find(2)
+        assert job is not None and (job.body, job.priority, job.channel) == (b"plain", 7, "tube")
+    finally:
+        owner.close()
 
 
 def restart(spool_dir: Path) -> Spool:

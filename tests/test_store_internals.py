@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -33,6 +36,31 @@ def test_disk_full_surfaces_and_leaves_no_partial_message(real_spool: Spool) -> 
     real_spool.send(b"after", "c")
     bodies = [x.body for x in real_spool.lease_many("c", 10000)]
     assert len(bodies) == sent + 1 and bodies[0] == b"first" and bodies[-1] == b"after"
+
+
+def test_bytes_are_bound_as_they_are_without_the_adapter_search(real_spool: Spool) -> None:
+    adapt = sqlite3.adapters[(bytes, sqlite3.PrepareProtocol)]  # registered by spoolq.store.db (issue 9)
+    body = os.urandom(100)
+    assert adapt(body) is body
+    assert real_spool._db.read_conn.execute("SELECT ?, typeof(?)", (body, body)).fetchone() == (body, "blob")
+
+    class Sub(bytes):
+        def __conform__(self, protocol: object) -> bytes:
+            return b"conformed"
+
+    # a subclass is not exactly bytes: sqlite3 still searches (here: finds its __conform__)
+    assert real_spool._db.read_conn.execute("SELECT ?", (Sub(b"x"),)).fetchone() == (b"conformed",)
+    real_spool.send(body, "c")
+    assert [m.body for m in real_spool.lease_many("c", 10)] == [body]
+
+
+def test_an_adapter_for_bytes_registered_before_is_left_alone() -> None:
+    code = ("import sqlite3\n"
+            "mine = lambda b: b'mine'\n"
+            "sqlite3.register_adapter(bytes, mine)\n"
+            "import spoolq.store.db\n"
+            "assert sqlite3.adapters[(bytes, sqlite3.PrepareProtocol)] is mine\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_normal_durability_setting(spool_dir: Path) -> None:

@@ -4,10 +4,14 @@ which are saved in the spool so that they survive a restart (see docs/design.md)
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
+from ..errors import SpoolqError, StorageError, StorageFull
 from ..message import MAX_SECONDS
 
 if TYPE_CHECKING:
@@ -26,6 +30,7 @@ TTR_HEADER: Final = "beanstalk-ttr"
 DELAY_HEADER: Final = "beanstalk-delay"  # the delay given at put, for stats-job (after a restart too)
 
 _hdr_dec = msgspec.msgpack.Decoder(dict[str, str])
+log = logging.getLogger("spoolq.beanstalk")
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -83,6 +88,69 @@ class JobCounts:
         return c
 
 
+CountsRow = tuple[int, int, int, int, int, int, int]  # job, delay, reserves, timeouts, releases, buries, kicks
+
+
+class PerJob:
+    """The stats-job counters of a server's jobs (:class:`JobCounts`, made when a job first needs them),
+    saved in the spool by ``save`` (None: in memory, nothing is saved) at the end of the event-loop turn
+    they changed in: every change of one turn in one transaction."""
+
+    def __init__(self, save: Callable[[list[CountsRow], list[int]], None] | None) -> None:
+        self.jobs: dict[int, JobCounts] = {}
+        self._save = save
+        self._dirty: set[int] = set()  # jobs whose counters changed since they were last saved
+        self._gone: set[int] = set()  # jobs deleted whose saved counters are to be removed
+        self._handle: asyncio.Handle | None = None
+
+    def load(self, saved: dict[int, tuple[int, int, int, int, int, int]]) -> None:
+        for job, row in saved.items():
+            self.jobs.setdefault(job, JobCounts.of_row(row))
+
+    def counts(self, job: int, attempts: int = 0) -> JobCounts:
+        """The counters of ``job`` (with ``attempts`` reserves so far when new), to be changed now."""
+        c = self.jobs.get(job)
+        if c is None:
+            c = self.jobs[job] = JobCounts(attempts)
+        self._changed(job)
+        return c
+
+    def reserved(self, job: int) -> None:
+        """``job`` was reserved: count it where the spool's attempts would not (after a kick)."""
+        c = self.jobs.get(job)
+        if c is not None:
+            c.reserves += 1
+            self._changed(job)
+
+    def deleted(self, job: int) -> None:
+        if self.jobs.pop(job, None) is not None and self._save is not None:
+            self._dirty.discard(job)
+            self._gone.add(job)
+            self._schedule()
+
+    def _changed(self, job: int) -> None:
+        if self._save is not None:
+            self._dirty.add(job)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_soon(self.save)
+
+    def save(self) -> None:
+        """Save the changed counters in one transaction."""
+        self._handle = None
+        rows = [self.jobs[j].row(j) for j in self._dirty if j in self.jobs]
+        gone = list(self._gone)
+        self._dirty.clear()
+        self._gone.clear()
+        if (rows or gone) and self._save is not None:
+            try:
+                self._save(rows, gone)
+            except SpoolqError as e:
+                log.error("per-job counters not saved (stats-job may show older ones after a restart): %s", e)
+
+
 class JobStore:
     """Every spool call the front-end makes, in one place.
 
@@ -97,6 +165,12 @@ class JobStore:
 
     def send_jobs(self, items: list[tuple[bytes, str, int, float, dict[str, str] | None]]) -> list[Any]:
         return self.spool.jobs.put(items)
+
+    def put_plain(self, body: bytes, channel: str, pri: int) -> Any:
+        """A put alone with no delay and the default TTR: :meth:`send_jobs` of it, without its lists when
+        it can (one INSERT, see ``JobOps.put_plain``)."""
+        job = self.spool.jobs.put_plain(body, channel, pri)
+        return job if job is not None else self.send_jobs([(body, channel, pri, 0.0, None)])[0]
 
     def promote_due(self, channels: list[str]) -> int:
         return self.spool.jobs.promote_due(channels)
@@ -147,6 +221,15 @@ class JobStore:
 
     def sweep(self) -> dict[str, int]:
         return self.spool.sweep()
+
+
+def refused_put(e: StorageError) -> str:
+    """The reply's word for puts the spool could not write (logged)."""
+    if isinstance(e, StorageFull):
+        log.error("put refused: %s", e)
+        return "OUT_OF_MEMORY"
+    log.error("put failed: %s", e)
+    return "INTERNAL_ERROR"
 
 
 def int_header(headers: dict[str, str], name: str) -> int:

@@ -68,7 +68,18 @@ from ..errors import LeaseError, SpoolqError, StorageError, StorageFull
 from ..message import MAX_SECONDS
 from . import stats, wire
 from .counting import Counting
-from .jobs import DEFAULT_TTR, DELAY_HEADER, NOT_EARLY, TTR_HEADER, JobCounts, JobStore, lease_ttr, spool_seconds
+from .jobs import (
+    DEFAULT_TTR,
+    DELAY_HEADER,
+    NOT_EARLY,
+    TTR_HEADER,
+    JobCounts,
+    JobStore,
+    PerJob,
+    lease_ttr,
+    refused_put,
+    spool_seconds,
+)
 from .names import channel_tube, tube_channel, unwatch
 from .tubes import Tubes
 from .wire import DEFAULT_MAX_JOB_SIZE, yaml_list
@@ -119,7 +130,10 @@ class Server:
         self.counting = Counting(self.store, spool is not None, self.expire_all)  # stats: off the loop
         t = self.tube  # (its tables, under the names stats.py reads)
         self.tube_jobs, self.tube_deletes, self.tube_pauses, self.paused = t.jobs, t.deletes, t.pauses, t.paused
-        self.jobs: dict[int, JobCounts] = {}
+        self.per_job = PerJob(self.store.save_stats if spool is not None else None)
+        self.jobs: dict[int, JobCounts] = self.per_job.jobs
+        self.counts, self.reserved_job = self.per_job.counts, self.per_job.reserved
+        self.deleted_job = self.per_job.deleted
         self.draining = False
         self.started = time.time()
         self.instance_id = os.urandom(8).hex()
@@ -127,9 +141,6 @@ class Server:
         self._puts: list[tuple[Conn, bytes, str, int, int, int, float]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._dirty: set[int] = set()  # jobs whose counters changed since they were last saved
-        self._gone: set[int] = set()  # jobs deleted whose saved counters are to be removed
-        self._save_handle: asyncio.Handle | None = None
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -158,8 +169,7 @@ class Server:
             except SpoolqError as e:
                 log.error("the saved per-job counters could not be read (stats-job shows them from 0): %s", e)
                 saved = {}
-            for job, row in saved.items():
-                self.jobs.setdefault(job, JobCounts.of_row(row))
+            self.per_job.load(saved)
             self._tasks = [asyncio.create_task(self._tick_loop(), name="beanstalk-ticks")]
             if self.hub is not None:
                 self.hub.start()
@@ -207,51 +217,6 @@ class Server:
 
     def channel(self, tube: str) -> str | None:
         return self.tube.channel(tube)
-
-    def counts(self, job: int, attempts: int = 0) -> JobCounts:
-        """The counters of ``job`` (made when it first needs them, with ``attempts`` reserves so far),
-        to be changed now: they are saved at the end of this turn of the event loop."""
-        c = self.jobs.get(job)
-        if c is None:
-            c = self.jobs[job] = JobCounts(attempts)
-        self.changed(job)
-        return c
-
-    def reserved_job(self, job: int) -> None:
-        """``job`` was reserved: count it where the spool's attempts would not (after a kick)."""
-        c = self.jobs.get(job)
-        if c is not None:
-            c.reserves += 1
-            self.changed(job)
-
-    def deleted_job(self, job: int) -> None:
-        if self.jobs.pop(job, None) is not None and self._persist:
-            self._dirty.discard(job)
-            self._gone.add(job)
-            self._schedule_save()
-
-    def changed(self, job: int) -> None:
-        if not self._persist:
-            return
-        self._dirty.add(job)
-        self._schedule_save()
-
-    def _schedule_save(self) -> None:
-        if self._save_handle is None:
-            self._save_handle = asyncio.get_running_loop().call_soon(self.save_counts)
-
-    def save_counts(self) -> None:
-        """Save the changed counters in one transaction (every change of one loop turn together)."""
-        self._save_handle = None
-        rows = [self.jobs[j].row(j) for j in self._dirty if j in self.jobs]
-        gone = list(self._gone)
-        self._dirty.clear()
-        self._gone.clear()
-        if rows or gone:
-            try:
-                self.store.save_stats(rows, gone)
-            except SpoolqError as e:
-                log.error("per-job counters not saved (stats-job may show older ones after a restart): %s", e)
 
     def add_waiter(self, conn: Conn) -> None:
         """``conn`` waits in a reserve. Listen to bells while anyone waits: other processes' sends
@@ -321,10 +286,11 @@ class Server:
         r: Any
         if delay or ttr != DEFAULT_TTR:
             r = self._send([self._item(body, tube, pri, delay, ttr, age)])[0]
-        elif self._memory is not None:  # (cannot fail)
-            r = self._memory.put_plain(body, self.channel(tube) or "default", pri)
-        else:  # (what _item makes of it)
-            r = self._send([(body, self.channel(tube) or "default", pri, 0.0, None)])[0]
+        else:  # (what _item makes of it; in memory it cannot fail)
+            try:
+                r = self.store.put_plain(body, self.channel(tube) or "default", pri)
+            except StorageError as e:
+                r = refused_put(e)
         if type(r) is int:  # (_answer_put's first case)
             self.total_jobs += 1
             self.tube_jobs[tube] = self.tube_jobs.get(tube, 0) + 1
@@ -347,12 +313,8 @@ class Server:
         """Write the puts in one transaction: per put, its job number, an error, or the reply's word."""
         try:
             return self.store.send_jobs(items)
-        except StorageFull as e:
-            log.error("put refused: %s", e)
-            return ["OUT_OF_MEMORY"] * len(items)
         except StorageError as e:
-            log.error("put failed: %s", e)
-            return ["INTERNAL_ERROR"] * len(items)
+            return [refused_put(e)] * len(items)
 
     def _answer_put(self, conn: Conn, tube: str, r: Any) -> None:
         if isinstance(r, int):

@@ -426,7 +426,7 @@ class GroupCommit:
                 job = self.jobs.take_reserved(1)
                 if job is None:  # a new block must be reserved, in a transaction: the general path
                     return None
-                db.execute_gated(db.create, sql.INSERT_ONE, (ch, priority, idb, job, body))
+                db.insert_created(sql.INSERT_ONE, (ch, priority, idb, job, body))  # (its kept cursor)
             db.sync_created()  # outside the gate: other writers go on meanwhile
         finally:
             self._end_lead()

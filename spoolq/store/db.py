@@ -60,6 +60,15 @@ BUSY_TIMEOUT: Final = 30.0
 T = TypeVar("T")
 log = logging.getLogger("spoolq.spool")
 
+# sqlite3 binds int, float, str and bytearray parameters as they are, but looks for an adapter for every
+# other one, bytes included (message ids, bodies, lease keys): the registry, then PrepareProtocol's
+# `__adapt__`, whose AttributeError it formats and clears (~3k instructions per bytes parameter; a
+# beanstalkd put binds two). An adapter for exactly `bytes` that returns the object itself ends the search
+# at the registry and changes no value bound (`bytes.__bytes__` of a bytes object is that object; its
+# subclasses keep the search). One registered by the program before is left alone (issue 9).
+if (bytes, sqlite3.PrepareProtocol) not in sqlite3.adapters:
+    sqlite3.register_adapter(bytes, bytes.__bytes__)
+
 
 def _spool_marks(path: Path, db_path: Path) -> list[str]:
     """What in the directory shows that it held a spool before this open."""
