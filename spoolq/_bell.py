@@ -241,7 +241,8 @@ class BellHub:
                 if not path.exists():
                     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
                 wd = self._ino.add_watch(path, fl.MODIFY)
-            except OSError:  # out of watches, or no file: every ring is seen through the directory
+            except (OSError, ValueError):  # out of watches, no file, a name no file can have: every ring is
+                # seen through the directory
                 self._dir_always = True
                 name = "*"
             else:

@@ -141,6 +141,10 @@ class JobOps:
         those of the ``gone`` job numbers, in one transaction."""
         self._jobs.save_stats(rows, gone)
 
+    def holds_any(self, channel: str) -> bool:
+        """Whether ``channel`` holds any message: ready, leased, delayed or buried (dead)."""
+        return self._jobs.holds_any(channel)
+
     def peek_buried(self, channel: str) -> Job | None:
         """The oldest dead letter of ``channel`` (beanstalkd: the next buried job)."""
         return self._jobs.peek_buried(channel)

@@ -16,11 +16,16 @@ from .conftest import PYTHON, python_env
 
 
 class StompProc:
-    def __init__(self, spool_dir: Path, listen: str = "127.0.0.1:0", extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, spool_dir: Path, listen: str = "127.0.0.1:0", extra: tuple[str, ...] = (),
+                 loop: str = "default") -> None:
         self.spool_dir = spool_dir
+        env = python_env()
+        env.pop("SPOOLQ_LOOP", None)
+        if loop == "asyncio":
+            env["SPOOLQ_LOOP"] = "asyncio"
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "spoolq", "stomp", "--spool", str(spool_dir), "--listen", listen, *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=python_env())
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
         if "listening on" not in line:
@@ -28,6 +33,11 @@ class StompProc:
             raise RuntimeError(f"stomp server did not start: {line!r} {err}")
         host, port = line.rsplit(" ", 1)[1].strip().rsplit(":", 1)
         self.host, self.port = host, int(port)
+
+    def uses_uvloop(self) -> bool:
+        """Whether uvloop is loaded in the server process (SPOOLQ_LOOP=asyncio never imports it)."""
+        with open(f"/proc/{self.proc.pid}/maps") as f:
+            return "uvloop" in f.read()
 
     def kill9(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -44,8 +54,8 @@ class StompProc:
 
 
 @contextmanager
-def stomp_server(spool_dir: Path, *extra: str) -> Iterator[StompProc]:
-    p = StompProc(spool_dir, extra=extra)
+def stomp_server(spool_dir: Path, *extra: str, loop: str = "default") -> Iterator[StompProc]:
+    p = StompProc(spool_dir, extra=extra, loop=loop)
     try:
         yield p
     finally:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import base64
 import http.client
+import importlib.util
 import json
+import os
+import re
 import ssl
 import threading
 import time
@@ -150,10 +153,16 @@ def toml_str(path: Path | str) -> str:
     return json.dumps(str(path))  # a JSON string is a valid TOML basic string for plain paths
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
-    """A node without tokens on loopback; sweeps often so TTLs turn into dead letters quickly."""
-    n = NodeProc(tmp_path_factory.mktemp("plain") / "spool", config="[node]\nsweep_interval = 0.2\n")
+@pytest.fixture(scope="module", params=["default", "asyncio"])
+def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
+    """A node without tokens on loopback; sweeps often so TTLs turn into dead letters quickly. Once on the
+    default event loop (uvloop when installed), once on asyncio's own (SPOOLQ_LOOP=asyncio)."""
+    loop = request.param
+    n = NodeProc(tmp_path_factory.mktemp("plain") / "spool", config="[node]\nsweep_interval = 0.2\n",
+                 env={"SPOOLQ_LOOP": "asyncio" if loop == "asyncio" else ""})
+    uv = loop != "asyncio" and importlib.util.find_spec("uvloop") is not None
+    wait_for(lambda: "event loop:" in n.log())  # logged just after the node starts answering
+    assert f"event loop: {'uvloop' if uv else 'asyncio'}" in n.log(), n.log()
     yield n
     assert n.stop() == 0, n.log()
 
@@ -634,6 +643,21 @@ def test_bad_lease_is_refused_and_leases_nothing(api: Client, disk: Spool, case:
     assert (d.ready, d.leased) == (1, 0)
 
 
+@pytest.mark.parametrize("wait", [0, 0.2])
+def test_a_lease_of_a_bad_channel_name_is_400_and_makes_no_bell(node: NodeProc, api: Client, wait: float) -> None:
+    """The name is checked before the long poll's bell, whose file is named after the channel: a NUL was
+    a 500 (no file name can hold it), an overlong name turned the node's bells to directory-wide watching."""
+    bells = node.spool_dir / "bells"
+    before = set(os.listdir(bells)) if bells.exists() else set()
+    for name in ("c%00", "x" * 201, "bad%20name", "a%2Fb"):
+        r = api.post(f"/v1/channels/{name}/leases", json_body={"wait": wait})
+        assert (r.status, r.error) == (400, "invalid_argument"), (name, r)
+        assert "bad channel name" in r.json()["message"]
+    after = set(os.listdir(bells)) if bells.exists() else set()
+    assert after <= before, after - before
+    assert "failed unexpectedly" not in node.log()
+
+
 def test_bad_nack_and_touch_change_nothing(api: Client, disk: Spool) -> None:
     ch = "bad.nack"
     api.send(ch, {"body": "x"})
@@ -757,6 +781,43 @@ def test_auth_admin_routes(secured: NodeProc, secured_disk: Spool) -> None:
     assert stored_in(secured_disk, ch) == 0
     r = admin.get("/metrics")
     assert r.status == 200 and b"spoolq_http_requests_total" in r.body
+
+
+def test_every_route_asks_for_its_scope(secured: NodeProc, tmp_path: Path) -> None:
+    """Walks the application's whole route table (so that a route added later is covered too): every
+    route with a scope refuses a request without a token (401), and one with another scope's token (403),
+    before it looks at the request; routes without a scope are the few that are meant to be open."""
+    from spoolq.node import api
+    from spoolq.node.config import load_config
+    from spoolq.node.daemon import Node
+
+    n = Node(load_config(None, spool=str(tmp_path / "spool")))
+    try:
+        routes = [(r.method, r.resource.canonical, r.name) for r in api.build_app(n).router.routes()
+                  if r.resource is not None and r.method != "HEAD"]
+    finally:
+        n.spool.close()
+    assert len(routes) > 20
+    open_routes = sorted(path for _m, path, name in routes if api.SCOPE.get(name or "") is None)
+    # liveness, STOMP over WebSocket (its CONNECT carries the token) and the dashboard's static files
+    assert open_routes == ["/healthz", "/stomp", "/ui", "/ui/", "/ui/{file}"], open_routes
+    c = Client(secured.url)
+    checked = 0
+    for method, path, name in routes:
+        scope = api.SCOPE.get(name or "")
+        if scope is None:
+            continue
+        concrete = re.sub(r"\{[^}]*\}", "x1", path)
+        r = c.request(method, concrete)
+        assert (r.status, r.error) == (401, "unauthorized"), (method, path, r)
+        other = next(t for k, t in TOKENS.items() if k != scope)
+        r = c.request(method, concrete, token=other)
+        if scope == "any":  # any valid token passes; what follows is the route's own answer
+            assert r.status not in (401, 403), (method, path, r)
+        else:
+            assert (r.status, r.error) == (403, "forbidden"), (method, path, scope, r)
+        checked += 1
+    assert checked == len(routes) - len(open_routes)
 
 
 def test_auth_stats_takes_any_token_and_healthz_none(secured: NodeProc, secured_disk: Spool) -> None:

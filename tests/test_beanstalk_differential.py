@@ -93,6 +93,77 @@ def test_list_tubes_in_creation_order(pair: tuple[Wire, Wire]) -> None:  # item 
     assert real.yaml("list-tubes") == ours.yaml("list-tubes") == ["default", "zz", "aa", "mm"]
 
 
+def test_watch_list_order_after_ignore(pair: tuple[Wire, Wire]) -> None:
+    """beanstalkd moves the last tube watched into the place of the one ignored."""
+    for w in pair:
+        for t in ("a", "b", "c", "d"):
+            w.cmd(f"watch {t}")
+        assert w.cmd("ignore default") == b"WATCHING 4"
+        assert w.cmd("ignore b") == b"WATCHING 3"
+        w.cmd("watch e")
+    real, ours = pair
+    assert real.yaml("list-tubes-watched") == ours.yaml("list-tubes-watched") == ["d", "a", "c", "e"]
+
+
+def test_quit_with_anything_after_it_closes(pair: tuple[Wire, Wire]) -> None:
+    for w in pair:
+        w.send(b"quit now\r\nstats\r\n")
+        assert w.wait_closed() == b""
+
+
+def test_a_freed_tube_starts_again_from_zero(pair: tuple[Wire, Wire]) -> None:
+    """A tube nothing refers to any more (no job, no connection using or watching it) is freed with
+    its counters and pause; made again, it starts from zero and comes last in list-tubes."""
+    for w in pair:
+        assert w.cmd("use t") == b"USING t"
+        j = w.put(b"x")
+        assert w.cmd("pause-tube t 500") == b"PAUSED"
+        assert w.cmd("watch t") == b"WATCHING 2"
+        assert w.cmd("use u") == b"USING u"
+        assert w.cmd(f"delete {j}") == b"DELETED"
+        assert w.cmd("ignore t") == b"WATCHING 1"  # the last reference: t is freed
+        assert w.cmd("watch t") == b"WATCHING 2"  # and made again
+        assert w.cmd("watch t") == b"WATCHING 2"
+    real, ours = pair
+    a, b = real.yaml("stats-tube t"), ours.yaml("stats-tube t")
+    keys = ("total-jobs", "cmd-delete", "cmd-pause-tube", "pause", "current-watching")
+    assert [a[k] for k in keys] == [b[k] for k in keys] == [0, 0, 0, 0, 1]
+    assert real.yaml("list-tubes") == ours.yaml("list-tubes") == ["default", "u", "t"]
+    for w in pair:  # not paused any more: a job of t is reserved at once
+        assert w.cmd("use t") == b"USING t"
+        j = w.put(b"y")
+        assert w.job("reserve-with-timeout 0") == (j, b"y")
+
+
+def test_delayed_jobs_put_together_come_in_put_order(pair: tuple[Wire, Wire]) -> None:
+    for w in pair:
+        w.send(b"".join(b"put 0 500 60 1\r\n%d\r\n" % i for i in range(6)))  # one pipeline, one read
+        assert [w.line() for _ in range(6)] == [b"INSERTED %d" % j for j in range(1, 7)]
+    real, ours = pair
+    assert real.job("peek-delayed", b"FOUND") == ours.job("peek-delayed", b"FOUND") == (1, b"0")
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "durable"])
+def test_deadline_soon_at_once_for_a_ttr_of_one_second(start: Callable[..., Beanstalkd], durable: bool,  # noqa: F811
+                                                        tmp_path: Path) -> None:
+    """TTR 1 is all safety margin: the next reserve answers DEADLINE_SOON at once (a spool's lease runs a
+    little past the deadline the client was given; the margin counts from the client's)."""
+    if not Path(BEANSTALKD).exists():
+        pytest.fail("beanstalkd is not installed (apt-get install beanstalkd; .ci/run does)")
+    for d in ("real", "ours"):
+        (tmp_path / d).mkdir()
+    real = RealBeanstalkd(*(("-b", str(tmp_path / "real")) if durable else ()))
+    try:
+        ours = start(*(("-b", str(tmp_path / "ours"), "-f", "0") if durable else ()))
+        for w in (real.connect(), ours.connect()):
+            j = w.put(b"x", ttr=1)
+            w.send(b"reserve\r\nreserve-with-timeout 0\r\n")  # the second within a millisecond of the first
+            assert w.job_reply() == (j, b"x")
+            assert w.line() == b"DEADLINE_SOON"
+    finally:
+        real.stop()
+
+
 def test_version_and_os(pair: tuple[Wire, Wire]) -> None:  # item 3
     real, ours = pair
     a, b = real.yaml("stats"), ours.yaml("stats")

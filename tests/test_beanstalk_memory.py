@@ -61,19 +61,21 @@ def test_counters_and_pauses_of_gone_tubes_are_forgotten() -> None:
     reserves take their fast path again (the server's memory stays bounded)."""
     import time
 
-    from spoolq.beanstalk.server import TUBE_ORDER_PRUNE, Server
+    from spoolq.beanstalk.server import Server
+    from spoolq.beanstalk.tubes import ORDER_PRUNE
 
     srv = Server(None, memory=MemoryStore(max_attempts=10))
-    n = TUBE_ORDER_PRUNE + 500
-    for i in range(n):  # what "use t<i>", "pause-tube t<i> 0" and a put + delete leave behind
+    n = ORDER_PRUNE + 500
+    for i in range(n):  # what "use t<i>", "pause-tube t<i> 0", a put + delete and "use default" leave behind
         tube = f"t{i}"
-        srv.note_tube(tube)
+        srv.tube.ref(tube)
+        srv.tube.unref(tube)
         srv.paused[tube] = (time.monotonic() + 3600, 3600)
         srv.tube_pauses[tube] = srv.tube_jobs[tube] = srv.tube_deletes[tube] = 1
     assert srv.tubes() == ["default"]  # nobody uses them, and they hold no job
     assert not (srv.paused or srv.tube_pauses or srv.tube_jobs or srv.tube_deletes)
 
-    srv.note_tube("live")
+    srv.tube.ref("live")
     srv.paused["live"] = (time.monotonic() - 1, 5)  # a pause that has ended
     srv.paused["default"] = (time.monotonic() + 3600, 3600)
     srv.tick()

@@ -62,8 +62,9 @@ class Beanstalkd(ServerProc):
     """A `spoolq-beanstalkd` process: ``-l 127.0.0.1 -p PORT`` (or ``-l unix:PATH``) plus ``args``."""
 
     def __init__(self, *args: str, unix: str | None = None, port: int | None = None,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, loop: str = "default") -> None:
         self.args = list(args)
+        self.loop = loop
         self.unix = unix
         self.port = port if port is not None else (0 if unix else free_port())
         self._own_dir = log_dir is None
@@ -71,7 +72,11 @@ class Beanstalkd(ServerProc):
         self.log_path = self.dir / f"beanstalkd-{self.port or 'unix'}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "ab")
         addr = ["-l", f"unix:{unix}"] if unix else ["-l", "127.0.0.1", "-p", str(self.port)]
-        self.proc = subprocess.Popen([*beanstalkd_command(), *addr, *self.args], env=python_env(),
+        env = python_env()
+        env.pop("SPOOLQ_LOOP", None)
+        if loop == "asyncio":  # asyncio's own loop: the buffered read path (uvloop's is a plain Protocol)
+            env["SPOOLQ_LOOP"] = "asyncio"
+        self.proc = subprocess.Popen([*beanstalkd_command(), *addr, *self.args], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
@@ -251,20 +256,38 @@ STATS_JOB_KEYS = [
 # -- fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def start() -> Iterator[Callable[..., Beanstalkd]]:
-    """Start `spoolq-beanstalkd` processes; all are stopped at the end, and none may have logged a traceback."""
+def _expected_loop(loop: str) -> str:
+    """The loop module a server started with ``loop`` names in its start-up line."""
+    if loop == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+@pytest.fixture(params=["default", "asyncio"])
+def start(request: pytest.FixtureRequest) -> Iterator[Callable[..., Beanstalkd]]:
+    """Start `spoolq-beanstalkd` processes; all are stopped at the end, and none may have logged a traceback.
+
+    Every test using it runs twice: on the default event loop (uvloop, whose reads come to a plain
+    ``Protocol``) and on asyncio's own (``SPOOLQ_LOOP=asyncio``: the buffered read path). Each server's
+    start-up line must name the loop it was meant to run on."""
     procs: list[Beanstalkd] = []
+    loop: str = request.param
 
     def run(*args: str, unix: bool = False) -> Beanstalkd:
         path = str(short_tmpdir() / "bs.sock") if unix else None
-        b = Beanstalkd(*args, unix=path)
+        b = Beanstalkd("-V", *args, unix=path, loop=loop)  # -V: the start-up line names the loop
         procs.append(b)
         return b
 
     yield run
     logs = []
     for b in procs:
+        # a server stopped while still starting (a test that only connects) has not logged its loop yet
+        wait_for(lambda b=b: "serving the beanstalkd protocol" in b.log() or b.proc.poll() is not None, 30)
         b.stop()
         logs.append(b.log())
         shutil.rmtree(b.dir, ignore_errors=True)
@@ -272,6 +295,7 @@ def start() -> Iterator[Callable[..., Beanstalkd]]:
             shutil.rmtree(Path(b.unix).parent, ignore_errors=True)
     for text in logs:
         assert "Traceback" not in text, text
+        assert f"event loop {_expected_loop(loop)}" in text, text
 
 
 @pytest.fixture

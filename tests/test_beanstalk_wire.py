@@ -89,6 +89,8 @@ SIMPLE_CASES: list[tuple[bytes, list[Event]]] = [
     (b"list-tubes-watched\r\n", [ListTubesWatched()]),
     (b"pause-tube t 30\r\n", [PauseTube("t", 30)]),
     (b"quit\r\n", [Quit()]),
+    (b"quit now\r\n", [Quit()]),  # beanstalkd checks nothing after "quit"
+    (b"quitx\r\n", [Quit()]),
 ]
 
 # every error reply the decoder gives, with the bytes that cause it

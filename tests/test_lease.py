@@ -502,3 +502,26 @@ def test_an_armed_waiter_looks_once_before_it_sleeps_and_a_send_during_that_look
     got = s.lease("c", wait=5)
     assert got is not None and got.body == b"late"
     assert woke == [True]  # woken by the ring (a lost ring: the wait ends at its timeout, False)
+
+
+def test_an_empty_look_takes_one_write_transaction_not_two(real_spool: Spool) -> None:
+    """Issue 15: when nothing is ready, a lease says so from a read after its one write statement, rather
+    than taking the write lock again for the general path; that path still runs when it has work."""
+    s = real_spool
+    s.send(b"x", "c")
+    got = s.lease("c")
+    assert got is not None
+    got.ack()
+    move = s._inbox.db.move
+    writes: list[str] = []
+    move.set_trace_callback(lambda st: writes.append(st) if st.startswith(("BEGIN IMMEDIATE", "UPDATE")) else None)
+    try:
+        assert s.lease("c") is None
+        assert len(writes) == 1, writes
+        writes.clear()
+        s.send(b"later", "c", delay=0.05)  # due soon: the general path promotes it when it is
+        late = s.lease("c", wait=10)
+        assert late is not None and late.body == b"later"
+        assert any(st.startswith("BEGIN IMMEDIATE") for st in writes), writes
+    finally:
+        move.set_trace_callback(None)

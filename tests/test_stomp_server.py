@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,14 @@ from spoolq.stomp.wire import Frame
 from .stomp_helpers import Raw, StompProc, stomp_server
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StompProc]:
-    with stomp_server(tmp_path_factory.mktemp("stomp") / "spool") as s:
+@pytest.fixture(scope="module", params=["default", "asyncio"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StompProc]:
+    """One server per event loop: the default (uvloop when installed) and asyncio's own (SPOOLQ_LOOP=asyncio)."""
+    with stomp_server(tmp_path_factory.mktemp("stomp") / "spool", loop=request.param) as s:
+        if request.param == "asyncio":
+            assert not s.uses_uvloop()
+        else:
+            assert s.uses_uvloop() == (importlib.util.find_spec("uvloop") is not None)
         yield s
 
 

@@ -130,6 +130,9 @@ class JobStore:
     def peek_buried(self, channel: str) -> Job | None:
         return self.spool.jobs.peek_buried(channel)
 
+    def holds_jobs(self, channel: str) -> bool:
+        return self.spool.jobs.holds_any(channel)
+
     def stats(self) -> Stats:
         return self.spool.stats()
 

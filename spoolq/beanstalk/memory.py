@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -216,7 +217,9 @@ class MemoryStore:
         t = j.tube
         j.state = DELAYED
         j.tok += 1
-        j.due = due
+        # in whole ms, rounded up: puts read together (a pipeline) and delayed alike tie, and the tie goes
+        # to the lower job number, as beanstalkd's order is the order they were made in
+        j.due = due = math.ceil(due * 1000.0) / 1000.0
         heapq.heappush(t.delayed, (due, j.job, j.tok, j))
         t.n_delayed += 1
 
@@ -490,6 +493,10 @@ class MemoryStore:
         t = self.tubes.get(channel)
         e = _top(t.delayed) if t is not None and t.n_delayed else None
         return None if e is None else self.find_job(e[1])
+
+    def holds_jobs(self, channel: str) -> bool:
+        t = self.tubes.get(channel)
+        return t is not None and not t.empty()
 
     def peek_buried(self, channel: str) -> Job | None:
         t = self.tubes.get(channel)

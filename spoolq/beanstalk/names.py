@@ -6,7 +6,7 @@ from typing import Final
 
 from ..message import CHANNEL_RE
 
-__all__ = ["NAME_MAX", "channel_tube", "tube_channel", "valid_tube"]
+__all__ = ["NAME_MAX", "channel_tube", "tube_channel", "unwatch", "valid_tube"]
 
 NAME_MAX: Final = 200
 NAME_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-+/;.$_()")
@@ -52,3 +52,12 @@ def channel_tube(channel: str) -> str:
     tube = "".join(out)
     # only what tube_channel would have made decodes; anything else is a plain channel name
     return tube if valid_tube(tube) and tube_channel(tube) == channel else channel
+
+
+def unwatch(watch: list[str], tube: str) -> None:
+    """Take ``tube`` out of a connection's watch list as beanstalkd does: the last tube watched takes
+    its place (``list-tubes-watched`` shows that order)."""
+    i = watch.index(tube)
+    last = watch.pop()
+    if i < len(watch):
+        watch[i] = last

@@ -67,8 +67,9 @@ from .._bell import BellHub
 from ..errors import LeaseError, SpoolqError, StorageError, StorageFull
 from ..message import MAX_SECONDS
 from . import stats, wire
-from .jobs import DEFAULT_TTR, DELAY_HEADER, TTR_HEADER, JobCounts, JobStore, lease_ttr, spool_seconds
-from .names import channel_tube, tube_channel
+from .jobs import DEFAULT_TTR, DELAY_HEADER, NOT_EARLY, TTR_HEADER, JobCounts, JobStore, lease_ttr, spool_seconds
+from .names import channel_tube, tube_channel, unwatch
+from .tubes import Tubes
 from .wire import DEFAULT_MAX_JOB_SIZE, yaml_list
 
 if TYPE_CHECKING:
@@ -84,8 +85,6 @@ __all__ = ["Server", "channel_tube", "tube_channel"]
 log = logging.getLogger("spoolq.beanstalk")
 
 SAFETY_MARGIN: Final = 1.0
-CHANNEL_CACHE_MAX: Final = 4096
-TUBE_ORDER_PRUNE: Final = 4096
 PAUSE_READING_AT: Final = 1 << 16  # bytes buffered behind a pending reply before reading pauses
 
 
@@ -115,10 +114,9 @@ class Server:
         self.total_jobs = 0
         self.job_timeouts = 0
         self.total_connections = 0
-        self.tube_jobs: dict[str, int] = {}
-        self.tube_deletes: dict[str, int] = {}
-        self.tube_pauses: dict[str, int] = {}
-        self.paused: dict[str, tuple[float, int]] = {}  # tube -> (until, seconds)
+        self.tube = Tubes(self.store.holds_jobs, self.tubes)
+        t = self.tube  # (its tables, under the names stats.py reads)
+        self.tube_jobs, self.tube_deletes, self.tube_pauses, self.paused = t.jobs, t.deletes, t.pauses, t.paused
         self.jobs: dict[int, JobCounts] = {}
         self.draining = False
         self.started = time.time()
@@ -127,8 +125,6 @@ class Server:
         self._puts: list[tuple[Conn, bytes, str, int, int, int, float]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._channels: dict[str, str | None] = {}
-        self._tube_order: dict[str, None] = {"default": None}
         self._dirty: set[int] = set()  # jobs whose counters changed since they were last saved
         self._gone: set[int] = set()  # jobs deleted whose saved counters are to be removed
         self._save_handle: asyncio.Handle | None = None
@@ -201,21 +197,14 @@ class Server:
     def tick(self) -> None:
         """Expire reservations that ran out and pauses that ended, and let the waiters look again."""
         self.expire_all()
-        if self.paused:  # an ended pause is forgotten, as beanstalkd sets its pause back to 0
-            mono = time.monotonic()
-            for tube in [t for t, (until, _) in self.paused.items() if until <= mono]:
-                del self.paused[tube]  # (reserves take their fast path again once none is left)
+        if self.paused:  # (reserves take their fast path again once no pause is left)
+            self.tube.end_pauses(time.monotonic())
         self.wake_waiters()
 
     # -- helpers ----------------------------------------------------------------------------
 
     def channel(self, tube: str) -> str | None:
-        ch = self._channels.get(tube, "")
-        if ch == "":
-            if len(self._channels) >= CHANNEL_CACHE_MAX:  # 500k distinct "use x" must not stay in RAM
-                self._channels.clear()
-            ch = self._channels[tube] = tube_channel(tube)
-        return ch
+        return self.tube.channel(tube)
 
     def counts(self, job: int, attempts: int = 0) -> JobCounts:
         """The counters of ``job`` (made when it first needs them, with ``attempts`` reserves so far),
@@ -278,13 +267,6 @@ class Server:
         for conn in list(self.waiting):
             conn.try_reserve()
 
-    def note_tube(self, tube: str) -> None:
-        """A connection uses or watches ``tube``: it exists from now on (creation order, see tubes)."""
-        if tube not in self._tube_order:
-            self._tube_order[tube] = None
-            if len(self._tube_order) > TUBE_ORDER_PRUNE:
-                self.tubes()  # forget the ones that no longer exist (bounded memory)
-
     def tubes(self) -> list[str]:
         """Existing tubes: those holding jobs, those in use by a connection, and default.
 
@@ -292,24 +274,13 @@ class Server:
         using or watching it) is forgotten, and comes last when it is made again. Tubes found
         only in the spool (jobs sent by other processes) are added in name order.
         """
-        names = {"default"}
-        for conn in self.conns:
-            names.add(conn.use)
-            names.update(conn.watch)
+        names = {"default", *self.tube.refs}  # (the tubes connections use or watch)
         for ch, st in self.store.stats().channels.items():
             if st.ready + st.delayed + st.leased + st.dead:
                 names.add(channel_tube(ch))
-        order = self._tube_order
-        for gone in [t for t in order if t not in names]:
-            del order[gone]
-        # the per-tube counters and pauses of tubes that no longer exist go too (bounded memory: a
-        # client can name any number of tubes; beanstalkd frees a tube, and its counters, the same way)
-        for counts in (self.tube_jobs, self.tube_deletes, self.tube_pauses, self.paused):
-            for gone in [t for t in counts if t not in names]:
-                del counts[gone]
-        for t in sorted(names.difference(order)):
-            order[t] = None
-        return list(order)
+        # the counters and pauses of tubes that no longer exist go too (bounded memory: a client can
+        # name any number of tubes; beanstalkd frees a tube, and its counters, the same way)
+        return self.tube.prune(names)
 
     # -- puts: one transaction per loop turn ----------------------------------------------------
 
@@ -453,6 +424,8 @@ class Conn(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.conns.add(self)
+        self.server.tube.ref("default")  # used
+        self.server.tube.ref("default")  # and watched
         self.server.total_connections += 1
         early, self._early = self._early, None
         for arrived, data in early or ():  # before the transport reads anything new (it starts after this)
@@ -461,7 +434,11 @@ class Conn(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.conns.discard(self)
+        srv = self.server
+        if self in srv.conns:  # (once)
+            srv.conns.discard(self)
+            for tube in (self.use, *self.watch):
+                srv.tube.unref(tube)
         self.server.remove_waiter(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -630,7 +607,9 @@ class Conn(asyncio.BufferedProtocol):
             srv.flush(inline=self)  # alone on the server: commit and answer now, then go on
 
     def c_use(self, ev: wire.Use) -> None:
-        self.server.note_tube(ev.tube)
+        if ev.tube != self.use:
+            self.server.tube.ref(ev.tube)
+            self.server.tube.unref(self.use)
         self.use = ev.tube
         self.reply(wire.using(ev.tube))
 
@@ -706,7 +685,9 @@ class Conn(asyncio.BufferedProtocol):
             self._finish_wait(self._got(lease))
             return
         soonest = min((x.deadline for x in self.reserved.values()), default=None)
-        if soonest is not None and now >= soonest - SAFETY_MARGIN:
+        if soonest is not None:  # the deadline the client was given: a spool's lease ends NOT_EARLY after it
+            soonest -= SAFETY_MARGIN + (NOT_EARLY if self.server.spool is not None else 0.0)
+        if soonest is not None and now >= soonest:
             self._finish_wait(wire.DEADLINE_SOON)
             return
         loop = asyncio.get_running_loop()
@@ -718,7 +699,7 @@ class Conn(asyncio.BufferedProtocol):
         if when is not None:
             at.append(loop.time() + max(0.0, when - time.time()))
         if soonest is not None:
-            at.append(loop.time() + max(0.0, soonest - SAFETY_MARGIN - time.time()))
+            at.append(loop.time() + max(0.0, soonest - time.time()))
         if self._wait_until is not None:  # (a timer that fires early finds it not yet due, and sleeps again)
             at.append(loop.time() + (self._wait_until - time.monotonic()))
         mono = time.monotonic()
@@ -853,8 +834,8 @@ class Conn(asyncio.BufferedProtocol):
 
     def c_watch(self, ev: wire.Watch) -> None:
         name = ev.tube
-        self.server.note_tube(name)
         if name not in self.watch:
+            self.server.tube.ref(name)
             self.watch.append(name)
             self._watched = None
         self.reply(wire.watching(len(self.watch)))
@@ -865,7 +846,8 @@ class Conn(asyncio.BufferedProtocol):
             if len(self.watch) == 1:
                 self.reply(wire.NOT_IGNORED)
                 return
-            self.watch.remove(name)
+            unwatch(self.watch, name)
+            self.server.tube.unref(name)
             self._watched = None
         self.reply(wire.watching(len(self.watch)))
 

@@ -358,7 +358,7 @@ _COMMANDS: Final[list[tuple[str, Callable[[str], Event] | None]]] = [
     ("list-tubes-watched", _simple(ListTubesWatched())),
     ("list-tube-used", _simple(ListTubeUsed())),
     ("list-tubes", _simple(ListTubes())),
-    ("quit", _simple(Quit())),
+    ("quit", lambda _r: Quit()),  # beanstalkd checks nothing after it: "quit now" and "quitx" close too
     ("pause-tube", _pause),
 ]
 

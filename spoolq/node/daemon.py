@@ -34,6 +34,7 @@ from .._bell import OUTBOX, BellHub, channel_bell
 from ..codec import BATCH_BYTES, BATCH_MESSAGES, MAX_IN_FLIGHT
 from ..errors import SpoolqError, SpoolUnavailable
 from ..lease import Lease
+from ..message import check_channel
 from ..routing import failover_parts
 from ..spool import Spool
 from .api import build_app
@@ -535,10 +536,11 @@ class Node:
         back uncounted (``Spool.release``), so a message is not hidden from everyone for the
         visibility nor spends an attempt on nobody.
         """
-        bell = channel_bell(channel)
+        bell = channel_bell(check_channel(channel))  # before the bell: its file is named after the channel
         ev = self.bells.subscribe(bell)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
+        # counted on time.monotonic(): uvloop's loop.time() is whole ms from the loop's wake-up, and a
+        # wait counted on it could end up to ~1 ms early
+        deadline = time.monotonic() + wait
         try:
             while True:
                 ev.clear()
@@ -548,7 +550,7 @@ class Node:
                 if leases and gone is not None and gone():
                     await self.release(leases)
                     return []
-                remaining = deadline - loop.time()
+                remaining = deadline - time.monotonic()
                 if leases or remaining <= 0 or self._stopping:
                     return leases
                 # delayed messages and expiring leases ring no bell: look again at least twice a second

@@ -231,15 +231,16 @@ class Server:
         self.hub.close()
 
     async def lease_async(self, channel: str, n: int, wait: float) -> list[Lease]:
-        bell = channel_bell(channel)
+        bell = channel_bell(check_channel(channel))  # before the bell: its file is named after the channel
         ev = self.hub.subscribe(bell)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
+        # counted on time.monotonic(): uvloop's loop.time() is whole ms from the loop's wake-up, and a
+        # wait counted on it could end up to ~1 ms early
+        deadline = time.monotonic() + wait
         try:
             while True:
                 ev.clear()
                 leases = await lease_in_thread(self.spool, channel, n, self.visibility)
-                remaining = deadline - loop.time()
+                remaining = deadline - time.monotonic()
                 if leases or remaining <= 0:
                     return leases
                 with contextlib.suppress(asyncio.TimeoutError):

@@ -187,6 +187,13 @@ def next_due(conn: sqlite3.Connection, ch: int, now: int) -> int | None:
     return nxt
 
 
+def _idle(conn: sqlite3.Connection, ch: int, now: int) -> tuple[bool, int | None]:
+    """Whether a lease of channel ``ch`` has nothing to do at ``now``; if so, also :func:`next_due`."""
+    if conn.execute(sql.READY_OR_DUE, (ch, now)).fetchone()[0]:
+        return False, None
+    return True, next_due(conn, ch, now)
+
+
 class Inbox:
     """Leasing, finishing leases, dead letters and upkeep for one spool object."""
 
@@ -227,6 +234,12 @@ class Inbox:
                 pri, idb, attempts, job, body, hdrs, expires, origin, deliver_at = got[0]
                 return [make(ch, channel, pri, idb, attempts, job, body, hdrs, expires, origin, deliver_at,
                              until)], None
+            # Nothing leased: usually nothing is ready. Say so from a read, without a second write
+            # transaction (each takes the spool's write lock from the senders and the receiver, issue 15);
+            # a row that is spent or a due delayed message still takes the general path below.
+            idle, nxt = self.db.read(lambda c: _idle(c, ch, now))
+            if idle:
+                return [], nxt
 
         def lease(conn: sqlite3.Connection) -> tuple[list[Any], int | None]:
             now = self.now_ms()

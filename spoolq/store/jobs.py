@@ -332,6 +332,11 @@ class Jobs:
         """The delayed message of ``channel`` that becomes ready first."""
         return self._peek(channel, "delayed", sql.PEEK_DELAYED)
 
+    def holds_any(self, channel: str) -> bool:
+        """Whether ``channel`` holds any message: ready, leased, delayed or dead."""
+        ch = self.names.channel(channel, create=False)
+        return ch is not None and bool(self.db.read(lambda c: c.execute(sql.HOLDS_ANY, (ch,)).fetchone()[0]))
+
     def peek_buried(self, channel: str) -> Job | None:
         """The oldest dead letter of ``channel`` (beanstalkd: the next buried job)."""
         return self._peek(channel, "buried", sql.PEEK_BURIED)

@@ -172,6 +172,18 @@ LEASE_ONE: Final = (
     "RETURNING priority, id, attempts, job, body, headers, expires, origin, deliver_at"
 )
 NEXT_DELAYED: Final = "SELECT due FROM delayed WHERE channel=? ORDER BY due LIMIT 1"
+# Whether a channel holds any message: ready or leased, delayed, or dead (a beanstalkd tube exists while it
+# holds a job). Three index seeks.
+HOLDS_ANY: Final = (
+    "SELECT EXISTS (SELECT 1 FROM inbox WHERE channel=?1) OR EXISTS (SELECT 1 FROM delayed WHERE channel=?1) "
+    "OR EXISTS (SELECT 1 FROM dead WHERE channel=?1)"
+)
+# Whether a lease of the channel has anything to do now: a row whose lease ended (or never began), or a
+# delayed message that is due. Read-only: an empty look takes no write lock (issue 15).
+READY_OR_DUE: Final = (
+    "SELECT EXISTS (SELECT 1 FROM inbox WHERE channel=?1 AND lease_until<=?2) "
+    "OR EXISTS (SELECT 1 FROM delayed WHERE channel=?1 AND due<=?2)"
+)
 NEXT_LEASE_END: Final = "SELECT min(lease_until) FROM inbox WHERE channel=? AND lease_until>?"
 _PROMOTE_SELECT: Final = (
     "INSERT OR IGNORE INTO inbox(channel, priority, id, job, body, headers, expires, origin, attempts, deliver_at) "
