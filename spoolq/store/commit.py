@@ -936,35 +936,28 @@ class GroupCommit:
             w.dups = set(ids) - accepted
 
 
-
-
 def _wait_turn(w: WriteRequest, lk: threading.Lock) -> None:
     """Wait until ``lk`` is released (``w`` committed), then wake the next sender of its batch.
 
-    The leader wakes only the first of a batch's senders; each wakes the next as it wakes itself (issue 9).
-    Woken all at once, they queued for the GIL, and each then needed a second wake-up, from the one
-    before it; in a chain, each is woken while the one before it still runs and finds the GIL free:
-    half the thread wake-ups per commit (each costs tens of µs on a VM), and the leader is free sooner.
+    The leader wakes only a batch's first sender, and each sender the next (issue 9): woken all at once,
+    they queued for the GIL and each needed a second wake-up; in a chain, each finds the GIL free.
     """
     try:
         lk.acquire()
     except BaseException:
-        # Interrupted (a signal's handler raised): the leader or the sender before this one will still
-        # release ``lk``, and the senders after this one wait for this one to pass it on. So wait for it
-        # (the commit is under way: it ends in one cycle), pass it on, then let the error through.
+        # Interrupted (a signal's handler raised): the senders after this one wait for it to pass its turn
+        # on, so it still waits for its turn (the commit is under way) before the error goes up
         while True:
             try:
                 lk.acquire()
                 break
             except BaseException:
                 continue
+        raise
+    finally:
         nxt = w.chain
         if nxt is not None:
             nxt.release()
-        raise
-    nxt = w.chain
-    if nxt is not None:
-        nxt.release()
 
 
 class _Turn:
