@@ -207,6 +207,7 @@ class BellHub:
         self._wd_name: dict[int, str] = {}  # inotify watch -> bell name ("*": the directory)
         self._name_wd: dict[str, int] = {}
         self._dir_always = False  # a bell's file could not be watched: the directory is, until close
+        self._by_dir: set[str] = set()  # bells without a file yet, watched through the directory (subscribe)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -228,27 +229,29 @@ class BellHub:
             self._name_wd.clear()
             self._poll_task = asyncio.create_task(self._poll())
 
-    def _watch(self, name: str) -> None:
-        """Add the inotify watch of bell ``name`` (the directory's for ``"*"``), creating its file if needed.
-        A file that cannot be watched is covered by watching the directory from then on."""
+    def _watch(self, name: str, create: bool = True) -> None:
+        """Add the inotify watch of bell ``name`` (the directory's for ``"*"``), creating its file if needed
+        (``create``; otherwise a bell without a file is watched through the directory: its first ring
+        makes the file). A file that cannot be watched is covered by watching the directory from then on."""
         if self._ino is None or name in self._name_wd:
             return
         if name != "*":
-            from inotify_simple import flags as fl
-
             path = self.directory / name
-            try:
-                if not path.exists():
-                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-                wd = self._ino.add_watch(path, fl.MODIFY)
-            except (OSError, ValueError):  # out of watches, no file, a name no file can have: every ring is
-                # seen through the directory
-                self._dir_always = True
-                name = "*"
+            if not create and not path.exists():
+                self._by_dir.add(name)
             else:
-                self._wd_name[wd] = name
-                self._name_wd[name] = wd
-                return
+                from inotify_simple import flags as fl
+
+                try:
+                    if not path.exists():
+                        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+                    wd = self._ino.add_watch(path, fl.MODIFY)
+                except (OSError, ValueError):  # out of watches, no file, a name no file can have: every
+                    self._dir_always = True  # ring is seen through the directory
+                else:
+                    self._wd_name[wd] = name
+                    self._name_wd[name] = wd
+                    return
         if "*" not in self._name_wd:
             from inotify_simple import flags as fl
 
@@ -257,7 +260,14 @@ class BellHub:
             self._name_wd["*"] = wd
 
     def _unwatch(self, name: str) -> None:
-        if name == "*" and self._dir_always:
+        if name in self._by_dir:
+            self._by_dir.discard(name)
+            if not self._by_dir and "*" not in self._subs:
+                self._drop("*")
+        self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        if name == "*" and (self._dir_always or self._by_dir or "*" in self._subs):
             return
         wd = self._name_wd.pop(name, None)
         if wd is None:
@@ -311,11 +321,15 @@ class BellHub:
             for name in list(self._subs):
                 self._fire(name)
 
-    def subscribe(self, name: str, event: asyncio.Event | None = None) -> asyncio.Event:
-        """An event set by every ring of bell ``name`` (``"*"``: of any bell) from now on."""
+    def subscribe(self, name: str, event: asyncio.Event | None = None, *, create: bool = True) -> asyncio.Event:
+        """An event set by every ring of bell ``name`` (``"*"``: of any bell) from now on.
+
+        ``create=False``: a bell without a file (nobody rang it yet) is watched through the directory
+        rather than by making its file, so that waiters naming any channel they like do not fill the
+        directory with files (a client's long poll)."""
         ev = event or asyncio.Event()
         self._subs[name].add(ev)
-        self._watch(name)
+        self._watch(name, create)
         return ev
 
     def unsubscribe(self, name: str, event: asyncio.Event) -> None:

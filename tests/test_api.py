@@ -653,6 +653,9 @@ def test_a_lease_of_a_bad_channel_name_is_400_and_makes_no_bell(node: NodeProc, 
         r = api.post(f"/v1/channels/{name}/leases", json_body={"wait": wait})
         assert (r.status, r.error) == (400, "invalid_argument"), (name, r)
         assert "bad channel name" in r.json()["message"]
+    for i in range(20):  # good names of channels nobody sent to: no file is made for their bells either
+        r = api.post(f"/v1/channels/nobody.sent.{wait}.{i}/leases", json_body={"wait": wait})
+        assert r.status == 200 and r.json() == {"leases": []}, r
     after = set(os.listdir(bells)) if bells.exists() else set()
     assert after <= before, after - before
     assert "failed unexpectedly" not in node.log()

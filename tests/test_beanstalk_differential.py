@@ -137,6 +137,7 @@ def test_a_freed_tube_starts_again_from_zero(pair: tuple[Wire, Wire]) -> None:
 
 def test_delayed_jobs_put_together_come_in_put_order(pair: tuple[Wire, Wire]) -> None:
     for w in pair:
+        assert w.cmd("list-tube-used") == b"USING default"  # started: bytes read early are timed from arrival
         w.send(b"".join(b"put 0 500 60 1\r\n%d\r\n" % i for i in range(6)))  # one pipeline, one read
         assert [w.line() for _ in range(6)] == [b"INSERTED %d" % j for j in range(1, 7)]
     real, ours = pair
@@ -156,6 +157,7 @@ def test_deadline_soon_at_once_for_a_ttr_of_one_second(start: Callable[..., Bean
     try:
         ours = start(*(("-b", str(tmp_path / "ours"), "-f", "0") if durable else ()))
         for w in (real.connect(), ours.connect()):
+            assert w.cmd("list-tube-used") == b"USING default"
             j = w.put(b"x", ttr=1)
             w.send(b"reserve\r\nreserve-with-timeout 0\r\n")  # the second within a millisecond of the first
             assert w.job_reply() == (j, b"x")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -170,6 +171,42 @@ def test_a_big_batch_is_counted_once_per_message(tmp_path: Path, monkeypatch: py
         assert came == {"c": 50, "d": 10}
 
     run_pair(tmp_path, body)
+
+
+def test_a_bell_without_a_file_is_heard_through_the_directory_and_no_file_is_made(tmp_path: Path) -> None:
+    """A client's long poll names any channel it likes: the hub does not make a file for a bell nobody
+    rang (``create=False``), it hears the bell's first ring through the directory, and drops that
+    watch when its last such waiter leaves."""
+    from spoolq import _bell
+
+    bells_dir = tmp_path / "bells"
+    bells_dir.mkdir()
+    ringer = _bell.Bells(bells_dir)
+
+    async def main() -> None:
+        hub = _bell.BellHub(bells_dir)
+        hub.start()
+        try:
+            waits = [hub.subscribe(f"c.poll{i}", create=False) for i in range(20)]
+            assert sorted(os.listdir(bells_dir)) == []
+            ringer.ring("c.poll7")  # the first send to that channel
+            await asyncio.wait_for(waits[7].wait(), 10)
+            assert not any(w.is_set() for i, w in enumerate(waits) if i != 7)
+            assert sorted(os.listdir(bells_dir)) == ["c.poll7"]
+            for i, w in enumerate(waits):
+                hub.unsubscribe(f"c.poll{i}", w)
+            assert hub._name_wd == {}  # the directory's watch went with its last waiter
+            kept = hub.subscribe("c.poll7", create=False)  # its file exists now: watched as a file
+            assert list(hub._name_wd) == ["c.poll7"]
+            ringer.ring("c.poll7")
+            await asyncio.wait_for(kept.wait(), 10)
+        finally:
+            hub.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        ringer.close()
 
 
 def test_the_hub_wakes_only_for_the_bells_it_watches(tmp_path: Path) -> None:

@@ -537,7 +537,7 @@ class Node:
         visibility nor spends an attempt on nobody.
         """
         bell = channel_bell(check_channel(channel))  # before the bell: its file is named after the channel
-        ev = self.bells.subscribe(bell)
+        ev = self.bells.subscribe(bell, create=False)  # a client names the channel: no file made for it
         # counted on time.monotonic(): uvloop's loop.time() is whole ms from the loop's wake-up, and a
         # wait counted on it could end up to ~1 ms early
         deadline = time.monotonic() + wait

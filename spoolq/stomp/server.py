@@ -232,7 +232,7 @@ class Server:
 
     async def lease_async(self, channel: str, n: int, wait: float) -> list[Lease]:
         bell = channel_bell(check_channel(channel))  # before the bell: its file is named after the channel
-        ev = self.hub.subscribe(bell)
+        ev = self.hub.subscribe(bell, create=False)  # a client names the channel: no file made for it
         # counted on time.monotonic(): uvloop's loop.time() is whole ms from the loop's wake-up, and a
         # wait counted on it could end up to ~1 ms early
         deadline = time.monotonic() + wait
