@@ -941,11 +941,9 @@ class GroupCommit:
 
 
 def _wait_turn(w: WriteRequest, lk: threading.Lock) -> None:
-    """Wait until ``lk`` is released (``w`` committed), then wake the next sender of its batch.
-
-    The leader wakes only a batch's first sender, and each sender the next (issue 9): woken all at once,
-    they queued for the GIL and each needed a second wake-up; in a chain, each finds the GIL free.
-    """
+    """Wait until ``lk`` is released (``w`` committed), then wake the next sender of its batch (issue 9: woken
+    all at once, a batch's senders queued for the GIL and each needed a second wake-up; in a chain, each
+    finds the GIL free)."""
     try:
         lk.acquire()
     except BaseException:
