@@ -226,3 +226,65 @@ def test_senders_queued_behind_a_send_in_progress_are_logged_with_trace_on(spool
         assert all([e["kind"] for e in s.trace_events(m)] == ["created"] for m in sent)
     finally:
         s.close()
+
+
+def test_a_woken_sender_wakes_the_next_sender_of_its_group() -> None:
+    """The leader wakes only the first sender of a group; each wakes the next (issue 9: thread wake-ups)."""
+    from spoolq.store.commit import WriteRequest, _wait_turn
+
+    w = WriteRequest()
+    own, nxt = threading.Lock(), threading.Lock()
+    own.acquire()
+    nxt.acquire()
+    w.chain = nxt
+    own.release()  # the leader (or the sender before) woke this one
+    _wait_turn(w, own)
+    assert nxt.acquire(blocking=False)  # ... and it woke the next
+
+
+def test_an_interrupted_sender_still_wakes_the_next_one() -> None:
+    """A signal's handler raising in a waiting sender must not leave the rest of its group asleep."""
+    from spoolq.store.commit import WriteRequest, _wait_turn
+
+    class Interrupted:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def acquire(self) -> bool:
+            self.calls += 1
+            if self.calls == 1:
+                raise KeyboardInterrupt
+            return True
+
+    w = WriteRequest()
+    nxt = threading.Lock()
+    nxt.acquire()
+    w.chain = nxt
+    lk = Interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        _wait_turn(w, lk)  # type: ignore[arg-type]
+    assert lk.calls == 2  # it waited for its turn after the interrupt
+    assert nxt.acquire(blocking=False)
+
+
+def test_every_sender_of_a_group_is_woken(real_spool: Spool) -> None:
+    """8 threads sending at once: groups of several senders, and every send returns (none left asleep)."""
+    n, per = 8, 200
+    done = [0] * n
+    start = threading.Barrier(n)
+
+    def go(i: int) -> None:
+        start.wait(timeout=30)
+        for _ in range(per):
+            real_spool.send(b"x", "wake")
+            done[i] += 1
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert done == [per] * n
+    commits, requests = real_spool.commit_stats()
+    assert requests > commits  # some groups had more than one sender
+    assert real_spool.stats().channels["wake"].ready == n * per

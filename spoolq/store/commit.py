@@ -82,6 +82,7 @@ class WriteRequest:
         "bells",
         "block",
         "callback",
+        "chain",
         "dedup",
         "delayed",
         "done",
@@ -111,6 +112,7 @@ class WriteRequest:
         self.error: BaseException | None = None
         self.done = False
         self.waiter: threading.Lock | None = None
+        self.chain: threading.Lock | None = None  # the next waiter of its batch: woken by this one's sender
         self.callback: Callable[[], None] | None = None
         self.loop_bells = False  # its bells are rung by the event loop that waits for it, not the writer
         self.acks: list[tuple[int, int, bytes, int]] = []  # lease keys to end in the same transaction
@@ -188,7 +190,7 @@ class GroupCommit:
             if self._lingering and len(self._queue) >= self._want:
                 self._cv.notify()
             mu.release()
-            lk.acquire()  # released by the leader: done, or promoted to lead
+            _wait_turn(own, lk)
             if not own.done:
                 self._lead(own)
         else:
@@ -226,7 +228,7 @@ class GroupCommit:
             if self._lingering and len(queue) >= self._want:
                 self._cv.notify()
             mu.release()
-            lk.acquire()  # released by the leader: done, or promoted to lead
+            _wait_turn(w, lk)
             if not w.done:
                 self._lead(w)
             if w.error is not None:
@@ -545,18 +547,26 @@ class GroupCommit:
             self.commits += 1
             self.requests += len(batch)
             woken = 0
+            first: threading.Lock | None = None  # the senders are woken one after the other (see _wait_turn)
+            last: WriteRequest | None = None
             for w in batch:
                 w.done = True
                 if w is own:
                     continue
                 if w.waiter is not None:
-                    w.waiter.release()
+                    if last is None:
+                        first = w.waiter
+                    else:
+                        last.chain = w.waiter
+                    last = w
                     woken += 1
                 elif w.callback is not None:
                     # dropped first: the callback's closure holds the group's requests (this one
                     # included), a reference cycle that would leave the group to the garbage collector
                     callback, w.callback = w.callback, None
                     callback()
+            if first is not None:
+                first.release()
             if skip or own is not None:
                 want, skip = 0, False
             else:
@@ -930,6 +940,26 @@ class GroupCommit:
             w.dups = set(ids) - accepted
 
 
+def _wait_turn(w: WriteRequest, lk: threading.Lock) -> None:
+    """Wait until ``lk`` is released (``w`` committed), then wake the next sender of its batch (issue 9: woken
+    all at once, a batch's senders queued for the GIL and each needed a second wake-up; in a chain, each
+    finds the GIL free)."""
+    try:
+        lk.acquire()
+    except BaseException:
+        # Interrupted (a signal's handler raised): the senders after this one wait for it to pass its turn
+        # on, so it still waits for its turn (the commit is under way) before the error goes up
+        while True:
+            try:
+                lk.acquire()
+                break
+            except BaseException:
+                continue
+        raise
+    finally:
+        nxt = w.chain
+        if nxt is not None:
+            nxt.release()
 
 
 class _Turn:
