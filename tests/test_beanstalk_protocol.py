@@ -1083,11 +1083,13 @@ def test_stats_count_a_scenario(bs: Beanstalkd) -> None:
             st["total-connections"], st["current-tubes"]) == (0, 0, 0, 3, 4, 3)
 
 
+@pytest.mark.parametrize("kind", ["counts", "look-ups"])
 def test_counting_a_deep_spool_does_not_stall_other_connections(start: Callable[..., Beanstalkd],
-                                                                 tmp_path: Path) -> None:
-    """stats, stats-tube, list-tubes and pause-tube count the spool's jobs, which takes time that grows
-    with the queue: counted in a worker thread, the asking connection waits and the others are served.
-    (Counted on the event loop, 30 pipelined stats held every other connection until the last one.)"""
+                                                                 tmp_path: Path, kind: str) -> None:
+    """stats, stats-tube, list-tubes and pause-tube count the spool's jobs, and peek and stats-job of a job
+    number look through it: their time grows with the queue. Done in a worker thread, the asking connection
+    waits and the others are served. (On the event loop, 30 pipelined ones held every other connection
+    until the last one.)"""
     d = tmp_path / "spool"
     s = Spool(d, durability="normal")
     for _ in range(10):
@@ -1097,7 +1099,9 @@ def test_counting_a_deep_spool_does_not_stall_other_connections(start: Callable[
     asker, other = bs.connect(), bs.connect()
     assert other.cmd("list-tube-used") == b"USING default"
     asks = 30
-    asker.send(b"".join(x + CRLF for x in [b"stats", b"stats-tube deep", b"list-tubes"] * (asks // 3)))
+    lines = [b"stats", b"stats-tube deep", b"list-tubes"] if kind == "counts" else \
+        [b"peek 99999999", b"stats-job 99999999", b"peek 100000"]
+    asker.send(b"".join(x + CRLF for x in lines * (asks // 3)))
     for _ in range(20):
         assert other.put(b"meanwhile") > 0
     asker.sock.settimeout(0.0)  # what has come so far, without waiting
@@ -1110,9 +1114,14 @@ def test_counting_a_deep_spool_does_not_stall_other_connections(start: Callable[
     except BlockingIOError:
         pass
     asker.sock.settimeout(30)
-    assert asker.buf.count(b"OK ") < asks, "the other connection waited for every count"
-    got = []
-    for _ in range(asks):
-        got.append(asker.ok_reply())
-    assert got[0]["current-jobs-ready"] >= 100_000 and got[1]["current-jobs-ready"] == 100_000
-    assert "deep" in got[2]
+    answered = asker.buf.count(b"OK ") + asker.buf.count(b"NOT_FOUND") + asker.buf.count(b"FOUND ")
+    assert answered < asks, "the other connection waited for every one"
+    if kind == "counts":
+        got = [asker.ok_reply() for _ in range(asks)]
+        assert got[0]["current-jobs-ready"] >= 100_000 and got[1]["current-jobs-ready"] == 100_000
+        assert "deep" in got[2]
+    else:
+        for _ in range(asks // 3):
+            assert asker.line() == b"NOT_FOUND"
+            assert asker.line() == b"NOT_FOUND"
+            assert asker.job_reply(b"FOUND") == (100_000, b"x" * 50)

@@ -824,7 +824,28 @@ class Conn(asyncio.BufferedProtocol):
             self.reply(wire.found(job.job, job.body))
 
     def c_peek(self, ev: wire.Peek) -> None:
-        self._found(self.store.find_job(ev.job))
+        self._in_thread(lambda: self.store.find_job(ev.job), self._found)
+
+    def _in_thread(self, work: Callable[[], Any], answer: Callable[[Any], None]) -> None:
+        """``answer(work())``, with ``work`` (a look-up by job number: it scans the spool, its time grows
+        with the queue) in a worker thread; this connection's later commands wait, the others do not."""
+        if self.server.spool is None:  # in memory: a dict look-up
+            answer(work())
+            return
+        self.busy = True
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            if self.closed or fut.cancelled():
+                return
+            exc = fut.exception()
+            if exc is None:
+                answer(fut.result())
+            else:
+                log.error("beanstalk look-up failed: %s", exc)
+                self.reply(wire.OUT_OF_MEMORY if isinstance(exc, StorageFull) else wire.INTERNAL_ERROR)
+            self.resume()
+
+        asyncio.get_running_loop().run_in_executor(None, work).add_done_callback(done)
 
     def c_peek_ready(self, ev: wire.PeekReady) -> None:
         ch = self.server.channel(self.use)
@@ -870,13 +891,15 @@ class Conn(asyncio.BufferedProtocol):
     def c_stats_job(self, ev: wire.StatsJob) -> None:
         job = ev.job
         self.server.expire_all()
-        found = self.store.find_job(job)
-        if found is not None and found.state == "delayed" and self.server.promote_due([found.channel]):
+
+        def work() -> Job | None:
             found = self.store.find_job(job)
-        if found is None:
-            self.reply(wire.NOT_FOUND)
-            return
-        self._ok(stats.job_yaml(self.server, found))
+            if found is not None and found.state == "delayed" and self.server.promote_due([found.channel]):
+                found = self.store.find_job(job)
+            return found
+
+        self._in_thread(work, lambda found: self._ok(stats.job_yaml(self.server, found)) if found is not None
+                        else self.reply(wire.NOT_FOUND))
 
     def _counted(self, answer: Callable[[Stats], None]) -> None:
         """Answer with the spool's counts, taken off the event loop (see :mod:`.counting`); this
