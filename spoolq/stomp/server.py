@@ -173,6 +173,7 @@ class Server:
         self.topics: dict[str, set[tuple[Session, _Sub]]] = {}
         self.sessions: set[Session] = set()
         self._servers: list[asyncio.AbstractServer] = []
+        self._handlers: set[asyncio.Task[Any]] = set()  # the TCP connections' tasks (see close)
         self._started = False
         self._n = 0
 
@@ -197,6 +198,9 @@ class Server:
             writer.close()
 
         session = Session(self, send, close)
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         try:
             while not session.closed:
                 data = await reader.read(1 << 16)
@@ -206,6 +210,8 @@ class Server:
         except (ConnectionError, OSError):
             pass
         finally:
+            if task is not None:
+                self._handlers.discard(task)
             await session.connection_lost()
             with contextlib.suppress(Exception):
                 writer.close()
@@ -225,6 +231,8 @@ class Server:
         for s in list(self.sessions):
             await s.connection_lost()
             s.close_transport()
+        if self._handlers:  # their reads end with the transports: let them finish rather than be cancelled
+            await asyncio.wait(list(self._handlers), timeout=5)  # (asyncio 3.11 logs a cancelled one's error)
         for srv in self._servers:
             with contextlib.suppress(Exception):
                 await srv.wait_closed()
