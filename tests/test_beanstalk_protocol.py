@@ -1125,3 +1125,20 @@ def test_counting_a_deep_spool_does_not_stall_other_connections(start: Callable[
             assert asker.line() == b"NOT_FOUND"
             assert asker.line() == b"NOT_FOUND"
             assert asker.job_reply(b"FOUND") == (100_000, b"x" * 50)
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "durable"])
+def test_a_long_pipeline_of_stats_and_look_ups(start: Callable[..., Beanstalkd], tmp_path: Path,
+                                               durable: bool) -> None:
+    """Thousands of stats commands and look-ups in one pipeline are answered in order (in memory, an
+    answer given at once must not nest a call per command: 3,000 of them overflowed the stack)."""
+    bs = start(*(("-b", str(tmp_path)) if durable else ()))
+    w = bs.connect()
+    j = w.put(b"x")
+    n = 750
+    w.send(b"list-tubes\r\nstats\r\nstats-job %d\r\npeek 99999\r\n" % j * n)
+    for _ in range(n):
+        assert w.ok_reply() == ["default"]
+        assert w.ok_reply()["current-jobs-ready"] == 1
+        assert w.ok_reply()["id"] == j
+        assert w.line() == b"NOT_FOUND"

@@ -903,13 +903,16 @@ class Conn(asyncio.BufferedProtocol):
 
     def _counted(self, answer: Callable[[Stats], None]) -> None:
         """Answer with the spool's counts, taken off the event loop (see :mod:`.counting`); this
-        connection's later commands wait, the other connections do not."""
-        self.busy = True
+        connection's later commands wait, the other connections do not. In memory: answered at once
+        (no busy and resume: a pipeline of them would nest a call per command)."""
+        if self.server.spool is not None:
+            self.busy = True
 
         def done(counted: Stats | None) -> None:
             if not self.closed:
                 answer(counted) if counted is not None else self.reply(wire.INTERNAL_ERROR)
-                self.resume()
+                if self.busy:
+                    self.resume()
 
         self.server.counting.then(done)
 
