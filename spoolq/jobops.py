@@ -119,9 +119,10 @@ class JobOps:
         Scans the inbox: its cost grows with the queue."""
         return self._jobs.find(job)
 
-    def delete(self, job: int) -> bool:
-        """Delete the message with job number ``job`` if it is ready, delayed or buried (not leased)."""
-        return self._jobs.delete(job)
+    def delete(self, job: int, found: Job | None = None) -> bool:
+        """Delete the message with job number ``job`` if it is ready, delayed or buried (not leased).
+        ``found``: what :meth:`find` said of it (its table is then written by its key, not scanned)."""
+        return self._jobs.delete(job, found)
 
     def kick(self, channel: str, bound: int) -> list[int]:
         """beanstalkd's kick: make up to ``bound`` dead letters of ``channel`` ready (oldest first); if

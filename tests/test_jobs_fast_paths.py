@@ -185,3 +185,33 @@ def test_due_delayed_jobs_and_several_tubes_take_the_general_path(spool_dir: Pat
         assert other is not None and other.job == ready
     finally:
         s.close()
+
+
+def test_a_delete_by_job_number_after_a_look_up_writes_by_key(tmp_path: Path) -> None:
+    """beanstalkd's `delete <id>` of a job nobody holds: after `find` (a read, off the server's loop), the
+    delete writes its table by the message's key (ready, delayed) or the dead letters' job index (buried),
+    never a scan of the inbox under the write lock; a job that moved meanwhile still goes."""
+    with Spool(tmp_path / "s", durability="normal") as s:
+        ready, delayed, buried, moved = put(s), s.jobs.put([(b"d", "tube", 5, 60.0, None)])[0], put(s), put(s)
+        assert isinstance(delayed, int)
+        lease = s.jobs.lease(buried, visibility=30.0)
+        assert lease is not None
+        lease.dead(reason="buried")
+        move = s._inbox.db.move
+        for job, state in ((ready, "ready"), (delayed, "delayed"), (buried, "buried")):
+            found = s.jobs.find(job)
+            assert found is not None and found.state == state
+            with statements(move) as ran:
+                assert s.jobs.delete(job, found)
+            deletes = [x for x in ran if x.startswith("DELETE")]
+            assert len(deletes) == 1, ran
+            assert "channel=" in deletes[0] or "FROM dead" in deletes[0], deletes
+            assert s.jobs.find(job) is None
+        stale = s.jobs.find(moved)
+        assert stale is not None and stale.state == "ready"
+        lease = s.jobs.lease(moved, visibility=30.0)
+        assert lease is not None
+        lease.dead(reason="buried")  # buried after the look-up: its key finds nothing, the general path does
+        assert s.jobs.delete(moved, stale)
+        assert s.jobs.find(moved) is None
+        assert not s.jobs.delete(moved, stale)

@@ -184,8 +184,8 @@ class JobStore:
     def find_job(self, job: int) -> Job | None:
         return self.spool.jobs.find(job)
 
-    def delete_job(self, job: int) -> bool:
-        return self.spool.jobs.delete(job)
+    def delete_job(self, job: int, found: Job | None = None) -> bool:
+        return self.spool.jobs.delete(job, found)
 
     def kick_jobs(self, channel: str, bound: int) -> list[int]:
         return self.spool.jobs.kick(channel, bound)

@@ -438,7 +438,7 @@ class MemoryStore:
         due = j.due + NOT_EARLY if j.state in (RESERVED, DELAYED) else None  # as the spool shows it
         return Job(j.job, "", j.tube.name, state, j.pri, j.body, dict(j.headers or {}), j.created, due, j.attempts)
 
-    def delete_job(self, job: int) -> bool:
+    def delete_job(self, job: int, found: Job | None = None) -> bool:
         j = self.jobs.get(job)
         if j is None:
             return False

@@ -736,10 +736,17 @@ class Conn(asyncio.BufferedProtocol):
             except LeaseError:
                 pass
             del self.reserved[job]
-        else:
-            found = self.store.find_job(job)
-            if found is not None and found.state != "reserved" and self.store.delete_job(job):
-                tube = channel_tube(found.channel)
+        else:  # looked up off the loop (a scan), then deleted by its key
+
+            def delete(found: Job | None) -> None:
+                ok = found is not None and found.state != "reserved" and self.store.delete_job(job, found)
+                self._deleted(job, channel_tube(found.channel) if ok and found is not None else None)
+
+            self._in_thread(lambda: self.store.find_job(job), delete)
+            return
+        self._deleted(job, tube)
+
+    def _deleted(self, job: int, tube: str | None) -> None:
         if tube is None:
             self.reply(wire.NOT_FOUND)
             return
@@ -837,12 +844,11 @@ class Conn(asyncio.BufferedProtocol):
         def done(fut: asyncio.Future[Any]) -> None:
             if self.closed or fut.cancelled():
                 return
-            exc = fut.exception()
-            if exc is None:
-                answer(fut.result())
-            else:
-                log.error("beanstalk look-up failed: %s", exc)
-                self.reply(wire.OUT_OF_MEMORY if isinstance(exc, StorageFull) else wire.INTERNAL_ERROR)
+            try:
+                answer(fut.result())  # (its own write, a delete's, may fail too)
+            except SpoolqError as e:
+                log.error("beanstalk look-up failed: %s", e)
+                self.reply(wire.OUT_OF_MEMORY if isinstance(e, StorageFull) else wire.INTERNAL_ERROR)
             self.resume()
 
         asyncio.get_running_loop().run_in_executor(None, work).add_done_callback(done)

@@ -8,6 +8,7 @@ write), so finding a ready or leased message by number scans the inbox.
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -224,11 +225,29 @@ class Jobs:
 
         return self.db.txn(self.db.move, lease)
 
-    def delete(self, job: int) -> bool:
-        """Delete the message with job number ``job`` if it is ready, delayed or buried (not leased)."""
+    def delete(self, job: int, found: Job | None = None) -> bool:
+        """Delete the message with job number ``job`` if it is ready, delayed or buried (not leased).
+
+        ``found``: what :meth:`find` said of it. Then only its table is written, by its key (ready,
+        delayed) or the dead letters' job index, not scanned while the write lock is held; if it moved
+        meanwhile, every table is looked at as without it."""
         now = self.inbox.now_ms()
+        ch = self.names.channels.get(found.channel) if found is not None else None
+        key = uuid.UUID(found.id).bytes if found is not None else b""
 
         def delete(c: sqlite3.Connection) -> bool:
+            if found is not None:
+                if found.state == "buried":
+                    hit = c.execute(sql.JOB_DELETE_DEAD, (job,)).rowcount
+                elif found.state == "ready" and ch is not None:
+                    hit = c.execute(sql.JOB_DELETE_READY_KEY, (ch, found.priority, key, job, now)).rowcount
+                elif found.state == "delayed" and ch is not None and found.due is not None:
+                    due = round(found.due * 1000)
+                    hit = c.execute(sql.JOB_DELETE_DELAYED_KEY, (ch, due, key, job)).rowcount
+                else:
+                    hit = 0
+                if hit:
+                    return True
             return bool(c.execute(sql.JOB_DELETE_READY, (job, now)).rowcount
                         or c.execute(sql.JOB_DELETE_DELAYED, (job,)).rowcount
                         or c.execute(sql.JOB_DELETE_DEAD, (job,)).rowcount)

@@ -281,6 +281,9 @@ JOB_LEASE_ROW: Final = (
     "FROM inbox WHERE job=?"
 )
 JOB_DELETE_READY: Final = "DELETE FROM inbox WHERE job=? AND lease_until<=?"
+# The same by the message's key, when a look-up found it (no scan under the write lock): ready, delayed
+JOB_DELETE_READY_KEY: Final = "DELETE FROM inbox WHERE channel=? AND priority=? AND id=? AND job=? AND lease_until<=?"
+JOB_DELETE_DELAYED_KEY: Final = "DELETE FROM delayed WHERE channel=? AND due=? AND id=? AND job=?"
 JOB_DELETE_DELAYED: Final = "DELETE FROM delayed WHERE job=?"
 JOB_DELETE_DEAD: Final = "DELETE FROM dead WHERE job=? AND peer IS NULL"
 RELEASE_ALL_LEASES: Final = "UPDATE inbox SET lease_until=0 WHERE lease_until>?"
