@@ -326,7 +326,7 @@ class BellHub:
 
         ``create=False``: a bell without a file (nobody rang it yet) is watched through the directory
         rather than by making its file, so that waiters naming any channel they like do not fill the
-        directory with files (a client's long poll)."""
+        directory with files (a client's long poll). Before :meth:`start`, every bell gets its file."""
         ev = event or asyncio.Event()
         self._subs[name].add(ev)
         self._watch(name, create)

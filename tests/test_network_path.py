@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from spoolq import _bell
 from spoolq.node import gate as gate_module
 from spoolq.node.config import NodeConfig, PeerConfig
 from spoolq.node.daemon import Node
@@ -173,17 +174,23 @@ def test_a_big_batch_is_counted_once_per_message(tmp_path: Path, monkeypatch: py
     run_pair(tmp_path, body)
 
 
+def with_bells(tmp_path: Path, main: Callable[[Path, _bell.Bells], Awaitable[None]]) -> None:
+    """Run ``main(bells_dir, ringer)`` on an event loop, with a bells directory and a ringer of its own."""
+    bells_dir = tmp_path / "bells"
+    bells_dir.mkdir()
+    ringer = _bell.Bells(bells_dir)
+    try:
+        asyncio.run(main(bells_dir, ringer))
+    finally:
+        ringer.close()
+
+
 def test_a_bell_without_a_file_is_heard_through_the_directory_and_no_file_is_made(tmp_path: Path) -> None:
     """A client's long poll names any channel it likes: the hub does not make a file for a bell nobody
     rang (``create=False``), it hears the bell's first ring through the directory, and drops that
     watch when its last such waiter leaves."""
-    from spoolq import _bell
 
-    bells_dir = tmp_path / "bells"
-    bells_dir.mkdir()
-    ringer = _bell.Bells(bells_dir)
-
-    async def main() -> None:
+    async def main(bells_dir: Path, ringer: _bell.Bells) -> None:
         hub = _bell.BellHub(bells_dir)
         hub.start()
         try:
@@ -203,23 +210,15 @@ def test_a_bell_without_a_file_is_heard_through_the_directory_and_no_file_is_mad
         finally:
             hub.close()
 
-    try:
-        asyncio.run(main())
-    finally:
-        ringer.close()
+    with_bells(tmp_path, main)
 
 
 def test_the_hub_wakes_only_for_the_bells_it_watches(tmp_path: Path) -> None:
     """A node's hub watches the files of bells someone waits on: its own ring of another channel (every
     received batch rings one) does not wake its loop; ``"*"`` still hears every bell; an unsubscribed
     bell is not heard any more."""
-    from spoolq import _bell
 
-    bells_dir = tmp_path / "bells"
-    bells_dir.mkdir()
-    ringer = _bell.Bells(bells_dir)
-
-    async def main() -> None:
+    async def main(bells_dir: Path, ringer: _bell.Bells) -> None:
         hub = _bell.BellHub(bells_dir)
         fired: list[str] = []
         real_fire = hub._fire
@@ -251,10 +250,7 @@ def test_the_hub_wakes_only_for_the_bells_it_watches(tmp_path: Path) -> None:
         finally:
             hub.close()
 
-    try:
-        asyncio.run(main())
-    finally:
-        ringer.close()
+    with_bells(tmp_path, main)
 
 
 def test_messages_between_nodes_are_announced_before_the_sync_and_answered_after_it(tmp_path: Path) -> None:

@@ -916,7 +916,10 @@ class Conn(asyncio.BufferedProtocol):
 
         def done(counted: Stats | None) -> None:
             if not self.closed:
-                answer(counted) if counted is not None else self.reply(wire.INTERNAL_ERROR)
+                if counted is None:
+                    self.reply(wire.INTERNAL_ERROR)
+                else:
+                    answer(counted)
                 if self.busy:
                     self.resume()
 

@@ -23,15 +23,9 @@ class _ConnView(Protocol):
     watch: list[str]
 
 
-class _StoreView(Protocol):
-    def stats(self) -> Stats: ...
-
-
 class StatsSource(Protocol):
     """What the stats read of the server (:class:`.server.Server`)."""
 
-    @property
-    def store(self) -> _StoreView: ...
     @property
     def conns(self) -> Collection[_ConnView]: ...
     @property

@@ -12,7 +12,7 @@ what it had counted is forgotten before the new reference counts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Any, Final
 
 from .names import tube_channel
 
@@ -68,22 +68,25 @@ class Tubes:
         else:
             self.refs.pop(tube, None)
 
+    def _tables(self) -> tuple[dict[str, Any], ...]:
+        """Every table keyed by tube."""
+        return (self.order, self.jobs, self.deletes, self.pauses, self.paused)
+
     def _counted(self, tube: str) -> bool:
-        return tube in self.order or tube in self.jobs or tube in self.deletes or tube in self.pauses \
-            or tube in self.paused
+        return any(tube in table for table in self._tables())
 
     def forget(self, tube: str) -> None:
         """``tube`` stopped existing: its counters, pause and place in the creation order go."""
-        for table in (self.jobs, self.deletes, self.pauses, self.paused, self.order):
-            table.pop(tube, None)  # type: ignore[attr-defined]
+        for table in self._tables():
+            table.pop(tube, None)
 
     def prune(self, names: Iterable[str]) -> list[str]:
         """Keep only the tubes in ``names`` (those that exist), in creation order, new ones last in
         name order; returns them."""
         names = set(names)
-        for table in (self.order, self.jobs, self.deletes, self.pauses, self.paused):
+        for table in self._tables():
             for gone in [t for t in table if t not in names]:
-                del table[gone]  # type: ignore[attr-defined]
+                del table[gone]
         for t in sorted(names.difference(self.order)):
             self.order[t] = None
         return list(self.order)
