@@ -8,13 +8,12 @@ write), so finding a ready or leased message by number scans the inbox.
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .. import _bell
-from ..message import _ms_of, decode_headers, id_text_from_bytes
+from ..message import _ms_of, decode_headers, id_bytes, id_text_from_bytes
 from . import sql
 from .commit import GroupCommit, WriteRequest
 from .db import Database
@@ -233,7 +232,7 @@ class Jobs:
         meanwhile, every table is looked at as without it."""
         now = self.inbox.now_ms()
         ch = self.names.channels.get(found.channel) if found is not None else None
-        key = uuid.UUID(found.id).bytes if found is not None else b""
+        key = id_bytes(found.id) if found is not None else b""
 
         def delete(c: sqlite3.Connection) -> bool:
             if found is not None:
