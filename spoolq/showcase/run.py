@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -62,8 +63,6 @@ class _Node:
     def start(self) -> None:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
-        import socket
-
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
@@ -186,8 +185,11 @@ def run(*, writes: int = 600, writers: int = 16, two_hosts: bool = False, say: C
             site = Site(dsn, web_spool, mc.port, to=to)
             runner = web.AppRunner(site.app(), access_log=None)
             await runner.setup()
-            port = free_port()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
+            # bound here on port 0 and handed over: a port found free and bound later can be taken meanwhile
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            await web.SockSite(runner, sock).start()
             say(f"site: http://127.0.0.1:{port} ({writers} concurrent writers, {writes} writes)")
             try:
                 await _drive(f"http://127.0.0.1:{port}", phases, writers, writes // 3, between, say)
